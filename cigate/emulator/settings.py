@@ -1,0 +1,61 @@
+"""Emulator settings: one frozen object, read once from options and ``CIGATE_EMULATOR_*``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    """Everything ``create_app`` needs; ``from_env`` fills it from the environment."""
+
+    #: Keys accepted in ``api-key`` or ``Authorization: Bearer``; empty means one is generated.
+    api_keys: tuple[str, ...] = ()
+    #: Where containers' directories and uploaded files live.
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cigate-emu-")))
+    #: Idle minutes before a container expires (the real service: 20).
+    idle_minutes: int = 20
+    #: Kernels kept warm in the pool.
+    pool_size: int = 2
+    #: "auto" (bubblewrap when available), "bwrap" or "none".
+    isolation: str = "auto"
+    #: Seconds one code cell may run before it is interrupted.
+    exec_timeout: float = 60.0
+    #: Seconds between sweeps that stop kernels of expired containers.
+    reaper_interval: float = 5.0
+    #: Deployment names accepted as ``model``; empty accepts any.
+    deployments: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.api_keys:
+            object.__setattr__(self, "api_keys", ("emu-" + secrets.token_urlsafe(24),))
+
+    @property
+    def api_key(self) -> str:
+        """The first accepted key (the one printed at start-up)."""
+        return self.api_keys[0]
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> EmulatorSettings:
+        """Settings from ``CIGATE_EMULATOR_*`` variables; explicit ``overrides`` win."""
+        env = os.environ
+        values: dict[str, object] = {}
+        if key := env.get("CIGATE_EMULATOR_API_KEY"):
+            values["api_keys"] = tuple(k.strip() for k in key.split(",") if k.strip())
+        if data := env.get("CIGATE_EMULATOR_DATA_DIR"):
+            values["data_dir"] = Path(data)
+        for name, conv in (
+            ("idle_minutes", int),
+            ("pool_size", int),
+            ("isolation", str),
+            ("exec_timeout", float),
+        ):
+            raw = env.get(f"CIGATE_EMULATOR_{name.upper()}")
+            if raw:
+                values[name] = conv(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,36 @@
+"""Suite-wide fixtures: hermetic environment, and a guard that required suites really ran."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_PREFIXES = ("CIGATE_", "OPENAI_", "AZURE_", "AOAI_")
+#: Markers whose tests must not be skipped when CIGATE_REQUIRE_SUITES is set (CI).
+_REQUIRED_MARKERS = ("storage", "sandbox")
+_skipped_required: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's credentials or settings; CIGATE_HOME is a temp dir."""
+    for name in list(os.environ):
+        if name.startswith(_PREFIXES) and name != "CIGATE_TEST_SERVER":
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CIGATE_HOME", str(tmp_path / "cigate-home"))
+    yield
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and any(m in report.keywords for m in _REQUIRED_MARKERS):
+        _skipped_required.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CIGATE_REQUIRE_SUITES") and _skipped_required:
+        shown = "\n  ".join(_skipped_required[:20])
+        print(f"\nrequired suites were skipped ({len(_skipped_required)}):\n  {shown}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
