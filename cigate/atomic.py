@@ -1,0 +1,108 @@
+"""Write-then-rename: a downloaded file appears complete, verified, or not at all.
+
+Bytes go to a hidden temporary file in the target directory (same file system, so the final
+step is a rename), are hashed on the way, fsynced, and only then linked to their final name.
+``os.link`` fails instead of overwriting, which closes the race between two downloads choosing
+the same name. Any failure or cancellation removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import anyio.to_thread
+
+from cigate.exceptions import StorageError
+from cigate.naming import NameReserver
+
+__all__ = ["TempFile"]
+
+TEMP_PREFIX = ".cigate-"
+TEMP_SUFFIX = ".part"
+
+
+class TempFile:
+    """A temporary file being filled by one download attempt."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.size = 0
+        self.head = b""
+        self._sha = hashlib.sha256()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write to {directory}: {exc.strerror}",
+                hint="Choose a writable output directory with --out.",
+            ) from exc
+        self.path = Path(name)
+        self._fh = os.fdopen(fd, "wb")
+
+    @classmethod
+    async def create(cls, directory: Path) -> TempFile:
+        return await anyio.to_thread.run_sync(cls, directory)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    async def write(self, chunk: bytes) -> None:
+        if len(self.head) < 4096:
+            self.head += chunk[: 4096 - len(self.head)]
+        self._sha.update(chunk)
+        self.size += len(chunk)
+        await anyio.to_thread.run_sync(self._fh.write, chunk)
+
+    def _flush(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+    async def commit(self, reserver: NameReserver, name: str) -> Path:
+        """fsync, then give the file its final unique name inside the directory."""
+        await anyio.to_thread.run_sync(self._flush)
+        return await anyio.to_thread.run_sync(self._place, reserver, name)
+
+    def _place(self, reserver: NameReserver, name: str) -> Path:
+        while True:
+            final = reserver.reserve(name)
+            if not reserver.inside(final):  # pragma: no cover - safe_name makes this impossible
+                reserver.release(final)
+                raise StorageError(f"refusing to write outside {reserver.directory}")
+            try:
+                os.link(self.path, final)
+            except FileExistsError:
+                continue  # someone else took it between reserve and link: next number
+            except OSError:  # file systems without hard links
+                if os.path.lexists(final):
+                    continue
+                os.replace(self.path, final)
+            else:
+                os.unlink(self.path)
+            _fsync_dir(final.parent)
+            return final
+
+    async def discard(self) -> None:
+        """Remove the temporary file (idempotent; safe after commit)."""
+        await anyio.to_thread.run_sync(self._discard)
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,131 @@
+"""Turn an HTTP failure (status, headers, body) into one error of the cigate tree.
+
+Azure answers the same mistake in several shapes: an OpenAI envelope, an Azure envelope with a
+string ``code``, plain text ("… not supported for CheckAccess."), or a 404 with no body at all
+(api-reference §5.2). Users should not have to know them: each shape maps to an error class whose
+hint says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cigate.exceptions import (
+    AccessDeniedError,
+    ApiVersionError,
+    BadInputError,
+    CigateError,
+    ContainerExpiredError,
+    FileNotFoundInContainerError,
+    RateLimitedError,
+    UpstreamUnavailableError,
+)
+from cigate.retry import parse_retry_after
+
+__all__ = ["error_message", "from_http", "from_transport", "looks_like_error_body"]
+
+_CONTAINER_GONE_HINT = (
+    "The container is gone: containers expire after 20 idle minutes (their files with them), "
+    "and a container only exists on the resource and deployment that created it. Fetch files "
+    "right after the run, or use the cigate gateway, which keeps them."
+)
+_EMPTY_404_HINT = (
+    "Azure answered 404 with an empty body, as during its 2025 rollout of container downloads. "
+    "Make sure the endpoint is the same resource that ran the code; try --api-version preview."
+)
+_CHECKACCESS_HINT = (
+    "Azure refused the operation for this endpoint (CheckAccess). Download through the resource "
+    "endpoint https://RESOURCE.openai.azure.com/openai/v1/ with the same credential that created "
+    "the response, and make sure the identity has 'Cognitive Services OpenAI User'."
+)
+
+
+def error_message(body: bytes | str | None) -> tuple[str, str | None]:
+    """``(message, code)`` from an OpenAI/Azure envelope, plain text, or nothing."""
+    if body is None:
+        return "", None
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    text = text.strip()
+    if not text:
+        return "", None
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        return text[:300], None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            message = str(err.get("message") or "")
+            code = err.get("code")
+            return message[:300], (str(code) if code is not None else None)
+        if isinstance(err, str):
+            return err[:300], None
+    return text[:300], None
+
+
+def looks_like_error_body(head: bytes) -> bool:
+    """True for a JSON object with an ``error`` key (an error delivered with status 200)."""
+    stripped = head.lstrip()
+    if not stripped.startswith(b"{"):
+        return False
+    try:
+        data = json.loads(stripped.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "error" in data and len(data) <= 3
+
+
+def from_http(
+    status: int,
+    body: bytes | str | None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    what: str,
+    uses_entra: bool = False,
+) -> CigateError:
+    """The error for a failed request; ``what`` names the operation for the message."""
+    headers = headers or {}
+    message, code = error_message(body)
+    request_id = headers.get("x-request-id") or headers.get("apim-request-id")
+    detail = f"{what}: HTTP {status}" + (f": {message}" if message else " (empty body)")
+    lower = message.lower()
+    kw: dict[str, Any] = {"status": status, "request_id": request_id}
+
+    if "checkaccess" in lower:
+        return AccessDeniedError(detail, hint=_CHECKACCESS_HINT, **kw)
+    if status in (401, 403):
+        if "key based authentication is disabled" in lower:
+            hint = "This resource accepts only Microsoft Entra ID: drop the API key (--auth entra)."
+        elif uses_entra:
+            hint = (
+                "The token was refused: use the scope https://cognitiveservices.azure.com/.default "
+                "(or https://ai.azure.com/.default) and give the identity the role "
+                "'Cognitive Services OpenAI User'."
+            )
+        else:
+            hint = None
+        return AccessDeniedError(detail, hint=hint, **kw)
+    if "container is expired" in lower or (status == 400 and "expired" in lower):
+        return ContainerExpiredError(detail, **kw)
+    if status == 429 or code in {"429", "rate_limit_exceeded"}:
+        return RateLimitedError(detail, retry_after=parse_retry_after(headers), **kw)
+    if "api version" in lower or "api-version" in lower or code == "invalid_api_version":
+        return ApiVersionError(detail, **kw)
+    if status == 404:
+        if lower.startswith("container") or "container with id" in lower:
+            return ContainerExpiredError(detail, hint=_CONTAINER_GONE_HINT, **kw)
+        if lower == "resource not found":
+            return ApiVersionError(detail, **kw)
+        if not message:
+            return FileNotFoundInContainerError(detail, hint=_EMPTY_404_HINT, **kw)
+        return FileNotFoundInContainerError(detail, **kw)
+    if status >= 500 or status == 408 or code in ("Timeout", "server_error"):
+        return UpstreamUnavailableError(detail, **kw)
+    return BadInputError(detail, hint=None if message else BadInputError.default_hint, **kw)
+
+
+def from_transport(exc: BaseException, *, what: str) -> UpstreamUnavailableError:
+    """A connection failure, timeout or cut-off body that outlasted the retries."""
+    return UpstreamUnavailableError(f"{what}: {type(exc).__name__}: {exc}".rstrip(": "))

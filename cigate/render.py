@@ -1,0 +1,130 @@
+"""Results as a rich table (terminal) and as HTML with inline images (Jupyter).
+
+One place decides the columns — filename, file id, container, bytes, sha256, local path — so the
+CLI table, ``--json`` and the notebook view say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+
+from rich.table import Table
+
+from cigate.results import DownloadResult
+
+__all__ = ["INLINE_IMAGE_LIMIT", "container_table", "files_table", "html_table"]
+
+#: Images larger than this are linked, not embedded, in the HTML view.
+INLINE_IMAGE_LIMIT = 5 * 1024 * 1024
+_INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def files_table(results: Iterable[DownloadResult], *, title: str | None = "Files") -> Table:
+    """The terminal table; failed rows show the error class and message instead of a path."""
+    table = Table(title=title, show_lines=False)
+    for name, style in (
+        ("filename", "bold"),
+        ("file id", "dim"),
+        ("container", "dim"),
+        ("bytes", None),
+        ("sha256", "dim"),
+        ("local path", "green"),
+    ):
+        table.add_column(name, style=style, justify="right" if name == "bytes" else "left")
+    for r in results:
+        if r.ok:
+            table.add_row(
+                r.ref.filename,
+                r.ref.file_id,
+                r.ref.container_id or "",
+                f"{r.bytes:,}",
+                (r.sha256 or "")[:16] + "…",
+                str(r.path),
+            )
+        else:
+            kind = r.error.kind if r.error else "error"
+            message = r.error.message if r.error else "not downloaded"
+            table.add_row(
+                r.ref.filename,
+                r.ref.file_id,
+                r.ref.container_id or "",
+                "",
+                "",
+                f"[red]{kind}: {escape_markup(message)}[/red]",
+            )
+    return table
+
+
+def escape_markup(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def container_table(container_id: str, records: Sequence[dict[str, Any]]) -> Table:
+    """``cigate ls``: the container's file records."""
+    table = Table(title=f"Files in {container_id}")
+    table.add_column("file id", style="dim")
+    table.add_column("path", style="bold")
+    table.add_column("bytes", justify="right")
+    table.add_column("source")
+    table.add_column("created_at", justify="right")
+    for r in records:
+        size = r.get("bytes")
+        table.add_row(
+            str(r.get("id", "")),
+            str(r.get("path", "")),
+            f"{size:,}" if isinstance(size, int) else "",
+            str(r.get("source", "")),
+            str(r.get("created_at", "")),
+        )
+    return table
+
+
+def _image_cell(r: DownloadResult) -> str:
+    if not r.ok or r.path is None or r.content_type not in _INLINE_TYPES:
+        return ""
+    if r.bytes > INLINE_IMAGE_LIMIT:
+        return "(large image)"
+    data = base64.b64encode(r.path.read_bytes()).decode("ascii")
+    return (
+        f"<img src='data:{r.content_type};base64,{data}' "
+        f"alt='{escape(r.ref.filename)}' style='max-width:320px;max-height:240px'>"
+    )
+
+
+def html_table(results: Iterable[DownloadResult]) -> str:
+    """The Jupyter view: one row per file, images shown inline."""
+    rows = []
+    for r in results:
+        if r.ok:
+            cells = [
+                escape(r.ref.filename),
+                escape(r.ref.file_id),
+                escape(r.ref.container_id or ""),
+                f"{r.bytes:,}",
+                f"<code>{escape((r.sha256 or '')[:16])}…</code>",
+                f"<code>{escape(str(r.path))}</code>",
+                _image_cell(r),
+            ]
+        else:
+            message = f"{r.error.kind}: {r.error.message}" if r.error else "not downloaded"
+            hint = r.error.hint if r.error else ""
+            cells = [
+                escape(r.ref.filename),
+                escape(r.ref.file_id),
+                escape(r.ref.container_id or ""),
+                "",
+                "",
+                f"<span style='color:#b00'>{escape(message)}</span><br><i>{escape(hint)}</i>",
+                "",
+            ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("filename", "file id", "container", "bytes", "sha256", "local path", "")
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

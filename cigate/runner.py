@@ -1,0 +1,380 @@
+"""High level: run a code-interpreter request and keep every file it made.
+
+The flow of DESIGN.md "Client run": resolve endpoint and credential, upload input files into a
+container, call the Responses API with the ``code_interpreter`` tool (streaming by default), start
+each download the moment its citation arrives while the stream goes on, then list the container
+and fetch the files that were written but never cited. Progress goes to an observer, so the
+library stays quiet and the CLI draws it. Each function has a sync twin for scripts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import openai
+
+from cigate import classify
+from cigate._sync import run_sync
+from cigate.config import ClientConfig, resolve_config
+from cigate.download import Downloader, DownloadObserver
+from cigate.exceptions import BadInputError, CigateError, ConfigurationError
+from cigate.refs import FileRef, RefCollector, find_files, rewrite_sandbox_links, to_jsonable
+from cigate.results import DownloadResult, Harvest, RunResult
+
+if TYPE_CHECKING:
+    import httpx2
+    from openai import AsyncOpenAI
+
+__all__ = [
+    "RunObserver",
+    "adownload",
+    "afetch_response",
+    "alist_files",
+    "arun",
+    "download",
+    "fetch_response",
+    "list_files",
+    "run",
+]
+
+STEPS = 5
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful data analyst. Use the python tool for calculations and save every file "
+    "you make under /mnt/data."
+)
+
+
+class RunObserver(DownloadObserver, Protocol):
+    """Progress of a run: numbered steps, the code as it streams, downloads, warnings."""
+
+    def step(self, number: int, total: int, text: str) -> None: ...
+    def code_delta(self, item_id: str, delta: str) -> None: ...
+    def code_done(self, item_id: str, code: str) -> None: ...
+    def warning(self, text: str) -> None: ...
+
+
+class QuietObserver:
+    """Observes nothing (the library default)."""
+
+    def step(self, number: int, total: int, text: str) -> None:
+        pass
+
+    def code_delta(self, item_id: str, delta: str) -> None:
+        pass
+
+    def code_done(self, item_id: str, code: str) -> None:
+        pass
+
+    def warning(self, text: str) -> None:
+        pass
+
+    def started(self, ref: FileRef, total: int | None) -> None:
+        pass
+
+    def advanced(self, ref: FileRef, nbytes: int) -> None:
+        pass
+
+    def finished(self, result: DownloadResult) -> None:
+        pass
+
+
+def _wrap_openai(exc: Exception, what: str, config: ClientConfig) -> CigateError:
+    """SDK exceptions -> the cigate tree (raised ``from exc`` by callers)."""
+    if isinstance(exc, openai.APIStatusError):
+        headers = dict(exc.response.headers.items())
+        return classify.from_http(
+            exc.status_code, exc.response.text, headers, what=what, uses_entra=config.uses_entra
+        )
+    return classify.from_transport(exc, what=what)
+
+
+def _client(config: ClientConfig, client: AsyncOpenAI | None) -> AsyncOpenAI:
+    return client if client is not None else config.async_openai_client()
+
+
+async def _upload(
+    oai: AsyncOpenAI, config: ClientConfig, files: Sequence[Path], container: str | None
+) -> str:
+    """Create a container (unless given) and upload the input files into it."""
+    try:
+        if container is None:
+            created = await oai.containers.create(name="cigate-run")
+            container = created.id
+        for path in files:
+            data = await anyio.Path(path).read_bytes()
+            await oai.containers.files.create(container, file=(path.name, data))
+    except openai.OpenAIError as exc:
+        raise _wrap_openai(exc, "upload input files", config) from exc
+    return container
+
+
+async def arun(
+    prompt: str,
+    *,
+    files: Iterable[str | Path] = (),
+    instructions: str | None = None,
+    model: str | None = None,
+    container: str | None = None,
+    out: str | Path | None = None,
+    stream: bool = True,
+    config: ClientConfig | None = None,
+    client: AsyncOpenAI | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    observer: RunObserver | None = None,
+    reconcile: bool = True,
+) -> RunResult:
+    """Run ``prompt`` with the code interpreter, download every file, return a RunResult.
+
+    ``client`` is the SDK client to use (default: built from ``config``); ``http_client`` is
+    the ``httpx2.AsyncClient`` downloads go through. Download failures are recorded in the
+    result (``result.errors``); failures of the run itself raise a CigateError.
+    """
+    config = config or resolve_config()
+    obs: RunObserver = observer or QuietObserver()
+    model = model or config.model
+    if not model:
+        raise ConfigurationError(
+            "no model (deployment) is set",
+            hint="Pass --model DEPLOYMENT or set AOAI_DEPLOYMENT (or CIGATE_MODEL).",
+        )
+    inputs = [Path(f) for f in files]
+    for path in inputs:
+        if not path.is_file():
+            raise BadInputError(f"input file not found: {path}")
+    auth = "API key" if config.api_key else f"Microsoft Entra ID ({config.scope})"
+    obs.step(1, STEPS, f"Endpoint {config.base_url} with {auth}")
+    for text in config.warnings:
+        obs.warning(text)
+    oai = _client(config, client)
+    existing: set[str] = set()
+    async with Downloader(config, out, client=http_client, observer=obs) as downloader:
+        if inputs:
+            obs.step(2, STEPS, f"Uploading {len(inputs)} input file(s)")
+            container = await _upload(oai, config, inputs, container)
+        else:
+            obs.step(2, STEPS, "No input files to upload")
+        if container is not None:
+            existing = await _existing_ids(downloader, container)
+        tool: dict[str, Any] = {
+            "type": "code_interpreter",
+            "container": container or {"type": "auto"},
+        }
+        request: dict[str, Any] = {
+            "model": model,
+            "input": prompt,
+            "tools": [tool],
+            "instructions": instructions or DEFAULT_INSTRUCTIONS,
+        }
+        obs.step(3, STEPS, f"Running the code interpreter on {model}")
+        result = RunResult()
+        collector = RefCollector()
+        async with anyio.create_task_group() as tg:
+
+            def start(refs: list[FileRef]) -> None:
+                for ref in refs:
+                    tg.start_soon(downloader.fetch, ref)
+
+            final = await _respond(
+                oai,
+                config=config,
+                request=request,
+                stream=stream,
+                collector=collector,
+                obs=obs,
+                start=start,
+            )
+            obs.step(4, STEPS, f"Downloading {len(collector.refs)} cited file(s)")
+        result.response_id = collector.response_id
+        result.container_ids = list(collector.container_ids)
+        if container and container not in result.container_ids:
+            result.container_ids.insert(0, container)
+        if reconcile:
+            obs.step(5, STEPS, "Reconciling with the container's file list")
+            await _reconcile(downloader, result.container_ids, existing, obs)
+        else:
+            obs.step(5, STEPS, "Skipping reconciliation")
+        result.results = list(downloader.done.values())
+    _finish(result, final)
+    return result
+
+
+async def _respond(
+    oai: AsyncOpenAI,
+    *,
+    config: ClientConfig,
+    request: dict[str, Any],
+    stream: bool,
+    collector: RefCollector,
+    obs: RunObserver,
+    start: Any,
+) -> dict[str, Any]:
+    """Call the Responses API; feed every event to the collector; return the final response."""
+    final: dict[str, Any] = {}
+    try:
+        if not stream:
+            response = await oai.responses.create(**request)
+            final = to_jsonable(response)
+            for item in final.get("output") or []:
+                if item.get("type") == "code_interpreter_call" and item.get("code"):
+                    obs.code_done(str(item.get("id")), str(item["code"]))
+            start(collector.feed(final))
+            return final
+        events = await oai.responses.create(**request, stream=True)
+        async for event in events:
+            kind = event.type
+            if kind == "response.code_interpreter_call_code.delta":
+                obs.code_delta(event.item_id, event.delta)
+            elif kind == "response.code_interpreter_call_code.done":
+                obs.code_done(event.item_id, event.code)
+            elif kind in ("response.completed", "response.failed", "response.incomplete"):
+                final = to_jsonable(event.response)
+            elif kind == "error":
+                body = {"error": {"message": event.message, "code": event.code}}
+                raise classify.from_http(500, _json(body), what="response stream")
+            if kind in ("response.created", "response.output_text.annotation.added") or (
+                kind in ("response.output_item.done", "response.completed")
+            ):
+                start(collector.feed(event))
+    except openai.OpenAIError as exc:
+        raise _wrap_openai(exc, "responses.create", config) from exc
+    return final
+
+
+def _finish(result: RunResult, final: dict[str, Any]) -> None:
+    result.status = final.get("status")
+    texts: list[str] = []
+    for item in final.get("output") or []:
+        if item.get("type") == "code_interpreter_call" and item.get("code"):
+            result.code.append(str(item["code"]))
+        if item.get("type") == "message":
+            for part in item.get("content") or []:
+                if part.get("type") == "output_text":
+                    texts.append(str(part.get("text", "")))
+    result.text = "".join(texts)
+    local: dict[str, str] = {}
+    for r in result.results:
+        if r.ok and r.path is not None:
+            local.setdefault(r.ref.filename, str(r.path))
+            if r.ref.path:
+                local.setdefault(r.ref.path.removeprefix("/mnt/data/"), str(r.path))
+    result.local_text = rewrite_sandbox_links(result.text, local)
+    if final.get("status") == "failed":
+        err = final.get("error") or {}
+        body = {
+            "error": {"message": err.get("message", "response failed"), "code": err.get("code")}
+        }
+        raise classify.from_http(500, _json(body), what="response")
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj)
+
+
+async def _existing_ids(downloader: Downloader, container: str) -> set[str]:
+    """Files already in a reused container: not this run's output, not reconciled."""
+    try:
+        return {str(r.get("id")) for r in await downloader.list_files(container)}
+    except CigateError:
+        return set()
+
+
+async def _reconcile(
+    downloader: Downloader, container_ids: list[str], existing: set[str], obs: RunObserver
+) -> None:
+    """Fetch files the code wrote but the answer never cited (api-reference §1.7)."""
+    for cid in container_ids:
+        try:
+            records = await downloader.list_files(cid)
+        except CigateError as exc:
+            obs.warning(f"could not list {cid} to find uncited files: {exc.message}")
+            continue
+        extra = [
+            FileRef(
+                file_id=str(r["id"]),
+                filename=Path(str(r.get("path") or r["id"])).name,
+                container_id=cid,
+                source="listing",
+                path=str(r.get("path") or "") or None,
+                bytes=r.get("bytes") if isinstance(r.get("bytes"), int) else None,
+            )
+            for r in records
+            if r.get("source") != "user"
+            and r.get("id") not in existing
+            and (cid, r.get("id")) not in downloader.done
+        ]
+        if extra:
+            await downloader.fetch_all(extra)
+
+
+def run(prompt: str, **kwargs: Any) -> RunResult:
+    """Sync twin of :func:`arun` (works in Jupyter too)."""
+    return run_sync(lambda: arun(prompt, **kwargs))
+
+
+async def adownload(
+    source: Any,
+    *,
+    out: str | Path | None = None,
+    config: ClientConfig | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    observer: DownloadObserver | None = None,
+) -> Harvest:
+    """Download FileRefs — or every file cited by a Response / events / JSON (``source``)."""
+    config = config or resolve_config()
+    items = list(source) if isinstance(source, list | tuple) else None
+    refs = items if items and all(isinstance(x, FileRef) for x in items) else find_files(source)
+    async with Downloader(config, out, client=http_client, observer=observer) as downloader:
+        return await downloader.fetch_all(refs)
+
+
+def download(source: Any, **kwargs: Any) -> Harvest:
+    """Sync twin of :func:`adownload`."""
+    return run_sync(lambda: adownload(source, **kwargs))
+
+
+async def alist_files(
+    container_id: str,
+    *,
+    config: ClientConfig | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+) -> list[dict[str, Any]]:
+    """The container's file records (``cigate ls``)."""
+    config = config or resolve_config()
+    async with Downloader(config, ".", client=http_client) as downloader:
+        return await downloader.list_files(container_id)
+
+
+def list_files(container_id: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """Sync twin of :func:`alist_files`."""
+    return run_sync(lambda: alist_files(container_id, **kwargs))
+
+
+async def afetch_response(
+    response_id: str,
+    *,
+    out: str | Path | None = None,
+    config: ClientConfig | None = None,
+    client: AsyncOpenAI | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    observer: DownloadObserver | None = None,
+) -> Harvest:
+    """Retrieve a stored response and download every file it cites."""
+    config = config or resolve_config()
+    oai = _client(config, client)
+    try:
+        response = await oai.responses.retrieve(response_id)
+    except openai.OpenAIError as exc:
+        raise _wrap_openai(exc, f"retrieve response {response_id}", config) from exc
+    return await adownload(
+        response, out=out, config=config, http_client=http_client, observer=observer
+    )
+
+
+def fetch_response(response_id: str, **kwargs: Any) -> Harvest:
+    """Sync twin of :func:`afetch_response`."""
+    return run_sync(lambda: afetch_response(response_id, **kwargs))
