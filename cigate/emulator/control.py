@@ -1,0 +1,131 @@
+"""The control plane ``/_emulator/...``: reset, clock, faults and switches (no API key).
+
+Tests and the demo drive the emulator's hidden state through here instead of sleeping or
+monkeypatching. It needs no key, so bind the emulator to loopback (the CLI's default). Handlers
+only parse and serialise: state lives in the backends, the clock and the ``FaultStore``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from cigate.clock import Clock
+from cigate.emulator.faults import SWITCHES, FaultRule, FaultStore
+from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+#: ``app.state`` attributes reset by ``POST /_emulator/reset``, in this order.
+RESETTABLE = ("responses", "assistants", "containers", "files", "faults")
+
+
+async def reset_state(state: Any) -> None:
+    """Every backend's ``reset()`` (sync or async), then the clock."""
+    for name in RESETTABLE:
+        backend = getattr(state, name, None)
+        reset = getattr(backend, "reset", None)
+        if reset is None:
+            continue
+        result = reset()
+        if inspect.isawaitable(result):
+            await result
+    clock: Clock = state.clock
+    clock.reset()
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:
+        raise BadRequestError("The control plane expects a JSON body.") from None
+
+
+def _faults(request: Request) -> FaultStore:
+    store: FaultStore = request.app.state.faults
+    return store
+
+
+async def reset(request: Request) -> Response:
+    await reset_state(request.app.state)
+    return JSONResponse({"reset": True})
+
+
+def _clock_body(clock: Clock) -> dict[str, float]:
+    return {"now": clock.now(), "offset": clock.offset}
+
+
+async def get_clock(request: Request) -> Response:
+    return JSONResponse(_clock_body(request.app.state.clock))
+
+
+async def advance_clock(request: Request) -> Response:
+    body = await _json(request)
+    seconds = body.get("seconds") if isinstance(body, dict) else None
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        raise BadRequestError("'seconds' must be a number >= 0.", param="seconds")
+    clock: Clock = request.app.state.clock
+    clock.advance(float(seconds))
+    expired = await request.app.state.containers.reap_expired()
+    return JSONResponse({**_clock_body(clock), "expired_containers": expired})
+
+
+async def add_fault(request: Request) -> Response:
+    rule = _faults(request).add(FaultRule.from_json(await _json(request)))
+    log.info("fault %s added: %s %s", rule.id, rule.method or "*", rule.path)
+    return JSONResponse(rule.to_api())
+
+
+async def list_faults(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": [r.to_api() for r in _faults(request).list()]})
+
+
+async def clear_faults(request: Request) -> Response:
+    _faults(request).reset()
+    return JSONResponse({"deleted": True})
+
+
+async def delete_fault(request: Request) -> Response:
+    fault_id = request.path_params["fault_id"]
+    if not _faults(request).remove(fault_id):
+        raise NotFoundError(f"No fault rule with id '{fault_id}'.", param="fault_id")
+    return JSONResponse({"id": fault_id, "deleted": True})
+
+
+async def switch_on(request: Request) -> Response:
+    name = request.path_params["name"]
+    try:
+        rules = _faults(request).switch(name)
+    except KeyError:
+        raise ApiError(404, f"Unknown switch '{name}'. Known: {', '.join(SWITCHES)}.") from None
+    return JSONResponse({"switch": name, "data": [r.to_api() for r in rules]})
+
+
+async def switch_off(request: Request) -> Response:
+    removed = _faults(request).remove_switch(request.path_params["name"])
+    return JSONResponse({"switch": request.path_params["name"], "removed": removed})
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/health", health, methods=["GET"]),
+    Route("/reset", reset, methods=["POST"]),
+    Route("/clock", get_clock, methods=["GET"]),
+    Route("/clock/advance", advance_clock, methods=["POST"]),
+    Route("/faults", add_fault, methods=["POST"]),
+    Route("/faults", list_faults, methods=["GET"]),
+    Route("/faults", clear_faults, methods=["DELETE"]),
+    Route("/faults/{fault_id}", delete_fault, methods=["DELETE"]),
+    Route("/switches/{name}", switch_on, methods=["POST"]),
+    Route("/switches/{name}", switch_off, methods=["DELETE"]),
+]

@@ -1,0 +1,127 @@
+"""Error bodies the emulator answers with, rendered in one place.
+
+Two shapes exist on the wire (api-reference section 5):
+
+* the OpenAI envelope ``{"error": {"message", "type", "param", "code"}}``, used by the resources
+  themselves (and by Responses-level validation on Azure v1): ``cigate.engine.errors.ApiError``;
+* Azure's gateway envelope ``{"error": {"code": "401", "message": ...}}`` (``code`` is a string,
+  no ``type``/``param``), used before a request reaches a resource: bad key, unknown path or
+  api-version, throttling. ``AzureError`` below.
+
+Handlers and middleware only raise; ``EXCEPTION_HANDLERS`` turns the exceptions into responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cigate.engine.errors import ApiError
+
+#: api-reference 5.2, copied verbatim.
+AZURE_401_MESSAGE = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide "
+    "a valid key for an active subscription and use a correct regional API endpoint for your "
+    "resource."
+)
+AZURE_404_MESSAGE = "Resource not found"
+#: What Azure answers on /openai/v1 for an api-version other than v1/preview (openai/codex#3725).
+AZURE_API_VERSION_MESSAGE = "API version not supported"
+#: Files API on Azure given an unknown id, e.g. a ``cfile_`` (api-reference 4.1).
+AZURE_ENTITY_NOT_FOUND = "The specified entity cannot be found."
+
+#: OpenAI's own 401 messages, used on the plain ``/v1`` prefix.
+OPENAI_MISSING_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with "
+    "blank username) if you're accessing the API from your browser and are prompted for a "
+    "username and password. You can obtain an API key from "
+    "https://platform.openai.com/account/api-keys."
+)
+OPENAI_BAD_KEY_MESSAGE = (
+    "Incorrect API key provided. You can find your API key at "
+    "https://platform.openai.com/account/api-keys."
+)
+
+
+class AzureError(ApiError):
+    """An error rendered in Azure's gateway shape: ``{"error": {"code": str, "message": str}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, message, type=None, code=code or str(status), headers=headers)
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def azure_unauthorized() -> AzureError:
+    return AzureError(401, AZURE_401_MESSAGE)
+
+
+def azure_not_found() -> AzureError:
+    return AzureError(404, AZURE_404_MESSAGE)
+
+
+def azure_api_version_not_supported() -> AzureError:
+    return AzureError(400, AZURE_API_VERSION_MESSAGE, code="BadRequest")
+
+
+def azure_entity_not_found() -> AzureError:
+    return AzureError(404, AZURE_ENTITY_NOT_FOUND, code="notFound")
+
+
+def openai_unauthorized(*, missing: bool) -> ApiError:
+    if missing:
+        return ApiError(401, OPENAI_MISSING_KEY_MESSAGE, code=None)
+    return ApiError(401, OPENAI_BAD_KEY_MESSAGE, code="invalid_api_key")
+
+
+def invalid_json() -> ApiError:
+    """OpenAI's message for a body that is not JSON."""
+    return ApiError(
+        400,
+        "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+        "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+        "sent was not valid JSON. If you have trouble figuring out how to fix this, please "
+        "contact us through our help center at help.openai.com.)",
+    )
+
+
+def is_azure_path(path: str) -> bool:
+    return path == "/openai" or path.startswith("/openai/")
+
+
+def render(exc: ApiError) -> Response:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return render(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods: Azure's shape under /openai, OpenAI's elsewhere."""
+    assert isinstance(exc, HTTPException)
+    headers: dict[str, Any] = dict(exc.headers or {})
+    if is_azure_path(request.url.path):
+        error: ApiError = AzureError(exc.status_code, AZURE_404_MESSAGE, headers=headers)
+        if exc.status_code != 404:
+            error = AzureError(exc.status_code, str(exc.detail), headers=headers)
+    else:
+        message = f"Invalid URL ({request.method} {request.url.path})"
+        error = ApiError(exc.status_code, message, headers=headers)
+    return render(error)
+
+
+EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_error}

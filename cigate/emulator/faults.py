@@ -1,0 +1,339 @@
+"""Scripted faults: rules that make chosen requests fail the ways Azure's do (api-reference 6.4).
+
+A rule matches by method and path glob (``*`` = one path segment, ``**`` = anything) and then
+either replaces the reply (``status`` and a ``body`` kind: OpenAI envelope, Azure envelope, empty,
+plain text; or ``error_in_200``) or damages the real one (``latency_ms``,
+``truncate_after_bytes``, ``drop_mid_body``). Damage is real at the socket level under uvicorn:
+headers go out (with the full ``Content-Length`` when truncating), then ``FaultAbort`` is raised
+and the server aborts the connection. ``/_emulator/...`` is never faulted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cigate.emulator.errors import AZURE_401_MESSAGE, AZURE_404_MESSAGE
+from cigate.engine.errors import BadRequestError
+
+BODY_KINDS = ("openai", "azure", "empty", "text")
+CONTROL_PREFIX = "/_emulator"
+
+#: Azure's 500 wording (persistent 500 on container file content, agent-framework#7598).
+AZURE_500_MESSAGE = (
+    "The server had an error processing your request. Sorry about that! You can retry your "
+    "request, or contact us through an Azure support request at: "
+    "https://go.microsoft.com/fwlink/?linkid=2213926 if you keep seeing this error."
+)
+CHECKACCESS_MESSAGE = (
+    "ApiId openai-api-2025-03-01-preview OperationId get-container not supported for CheckAccess."
+)
+_DEFAULT_MESSAGES = {
+    400: "Bad request.",
+    401: AZURE_401_MESSAGE,
+    403: "Forbidden.",
+    404: AZURE_404_MESSAGE,
+    408: "The operation was timeout.",
+    409: "Conflict.",
+    429: "Rate limit is exceeded. Try again in 1 seconds.",
+    500: AZURE_500_MESSAGE,
+    502: "Bad gateway.",
+    503: "The service is temporarily unable to process your request. Please try again later.",
+    504: "Gateway timeout.",
+}
+_OPENAI_TYPES = {429: "requests", 401: "invalid_request_error"}
+
+
+class FaultAbort(Exception):
+    """Raised mid-response so the server drops the connection (truncation, drops)."""
+
+
+@dataclass
+class FaultRule:
+    """One scripted fault; see the module docstring and docs/emulator.md."""
+
+    path: str
+    method: str | None = None
+    status: int | None = None
+    body: str = "openai"
+    message: str | None = None
+    code: str | None = None
+    count: int | None = None
+    probability: float = 1.0
+    latency_ms: int = 0
+    truncate_after_bytes: int | None = None
+    drop_mid_body: bool = False
+    error_in_200: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Set by the store.
+    id: str = ""
+    #: The switch that installed the rule, if any.
+    switch: str | None = None
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        self._regex = glob_to_regex(self.path)
+
+    @classmethod
+    def from_json(cls, data: object) -> FaultRule:
+        """Validate a control-plane request body into a rule (400 on anything odd)."""
+        if not isinstance(data, dict):
+            raise BadRequestError("A fault rule must be a JSON object.")
+        allowed = {f.name for f in fields(cls)} - {"id", "fired", "switch"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise BadRequestError(f"Unknown fault rule field(s): {', '.join(unknown)}.")
+        if not isinstance(data.get("path"), str) or not data["path"].startswith(("/", "*")):
+            raise BadRequestError(
+                "A fault rule needs a 'path' glob starting with '/'.", param="path"
+            )
+        if data.get("body", "openai") not in BODY_KINDS:
+            raise BadRequestError(f"'body' must be one of {', '.join(BODY_KINDS)}.", param="body")
+        try:
+            rule = cls(**data)
+        except TypeError as exc:
+            raise BadRequestError(f"Invalid fault rule: {exc}.") from None
+        if rule.status is not None and not 100 <= int(rule.status) <= 599:
+            raise BadRequestError("'status' must be an HTTP status code.", param="status")
+        if not 0.0 <= float(rule.probability) <= 1.0:
+            raise BadRequestError("'probability' must be between 0 and 1.", param="probability")
+        return rule
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        return self._regex.fullmatch(path) is not None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count is not None and self.fired >= self.count
+
+    def to_api(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["remaining"] = None if self.count is None else max(self.count - self.fired, 0)
+        return data
+
+    def reply(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and body of a replacing fault."""
+        status = self.status if self.status is not None else 500
+        message = self.message or _DEFAULT_MESSAGES.get(status, f"Injected fault ({status}).")
+        headers: dict[str, str] = {}
+        if self.body == "openai":
+            error_type = _OPENAI_TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            )
+            payload: bytes = json.dumps(
+                {
+                    "error": {
+                        "message": message,
+                        "type": error_type,
+                        "param": None,
+                        "code": self.code,
+                    }
+                }
+            ).encode()
+            headers["content-type"] = "application/json"
+        elif self.body == "azure":
+            code = self.code or str(status)
+            payload = json.dumps({"error": {"code": code, "message": message}}).encode()
+            headers["content-type"] = "application/json"
+        elif self.body == "text":
+            payload = message.encode()
+            headers["content-type"] = "text/plain; charset=utf-8"
+        else:
+            payload = b""
+        if self.error_in_200:
+            status = 200
+        if status == 429:
+            headers.setdefault("retry-after-ms", "100")
+            headers.setdefault("retry-after", "1")
+        headers.update({k.lower(): v for k, v in self.headers.items()})
+        headers["content-length"] = str(len(payload))
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        return status, raw, payload
+
+    @property
+    def replaces(self) -> bool:
+        return self.status is not None or self.error_in_200
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` matches within one path segment, ``**`` across segments."""
+    out = []
+    for part in re.split(r"(\*\*|\*)", pattern):
+        if part == "**":
+            out.append(".*")
+        elif part == "*":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out))
+
+
+#: Ready-made Azure download failures (api-reference 6.4); statuses where the sources state
+#: none are our choice, documented in docs/emulator.md.
+SWITCHES: dict[str, list[dict[str, Any]]] = {
+    "download-404-empty": [
+        {
+            "method": "GET",
+            "path": "**/containers/*/files/*/content",
+            "status": 404,
+            "body": "empty",
+        },
+        {"method": "GET", "path": "**/containers/*/files/*", "status": 404, "body": "empty"},
+    ],
+    "download-500": [
+        {
+            "method": "GET",
+            "path": "**/containers/*/files/*/content",
+            "status": 500,
+            "body": "openai",
+            "code": "server_error",
+        },
+    ],
+    "checkaccess": [
+        {
+            "method": "GET",
+            "path": "**/containers/*",
+            "status": 403,
+            "body": "text",
+            "message": CHECKACCESS_MESSAGE,
+        },
+        {
+            "method": "GET",
+            "path": "**/containers/*/files/**",
+            "status": 403,
+            "body": "text",
+            "message": CHECKACCESS_MESSAGE,
+        },
+    ],
+    "list-timeout": [
+        {
+            "method": "GET",
+            "path": "**/containers",
+            "status": 408,
+            "body": "azure",
+            "code": "Timeout",
+            "message": "The operation was timeout.",
+        },
+    ],
+}
+
+
+class FaultStore:
+    """The active rules, in the order they were added (first match wins)."""
+
+    def __init__(self, *, rng: random.Random | None = None) -> None:
+        self._rules: dict[str, FaultRule] = {}
+        self._rng = rng or random.Random()
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        rule.id = "fault_" + uuid.uuid4().hex[:16]
+        self._rules[rule.id] = rule
+        return rule
+
+    def switch(self, name: str) -> list[FaultRule]:
+        if name not in SWITCHES:
+            raise KeyError(name)
+        rules = [FaultRule.from_json(dict(spec)) for spec in SWITCHES[name]]
+        for rule in rules:
+            rule.switch = name
+            self.add(rule)
+        return rules
+
+    def list(self) -> list[FaultRule]:
+        return list(self._rules.values())
+
+    def remove(self, rule_id: str) -> bool:
+        return self._rules.pop(rule_id, None) is not None
+
+    def remove_switch(self, name: str) -> int:
+        doomed = [r.id for r in self._rules.values() if r.switch == name]
+        for rule_id in doomed:
+            del self._rules[rule_id]
+        return len(doomed)
+
+    def reset(self) -> None:
+        self._rules.clear()
+
+    def take(self, method: str, path: str) -> FaultRule | None:
+        """The first live rule that matches and whose dice roll fires; counts the firing."""
+        for rule in self._rules.values():
+            if rule.exhausted or not rule.matches(method, path):
+                continue
+            if rule.probability < 1.0 and self._rng.random() >= rule.probability:
+                continue
+            rule.fired += 1
+            return rule
+        return None
+
+
+class FaultMiddleware:
+    """Applies the app's ``FaultStore`` before routing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        store: FaultStore = scope["app"].state.faults
+        rule = store.take(scope["method"], path)
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+        if rule.latency_ms:
+            await asyncio.sleep(rule.latency_ms / 1000)
+        damaged = _damaging_send(send, rule)
+        if rule.replaces:
+            status, headers, body = rule.reply()
+            await damaged({"type": "http.response.start", "status": status, "headers": headers})
+            await damaged({"type": "http.response.body", "body": body, "more_body": False})
+        else:
+            await self.app(scope, receive, damaged)
+
+
+def _damaging_send(send: Send, rule: FaultRule) -> Send:
+    """Wrap ``send`` to truncate or drop the body as the rule says."""
+    if rule.truncate_after_bytes is None and not rule.drop_mid_body:
+        return send
+    sent = 0
+
+    async def damaged(message: Message) -> None:
+        nonlocal sent
+        if message["type"] == "http.response.start" and rule.drop_mid_body:
+            headers = [
+                (k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"
+            ]
+            message = {**message, "headers": headers}
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        body: bytes = message.get("body", b"")
+        if rule.truncate_after_bytes is not None:
+            room = rule.truncate_after_bytes - sent
+            if len(body) >= room:
+                if room > 0:
+                    await send(
+                        {"type": "http.response.body", "body": body[:room], "more_body": True}
+                    )
+                raise FaultAbort(
+                    f"fault {rule.id}: truncated after {rule.truncate_after_bytes} bytes"
+                )
+        elif body:
+            half = body[: max(len(body) // 2, 1)]
+            await send({"type": "http.response.body", "body": half, "more_body": True})
+            raise FaultAbort(f"fault {rule.id}: connection dropped mid-body")
+        sent += len(body)
+        await send(message)
+
+    return damaged
