@@ -38,6 +38,7 @@ def _register() -> None:
     from cigate.emulator.cli import emulator
 
     main.add_command(emulator)
+    main.add_command(__import__("cigate.gateway.cli", fromlist=["gateway"]).gateway)
     try:  # client verbs arrive with the client library
         from cigate.commands import register
     except ImportError:

@@ -1,0 +1,132 @@
+"""``create_app(settings)``: the gateway as an ASGI app, its routes and its lifespan.
+
+The lifespan opens the metadata store (applying migrations), the blob store and the upstream
+client, starts the harvester's resume loop, and closes all of them again; tests enter the app
+as a context manager so both run (STYLE rule 3). Misconfiguration fails here, at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from cigate.exceptions import CigateError
+from cigate.gateway import facade, files, links, proxy
+from cigate.gateway.context import Services
+from cigate.gateway.errors import handle_cigate_error
+from cigate.gateway.harvester import Harvester
+from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.tenants import TenantResolver
+from cigate.gateway.upstream import Upstream
+from cigate.storage.blobs import open_blob_store
+from cigate.storage.metadata import MetadataStore
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_V1_PREFIXES = ("/openai/v1", "/v1")
+_GET_HEAD = ["GET", "HEAD"]
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def _routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        # The gateway's own endpoints.
+        Route("/files/{file_id}", files.file_metadata, methods=["GET"]),
+        Route("/files/{file_id}/content", files.file_content, methods=_GET_HEAD),
+        Route("/files/{file_id}/links", links.create_link, methods=["POST"]),
+        Route("/files/{file_id}/links/{link_id}", links.revoke_link, methods=["DELETE"]),
+        Route("/links/{link_id}", links.serve_link, methods=_GET_HEAD),
+        Route("/responses/{response_id}/files", files.response_files, methods=["GET"]),
+        # Legacy Azure form: /openai/responses?api-version=...
+        Route("/openai/responses", proxy.create_response, methods=["POST"]),
+        Route(
+            "/openai/responses/{response_id}",
+            proxy.response_subresource,
+            methods=["GET", "DELETE"],
+        ),
+        Route(
+            "/openai/responses/{response_id}/{sub:path}",
+            proxy.response_subresource,
+            methods=["GET", "POST"],
+        ),
+    ]
+    for prefix in _V1_PREFIXES:
+        routes += [
+            Route(f"{prefix}/responses", proxy.create_response, methods=["POST"]),
+            Route(
+                f"{prefix}/responses/{{response_id}}",
+                proxy.response_subresource,
+                methods=["GET", "DELETE"],
+            ),
+            Route(
+                f"{prefix}/responses/{{response_id}}/{{sub:path}}",
+                proxy.response_subresource,
+                methods=["GET", "POST"],
+            ),
+            Route(f"{prefix}/containers/{{container_id}}/files", facade.container_files),
+            Route(f"{prefix}/containers/{{container_id}}/files/{{file_id}}", facade.container_file),
+            Route(
+                f"{prefix}/containers/{{container_id}}/files/{{file_id}}/content",
+                facade.container_file_content,
+                methods=_GET_HEAD,
+            ),
+            Route(f"{prefix}/files/{{file_id}}", facade.openai_file),
+            Route(
+                f"{prefix}/files/{{file_id}}/content",
+                facade.openai_file_content,
+                methods=_GET_HEAD,
+            ),
+        ]
+    return routes
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    upstream_client: httpx2.AsyncClient | None = None,
+) -> Starlette:
+    """The gateway app; ``upstream_client`` lets tests swap the transport (STYLE rule 2)."""
+    settings.require_upstream()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        meta = await MetadataStore.open(settings.database_url)
+        blobs = open_blob_store(settings.blobs_url)
+        upstream = Upstream(settings, client=upstream_client)
+        harvester = Harvester(meta, blobs, upstream, settings)
+        app.state.services = Services(
+            settings=settings,
+            meta=meta,
+            blobs=blobs,
+            upstream=upstream,
+            harvester=harvester,
+            tenants=TenantResolver(meta),
+            link_secret=links.load_link_secret(settings),
+        )
+        await harvester.start()
+        try:
+            yield
+        finally:
+            await harvester.stop()
+            await upstream.aclose()
+            await blobs.close()
+            await meta.close()
+
+    return Starlette(
+        routes=_routes(),
+        lifespan=lifespan,
+        exception_handlers={CigateError: handle_cigate_error},
+    )

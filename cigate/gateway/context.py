@@ -1,0 +1,45 @@
+"""The shared resources of one gateway process, created by the app's lifespan.
+
+Handlers reach them through :func:`services` (``request.app.state.services``) instead of module
+globals, so two apps (two "gateway processes" in one test) never share a store or a client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from cigate.gateway.harvester import Harvester
+from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.tenants import TenantResolver
+from cigate.gateway.upstream import Upstream
+from cigate.storage.blobs import BlobStore
+from cigate.storage.metadata import MetadataStore
+
+__all__ = ["Services", "services"]
+
+
+@dataclass
+class Services:
+    settings: GatewaySettings
+    meta: MetadataStore
+    blobs: BlobStore
+    upstream: Upstream
+    harvester: Harvester
+    tenants: TenantResolver
+    link_secret: bytes
+
+    @property
+    def upstream_name(self) -> str:
+        return self.settings.upstream
+
+    def public_base(self, request: Request) -> str:
+        """Base URL for links the gateway hands out (configured, else the request's own)."""
+        return (self.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def services(request: Request) -> Services:
+    svc = request.app.state.services
+    assert isinstance(svc, Services)
+    return svc

@@ -1,0 +1,79 @@
+"""Every gateway error is rendered here, once, as an OpenAI-shaped JSON envelope.
+
+Handlers raise members of :mod:`cigate.exceptions`; this module picks the HTTP status (the
+error's own ``status`` when it carries one, else a default per class) so that clients using the
+official SDK get the exception class they expect (``NotFoundError`` for 404, and so on).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cigate.exceptions import (
+    AccessDeniedError,
+    BadInputError,
+    CigateError,
+    ConfigurationError,
+    ContainerExpiredError,
+    FileNotFoundInContainerError,
+    IntegrityError,
+    RateLimitedError,
+    StorageError,
+    UpstreamUnavailableError,
+)
+
+__all__ = ["error_response", "handle_cigate_error", "not_found"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_STATUS: list[tuple[type[CigateError], int, str]] = [
+    (AccessDeniedError, 401, "invalid_request_error"),
+    (RateLimitedError, 429, "rate_limit_error"),
+    (ContainerExpiredError, 404, "invalid_request_error"),
+    (FileNotFoundInContainerError, 404, "invalid_request_error"),
+    (BadInputError, 400, "invalid_request_error"),
+    (UpstreamUnavailableError, 502, "server_error"),
+    (IntegrityError, 502, "server_error"),
+    (StorageError, 503, "server_error"),
+    (ConfigurationError, 500, "server_error"),
+]
+
+
+def not_found(what: str, ident: str) -> BadInputError:
+    """The one answer for unknown ids *and* other tenants' ids: same status, same text."""
+    return BadInputError(f"No {what} found with id '{ident}'.", status=404)
+
+
+def error_response(
+    status: int, message: str, *, type_: str, code: str | None, headers: dict[str, str] | None
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def render(exc: CigateError) -> JSONResponse:
+    """The response for one error: status from the error or its class, OpenAI envelope."""
+    status, type_ = 500, "server_error"
+    for cls, default_status, default_type in _DEFAULT_STATUS:
+        if isinstance(exc, cls):
+            status, type_ = default_status, default_type
+            break
+    if exc.status is not None and 400 <= exc.status <= 599:
+        status = exc.status
+    if status == 404:
+        type_ = "invalid_request_error"
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        headers["retry-after"] = str(int(exc.retry_after))
+    if status >= 500:
+        log.warning("gateway error %s: %s", exc.kind, exc.message)
+    return error_response(status, exc.message, type_=type_, code=exc.kind, headers=headers)
+
+
+async def handle_cigate_error(request: Request, exc: Exception) -> Response:
+    """Starlette exception handler for every ``CigateError``."""
+    assert isinstance(exc, CigateError)
+    return render(exc)

@@ -1,0 +1,121 @@
+"""The gateway's own file endpoints: one download endpoint for every kind of id.
+
+``GET /files/{id}`` and ``GET /files/{id}/content`` accept the gateway's ids (``gwf_…``),
+container file ids (``cfile_…``) and Files-API ids (``assistant-…``/``file-…``), as seed 002
+asks. Files-API ids the gateway has not seen are fetched from the upstream Files API on first use
+and stored for the asking tenant. Every lookup is scoped to the caller's tenant; an id of another
+tenant gets exactly the answer an unknown id gets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cigate.exceptions import CigateError, FileNotFoundInContainerError
+from cigate.gateway import fetch
+from cigate.gateway.context import Services, services
+from cigate.gateway.errors import not_found
+from cigate.gateway.serving import serve_file
+from cigate.storage.records import FileRow
+
+__all__ = ["file_content", "file_json", "file_metadata", "resolve", "response_files"]
+
+_FILES_API_PREFIXES = ("assistant-", "file-")
+
+
+def file_json(row: FileRow, base: str) -> dict[str, Any]:
+    """The gateway's description of one file (``object: "cigate.file"``)."""
+    return {
+        "id": row.id,
+        "object": "cigate.file",
+        "kind": row.kind,
+        "upstream_file_id": row.upstream_file_id,
+        "container_id": row.container_id,
+        "response_id": row.response_id,
+        "filename": row.filename,
+        "origin": row.origin,
+        "state": row.state,
+        "bytes": row.size,
+        "sha256": row.sha256,
+        "content_type": row.content_type,
+        "tries": row.tries,
+        "error": (
+            {"kind": row.error_kind, "message": row.error_message}
+            if row.state == "failed"
+            else None
+        ),
+        "created_at": int(row.created_at.timestamp()),
+        "download_url": f"{base}/files/{row.id}/content",
+    }
+
+
+async def resolve(svc: Services, tenant_id: str, any_id: str) -> FileRow:
+    """The caller's file for any id form; Files-API ids are fetched on first use."""
+    row = await svc.meta.get_file(tenant_id, any_id)
+    if row is not None:
+        return row
+    if any_id.startswith(_FILES_API_PREFIXES) and len(any_id) <= 128:
+        return await _adopt_files_api_file(svc, tenant_id, any_id)
+    raise not_found("file", any_id)
+
+
+async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> FileRow:
+    """Fetch an ``assistant-…``/``file-…`` file's metadata upstream and record it for the tenant.
+
+    A file another tenant already adopted stays theirs: the answer is the unknown-id answer.
+    """
+    if await svc.meta.files_api_owner(file_id) not in (None, tenant_id):
+        raise not_found("file", file_id)
+    try:
+        meta = await fetch.files_api_metadata(svc.upstream, file_id)
+    except FileNotFoundInContainerError as exc:
+        raise not_found("file", file_id) from exc
+    except CigateError as exc:
+        if exc.status in (400, 404):
+            raise not_found("file", file_id) from exc
+        raise
+    row = await svc.meta.upsert_file(
+        tenant_id,
+        kind="files_api",
+        upstream_file_id=file_id,
+        container_id=None,
+        response_id=None,
+        filename=str(meta.get("filename") or file_id),
+        origin="on_demand",
+    )
+    return await svc.harvester.ensure_stored(row)
+
+
+async def file_metadata(request: Request) -> Response:
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    row = await resolve(svc, tenant_id, request.path_params["file_id"])
+    return JSONResponse(file_json(row, svc.public_base(request)))
+
+
+async def file_content(request: Request) -> Response:
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    row = await resolve(svc, tenant_id, request.path_params["file_id"])
+    return await serve_file(request, svc, row, actor=f"tenant:{tenant_id}", tenant_id=tenant_id)
+
+
+async def response_files(request: Request) -> Response:
+    """``GET /responses/{id}/files``: what was harvested for a response, with download URLs."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    response_id = request.path_params["response_id"]
+    if await svc.meta.get_response(tenant_id, response_id) is None:
+        raise not_found("response", response_id)
+    rows = await svc.meta.list_files(tenant_id, response_id=response_id)
+    base = svc.public_base(request)
+    return JSONResponse(
+        {
+            "object": "list",
+            "response_id": response_id,
+            "data": [file_json(row, base) for row in rows],
+        }
+    )

@@ -1,0 +1,300 @@
+"""Copies every file a response produces into the gateway's own storage, while it streams.
+
+Each ``container_file_citation`` is written to the metadata store as ``pending`` the moment it
+is seen (so a crash cannot forget it) and copied to the blob store by a task of its own, so N
+files take about as long as the slowest one. At the end of the response the container's file
+list is reconciled: files the code wrote but the model never cited are recorded and copied too.
+
+A copy ends ``stored`` (bytes content-addressed by sha256) or ``failed`` with its error class and
+the number of tries. Rows left ``pending`` by a crashed process are claimed with a lease by the
+resume loop of any gateway process sharing the database, and finished while their container
+lives. Fetching goes through :mod:`cigate.gateway.fetch`, the one seam to the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from cigate.content_types import guess_type
+from cigate.exceptions import CigateError
+from cigate.gateway import fetch
+from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.upstream import Upstream
+from cigate.retry import RetryPolicy
+from cigate.storage.blobs import BlobStore
+from cigate.storage.metadata import MetadataStore
+from cigate.storage.records import BlobInfo, FileRow
+
+__all__ = ["Harvester", "walk_response"]
+
+log = logging.getLogger(__name__)
+
+
+def walk_response(response: dict[str, Any]) -> tuple[set[str], list[dict[str, Any]]]:
+    """Container ids and ``container_file_citation`` annotations in a Response object."""
+    containers: set[str] = set()
+    citations: list[dict[str, Any]] = []
+    for item in response.get("output") or ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "code_interpreter_call" and item.get("container_id"):
+            containers.add(str(item["container_id"]))
+        for part in item.get("content") or ():
+            if not isinstance(part, dict):
+                continue
+            for ann in part.get("annotations") or ():
+                if isinstance(ann, dict) and ann.get("type") == "container_file_citation":
+                    citations.append(ann)
+                    if ann.get("container_id"):
+                        containers.add(str(ann["container_id"]))
+    return containers, citations
+
+
+class Harvester:
+    """Owns the copy tasks and the resume loop of one gateway process."""
+
+    def __init__(
+        self,
+        meta: MetadataStore,
+        blobs: BlobStore,
+        upstream: Upstream,
+        settings: GatewaySettings,
+    ) -> None:
+        self.meta = meta
+        self.blobs = blobs
+        self.upstream = upstream
+        self.settings = settings
+        self.policy = RetryPolicy(
+            attempts=settings.harvest_attempts, backoff=settings.harvest_backoff
+        )
+        self._slots = asyncio.Semaphore(settings.harvest_concurrency)
+        self._copies: dict[str, asyncio.Task[FileRow]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._resume: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the loop that finishes ``pending`` rows (ours after a crash, or anyone's)."""
+        self._resume = asyncio.create_task(self._resume_loop(), name="cigate-harvest-resume")
+
+    async def stop(self) -> None:
+        """Cancel everything; unfinished rows stay ``pending`` for the next process."""
+        tasks = [*self._tasks, *self._copies.values()]
+        if self._resume is not None:
+            tasks.append(self._resume)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, keeping a reference and logging its failure."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("harvest task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def idle(self) -> None:
+        """Wait until no harvest work is running in this process (tests, shutdown)."""
+        while self._tasks or self._copies:
+            await asyncio.gather(*self._tasks, *self._copies.values(), return_exceptions=True)
+
+    # -- recording -------------------------------------------------------------------------
+
+    async def record_citation(
+        self, tenant_id: str, response_id: str | None, annotation: dict[str, Any]
+    ) -> FileRow | None:
+        """Record one citation as ``pending`` and start its copy; returns the row."""
+        container_id = annotation.get("container_id")
+        file_id = annotation.get("file_id")
+        if not isinstance(container_id, str) or not isinstance(file_id, str):
+            return None
+        row = await self.meta.upsert_file(
+            tenant_id,
+            kind="container",
+            upstream_file_id=file_id,
+            container_id=container_id,
+            response_id=response_id,
+            filename=str(annotation.get("filename") or file_id),
+            origin="citation",
+        )
+        self.start_copy(row)
+        return row
+
+    async def reconcile(
+        self, tenant_id: str, response_id: str | None, container_ids: Iterable[str]
+    ) -> None:
+        """Record and copy every file of the containers, cited or not."""
+        for container_id in sorted(set(container_ids)):
+            try:
+                listed = await self._with_retries(
+                    lambda cid=container_id: fetch.list_container_files(self.upstream, cid)
+                )
+            except CigateError as exc:
+                log.warning("cannot list files of %s: %s", container_id, exc.message)
+                continue
+            for item in listed:
+                path = str(item.get("path") or item["id"])
+                row = await self.meta.upsert_file(
+                    tenant_id,
+                    kind="container",
+                    upstream_file_id=str(item["id"]),
+                    container_id=container_id,
+                    response_id=response_id,
+                    filename=path.rsplit("/", 1)[-1] or str(item["id"]),
+                    origin="listing",
+                )
+                self.start_copy(row)
+
+    async def harvest_response(
+        self, tenant_id: str, response: dict[str, Any], upstream_name: str
+    ) -> None:
+        """Harvest a complete Response object (non-streaming calls, ``response.completed``)."""
+        response_id = response.get("id") if isinstance(response.get("id"), str) else None
+        containers, citations = walk_response(response)
+        if response_id:
+            await self.meta.record_response(
+                tenant_id,
+                response_id,
+                upstream=upstream_name,
+                model=response.get("model"),
+                container_ids=sorted(containers),
+            )
+        for ann in citations:
+            await self.record_citation(tenant_id, response_id, ann)
+        await self.reconcile(tenant_id, response_id, containers)
+
+    # -- copying ---------------------------------------------------------------------------
+
+    def start_copy(self, row: FileRow) -> asyncio.Task[FileRow] | None:
+        """Start copying ``row`` unless it is stored or already being copied here."""
+        if row.state == "stored":
+            return None
+        task = self._copies.get(row.id)
+        if task is None:
+            task = asyncio.create_task(self._copy(row), name=f"cigate-copy-{row.id}")
+            self._copies[row.id] = task
+            task.add_done_callback(functools.partial(self._forget_copy, row.id))
+        return task
+
+    def _forget_copy(self, file_id: str, _task: asyncio.Task[FileRow]) -> None:
+        self._copies.pop(file_id, None)
+
+    async def ensure_stored(self, row: FileRow, wait: float = 60.0) -> FileRow:
+        """The row once its bytes are stored (copying now if needed) or its failure recorded."""
+        if row.state == "stored":
+            return row
+        task = self.start_copy(row)
+        if task is None:  # pragma: no cover - start_copy returns None only for stored rows
+            return row
+        return await asyncio.wait_for(asyncio.shield(task), wait)
+
+    async def _copy(self, row: FileRow) -> FileRow:
+        """Lease the row (waiting while another process copies it), then copy it."""
+        if row.state == "failed":
+            row = await self.meta.requeue(row.id)  # asked for again: one more round
+        worker, lease = self.settings.worker_id, self.settings.lease_seconds
+        while True:
+            claimed = await self.meta.claim_file(row.id, worker, lease)
+            if claimed is not None:
+                break
+            current = await self.meta.get_file(row.tenant_id, row.id)
+            if current is None or current.state != "pending":
+                return current or row
+            await asyncio.sleep(0.25)
+        async with self._slots:
+            renew = asyncio.create_task(self._renew_lease(row.id))
+            try:
+                return await self._copy_claimed(claimed)
+            finally:
+                renew.cancel()
+
+    async def _renew_lease(self, file_id: str) -> None:
+        """Keep the lease while a long copy runs, so no other process starts it again."""
+        interval = max(1.0, self.settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self.meta.claim_file(
+                file_id, self.settings.worker_id, self.settings.lease_seconds
+            )
+
+    async def _copy_claimed(self, row: FileRow) -> FileRow:
+        tries = row.tries
+        attempt = 0
+        while True:
+            tries += 1
+            attempt += 1
+            try:
+                info, content_type = await self._copy_once(row)
+            except CigateError as exc:
+                delay = getattr(exc, "retry_after", None)
+                if fetch.retryable(exc) and self.policy.should_retry(attempt, delay):
+                    await self.meta.mark_retrying(
+                        row.id, tries, error_kind=exc.kind, message=exc.message
+                    )
+                    await asyncio.sleep(self.policy.delay(attempt, delay))
+                    continue
+                log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
+                return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
+            return await self.meta.mark_stored(row.id, info.sha256, info.size, content_type)
+
+    async def _copy_once(self, row: FileRow) -> tuple[BlobInfo, str]:
+        if row.kind == "files_api":
+            opener = fetch.open_files_api_content(self.upstream, row.upstream_file_id)
+        else:
+            assert row.container_id is not None
+            opener = fetch.open_container_file(
+                self.upstream, row.container_id, row.upstream_file_id
+            )
+        async with opener as download:
+            head = bytearray()
+
+            async def tee() -> AsyncIterator[bytes]:
+                async for chunk in download.chunks:
+                    if len(head) < 512:
+                        head.extend(chunk[:512])
+                    yield chunk
+
+            info = await self.blobs.put_stream(tee(), expected_size=download.size)
+        return info, guess_type(row.filename, bytes(head))
+
+    async def _with_retries(self, call: Any) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call()
+            except CigateError as exc:
+                delay = getattr(exc, "retry_after", None)
+                if not fetch.retryable(exc) or not self.policy.should_retry(attempt, delay):
+                    raise
+                await asyncio.sleep(self.policy.delay(attempt, delay))
+
+    # -- crash recovery --------------------------------------------------------------------
+
+    async def resume_once(self) -> int:
+        """Claim ``pending`` rows nobody is copying and copy them; returns how many started."""
+        rows = await self.meta.claim_pending(self.settings.worker_id, self.settings.lease_seconds)
+        started = 0
+        for row in rows:
+            if row.id not in self._copies:
+                self.start_copy(row)
+                started += 1
+        return started
+
+    async def _resume_loop(self) -> None:
+        while True:
+            try:
+                await self.resume_once()
+            except Exception:  # a broken store or row must not end recovery for good
+                log.exception("resume sweep failed")
+            await asyncio.sleep(self.settings.resume_interval)

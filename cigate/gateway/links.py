@@ -1,0 +1,134 @@
+"""Signed download links: a URL that works without a gateway key, until it expires or is revoked.
+
+``POST /files/{id}/links`` records the link in the metadata store (so it can be revoked and
+audited) and returns ``/links/{link_id}?expires=TS&signature=HMAC``. The HMAC-SHA256 over link
+id, file id and expiry, keyed with the gateway's link secret, makes a URL impossible to forge or
+to stretch; the store makes it revocable. Every way a link can be wrong (unknown, tampered,
+expired, revoked) gets the same 403, so the answer tells an attacker nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cigate.exceptions import AccessDeniedError, BadInputError
+from cigate.gateway.context import services
+from cigate.gateway.errors import not_found
+from cigate.gateway.files import resolve
+from cigate.gateway.serving import serve_file
+from cigate.gateway.settings import GatewaySettings, cigate_home
+
+__all__ = ["create_link", "load_link_secret", "revoke_link", "serve_link", "sign"]
+
+_MAX_TTL = 30 * 24 * 3600
+
+
+def load_link_secret(settings: GatewaySettings) -> bytes:
+    """The configured secret, else one generated once and kept in ``$CIGATE_HOME``.
+
+    Several gateway processes must share it: set ``CIGATE_GATEWAY_LINK_SECRET`` for scale-out.
+    """
+    if settings.link_secret:
+        return settings.link_secret.encode()
+    path = Path(cigate_home()) / "gateway-link-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+def sign(secret: bytes, link_id: str, file_id: str, expires: int) -> str:
+    message = f"{link_id}\n{file_id}\n{expires}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _invalid() -> AccessDeniedError:
+    return AccessDeniedError(
+        "This download link is invalid, expired or revoked.",
+        hint="Ask for a new link (POST /files/{id}/links).",
+        status=403,
+    )
+
+
+async def create_link(request: Request) -> Response:
+    """``POST /files/{id}/links`` with an optional JSON body ``{"expires_in": SECONDS}``."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    row = await resolve(svc, tenant_id, request.path_params["file_id"])
+    ttl = svc.settings.link_ttl
+    raw = await request.body()
+    if raw.strip():
+        try:
+            body: Any = await request.json()
+            ttl = int(body.get("expires_in", ttl))
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise BadInputError('Body must be JSON like {"expires_in": 3600}.') from exc
+    if not 1 <= ttl <= _MAX_TTL:
+        raise BadInputError(f"expires_in must be between 1 and {_MAX_TTL} seconds.")
+    expires = int(time.time()) + ttl
+    link = await svc.meta.create_link(
+        tenant_id, row.id, expires_at=datetime.fromtimestamp(expires, UTC)
+    )
+    signature = sign(svc.link_secret, link.id, row.id, expires)
+    url = f"{svc.public_base(request)}/links/{link.id}?expires={expires}&signature={signature}"
+    return JSONResponse(
+        {
+            "id": link.id,
+            "object": "cigate.link",
+            "file_id": row.id,
+            "url": url,
+            "expires_at": expires,
+        },
+        status_code=201,
+    )
+
+
+async def revoke_link(request: Request) -> Response:
+    """``DELETE /files/{id}/links/{link_id}``: the link stops working at once."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    row = await resolve(svc, tenant_id, request.path_params["file_id"])
+    link_id = request.path_params["link_id"]
+    link = await svc.meta.get_link(link_id)
+    if link is None or link.tenant_id != tenant_id or link.file_id != row.id:
+        raise not_found("link", link_id)
+    await svc.meta.revoke_link(tenant_id, link_id)
+    return JSONResponse({"id": link_id, "object": "cigate.link.deleted", "deleted": True})
+
+
+async def serve_link(request: Request) -> Response:
+    """``GET``/``HEAD /links/{link_id}?expires=&signature=``: no key needed."""
+    svc = services(request)
+    link_id = request.path_params["link_id"]
+    try:
+        expires = int(request.query_params.get("expires", ""))
+    except ValueError:
+        raise _invalid() from None
+    signature = request.query_params.get("signature", "")
+    link = await svc.meta.get_link(link_id)
+    if link is None:
+        raise _invalid()
+    expected = sign(svc.link_secret, link.id, link.file_id, expires)
+    if (
+        not hmac.compare_digest(expected, signature)
+        or expires != int(link.expires_at.timestamp())
+        or expires <= time.time()
+        or link.revoked_at is not None
+    ):
+        raise _invalid()
+    row = await svc.meta.get_file(link.tenant_id, link.file_id)
+    if row is None:
+        raise _invalid()
+    return await serve_file(request, svc, row, actor=f"link:{link.id}", tenant_id=link.tenant_id)

@@ -1,0 +1,133 @@
+"""Pass-through of the Responses API: the client's request in, the upstream's answer out.
+
+Bodies are relayed unchanged. An SSE body is forwarded chunk by chunk as it arrives (never
+buffered) and each chunk is shown to a :class:`~cigate.gateway.tap.ResponseTap` only *after* it
+was handed to the client; a plain JSON body is forwarded as it came and harvested in the
+background. Upstream error answers keep their status and body; failures to reach the upstream
+become 502/504 in :meth:`~cigate.gateway.upstream.Upstream.send`. The upstream response is always
+closed, also when the client goes away mid-stream (STYLE rule 4).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from cigate.gateway import rewrite
+from cigate.gateway.context import Services, services
+from cigate.gateway.errors import not_found
+from cigate.gateway.tap import ResponseTap
+from cigate.gateway.upstream import forwardable_headers
+
+__all__ = ["create_response", "forward", "response_subresource"]
+
+log = logging.getLogger(__name__)
+
+
+def _target(svc: Services, request: Request, rest: str) -> str:
+    """Upstream URL for ``rest`` in the URL form the client used (v1 or legacy)."""
+    path = request.url.path
+    if path.startswith("/openai/") and not path.startswith("/openai/v1/"):
+        return svc.upstream.legacy_url(rest)
+    return svc.upstream.v1_url(rest)
+
+
+async def create_response(request: Request) -> Response:
+    """``POST /responses`` in any URL form: forward, relay, harvest."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    return await forward(svc, request, _target(svc, request, "responses"), tenant_id, harvest=True)
+
+
+async def response_subresource(request: Request) -> Response:
+    """``GET``/``DELETE /responses/{id}`` and its sub-paths, for the tenant that owns it."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    response_id = request.path_params["response_id"]
+    if await svc.meta.get_response(tenant_id, response_id) is None:
+        raise not_found("response", response_id)
+    rest = f"responses/{response_id}"
+    if sub := request.path_params.get("sub"):
+        rest += f"/{sub}"
+    replay = request.method == "GET" and not request.path_params.get("sub")
+    return await forward(svc, request, _target(svc, request, rest), tenant_id, harvest=replay)
+
+
+async def forward(
+    svc: Services, request: Request, url: str, tenant_id: str, *, harvest: bool
+) -> Response:
+    """Send the client's request upstream with the gateway's credential and relay the answer."""
+    body = await request.body()
+    upstream_response = await svc.upstream.send(
+        request.method,
+        url,
+        headers=request.headers,
+        params=request.query_params.multi_items(),
+        content=body or None,
+        stream=True,
+    )
+    headers = forwardable_headers(upstream_response.headers)
+    content_type = upstream_response.headers.get("content-type", "")
+    ok = upstream_response.status_code == 200
+    if content_type.startswith("text/event-stream"):
+        tap = ResponseTap(svc.harvester, tenant_id, svc.upstream_name) if harvest and ok else None
+        return StreamingResponse(
+            _relay(upstream_response, tap),
+            status_code=upstream_response.status_code,
+            headers=headers,
+        )
+    try:
+        content = await upstream_response.aread()
+    except httpx2.TransportError:
+        await upstream_response.aclose()
+        raise
+    await upstream_response.aclose()
+    if harvest and ok:
+        content = await _harvest_plain(svc, request, tenant_id, content)
+    return Response(content, status_code=upstream_response.status_code, headers=headers)
+
+
+async def _relay(
+    upstream_response: httpx2.Response, tap: ResponseTap | None
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream_response.aiter_bytes():
+            yield chunk
+            if tap is not None:
+                tap.feed(chunk)
+    except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop
+        log.warning("upstream stream broke off: %s", exc)
+    finally:
+        await upstream_response.aclose()
+        if tap is not None:
+            tap.finish()
+
+
+async def _harvest_plain(svc: Services, request: Request, tenant_id: str, content: bytes) -> bytes:
+    """Record the response (awaited: the client may ask for it next), harvest in the background."""
+    try:
+        body: Any = json.loads(content)
+    except ValueError:
+        return content
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        return content
+    await svc.meta.record_response(
+        tenant_id,
+        body["id"],
+        upstream=svc.upstream_name,
+        model=body.get("model"),
+        container_ids=[],
+    )
+    svc.harvester.spawn(
+        svc.harvester.harvest_response(tenant_id, body, svc.upstream_name),
+        name=f"cigate-harvest-{body['id']}",
+    )
+    if svc.settings.rewrite_links:
+        return rewrite.rewrite_body(body, svc.public_base(request))
+    return content

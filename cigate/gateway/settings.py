@@ -1,0 +1,132 @@
+"""Gateway settings: one frozen object, read once from options and ``CIGATE_GATEWAY_*``.
+
+Every CLI option has an environment variable of the same name (``--upstream-key`` is
+``CIGATE_GATEWAY_UPSTREAM_KEY``) so that a container deployment needs no command line. Problems
+are found here, at start-up, not on the first request (STYLE rule 6).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from cigate.exceptions import ConfigurationError
+
+__all__ = ["GatewaySettings", "cigate_home"]
+
+_ENV_PREFIX = "CIGATE_GATEWAY_"
+_AUTH_MODES = ("key", "entra", "none")
+
+
+def cigate_home() -> Path:
+    """``$CIGATE_HOME`` or ``~/.cigate``: where default databases and blobs live."""
+    return Path(os.environ.get("CIGATE_HOME") or Path.home() / ".cigate")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything ``create_app`` needs; ``from_env`` fills it from the environment."""
+
+    #: Base URL of the upstream resource, e.g. ``https://RES.openai.azure.com`` or the emulator.
+    upstream: str = ""
+    #: ``key`` (send ``api-key``), ``entra`` (Microsoft Entra ID bearer token) or ``none``.
+    upstream_auth: str = "key"
+    #: The upstream API key (``upstream_auth="key"``).
+    upstream_key: str = ""
+    #: Entra ID scope for ``upstream_auth="entra"``.
+    upstream_scope: str = "https://cognitiveservices.azure.com/.default"
+    #: Metadata store URL; empty means SQLite at ``$CIGATE_HOME/gateway.db``.
+    database: str = ""
+    #: Blob store URL; empty means ``$CIGATE_HOME/blobs``; ``azure://CONTAINER?...`` for Azure.
+    blobs: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Rewrite ``sandbox:/mnt/data/...`` links in returned text to gateway download URLs.
+    rewrite_links: bool = False
+    #: Public base URL of the gateway, used in download URLs; empty means the request's own.
+    public_url: str = ""
+    #: Secret for signed download links; empty means one kept in the metadata store's home.
+    link_secret: str = ""
+    #: Default lifetime of a signed link, seconds.
+    link_ttl: int = 3600
+    #: Concurrent file copies per gateway process.
+    harvest_concurrency: int = 8
+    #: Attempts per file before it is recorded as ``failed``.
+    harvest_attempts: int = 4
+    #: First retry delay, seconds (doubles, capped at 8 s; ``retry-after`` wins).
+    harvest_backoff: float = 0.5
+    #: Seconds between sweeps for ``pending`` rows left by a crashed process.
+    resume_interval: float = 5.0
+    #: Lease a worker holds on a claimed ``pending`` row, seconds.
+    lease_seconds: int = 60
+    #: Upstream timeouts, seconds: connect, and read between two chunks (streams can idle).
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    #: Identifies this process in leases; empty means host:pid.
+    worker_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.upstream_auth not in _AUTH_MODES:
+            raise ConfigurationError(
+                f"--upstream-auth must be one of {', '.join(_AUTH_MODES)}, "
+                f"not {self.upstream_auth!r}"
+            )
+        if self.upstream and not self.upstream.startswith(("http://", "https://")):
+            raise ConfigurationError(f"--upstream must be an http(s) URL, not {self.upstream!r}")
+        if self.harvest_concurrency < 1 or self.harvest_attempts < 1:
+            raise ConfigurationError("harvest concurrency and attempts must be at least 1")
+        if not self.worker_id:
+            object.__setattr__(self, "worker_id", f"{socket.gethostname()}:{os.getpid()}")
+
+    def require_upstream(self) -> None:
+        """Fail loudly when the gateway is started without somewhere to forward to."""
+        if not self.upstream:
+            raise ConfigurationError(
+                "no upstream configured",
+                hint="Pass --upstream https://RESOURCE.openai.azure.com "
+                "(or set CIGATE_GATEWAY_UPSTREAM).",
+            )
+        if self.upstream_auth == "key" and not self.upstream_key:
+            raise ConfigurationError(
+                "--upstream-auth key needs --upstream-key (CIGATE_GATEWAY_UPSTREAM_KEY)",
+                hint="Or use --upstream-auth entra to authenticate with Microsoft Entra ID.",
+            )
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite+aiosqlite:///{cigate_home() / 'gateway.db'}"
+
+    @property
+    def blobs_url(self) -> str:
+        return self.blobs or str(cigate_home() / "blobs")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> GatewaySettings:
+        """Settings from ``CIGATE_GATEWAY_*`` variables; explicit non-None ``overrides`` win."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(_ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw, type(getattr(_DEFAULTS, f.name)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _convert(name: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+        ) from exc
+
+
+_DEFAULTS = GatewaySettings(worker_id="defaults")

@@ -1,0 +1,69 @@
+"""Caller authentication: a gateway key names exactly one tenant.
+
+Keys arrive the way OpenAI clients send them (``Authorization: Bearer KEY``, or ``api-key: KEY``
+as ``AzureOpenAI`` does), so an unmodified SDK pointed at the gateway just works. The store keeps
+only hashes; a short in-process cache saves one database round trip per request on the hot
+pass-through path (revocation therefore takes effect within ``ttl`` seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from starlette.requests import Request
+
+from cigate.exceptions import AccessDeniedError
+from cigate.storage.metadata import MetadataStore
+
+__all__ = ["TenantResolver", "caller_key"]
+
+_MISSING = AccessDeniedError(
+    "Missing gateway key: send 'Authorization: Bearer KEY' or 'api-key: KEY'.",
+    hint="Ask the gateway's operator for a key (`cigate gateway tenant add NAME`).",
+    status=401,
+)
+
+
+def caller_key(request: Request) -> str | None:
+    """The key a client sent, from ``api-key`` or a Bearer ``Authorization`` header."""
+    key = request.headers.get("api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+class TenantResolver:
+    """Key -> tenant id, with a bounded time-to-live cache."""
+
+    def __init__(self, meta: MetadataStore, ttl: float = 10.0, max_entries: int = 10_000) -> None:
+        self.meta = meta
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    async def tenant_id(self, request: Request) -> str:
+        """The caller's tenant id; raises a 401 ``AccessDeniedError`` otherwise."""
+        key = caller_key(request)
+        if not key:
+            raise _MISSING
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        hit = self._cache.get(digest)
+        now = time.monotonic()
+        if hit and hit[1] > now:
+            return hit[0]
+        tenant = await self.meta.tenant_for_key(key)
+        if tenant is None:
+            raise AccessDeniedError(
+                "Invalid gateway key.",
+                hint="Check the key, or ask for a new one (`cigate gateway tenant add NAME`).",
+                status=401,
+            )
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        self._cache[digest] = (tenant.id, now + self.ttl)
+        return tenant.id

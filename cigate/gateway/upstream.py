@@ -1,0 +1,149 @@
+"""The gateway's one connection to the upstream service: URLs, credential, and failure mapping.
+
+Clients authenticate to the gateway with gateway keys; the upstream only ever sees the gateway's
+own credential (an API key, or a Microsoft Entra ID token refreshed before it expires). Path
+mapping lives here so the proxy, the harvester and the Files-API fallback agree on it:
+
+* ``/openai/v1/X`` and ``/v1/X`` -> ``{upstream}/openai/v1/X`` (or ``{upstream}/X`` when the
+  upstream URL already ends in ``/v1``, as ``https://api.openai.com/v1`` does);
+* legacy ``/openai/X?api-version=...`` -> ``{upstream}/openai/X`` with the query kept.
+
+Connection failures become ``UpstreamUnavailableError`` with status 502 (504 for timeouts) in
+exactly one place, :meth:`Upstream.send`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import httpx2
+
+from cigate.exceptions import ConfigurationError, UpstreamUnavailableError
+from cigate.gateway.settings import GatewaySettings
+
+__all__ = ["HOP_BY_HOP", "TokenCredential", "Upstream", "forwardable_headers"]
+
+#: Headers that describe one connection, never the message (RFC 9110 section 7.6.1), plus the
+#: ones the gateway owns (the caller's credential must never reach the upstream).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "authorization",
+        "api-key",
+        "accept-encoding",
+        "content-encoding",
+    }
+)
+
+
+class TokenCredential(Protocol):
+    """The part of ``azure.identity.aio`` credentials the gateway uses."""
+
+    async def get_token(self, *scopes: str) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+def forwardable_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers of one side that may be copied to the other."""
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+
+
+class Upstream:
+    """Builds upstream URLs, adds the credential, sends, and maps transport failures."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        client: httpx2.AsyncClient | None = None,
+        credential: TokenCredential | None = None,
+    ) -> None:
+        self.settings = settings
+        base = settings.upstream.rstrip("/")
+        self._v1_base = base if base.endswith("/v1") else f"{base}/openai/v1"
+        self._legacy_base = f"{base.removesuffix('/v1').removesuffix('/openai')}/openai"
+        self.client = client or httpx2.AsyncClient(
+            timeout=httpx2.Timeout(
+                settings.read_timeout, connect=settings.connect_timeout, pool=None
+            ),
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+            follow_redirects=False,
+        )
+        self._credential = credential
+        self._token: tuple[str, float] | None = None
+
+    def v1_url(self, rest: str) -> str:
+        """URL of a v1 resource path such as ``responses`` or ``containers/c/files``."""
+        return f"{self._v1_base}/{rest.lstrip('/')}"
+
+    def legacy_url(self, rest: str) -> str:
+        """URL of a legacy ``/openai/...`` path (its api-version travels in the query)."""
+        return f"{self._legacy_base}/{rest.lstrip('/')}"
+
+    async def auth_headers(self) -> dict[str, str]:
+        mode = self.settings.upstream_auth
+        if mode == "key":
+            return {"api-key": self.settings.upstream_key}
+        if mode == "entra":
+            return {"authorization": f"Bearer {await self._entra_token()}"}
+        return {}
+
+    async def _entra_token(self) -> str:
+        if self._token and self._token[1] - time.time() > 300:
+            return self._token[0]
+        if self._credential is None:
+            try:
+                from azure.identity.aio import DefaultAzureCredential
+            except ImportError as exc:  # pragma: no cover - azure-identity is a dependency
+                raise ConfigurationError("--upstream-auth entra needs azure-identity") from exc
+            self._credential = DefaultAzureCredential()
+        token = await self._credential.get_token(self.settings.upstream_scope)
+        self._token = (str(token.token), float(token.expires_on))
+        return self._token[0]
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Any = None,
+        content: bytes | None = None,
+        stream: bool = False,
+    ) -> httpx2.Response:
+        """Send one request with the gateway's credential; transport failures become 502/504.
+
+        With ``stream=True`` the caller owns the response and must ``aclose()`` it.
+        """
+        merged = forwardable_headers(headers or {})
+        merged["accept-encoding"] = "identity"  # relay bytes as they are; the tee parses them
+        merged.update(await self.auth_headers())
+        request = self.client.build_request(
+            method, url, headers=merged, params=params, content=content
+        )
+        try:
+            return await self.client.send(request, stream=stream)
+        except httpx2.TimeoutException as exc:
+            raise UpstreamUnavailableError(
+                f"the upstream did not answer in time ({type(exc).__name__})", status=504
+            ) from exc
+        except httpx2.TransportError as exc:
+            raise UpstreamUnavailableError(
+                f"cannot reach the upstream: {type(exc).__name__}: {exc}", status=502
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self._credential is not None:
+            await self._credential.close()
