@@ -107,11 +107,13 @@ def sniff(head: bytes) -> str:
 
 
 def _is_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
     try:
         head[:4096].decode("utf-8")
     except UnicodeDecodeError as exc:
-        return exc.start > len(head[:4096]) - 4  # a multi-byte char cut at the end
-    return b"\x00" not in head
+        return exc.reason == "unexpected end of data"  # a multi-byte char cut at the end
+    return True
 
 
 def extension_for(name: str, mime: str) -> str:

@@ -40,8 +40,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     try:
         value = float(raw)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
-        if parsed is None:
+        try:
+            parsed = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
             return None
         current = time.time() if now is None else now
         return max(0.0, parsed.timestamp() - current)

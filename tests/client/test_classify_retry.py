@@ -1,0 +1,143 @@
+"""Error bodies of every shape map to the right error class; retry delays honour the server."""
+
+from __future__ import annotations
+
+import pytest
+
+from cigate.classify import from_http, looks_like_error_body
+from cigate.exceptions import (
+    AccessDeniedError,
+    ApiVersionError,
+    BadInputError,
+    CigateError,
+    ContainerExpiredError,
+    FileNotFoundInContainerError,
+    RateLimitedError,
+    UpstreamUnavailableError,
+)
+from cigate.retry import RetryPolicy, parse_retry_after
+
+CHECKACCESS = (
+    "ApiId openai-api-2025-03-01-preview OperationId get-container not supported for CheckAccess."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (
+            400,
+            '{"error":{"message":"Container is expired.","type":"invalid_request_error"}}',
+            ContainerExpiredError,
+        ),
+        (
+            404,
+            '{"error":{"message":"Container with id \'cntr_1\' not found."}}',
+            ContainerExpiredError,
+        ),
+        (
+            404,
+            '{"error":{"message":"File cfile_1 not found on container cntr_1."}}',
+            FileNotFoundInContainerError,
+        ),
+        (404, "", FileNotFoundInContainerError),
+        (404, '{"error":{"code":"404","message":"Resource not found"}}', ApiVersionError),
+        (
+            400,
+            '{"error":{"code":"BadRequest","message":"API version not supported"}}',
+            ApiVersionError,
+        ),
+        (
+            401,
+            '{"error":{"code":"401","message":"Access denied due to invalid subscription key"}}',
+            AccessDeniedError,
+        ),
+        (403, CHECKACCESS, AccessDeniedError),
+        (500, CHECKACCESS, AccessDeniedError),
+        (429, '{"error":{"code":"429","message":"Rate limit"}}', RateLimitedError),
+        (
+            500,
+            '{"error":{"message":"server had an error","type":"server_error"}}',
+            UpstreamUnavailableError,
+        ),
+        (
+            408,
+            '{"error":{"code":"Timeout","message":"The operation was timeout."}}',
+            UpstreamUnavailableError,
+        ),
+        (422, '{"error":{"message":"bad"}}', BadInputError),
+    ],
+    ids=[
+        "container-expired-400",
+        "container-gone-404",
+        "file-not-found",
+        "empty-404",
+        "azure-resource-not-found",
+        "api-version-not-supported",
+        "azure-401",
+        "checkaccess-text",
+        "checkaccess-any-status",
+        "rate-limited",
+        "server-error",
+        "azure-timeout",
+        "other-4xx",
+    ],
+)
+def test_every_error_shape_maps_to_one_class_with_a_hint(
+    status: int, body: str, expected: type[CigateError]
+) -> None:
+    err = from_http(status, body, {"x-request-id": "req_1"}, what="download")
+    assert type(err) is expected
+    assert err.hint
+    assert err.status == status
+    assert err.request_id == "req_1"
+
+
+def test_a_refused_token_hints_at_the_scope() -> None:
+    err = from_http(401, "", {}, what="x", uses_entra=True)
+    assert "cognitiveservices.azure.com/.default" in err.hint
+
+
+def test_a_keyless_resource_hints_at_entra() -> None:
+    err = from_http(
+        403,
+        '{"error":{"message":"Key based authentication is disabled for this resource."}}',
+        {},
+        what="x",
+    )
+    assert "Entra" in err.hint
+
+
+def test_an_error_json_is_recognised_but_a_data_json_is_not() -> None:
+    assert looks_like_error_body(b'{"error":{"message":"x"}}')
+    assert not looks_like_error_body(b'{"rows": [1, 2]}')
+    assert not looks_like_error_body(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"x-ms-retry-after-ms": "1500"}, 1.5),
+        ({"Retry-After": "2"}, 2.0),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+        ({"retry-after-ms": "100", "retry-after": "9"}, 0.1),
+    ],
+    ids=["ms", "x-ms", "seconds", "http-date-past", "garbage", "none", "ms-wins"],
+)
+def test_the_server_delay_is_read_from_any_of_three_headers(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    assert parse_retry_after(headers) == expected
+
+
+def test_backoff_grows_is_capped_and_long_server_delays_stop_retrying() -> None:
+    policy = RetryPolicy(attempts=5, backoff=1.0, backoff_max=4.0, max_wait=120)
+    assert 0.75 <= policy.delay(1) <= 1.0
+    assert 3.0 <= policy.delay(5) <= 4.0
+    assert policy.delay(1, 0.3) == 0.3
+    assert policy.should_retry(1)
+    assert not policy.should_retry(5)
+    assert not policy.should_retry(1, 86400)
