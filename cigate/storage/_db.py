@@ -1,0 +1,127 @@
+"""Engine creation, per-dialect tuning, error wrapping and the clock, shared by the stores.
+
+SQLite and PostgreSQL need different care to be safe with several gateway processes:
+
+- SQLite: WAL (readers never block the writer), a 30 s busy timeout, foreign keys on, and
+  every write transaction starts with ``BEGIN IMMEDIATE`` so it takes the write lock up front
+  instead of failing with "database is locked" when a reader upgrades mid-transaction. The
+  driver's own transaction handling is switched off (SQLAlchemy's documented recipe) so that
+  DDL is transactional too.
+- PostgreSQL: asyncpg, a small pool with pre-ping; cross-process races are handled in SQL
+  (advisory lock for migrations, conditional UPDATEs for leases).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from cigate.clock import Clock
+from cigate.exceptions import CigateError, ConfigurationError, StorageError
+
+__all__ = ["StoreBase", "create_engine", "db_errors", "default_database_url"]
+
+_WRITE = "cigate_write"
+
+
+def default_database_url() -> str:
+    """SQLite at ``$CIGATE_HOME/gateway.db`` (``~/.cigate`` when ``CIGATE_HOME`` is unset)."""
+    home = Path(os.environ.get("CIGATE_HOME") or Path.home() / ".cigate")
+    return f"sqlite+aiosqlite:///{home / 'gateway.db'}"
+
+
+def _normalise(url: str) -> URL:
+    try:
+        sa_url = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {url!r}") from exc
+    backend = sa_url.get_backend_name()
+    if backend == "sqlite":
+        return sa_url.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return sa_url.set(drivername="postgresql+asyncpg")
+    raise ConfigurationError(
+        f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+asyncpg://…"
+    )
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url`` with the settings described in the module docstring."""
+    sa_url = _normalise(url)
+    if sa_url.get_backend_name() != "sqlite":
+        return create_async_engine(sa_url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+    database = sa_url.database or ""
+    memory = database in ("", ":memory:")
+    if not memory:
+        try:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the directory for {database}") from exc
+    extra: dict[str, Any] = {"poolclass": StaticPool} if memory else {}
+    engine = create_async_engine(sa_url, connect_args={"timeout": 30}, **extra)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see below)
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@asynccontextmanager
+async def db_errors(action: str) -> AsyncIterator[None]:
+    """Wrap driver and SQLAlchemy failures in :class:`StorageError` (STYLE rule 6)."""
+    try:
+        yield
+    except CigateError:
+        raise
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(f"metadata store: {action} failed: {exc}") from exc
+
+
+class StoreBase:
+    """Engine, clock and transaction helpers the store's query modules share."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**{_WRITE: True})
+        self._clock = clock
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.now(), UTC)
+
+    @asynccontextmanager
+    async def _read(self, action: str) -> AsyncIterator[AsyncConnection]:
+        async with db_errors(action), self._engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self, action: str) -> AsyncIterator[AsyncConnection]:
+        async with db_errors(action), self._writer.begin() as conn:
+            yield conn

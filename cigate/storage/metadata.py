@@ -1,0 +1,329 @@
+"""The gateway's metadata store: tenants and keys, responses, files, signed links, audit.
+
+One class, :class:`MetadataStore`, over SQLAlchemy 2 Core (async): SQLite by default
+(``$CIGATE_HOME/gateway.db``), PostgreSQL (``postgresql+asyncpg://…``) when several gateway
+processes share it. Every lookup a caller can reach is scoped to a tenant, and another
+tenant's id behaves exactly like an unknown one. Methods return the frozen records of
+:mod:`cigate.storage.records`; database failures surface as ``StorageError``.
+
+Gateway keys are ``cgk_`` + 43 URL-safe characters (256 random bits). Only their sha256 is
+stored: with that much entropy a slow password hash adds nothing, and a lookup by hash reveals
+nothing useful through timing; the found hash is still compared with ``hmac.compare_digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from datetime import datetime
+from typing import Any, Self
+
+from sqlalchemy import Row, select, update
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from cigate.clock import Clock
+from cigate.exceptions import BadInputError
+from cigate.storage._db import create_engine, default_database_url
+from cigate.storage.errors import NotFoundError
+from cigate.storage.metadata_files import FileQueries, check_id, clean_text
+from cigate.storage.migrations import apply_migrations
+from cigate.storage.records import ApiKey, Download, Link, ResponseRecord, Tenant
+from cigate.storage.schema import api_keys, downloads, links, responses, tenants
+
+__all__ = ["KEY_PREFIX", "MetadataStore", "hash_key"]
+
+KEY_PREFIX = "cgk_"
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a gateway key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _tenant(row: Row[Any]) -> Tenant:
+    return Tenant(id=row.id, name=row.name, created_at=row.created_at)
+
+
+def _link(row: Row[Any]) -> Link:
+    m = row._mapping
+    return Link(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        file_id=m["file_id"],
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        revoked_at=m["revoked_at"],
+    )
+
+
+class MetadataStore(FileQueries):
+    """Open with ``await MetadataStore.open(url)``; ``await store.close()`` when done."""
+
+    @classmethod
+    async def open(cls, url: str | None = None, *, clock: Clock | None = None) -> Self:
+        """Connect and apply pending migrations (safe when many processes start at once).
+
+        ``url`` empty or ``None`` means SQLite at ``$CIGATE_HOME/gateway.db``;
+        ``sqlite:///…`` and ``postgresql://…`` get the async drivers automatically.
+        """
+        clock = clock or Clock()
+        engine = create_engine(url or default_database_url())
+        try:
+            await apply_migrations(engine, clock)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine, clock)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- tenants and keys ----------------------------------------------------------------
+
+    async def create_tenant(self, name: str) -> Tenant:
+        """A new tenant; names are unique (``BadInputError`` if taken)."""
+        name = clean_text(name).strip()
+        if not name or len(name) > 200:
+            raise BadInputError("a tenant name must have 1 to 200 characters")
+        tenant = Tenant(id="ten_" + secrets.token_hex(12), name=name, created_at=self._now())
+        try:
+            async with self._write("creating a tenant") as conn:
+                await conn.execute(
+                    tenants.insert().values(id=tenant.id, name=name, created_at=tenant.created_at)
+                )
+        except Exception as exc:
+            if isinstance(exc.__cause__, SAIntegrityError):
+                raise BadInputError(f"a tenant named {name!r} exists already") from exc
+            raise
+        return tenant
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._read("reading a tenant") as conn:
+            row = (await conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
+        return _tenant(row) if row is not None else None
+
+    async def tenant_by_name(self, name: str) -> Tenant | None:
+        async with self._read("reading a tenant") as conn:
+            row = (await conn.execute(select(tenants).where(tenants.c.name == name))).first()
+        return _tenant(row) if row is not None else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        async with self._read("listing tenants") as conn:
+            rows = (await conn.execute(select(tenants).order_by(tenants.c.name))).all()
+        return [_tenant(r) for r in rows]
+
+    async def add_key(self, tenant_id: str) -> str:
+        """Mint a key for the tenant and return its plaintext: the only time it exists."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = self._now()
+        async with self._write("adding a key") as conn:
+            if (await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))).first():
+                await conn.execute(
+                    api_keys.insert().values(
+                        id="key_" + secrets.token_hex(12),
+                        tenant_id=tenant_id,
+                        key_hash=hash_key(key),
+                        prefix=key[: len(KEY_PREFIX) + 6],
+                        created_at=now,
+                    )
+                )
+                return key
+        raise NotFoundError(f"no tenant {tenant_id!r}")
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKey]:
+        """The tenant's keys (hashes never leave the store), revoked ones included."""
+        query = select(api_keys).where(api_keys.c.tenant_id == tenant_id)
+        async with self._read("listing keys") as conn:
+            rows = (await conn.execute(query.order_by(api_keys.c.created_at))).all()
+        return [ApiKey(r.id, r.tenant_id, r.prefix, r.created_at, r.revoked_at) for r in rows]
+
+    async def revoke_key(self, tenant_id: str, key_id: str) -> bool:
+        """Revoke one of the tenant's keys by its ``key_…`` id; ``False`` if unknown."""
+        async with self._write("revoking a key") as conn:
+            result = await conn.execute(
+                update(api_keys)
+                .where(
+                    api_keys.c.id == key_id,
+                    api_keys.c.tenant_id == tenant_id,
+                    api_keys.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=self._now())
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def tenant_for_key(self, key: str) -> Tenant | None:
+        """The tenant a presented key belongs to, or ``None`` (unknown, revoked, malformed)."""
+        if not key.startswith(KEY_PREFIX) or len(key) > 200:
+            return None
+        digest = hash_key(key)
+        query = (
+            select(tenants, api_keys.c.key_hash)
+            .join(api_keys, api_keys.c.tenant_id == tenants.c.id)
+            .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
+        )
+        async with self._read("checking a key") as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
+            return None
+        return _tenant(row)
+
+    # -- responses -------------------------------------------------------------------------
+
+    async def record_response(
+        self,
+        tenant_id: str,
+        response_id: str,
+        upstream: str,
+        model: str | None,
+        container_ids: list[str],
+    ) -> ResponseRecord:
+        """Remember a response the tenant made; repeated calls merge container ids."""
+        check_id("response id", response_id)
+        for cid in container_ids:
+            check_id("container id", cid)
+        key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
+        for attempt in range(2):  # a concurrent first insert from another process: retry
+            try:
+                async with self._write("recording a response") as conn:
+                    row = (await conn.execute(select(responses).where(*key))).first()
+                    if row is None:
+                        merged = list(dict.fromkeys(container_ids))
+                        await conn.execute(
+                            responses.insert().values(
+                                tenant_id=tenant_id,
+                                response_id=response_id,
+                                upstream=upstream,
+                                model=model,
+                                container_ids=json.dumps(merged),
+                                created_at=self._now(),
+                            )
+                        )
+                    else:
+                        merged = list(
+                            dict.fromkeys([*json.loads(row.container_ids), *container_ids])
+                        )
+                        await conn.execute(
+                            update(responses)
+                            .where(*key)
+                            .values(container_ids=json.dumps(merged), model=model or row.model)
+                        )
+                break
+            except Exception as exc:
+                if attempt or not isinstance(exc.__cause__, SAIntegrityError):
+                    raise
+        record = await self.get_response(tenant_id, response_id)
+        assert record is not None
+        return record
+
+    async def get_response(self, tenant_id: str, response_id: str) -> ResponseRecord | None:
+        key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
+        async with self._read("reading a response") as conn:
+            row = (await conn.execute(select(responses).where(*key))).first()
+        if row is None:
+            return None
+        return ResponseRecord(
+            tenant_id=row.tenant_id,
+            response_id=row.response_id,
+            upstream=row.upstream,
+            model=row.model,
+            container_ids=tuple(json.loads(row.container_ids)),
+            created_at=row.created_at,
+        )
+
+    # -- signed links ----------------------------------------------------------------------
+
+    async def create_link(self, tenant_id: str, file_id: str, expires_at: datetime) -> Link:
+        """Record a signed link for one of the tenant's files (``gwf_`` id or any other)."""
+        async with self._write("creating a link") as conn:
+            row = await self._get_file(conn, tenant_id, file_id, None)
+            if row is None:
+                raise NotFoundError(f"no file {file_id!r}")
+            link = Link(
+                id="gwl_" + secrets.token_hex(16),
+                tenant_id=tenant_id,
+                file_id=row.id,
+                created_at=self._now(),
+                expires_at=expires_at,
+                revoked_at=None,
+            )
+            await conn.execute(
+                links.insert().values(
+                    id=link.id,
+                    tenant_id=tenant_id,
+                    file_id=row.id,
+                    created_at=link.created_at,
+                    expires_at=expires_at,
+                )
+            )
+        return link
+
+    async def get_link(self, link_id: str) -> Link | None:
+        """Unscoped on purpose: a signed URL carries no key; the gateway checks the HMAC,
+        then ``expires_at`` and ``revoked_at`` of this record."""
+        async with self._read("reading a link") as conn:
+            row = (await conn.execute(select(links).where(links.c.id == link_id))).first()
+        return _link(row) if row is not None else None
+
+    async def revoke_link(self, tenant_id: str, link_id: str) -> bool:
+        async with self._write("revoking a link") as conn:
+            result = await conn.execute(
+                update(links)
+                .where(links.c.id == link_id, links.c.tenant_id == tenant_id)
+                .where(links.c.revoked_at.is_(None))
+                .values(revoked_at=self._now())
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def record_download(
+        self,
+        tenant_id: str,
+        file_id: str,
+        actor: str,
+        bytes_sent: int,
+        status: int,
+        *,
+        at: datetime | None = None,
+    ) -> Download:
+        """Append one audit record (``actor``: a key id, ``link:gwl_…``, …)."""
+        at = at or self._now()
+        actor = clean_text(actor)[:200]
+        async with self._write("recording a download") as conn:
+            result = await conn.execute(
+                downloads.insert()
+                .values(
+                    tenant_id=tenant_id,
+                    file_id=file_id,
+                    actor=actor,
+                    bytes_sent=bytes_sent,
+                    status=status,
+                    at=at,
+                )
+                .returning(downloads.c.id)
+            )
+            new_id = result.scalar_one()
+        return Download(new_id, tenant_id, file_id, actor, bytes_sent, status, at)
+
+    async def list_downloads(
+        self, tenant_id: str, file_id: str | None = None, *, limit: int = 1000
+    ) -> list[Download]:
+        """The tenant's audit records, newest first, optionally for one file."""
+        query = select(downloads).where(downloads.c.tenant_id == tenant_id)
+        if file_id is not None:
+            query = query.where(downloads.c.file_id == file_id)
+        query = query.order_by(downloads.c.at.desc(), downloads.c.id.desc()).limit(limit)
+        async with self._read("listing downloads") as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Download(r.id, r.tenant_id, r.file_id, r.actor, r.bytes_sent, r.status, r.at)
+            for r in rows
+        ]

@@ -1,0 +1,355 @@
+"""File rows: one table for container files and Files-API files, and their harvest state.
+
+State machine: ``pending`` -> ``stored`` | ``failed`` (``requeue`` sends a failed file back to
+``pending``). Harvest work is shared between gateway processes through a *lease*: a worker
+claims a pending row with a conditional ``UPDATE … WHERE lease is free or expired``, which
+is atomic on SQLite and PostgreSQL alike, so two processes never copy the same file at the
+same time, and a crashed worker's rows come free when its lease expires.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any, Literal, cast, get_args
+
+from sqlalchemy import Row, Select, and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cigate.exceptions import BadInputError
+from cigate.storage._db import StoreBase
+from cigate.storage.errors import NotFoundError
+from cigate.storage.records import FileKind, FileOrigin, FileRow
+from cigate.storage.schema import files
+
+__all__ = ["FileQueries", "new_file_id"]
+
+_MAX_ID = 200
+
+
+def new_file_id() -> str:
+    """``gwf_`` + 32 hex: 128 random bits, so ids cannot be guessed or enumerated."""
+    return "gwf_" + secrets.token_hex(16)
+
+
+def check_id(what: str, value: str) -> str:
+    """Upstream ids are short printable tokens; anything else is refused before SQL."""
+    if not value or len(value) > _MAX_ID or not value.isprintable():
+        raise BadInputError(f"invalid {what}: {value!r:.80}")
+    return value
+
+
+def clean_text(value: str) -> str:
+    """Keep a name verbatim except what no database can store (NUL, lone surrogates)."""
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _row(row: Row[Any]) -> FileRow:
+    m = row._mapping
+    return FileRow(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        kind=m["kind"],
+        upstream_file_id=m["upstream_file_id"],
+        container_id=m["container_id"] or None,
+        response_id=m["response_id"],
+        filename=m["filename"],
+        origin=m["origin"],
+        state=m["state"],
+        sha256=m["sha256"],
+        size=m["size"],
+        content_type=m["content_type"],
+        tries=m["tries"],
+        error_kind=m["error_kind"],
+        error_message=m["error_message"],
+        lease_owner=m["lease_owner"],
+        lease_expires_at=m["lease_expires_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+class FileQueries(StoreBase):
+    """The file half of :class:`~cigate.storage.metadata.MetadataStore`."""
+
+    async def upsert_file(
+        self,
+        tenant_id: str,
+        *,
+        kind: FileKind,
+        upstream_file_id: str,
+        container_id: str | None,
+        response_id: str | None,
+        filename: str,
+        origin: FileOrigin,
+    ) -> FileRow:
+        """Record a file the gateway must copy; idempotent on (tenant, upstream ids).
+
+        The first call mints a gateway id in state ``pending``; later calls return the same
+        row unchanged, except that a missing ``response_id`` is filled in (a file first seen
+        in a container listing, then cited). Concurrent calls from several processes agree
+        on one row. ``filename`` is kept verbatim (only NUL and lone surrogates replaced).
+        """
+        if kind not in get_args(FileKind) or origin not in get_args(FileOrigin):
+            raise BadInputError(f"invalid file kind/origin: {kind!r}/{origin!r}")
+        check_id("file id", upstream_file_id)
+        if kind == "container":
+            container_id = check_id("container id", container_id or "")
+        elif container_id:
+            raise BadInputError("Files-API files have no container id")
+        if response_id is not None:
+            check_id("response id", response_id)
+        now = self._now()
+        values = {
+            "id": new_file_id(),
+            "tenant_id": tenant_id,
+            "kind": kind,
+            "upstream_file_id": upstream_file_id,
+            "container_id": container_id or "",
+            "response_id": response_id,
+            "filename": clean_text(filename),
+            "origin": origin,
+            "state": "pending",
+            "tries": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        stmt = (
+            insert(files)
+            .values(**values)
+            .on_conflict_do_nothing(
+                index_elements=["tenant_id", "upstream_file_id", "container_id"]
+            )
+        )
+        key = and_(
+            files.c.tenant_id == tenant_id,
+            files.c.upstream_file_id == upstream_file_id,
+            files.c.container_id == (container_id or ""),
+        )
+        async with self._write("recording a file") as conn:
+            await conn.execute(stmt)
+            if response_id is not None:
+                await conn.execute(
+                    update(files)
+                    .where(key, files.c.response_id.is_(None))
+                    .values(response_id=response_id, updated_at=now)
+                )
+            row = (await conn.execute(select(files).where(key))).one()
+        return _row(row)
+
+    async def get_file(
+        self, tenant_id: str, any_id: str, *, container_id: str | None = None
+    ) -> FileRow | None:
+        """Resolve a gateway id (``gwf_…``), a ``cfile_…`` id or an ``assistant-…``/``file-…``
+        id within one tenant; ``container_id`` narrows a ``cfile_`` (ids are per container).
+
+        Another tenant's id answers ``None`` exactly like an unknown one.
+        """
+        if not any_id or len(any_id) > _MAX_ID:
+            return None
+        async with self._read("reading a file") as conn:
+            return await self._get_file(conn, tenant_id, any_id, container_id)
+
+    async def _get_file(
+        self, conn: AsyncConnection, tenant_id: str, any_id: str, container_id: str | None
+    ) -> FileRow | None:
+        query = select(files).where(files.c.tenant_id == tenant_id)
+        if any_id.startswith("gwf_"):
+            query = query.where(files.c.id == any_id)
+        else:
+            query = query.where(files.c.upstream_file_id == any_id)
+        if container_id is not None:
+            query = query.where(files.c.container_id == container_id)
+        query = query.order_by(files.c.created_at, files.c.id).limit(1)
+        row = (await conn.execute(query)).first()
+        return _row(row) if row is not None else None
+
+    async def list_files(
+        self,
+        tenant_id: str,
+        *,
+        response_id: str | None = None,
+        container_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> list[FileRow]:
+        """A tenant's files, oldest first (or newest with ``order="desc"``), paginated.
+
+        ``after`` is the id (any form :meth:`get_file` accepts) of the last row of the
+        previous page; an ``after`` the tenant does not own raises ``NotFoundError``.
+        """
+        limit = max(1, min(limit, 10_000))
+        query: Select[Any] = select(files).where(files.c.tenant_id == tenant_id)
+        if response_id is not None:
+            query = query.where(files.c.response_id == response_id)
+        if container_id is not None:
+            query = query.where(files.c.container_id == container_id)
+        asc = order == "asc"
+        async with self._read("listing files") as conn:
+            if after is not None:
+                anchor = await self._get_file(conn, tenant_id, after, container_id)
+                if anchor is None:
+                    raise NotFoundError(f"no file {after!r} to list after")
+                later = or_(
+                    files.c.created_at > anchor.created_at,
+                    and_(files.c.created_at == anchor.created_at, files.c.id > anchor.id),
+                )
+                earlier = or_(
+                    files.c.created_at < anchor.created_at,
+                    and_(files.c.created_at == anchor.created_at, files.c.id < anchor.id),
+                )
+                query = query.where(later if asc else earlier)
+            if asc:
+                query = query.order_by(files.c.created_at, files.c.id)
+            else:
+                query = query.order_by(files.c.created_at.desc(), files.c.id.desc())
+            rows = (await conn.execute(query.limit(limit))).all()
+        return [_row(r) for r in rows]
+
+    async def files_api_owner(self, upstream_file_id: str) -> str | None:
+        """The tenant that first adopted a Files-API id (``assistant-…``/``file-…``), if any.
+
+        Unscoped on purpose (added by the gateway): an id one tenant adopted must answer like
+        an unknown id for every other tenant, not be fetched again for them.
+        """
+        query = (
+            select(files.c.tenant_id)
+            .where(files.c.kind == "files_api", files.c.upstream_file_id == upstream_file_id)
+            .order_by(files.c.created_at)
+            .limit(1)
+        )
+        async with self._read("finding a file's owner") as conn:
+            return cast(str | None, (await conn.execute(query)).scalar())
+
+    async def list_pending(self, limit: int = 100) -> list[FileRow]:
+        """Pending rows of every tenant, oldest first, leased or not (resume after restart)."""
+        query = (
+            select(files)
+            .where(files.c.state == "pending")
+            .order_by(files.c.created_at, files.c.id)
+            .limit(limit)
+        )
+        async with self._read("listing pending files") as conn:
+            return [_row(r) for r in (await conn.execute(query)).all()]
+
+    async def claim_pending(
+        self, worker_id: str, lease_seconds: float, *, limit: int = 10
+    ) -> list[FileRow]:
+        """Lease up to ``limit`` pending rows whose lease is free or expired, for this worker.
+
+        Each row is taken with its own conditional UPDATE, so when two processes race for
+        a row exactly one wins; the loser simply does not get it.
+        """
+        now = self._now()
+        async with self._read("finding pending files") as conn:
+            candidates = (
+                await conn.execute(
+                    select(files.c.id)
+                    .where(files.c.state == "pending", self._lease_free(now))
+                    .order_by(files.c.created_at, files.c.id)
+                    .limit(limit)
+                )
+            ).scalars()
+            ids = list(candidates)
+        claimed = []
+        for file_id in ids:
+            row = await self.claim_file(file_id, worker_id, lease_seconds)
+            if row is not None:
+                claimed.append(row)
+        return claimed
+
+    async def claim_file(
+        self, file_id: str, worker_id: str, lease_seconds: float
+    ) -> FileRow | None:
+        """Lease one pending row (or extend this worker's own lease); ``None`` if not won."""
+        now = self._now()
+        free = or_(self._lease_free(now), files.c.lease_owner == worker_id)
+        async with self._write("claiming a file") as conn:
+            result = await conn.execute(
+                update(files)
+                .where(files.c.id == file_id, files.c.state == "pending", free)
+                .values(
+                    lease_owner=worker_id,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
+            )
+            if cast(Any, result).rowcount != 1:
+                return None
+            row = (await conn.execute(select(files).where(files.c.id == file_id))).one()
+        return _row(row)
+
+    async def release(self, file_id: str, worker_id: str) -> None:
+        """Give a lease back early (graceful shutdown) so another process resumes at once."""
+        async with self._write("releasing a file") as conn:
+            await conn.execute(
+                update(files)
+                .where(files.c.id == file_id, files.c.lease_owner == worker_id)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def mark_stored(
+        self, file_id: str, sha256: str, size: int, content_type: str | None
+    ) -> FileRow:
+        """The bytes are in the blob store: ``stored``, lease and last error cleared."""
+        return await self._set(
+            file_id,
+            state="stored",
+            sha256=sha256,
+            size=size,
+            content_type=content_type,
+            error_kind=None,
+            error_message=None,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+    async def mark_failed(self, file_id: str, error_kind: str, message: str, tries: int) -> FileRow:
+        """Gave up: ``failed`` with the error's ``kind`` (see ``cigate.exceptions``)."""
+        return await self._set(
+            file_id,
+            state="failed",
+            error_kind=error_kind[:64],
+            error_message=clean_text(message)[:4000],
+            tries=tries,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+    async def mark_retrying(
+        self,
+        file_id: str,
+        tries: int,
+        *,
+        error_kind: str | None = None,
+        message: str | None = None,
+    ) -> FileRow:
+        """Still ``pending`` after ``tries`` attempts; the last error is kept for display."""
+        return await self._set(
+            file_id,
+            state="pending",
+            tries=tries,
+            error_kind=error_kind[:64] if error_kind else None,
+            error_message=clean_text(message)[:4000] if message else None,
+        )
+
+    async def requeue(self, file_id: str) -> FileRow:
+        """Send a ``failed`` file back to ``pending`` (an operator or on-demand retry)."""
+        return await self._set(file_id, state="pending", lease_owner=None, lease_expires_at=None)
+
+    async def _set(self, file_id: str, **values: Any) -> FileRow:
+        values["updated_at"] = self._now()
+        async with self._write("updating a file") as conn:
+            await conn.execute(update(files).where(files.c.id == file_id).values(**values))
+            row = (await conn.execute(select(files).where(files.c.id == file_id))).first()
+        if row is None:
+            raise NotFoundError(f"no file {file_id!r}")
+        return _row(row)
+
+    @staticmethod
+    def _lease_free(now: Any) -> Any:
+        return or_(files.c.lease_expires_at.is_(None), files.c.lease_expires_at < now)

@@ -1,0 +1,177 @@
+"""Ordered, named schema migrations, each applied once and recorded in ``schema_migrations``.
+
+Why not Alembic: the schema is small and must migrate itself when a gateway starts, on
+SQLite and PostgreSQL, with several processes starting at once. What that takes:
+
+- every migration runs inside one transaction together with its ``schema_migrations`` row
+  (DDL is transactional on both databases), so a crash leaves the previous version intact;
+- the whole check-and-apply runs under a lock: ``pg_advisory_xact_lock`` on PostgreSQL,
+  ``BEGIN IMMEDIATE`` (the database write lock) on SQLite; a second process waits, then
+  finds everything applied and does nothing;
+- a migration's tables are *frozen here*, never imported from :mod:`cigate.storage.schema`:
+  changing the schema means appending a migration, and a test checks that the migrated
+  database matches ``schema.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cigate.clock import Clock
+from cigate.exceptions import StorageError
+from cigate.storage._db import StoreBase
+from cigate.storage.schema import UtcDateTime, schema_migrations
+
+__all__ = ["MIGRATIONS", "Migration", "applied_versions", "apply_migrations"]
+
+#: Arbitrary constant naming cigate's advisory lock on PostgreSQL ("cigate" in ASCII).
+_PG_LOCK_KEY = 0x636967617465
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    upgrade: Callable[[Connection], None]
+
+
+def _m0001_initial(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "tenants",
+        md,
+        Column("id", String(40), primary_key=True),
+        Column("name", String(200), nullable=False, unique=True),
+        Column("created_at", UtcDateTime, nullable=False),
+    )
+    Table(
+        "api_keys",
+        md,
+        Column("id", String(40), primary_key=True),
+        Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+        Column("key_hash", String(64), nullable=False, unique=True),
+        Column("prefix", String(16), nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("revoked_at", UtcDateTime),
+    )
+    Table(
+        "responses",
+        md,
+        Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+        Column("response_id", String(200), primary_key=True),
+        Column("upstream", Text, nullable=False),
+        Column("model", String(200)),
+        Column("container_ids", Text, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+    )
+    Table(
+        "files",
+        md,
+        Column("id", String(40), primary_key=True),
+        Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("upstream_file_id", String(200), nullable=False),
+        Column("container_id", String(200), nullable=False),
+        Column("response_id", String(200)),
+        Column("filename", Text, nullable=False),
+        Column("origin", String(16), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("sha256", String(64)),
+        Column("size", BigInteger),
+        Column("content_type", String(200)),
+        Column("tries", Integer, nullable=False),
+        Column("error_kind", String(64)),
+        Column("error_message", Text),
+        Column("lease_owner", String(200)),
+        Column("lease_expires_at", UtcDateTime),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("updated_at", UtcDateTime, nullable=False),
+        UniqueConstraint("tenant_id", "upstream_file_id", "container_id", name="uq_files_upstream"),
+        Index("ix_files_state_lease", "state", "lease_expires_at"),
+        Index("ix_files_tenant_response", "tenant_id", "response_id"),
+        Index("ix_files_tenant_container", "tenant_id", "container_id", "created_at"),
+        Index("ix_files_tenant_created", "tenant_id", "created_at", "id"),
+    )
+    Table(
+        "links",
+        md,
+        Column("id", String(40), primary_key=True),
+        Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+        Column("file_id", String(40), ForeignKey("files.id"), nullable=False, index=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("expires_at", UtcDateTime, nullable=False),
+        Column("revoked_at", UtcDateTime),
+    )
+    Table(
+        "downloads",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+        Column("file_id", String(40), nullable=False),
+        Column("actor", String(200), nullable=False),
+        Column("bytes_sent", BigInteger, nullable=False),
+        Column("status", Integer, nullable=False),
+        Column("at", UtcDateTime, nullable=False),
+        Index("ix_downloads_tenant_file", "tenant_id", "file_id", "at"),
+    )
+    md.create_all(conn)
+
+
+#: Append only. Never edit or reorder a migration that has shipped.
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial tables", _m0001_initial),)
+
+
+async def apply_migrations(engine: AsyncEngine, clock: Clock) -> list[int]:
+    """Bring the database up to date; return the versions this call applied (often none)."""
+    store = StoreBase(engine, clock)
+    applied_now: list[int] = []
+    async with store._write("applying migrations") as conn:
+        if store.dialect == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        await conn.run_sync(lambda sync: schema_migrations.create(sync, checkfirst=True))
+        done = set((await conn.execute(select(schema_migrations.c.version))).scalars())
+        newest = max((m.version for m in MIGRATIONS), default=0)
+        if done and max(done) > newest:
+            raise StorageError(
+                f"the database is at schema version {max(done)}, newer than this cigate "
+                f"knows ({newest})",
+                hint="Upgrade cigate on this host; every gateway process must run one version.",
+            )
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            await conn.run_sync(migration.upgrade)
+            await conn.execute(
+                schema_migrations.insert().values(
+                    version=migration.version, name=migration.name, applied_at=store._now()
+                )
+            )
+            applied_now.append(migration.version)
+    return applied_now
+
+
+async def applied_versions(engine: AsyncEngine) -> list[int]:
+    """Versions recorded in ``schema_migrations`` (for tests and ``doctor``-style checks)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(schema_migrations.c.version).order_by(schema_migrations.c.version)
+        )
+        return list(rows.scalars())

@@ -1,0 +1,161 @@
+"""The metadata tables as the code queries them today (SQLAlchemy Core, no ORM).
+
+This module describes the *current* shape. It never creates anything: the database gets
+its tables from the ordered migrations in :mod:`cigate.storage.migrations`, and a test checks
+that a migrated database matches these definitions, so a column added here without a
+migration fails the suite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "UtcDateTime",
+    "api_keys",
+    "downloads",
+    "files",
+    "links",
+    "metadata",
+    "responses",
+    "schema_migrations",
+    "tenants",
+]
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are stored as
+    naive UTC and given their zone back when read. Naive input is refused: it is a bug.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the metadata store; use UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("applied_at", UtcDateTime, nullable=False),
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+)
+
+responses = Table(
+    "responses",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("response_id", String(200), primary_key=True),
+    Column("upstream", Text, nullable=False),
+    Column("model", String(200)),
+    # JSON array of container ids, kept as text so both databases treat it alike.
+    Column("container_ids", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("upstream_file_id", String(200), nullable=False),
+    # '' for Files-API files: NULLs never collide in a unique constraint, '' does.
+    Column("container_id", String(200), nullable=False),
+    Column("response_id", String(200)),
+    Column("filename", Text, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("sha256", String(64)),
+    Column("size", BigInteger),
+    Column("content_type", String(200)),
+    Column("tries", Integer, nullable=False),
+    Column("error_kind", String(64)),
+    Column("error_message", Text),
+    Column("lease_owner", String(200)),
+    Column("lease_expires_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "upstream_file_id", "container_id", name="uq_files_upstream"),
+    Index("ix_files_state_lease", "state", "lease_expires_at"),
+    Index("ix_files_tenant_response", "tenant_id", "response_id"),
+    Index("ix_files_tenant_container", "tenant_id", "container_id", "created_at"),
+    Index("ix_files_tenant_created", "tenant_id", "created_at", "id"),
+)
+
+links = Table(
+    "links",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("file_id", String(40), ForeignKey("files.id"), nullable=False, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+)
+
+downloads = Table(
+    "downloads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("file_id", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("bytes_sent", BigInteger, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_downloads_tenant_file", "tenant_id", "file_id", "at"),
+)
