@@ -58,12 +58,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
             return False
         return max(0, size - length), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    end = int(last) if last else None
+    if end is not None and end < start:
         return None
     if start >= size:
         return False
-    return start, min(end, size - 1)
+    return start, size - 1 if end is None else min(end, size - 1)
 
 
 def _etag_matches(header: str, etag: str) -> bool:

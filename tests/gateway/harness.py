@@ -1,0 +1,104 @@
+"""Test helpers: a gateway app under Starlette's TestClient, with direct access to its stores.
+
+``GatewayHarness`` enters the app (so the lifespan runs), and runs coroutines on the app's own
+event loop through the client's portal, so tests can seed tenants and stored files exactly as
+the harvester would, then exercise the HTTP surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.testclient import TestClient
+
+from cigate import ids
+from cigate.gateway.app import create_app
+from cigate.gateway.context import Services
+from cigate.gateway.settings import GatewaySettings
+from cigate.storage.records import FileRow
+
+T = TypeVar("T")
+
+
+@dataclass
+class Tenant:
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"}
+
+
+class GatewayHarness:
+    """One gateway app, entered; ``client`` is an httpx2 client bound to it."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.client = TestClient(self.app, raise_server_exceptions=True)
+
+    def __enter__(self) -> GatewayHarness:
+        self.client.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.__exit__(*exc)
+
+    @property
+    def services(self) -> Services:
+        svc = self.app.state.services
+        assert isinstance(svc, Services)
+        return svc
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        portal = self.client.portal
+        assert portal is not None
+        return portal.call(lambda: fn(*args, **kwargs))
+
+    def add_tenant(self, name: str) -> Tenant:
+        async def make() -> Tenant:
+            meta = self.services.meta
+            tenant = await meta.create_tenant(name)
+            return Tenant(tenant.id, await meta.add_key(tenant.id))
+
+        return self.call(make)
+
+    def put_file(
+        self,
+        tenant: Tenant,
+        data: bytes,
+        filename: str,
+        *,
+        container_id: str | None = None,
+        file_id: str | None = None,
+        response_id: str | None = None,
+        content_type: str | None = None,
+    ) -> FileRow:
+        """A ``stored`` container file, as the harvester would leave it."""
+
+        async def make() -> FileRow:
+            svc = self.services
+            if response_id:
+                await svc.meta.record_response(
+                    tenant.id, response_id, upstream="test", model=None, container_ids=[]
+                )
+            row = await svc.meta.upsert_file(
+                tenant.id,
+                kind="container",
+                upstream_file_id=file_id or ids.container_file_id(),
+                container_id=container_id or ids.container_id(),
+                response_id=response_id,
+                filename=filename,
+                origin="citation",
+            )
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield data
+
+            info = await svc.blobs.put_stream(chunks(), expected_size=len(data))
+            return await svc.meta.mark_stored(row.id, info.sha256, info.size, content_type)
+
+        return self.call(make)
