@@ -25,6 +25,8 @@ from cigate.engine.errors import BadRequestError
 
 BODY_KINDS = ("openai", "azure", "empty", "text")
 CONTROL_PREFIX = "/_emulator"
+#: Header naming the fault rule that shaped a reply.
+FAULT_HEADER = b"x-cigate-fault"
 
 #: Azure's 500 wording (persistent 500 on container file content, agent-framework#7598).
 AZURE_500_MESSAGE = (
@@ -293,13 +295,25 @@ class FaultMiddleware:
             return
         if rule.latency_ms:
             await asyncio.sleep(rule.latency_ms / 1000)
-        damaged = _damaging_send(send, rule)
+        damaged = _damaging_send(_tagging_send(send, rule), rule)
         if rule.replaces:
             status, headers, body = rule.reply()
             await damaged({"type": "http.response.start", "status": status, "headers": headers})
             await damaged({"type": "http.response.body", "body": body, "more_body": False})
         else:
             await self.app(scope, receive, damaged)
+
+
+def _tagging_send(send: Send, rule: FaultRule) -> Send:
+    """Mark the reply with ``x-cigate-fault: <rule id>`` (test clients skip schema checks)."""
+
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", []), (FAULT_HEADER, rule.id.encode())]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return tagged
 
 
 def _damaging_send(send: Send, rule: FaultRule) -> Send:
