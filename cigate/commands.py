@@ -1,0 +1,306 @@
+"""Client verbs of the ``cigate`` command: ``run``, ``fetch``, ``ls`` and ``demo``.
+
+Thin on purpose: options become a ``ClientConfig`` (one precedence rule, in ``cigate.config``),
+the library does the work, and this module only draws progress and tables. Errors are
+``CigateError``s, which the root group prints as one line plus a hint with a per-class status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markdown import Markdown
+
+from cigate.config import ClientConfig, resolve_config
+from cigate.exceptions import BadInputError
+from cigate.refs import FileRef
+from cigate.results import Harvest, RunResult
+
+__all__ = ["register"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _connection_options(fn: F) -> F:
+    """Endpoint and credential options shared by every client verb."""
+    options = [
+        click.option(
+            "--endpoint",
+            envvar="CIGATE_ENDPOINT",
+            show_envvar=True,
+            help="Azure resource, Foundry or v1 URL, or an OpenAI base URL "
+            "[also AOAI_API_BASE, AZURE_OPENAI_ENDPOINT, OPENAI_BASE_URL].",
+        ),
+        click.option(
+            "--api-key",
+            envvar="CIGATE_API_KEY",
+            show_envvar=True,
+            help="API key [also AZURE_OPENAI_API_KEY, OPENAI_API_KEY]; "
+            "without one, Microsoft Entra ID is used.",
+        ),
+        click.option(
+            "--auth",
+            type=click.Choice(["auto", "key", "entra"]),
+            envvar="CIGATE_AUTH",
+            show_envvar=True,
+            help="Credential: a key when one is set (auto), the key, or Entra ID "
+            "(DefaultAzureCredential).",
+        ),
+        click.option(
+            "--scope",
+            envvar="CIGATE_TOKEN_SCOPE",
+            show_envvar=True,
+            help="Entra ID token scope [default: https://cognitiveservices.azure.com/.default].",
+        ),
+        click.option(
+            "--api-version",
+            envvar="CIGATE_API_VERSION",
+            show_envvar=True,
+            help="'preview' to send api-version=preview; dated versions are ignored on v1 "
+            "[also AOAI_API_VERSION, OPENAI_API_VERSION].",
+        ),
+        click.option(
+            "--concurrency",
+            type=int,
+            envvar="CIGATE_CONCURRENCY",
+            show_envvar=True,
+            help="Downloads at once [default: 8].",
+        ),
+        click.option(
+            "--retries",
+            type=int,
+            envvar="CIGATE_RETRIES",
+            show_envvar=True,
+            help="Attempts per download step [default: 4].",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+_OUT = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CIGATE_OUT",
+    show_envvar=True,
+    help="Directory files are saved to [default: ./downloads].",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _config(model: str | None = None, out: Path | None = None, **options: Any) -> ClientConfig:
+    config = resolve_config(model=model, out=str(out) if out else None, **options)
+    console = Console(stderr=True)
+    for text in config.warnings:
+        console.print(f"[yellow]warning:[/] {text}", highlight=False)
+    return config.with_options(warnings=())
+
+
+def _print_result(result: Harvest, as_json: bool, *, answer: bool = True) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console = Console()
+        if answer and isinstance(result, RunResult) and result.local_text:
+            console.print(Markdown(result.local_text))
+        if result.results:
+            console.print(result)
+        else:
+            console.print("No files were produced.")
+    result.raise_for_errors()
+
+
+@click.command()
+@click.argument("prompt")
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Input file to upload into the container (repeatable).",
+)
+@click.option("--instructions", help="System instructions for the model.")
+@click.option(
+    "--model",
+    envvar="CIGATE_MODEL",
+    show_envvar=True,
+    help="Deployment (Azure) or model name [also AOAI_DEPLOYMENT].",
+)
+@click.option("--container", help="Run in this existing container (cntr_…).")
+@_OUT
+@click.option("--no-stream", is_flag=True, help="Wait for the whole response instead of streaming.")
+@_JSON
+@_connection_options
+def run(  # noqa: PLR0917 - one parameter per click option
+    prompt: str,
+    files: tuple[Path, ...],
+    instructions: str | None,
+    model: str | None,
+    container: str | None,
+    out: Path | None,
+    no_stream: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Run PROMPT with the code interpreter and download every file it makes.
+
+    Files are fetched the moment they are cited, then the container is listed so that files
+    written but never cited are kept too.
+
+    Example: cigate run "Plot y=x^2 and save it as a PNG" --model gpt-4.1 --out ./downloads
+    """
+    from cigate.console import ConsoleObserver
+    from cigate.runner import run as run_prompt
+
+    config = _config(model=model, out=out, **options)
+    with ConsoleObserver() as observer:
+        result = run_prompt(
+            prompt,
+            files=files,
+            instructions=instructions,
+            container=container,
+            stream=not no_stream,
+            config=config,
+            observer=observer,
+        )
+    _print_result(result, as_json)
+
+
+@click.command()
+@click.argument("container_id", required=False)
+@click.argument("file_ids", nargs=-1)
+@click.option("--all", "fetch_all", is_flag=True, help="Fetch every file of the container.")
+@click.option("--response", "response_id", help="Fetch what this stored response (resp_…) cites.")
+@_OUT
+@_JSON
+@_connection_options
+def fetch(  # noqa: PLR0917 - one parameter per click option
+    container_id: str | None,
+    file_ids: tuple[str, ...],
+    fetch_all: bool,
+    response_id: str | None,
+    out: Path | None,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Download files of a container, or the files a stored response cites.
+
+    \b
+    Examples:
+      cigate fetch cntr_abc cfile_123 cfile_456
+      cigate fetch cntr_abc --all --out ./downloads
+      cigate fetch --response resp_abc
+    """
+    from cigate.console import ConsoleObserver
+    from cigate.runner import download, fetch_response, list_files
+
+    if response_id and (container_id or file_ids or fetch_all):
+        raise BadInputError("use either --response RESP_ID or CONTAINER_ID [FILE_ID ...]")
+    config = _config(out=out, **options)
+    if response_id:
+        with ConsoleObserver() as observer:
+            harvest = fetch_response(response_id, config=config, observer=observer)
+        _print_result(harvest, as_json)
+        return
+    if not container_id:
+        raise BadInputError("give CONTAINER_ID (cntr_…) or --response RESP_ID")
+    if not container_id.startswith("cntr_") and not container_id.startswith("cntr-"):
+        raise BadInputError(f"{container_id!r} is not a container id (cntr_…)")
+    if not file_ids and not fetch_all:
+        raise BadInputError("give FILE_IDs to fetch, or --all for every file of the container")
+    refs = _container_refs(container_id, file_ids, fetch_all, config, list_files)
+    with ConsoleObserver() as observer:
+        harvest = download(refs, config=config, observer=observer)
+    _print_result(harvest, as_json)
+
+
+def _container_refs(
+    container_id: str,
+    file_ids: tuple[str, ...],
+    fetch_all: bool,
+    config: ClientConfig,
+    list_files: Callable[..., list[dict[str, Any]]],
+) -> list[FileRef]:
+    """FileRefs named after the container's paths (ids alone when listing fails)."""
+    from cigate.exceptions import CigateError
+
+    try:
+        records = list_files(container_id, config=config)
+    except CigateError:
+        if fetch_all:
+            raise
+        records = []
+    by_id = {str(r.get("id")): r for r in records}
+    wanted = list(by_id) if fetch_all else list(file_ids)
+    refs = []
+    for fid in wanted:
+        record = by_id.get(fid, {})
+        path = str(record.get("path") or "")
+        size = record.get("bytes")
+        refs.append(
+            FileRef(
+                file_id=fid,
+                filename=Path(path).name if path else fid,
+                container_id=container_id,
+                source="listing",
+                path=path or None,
+                bytes=size if isinstance(size, int) else None,
+            )
+        )
+    return refs
+
+
+@click.command(name="ls")
+@click.argument("container_id")
+@_JSON
+@_connection_options
+def ls(container_id: str, as_json: bool, **options: Any) -> None:
+    """List the files of a container.
+
+    Example: cigate ls cntr_682e0e7318108198aa783fd921ff305e08e78805b9fdbb04
+    """
+    from cigate.render import container_table
+    from cigate.runner import list_files
+
+    records = list_files(container_id, config=_config(**options))
+    if as_json:
+        click.echo(json.dumps({"container_id": container_id, "data": records}, indent=2))
+    else:
+        Console().print(container_table(container_id, records))
+
+
+@click.command()
+@_OUT
+@_JSON
+def demo(out: Path | None, as_json: bool) -> None:
+    """Run seed 000's example offline against an in-process emulator.
+
+    Uploads a small CSV shipped with cigate, asks the code interpreter for a bar chart of operating
+    profit by sector and a CSV summary, and downloads both (default: ./downloads).
+
+    Example: cigate demo --out ./downloads
+    """
+    from cigate.console import ConsoleObserver
+    from cigate.demo import DEMO_PROMPT, demo_data, emulated_endpoint
+    from cigate.runner import run as run_prompt
+
+    console = Console(stderr=True)
+    console.print("Starting the local emulator (no Azure account needed)…")
+    with (
+        emulated_endpoint(out=str(out) if out else None) as config,
+        ConsoleObserver(console) as observer,
+    ):
+        result = run_prompt(DEMO_PROMPT, files=[demo_data()], config=config, observer=observer)
+    _print_result(result, as_json)
+
+
+def register(main: click.Group) -> None:
+    """Add the client verbs to the root ``cigate`` group."""
+    for command in (run, fetch, ls, demo):
+        main.add_command(command)
