@@ -1,5 +1,166 @@
-"""Placeholder: the Responses resource (routes + handlers) lands here."""
+"""The Responses resource of the emulator: route table and handlers that only parse and serialise.
 
-from starlette.routing import BaseRoute
+State and logic live in ``cigate.engine.store.ResponsesBackend`` (``app.state.responses``); the
+handlers turn HTTP into backend calls and back. Paths are relative to the API base, which the app
+mounts under ``/openai/v1``, ``/openai`` and ``/v1``. ``ApiError``s raised here are rendered as
+the OpenAI error envelope by the app's one error handler.
+"""
 
-ROUTES: list[BaseRoute] = []
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from cigate.engine.errors import ApiError, BadRequestError
+from cigate.engine.events import encode_sse
+from cigate.engine.items import INCLUDE_CODE_OUTPUTS
+from cigate.engine.request import INCLUDABLE
+from cigate.engine.store import ResponsesBackend
+
+__all__ = ["ROUTES", "shutdown", "startup"]
+
+_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON. If you have trouble figuring out how to fix this, please "
+    "contact us through our help center at help.openai.com.)"
+)
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def startup(app: Starlette) -> None:
+    """Create the backend over the app's containers, files and clock (set up before us)."""
+    state = app.state
+    for name in ("settings", "containers", "clock"):
+        if not hasattr(state, name):
+            raise RuntimeError(f"responses.startup needs app.state.{name}; set it up first")
+    state.responses = ResponsesBackend(
+        containers=state.containers,
+        files=getattr(state, "files", None),
+        clock=state.clock,
+        exec_timeout=state.settings.exec_timeout,
+        model=getattr(state, "responses_model", None),
+        deployments=state.settings.deployments,
+    )
+
+
+async def shutdown(app: Starlette) -> None:
+    """Stop every running response before the kernels go away."""
+    backend: ResponsesBackend | None = getattr(app.state, "responses", None)
+    if backend is not None:
+        await backend.close()
+
+
+def _backend(request: Request) -> ResponsesBackend:
+    backend: ResponsesBackend = request.app.state.responses
+    return backend
+
+
+async def create_response(request: Request) -> Response:
+    body = await _json_body(request)
+    run = await _backend(request).create(body)
+    req = run.plan.request
+    if req.stream:
+        return StreamingResponse(
+            _sse(run.events.follow()), media_type="text/event-stream", headers=_SSE_HEADERS
+        )
+    if not req.background:
+        await run.finished.wait()
+        if run.failure is not None:
+            raise run.failure
+    return JSONResponse(run.response())
+
+
+async def retrieve_response(request: Request) -> Response:
+    run = _backend(request).get(request.path_params["response_id"])
+    include = _include(request)
+    if _flag(request, "stream"):
+        starting_after = _int_param(request, "starting_after")
+        return StreamingResponse(
+            _sse(run.events.follow(starting_after)),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
+        )
+    return JSONResponse(run.response(include_outputs=INCLUDE_CODE_OUTPUTS in include))
+
+
+async def delete_response(request: Request) -> Response:
+    return JSONResponse(await _backend(request).delete(request.path_params["response_id"]))
+
+
+async def cancel_response(request: Request) -> Response:
+    run = await _backend(request).cancel(request.path_params["response_id"])
+    return JSONResponse(run.response())
+
+
+async def list_input_items(request: Request) -> Response:
+    _include(request)  # validated; input items carry nothing that include reveals
+    order = request.query_params.get("order", "desc")
+    limit = _int_param(request, "limit")
+    page = _backend(request).input_items(
+        request.path_params["response_id"],
+        after=request.query_params.get("after"),
+        limit=20 if limit is None else limit,
+        order=order,
+    )
+    return JSONResponse(page)
+
+
+async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield encode_sse(event)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, _BAD_JSON) from exc
+
+
+def _include(request: Request) -> list[str]:
+    """``include[]=a&include[]=b`` as the SDK sends it (plain ``include=`` accepted too)."""
+    values = request.query_params.getlist("include[]") + request.query_params.getlist("include")
+    for i, value in enumerate(values):
+        if value not in INCLUDABLE:
+            choices = ", ".join(f"'{a}'" for a in INCLUDABLE)
+            raise BadRequestError(
+                f"Invalid value: '{value}'. Supported values are: {choices}.",
+                param=f"include[{i}]",
+                code="invalid_value",
+            )
+    return values
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("true", "1")
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadRequestError(
+            f"Invalid type for '{name}': expected an integer, but got a string instead.",
+            param=name,
+            code="invalid_type",
+        ) from exc
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/responses", create_response, methods=["POST"]),
+    Route("/responses/{response_id}", retrieve_response, methods=["GET"]),
+    Route("/responses/{response_id}", delete_response, methods=["DELETE"]),
+    Route("/responses/{response_id}/cancel", cancel_response, methods=["POST"]),
+    Route("/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
+]

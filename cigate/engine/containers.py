@@ -12,6 +12,7 @@ Shared by the emulator today and by the gateway's self-hosted interpreter later.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import hashlib
 import logging
@@ -219,7 +220,7 @@ class ContainerBackend:
     def touch(self, container: Container) -> None:
         container.last_active_at = self.clock.now()
 
-    async def reap_expired(self) -> list[str]:
+    async def reap_expired(self) -> builtins.list[str]:
         """Shut down kernels and delete files of containers idle past their limit."""
         expired = []
         for c in list(self._containers.values()):
@@ -289,7 +290,13 @@ class ContainerBackend:
 
     # -- code ----------------------------------------------------------------------------
 
-    async def run_code(self, container: Container, code: str, *, timeout: float) -> CodeRun:
+    async def run_code(
+        self,
+        container: Container,
+        code: str,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the kernel's own deadline, passed on to execute()
+    ) -> CodeRun:
         """Run one cell in the container's kernel and register what it wrote."""
         async with container.lock:
             if container.status != "running":
@@ -315,7 +322,7 @@ class ContainerBackend:
 
     def _register_changes(
         self, container: Container, before: dict[str, tuple[int, int]]
-    ) -> list[ContainerFile]:
+    ) -> builtins.list[ContainerFile]:
         after = _snapshot(container.directory)
         changed: list[ContainerFile] = []
         for relpath in sorted(after):

@@ -15,7 +15,7 @@ class ApiError(Exception):
         status: int,
         message: str,
         *,
-        type: str | None = "invalid_request_error",  # noqa: A002 - the wire field's name
+        type: str | None = "invalid_request_error",  # shadows the builtin: the wire field's name
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,

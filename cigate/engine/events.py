@@ -1,0 +1,64 @@
+"""The event log of one response: numbered events, kept for replay, followed live by streams.
+
+Every event a response emits gets the next ``sequence_number`` (0 on ``response.created``, +1 per
+event, api-reference §2.1) and is appended to the log. A streaming request follows the log while
+the response runs, so events leave as they happen rather than after the run; a later
+``GET /responses/{id}?stream=true&starting_after=N`` replays the same events. The producer never
+waits for a consumer: a client that disconnects does not stop the response, as on the real
+service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+__all__ = ["EventLog", "encode_sse"]
+
+
+def encode_sse(event: dict[str, Any]) -> bytes:
+    """``event: <type>\\ndata: <one-line JSON>\\n\\n``; no ``[DONE]`` ever follows (§2.1)."""
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+class EventLog:
+    """Append-only, numbered events with any number of live followers."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.closed = False
+        self._changed = asyncio.Event()
+
+    def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
+        """Number and record one event; the dicts passed in must not be mutated afterwards."""
+        if self.closed:
+            raise RuntimeError("the response already ended; no more events")
+        event = {"type": event_type, "sequence_number": len(self.events), **fields}
+        self.events.append(event)
+        self._wake()
+        return event
+
+    def close(self) -> None:
+        """No more events: followers drain what is left and stop."""
+        self.closed = True
+        self._wake()
+
+    async def follow(self, starting_after: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every event after ``starting_after`` (all when None), then live ones until close."""
+        index = 0 if starting_after is None else max(0, starting_after + 1)
+        while True:
+            while index < len(self.events):
+                yield self.events[index]
+                index += 1
+            if self.closed:
+                return
+            changed = self._changed
+            await changed.wait()
+
+    def _wake(self) -> None:
+        # Swap in a fresh Event so each waiter wakes once per batch of new events.
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()

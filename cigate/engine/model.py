@@ -1,0 +1,215 @@
+"""The model seam: what decides the next step of a response, and the deterministic scripted model.
+
+The engine owns the Responses API mechanics (items, events, containers); a ``Model`` only decides
+what to do next given the conversation so far and the results of the tool calls it already asked
+for: run a code cell, or answer with text. The emulator plugs in ``ScriptedModel`` so tests and
+the demo need no language model; the gateway's self-hosted interpreter will plug a real model
+(function calling) into the same seam, and the engine around it stays unchanged.
+
+A reply links generated files as markdown links to ``sandbox:/mnt/data/<path>``; turning those
+URLs into ``container_file_citation`` annotations is the engine's job (as on the real service),
+so a real model only has to write the links.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cigate.engine.containers import ContainerFile
+from cigate.sandbox.base import MOUNT_POINT, ExecutionResult
+
+__all__ = [
+    "Conversation",
+    "Model",
+    "Reply",
+    "RunCode",
+    "ScriptedModel",
+    "Step",
+    "ToolResult",
+    "extract_code_blocks",
+    "sandbox_url",
+]
+
+#: A fenced block whose info string is ``python`` or ``py``; the closing fence ends a line.
+_CODE_BLOCK = re.compile(
+    r"^[ \t]*```[ \t]*(?:python|py)[ \t]*\n(?P<code>.*?)^[ \t]*```[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+#: Logs longer than this are cut in the reply text (the full logs are in the call's outputs).
+_LOG_EXCERPT_CHARS = 1200
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What the model sees: instructions, every input item so far, and which tools it may call.
+
+    ``items`` are wire-shaped input items (messages, earlier output items), oldest first, with
+    the items of the ``previous_response_id`` chain before this request's ``input``;
+    ``latest_input`` is this request's ``input`` alone, normalised to a list of items.
+    """
+
+    instructions: str | None
+    items: Sequence[dict[str, Any]]
+    latest_input: Sequence[dict[str, Any]]
+    code_interpreter: bool
+    #: ``"auto"``, ``"none"``, ``"required"`` (a forced code interpreter also maps to required).
+    tool_choice: str = "auto"
+
+    def latest_user_text(self) -> str:
+        """Text of the last user message of this request's input ('' when there is none)."""
+        for item in reversed(self.latest_input):
+            if item.get("role") == "user" and item.get("type", "message") == "message":
+                return message_text(item)
+        return ""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """One finished code-interpreter call, as the model gets to see it."""
+
+    code: str
+    result: ExecutionResult
+    #: Files created or changed under /mnt/data by this call (path order).
+    changed: Sequence[ContainerFile] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RunCode:
+    """Next step: run this cell in the container's kernel."""
+
+    code: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Last step: answer with this text (``sandbox:`` links become citations)."""
+
+    text: str
+
+
+Step = RunCode | Reply
+
+
+class Model(Protocol):
+    """Decides the next step of a response; called once per step until it replies."""
+
+    async def next_step(self, conversation: Conversation, results: Sequence[ToolResult]) -> Step:
+        """Return ``RunCode`` to call the code interpreter, or ``Reply`` to finish."""
+        ...
+
+
+def message_text(item: dict[str, Any]) -> str:
+    """Concatenated text of a message item: a string, or its ``input_text``/``text`` parts."""
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts = [
+        str(part.get("text", ""))
+        for part in content
+        if isinstance(part, dict) and part.get("type") in ("input_text", "text", "output_text")
+    ]
+    return "\n".join(texts)
+
+
+def extract_code_blocks(text: str) -> list[str]:
+    """Every fenced python block in ``text``, in order, without the fences."""
+    normalized = text.replace("\r\n", "\n")
+    if not normalized.endswith("\n"):
+        normalized += "\n"
+    return [m.group("code") for m in _CODE_BLOCK.finditer(normalized)]
+
+
+def sandbox_url(relpath: str) -> str:
+    """The URL the model writes for a file: ``sandbox:/mnt/data/<relpath>``."""
+    return f"sandbox:{MOUNT_POINT}/{relpath}"
+
+
+class ScriptedModel:
+    """Runs every python block of the latest user input (else of the instructions), then reports.
+
+    Deterministic: the same conversation and the same tool results give the same steps and the
+    same text, byte for byte, so tests can assert on them.
+    """
+
+    async def next_step(self, conversation: Conversation, results: Sequence[ToolResult]) -> Step:
+        blocks = self.code_blocks(conversation)
+        if not blocks:
+            return Reply(_echo(conversation.latest_user_text()))
+        if not conversation.code_interpreter or conversation.tool_choice == "none":
+            return Reply(
+                f"I found {_count(len(blocks), 'python block')} but cannot run code: "
+                "this request does not enable the code_interpreter tool."
+            )
+        if len(results) < len(blocks):
+            return RunCode(blocks[len(results)])
+        return Reply(report(results))
+
+    @staticmethod
+    def code_blocks(conversation: Conversation) -> list[str]:
+        blocks = extract_code_blocks(conversation.latest_user_text())
+        if not blocks and conversation.instructions:
+            blocks = extract_code_blocks(conversation.instructions)
+        return blocks
+
+
+def report(results: Sequence[ToolResult]) -> str:
+    """The reply after running cells: what each printed or raised, then a link per file."""
+    lines = [f"I ran {_count(len(results), 'code cell')}."]
+    for number, tool in enumerate(results, start=1):
+        lines.append("")
+        lines.extend(_cell_summary(number, tool.result))
+    files = _changed_files(results)
+    if files:
+        lines.append("")
+        lines.append("Files:" if len(files) > 1 else "File:")
+        lines.extend(f"- [{f.filename}]({sandbox_url(f.relpath)})" for f in files)
+    return "\n".join(lines)
+
+
+def _cell_summary(number: int, result: ExecutionResult) -> list[str]:
+    if result.timed_out:
+        head = f"Cell {number} exceeded its time limit and was interrupted."
+    elif result.error is not None:
+        head = f"Cell {number} raised {result.error.ename}: {result.error.evalue}"
+    else:
+        head = f"Cell {number} finished."
+    lines = [head]
+    if result.images:
+        lines.append(f"It displayed {_count(len(result.images), 'image')}.")
+    # A traceback is already summarised in the head line; keep what the cell printed first.
+    logs = result.logs if result.error is None else (result.stdout + result.stderr).rstrip("\n")
+    if logs.strip():
+        excerpt = logs if len(logs) <= _LOG_EXCERPT_CHARS else logs[:_LOG_EXCERPT_CHARS] + "\n…"
+        lines.extend(["Output:", "```", excerpt, "```"])
+    return lines
+
+
+def _changed_files(results: Sequence[ToolResult]) -> list[ContainerFile]:
+    """Files changed by any call, each once, in order of first change."""
+    seen: dict[str, ContainerFile] = {}
+    for tool in results:
+        for f in tool.changed:
+            seen.setdefault(f.id, f)
+    return list(seen.values())
+
+
+def _echo(text: str) -> str:
+    snippet = " ".join(text.split())
+    if len(snippet) > 200:
+        snippet = snippet[:200] + "…"
+    if not snippet:
+        return "Hello! Send a fenced python block and I will run it with the code interpreter."
+    return (
+        f"You said: {snippet}\n\n"
+        "(This is the cigate emulator's scripted model: it runs fenced python blocks with "
+        "the code interpreter. Your message had none.)"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
