@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from cigate.gateway.settings import GatewaySettings
+from cigate.testing.services import AzuriteServer, PostgresServer, ServiceUnavailable
 from tests.gateway.harness import GatewayHarness
 
 #: An upstream nobody listens on: serving tests must never need one.
@@ -24,10 +27,41 @@ class Backend:
     blobs: str
 
 
-@pytest.fixture(params=["sqlite-disk"])
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer().start()
+    except ServiceUnavailable as exc:
+        pytest.skip(f"PostgreSQL is not available: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[AzuriteServer]:
+    try:
+        server = AzuriteServer().start()
+    except ServiceUnavailable as exc:
+        pytest.skip(f"Azurite is not available: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite-disk", "postgres-azurite"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    db = tmp_path / "gateway.db"
-    return Backend("sqlite-disk", f"sqlite+aiosqlite:///{db}", str(tmp_path / "blobs"))
+    """SQLite + local disk (the default) and PostgreSQL + Azurite (scale-out), per test."""
+    if request.param == "sqlite-disk":
+        db = tmp_path / "gateway.db"
+        return Backend("sqlite-disk", f"sqlite+aiosqlite:///{db}", str(tmp_path / "blobs"))
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    azurite: AzuriteServer = request.getfixturevalue("azurite_server")
+    container = f"gw{uuid.uuid4().hex[:20]}"
+    blobs = f"azure://{container}?connection_string={quote(azurite.connection_string, safe='')}"
+    return Backend("postgres-azurite", postgres.create_database(), blobs)
 
 
 @pytest.fixture
