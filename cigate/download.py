@@ -298,7 +298,13 @@ class Downloader:
             result.bytes, result.sha256, result.content_type = nbytes, sha, mime
             result.error = None
         except httpx2.TransportError as exc:
-            raise _Failure(classify.from_transport(exc, what=what), retryable=True) from exc
+            if tmp is None:  # nothing arrived: the service is unreachable or hung up at once
+                raise _Failure(classify.from_transport(exc, what=what), retryable=True) from exc
+            cut = IntegrityError(
+                f"{what}: the connection dropped after {tmp.size:,} of "
+                f"{'?' if size is None else f'{size:,}'} bytes ({type(exc).__name__})"
+            )
+            raise _Failure(cut, retryable=True) from exc
         finally:
             if tmp is not None and result.path is None:
                 await tmp.discard()
