@@ -69,12 +69,12 @@ class KernelSession(Protocol):
         """True when the kernel runs inside bubblewrap."""
         ...
 
-    async def execute(self, code: str, *, timeout: float) -> ExecutionResult:
+    async def execute(self, code: str, *, timeout: float) -> ExecutionResult:  # noqa: ASYNC109
         """Run one cell; interrupt it (by message) when ``timeout`` seconds pass."""
         ...
 
     async def shutdown(self) -> str:
-        """Stop the kernel, escalating request -> SIGTERM -> SIGKILL; return the step that ended it."""
+        """Stop the kernel, escalating request -> SIGTERM -> SIGKILL; return the ending step."""
         ...
 
 
