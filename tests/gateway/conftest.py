@@ -11,8 +11,10 @@ from urllib.parse import quote
 import pytest
 
 from cigate.gateway.settings import GatewaySettings
+from cigate.testing.plugin import RunningEmulator
 from cigate.testing.services import AzuriteServer, PostgresServer, ServiceUnavailable
 from tests.gateway.harness import GatewayHarness
+from tests.gateway.live import LiveGateway, add_tenant, start_gateway
 
 #: An upstream nobody listens on: serving tests must never need one.
 DEAD_UPSTREAM = "http://127.0.0.1:9"
@@ -76,3 +78,23 @@ def gateway(backend: Backend) -> Iterator[GatewayHarness]:
     )
     with GatewayHarness(settings) as harness:
         yield harness
+
+
+@pytest.fixture
+def live_gateway(emulator: RunningEmulator, backend: Backend) -> Iterator[LiveGateway]:
+    """A gateway on a real server whose upstream is the emulator; one tenant ready."""
+    settings = GatewaySettings(
+        upstream=emulator.base_url,
+        upstream_key=emulator.api_key,
+        database=backend.database,
+        blobs=backend.blobs,
+        resume_interval=0.5,
+        harvest_attempts=3,
+        harvest_backoff=0.05,
+    )
+    tenant = add_tenant(settings.database_url, "acme")
+    gateway = start_gateway(settings, tenant)
+    try:
+        yield gateway
+    finally:
+        gateway.close()
