@@ -9,7 +9,8 @@ library stays quiet and the CLI draws it. Each function has a sync twin for scri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -91,8 +92,17 @@ def _wrap_openai(exc: Exception, what: str, config: ClientConfig) -> CigateError
     return classify.from_transport(exc, what=what)
 
 
-def _client(config: ClientConfig, client: AsyncOpenAI | None) -> AsyncOpenAI:
-    return client if client is not None else config.async_openai_client()
+@contextlib.asynccontextmanager
+async def _client(config: ClientConfig, client: AsyncOpenAI | None) -> AsyncIterator[AsyncOpenAI]:
+    """The caller's SDK client, or one built from ``config`` and closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    own = config.async_openai_client()
+    try:
+        yield own
+    finally:
+        await own.close()
 
 
 async def _upload(
@@ -148,9 +158,11 @@ async def arun(
     obs.step(1, STEPS, f"Endpoint {config.base_url} with {auth}")
     for text in config.warnings:
         obs.warning(text)
-    oai = _client(config, client)
     existing: set[str] = set()
-    async with Downloader(config, out, client=http_client, observer=obs) as downloader:
+    async with (
+        _client(config, client) as oai,
+        Downloader(config, out, client=http_client, observer=obs) as downloader,
+    ):
         if inputs:
             obs.step(2, STEPS, f"Uploading {len(inputs)} input file(s)")
             container = await _upload(oai, config, inputs, container)
@@ -365,9 +377,16 @@ async def afetch_response(
 ) -> Harvest:
     """Retrieve a stored response and download every file it cites."""
     config = config or resolve_config()
-    oai = _client(config, client)
     try:
-        response = await oai.responses.retrieve(response_id)
+        async with _client(config, client) as oai:
+            response = await oai.responses.retrieve(response_id)
+    except openai.NotFoundError as exc:
+        raise BadInputError(
+            f"response {response_id} not found",
+            hint="Stored responses are kept for 30 days, only on the resource that created "
+            "them, and only when the request did not set store=false.",
+            status=404,
+        ) from exc
     except openai.OpenAIError as exc:
         raise _wrap_openai(exc, f"retrieve response {response_id}", config) from exc
     return await adownload(
