@@ -44,9 +44,10 @@ class SSESplitter:
 
     def flush(self) -> Iterator[bytes]:
         """The last event when the stream ended without a blank line."""
-        if self._buffer.strip():
-            yield bytes(self._buffer)
+        rest = bytes(self._buffer)
         self._buffer.clear()
+        if rest.strip():
+            yield rest
 
 
 def parse_event(raw: bytes, interesting: tuple[bytes, ...] = ()) -> dict[str, Any] | None:

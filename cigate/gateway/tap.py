@@ -90,11 +90,11 @@ class ResponseTap:
 
     def finish(self, response: dict[str, Any] | None = None) -> None:
         """The stream ended (terminal event, or cut off): reconcile the containers once."""
-        for raw in self._splitter.flush():
-            self._event(raw)
         if self._finished:
             return
         self._finished = True
+        for raw in self._splitter.flush():  # a last event without its blank line
+            self._event(raw)
         self.harvester.spawn(self._reconcile(response), name=f"cigate-reconcile-{self.response_id}")
 
     async def _reconcile(self, response: dict[str, Any] | None) -> None:
