@@ -158,7 +158,6 @@ async def arun(
     obs.step(1, STEPS, f"Endpoint {config.base_url} with {auth}")
     for text in config.warnings:
         obs.warning(text)
-    existing: set[str] = set()
     async with (
         _client(config, client) as oai,
         Downloader(config, out, client=http_client, observer=obs) as downloader,
@@ -168,8 +167,6 @@ async def arun(
             container = await _upload(oai, config, inputs, container)
         else:
             obs.step(2, STEPS, "No input files to upload")
-        if container is not None:
-            existing = await _existing_ids(downloader, container)
         tool: dict[str, Any] = {
             "type": "code_interpreter",
             "container": container or {"type": "auto"},
@@ -205,7 +202,7 @@ async def arun(
             result.container_ids.insert(0, container)
         if reconcile:
             obs.step(5, STEPS, "Reconciling with the container's file list")
-            await _reconcile(downloader, result.container_ids, existing, obs)
+            await _reconcile(downloader, result.container_ids, obs)
         else:
             obs.step(5, STEPS, "Skipping reconciliation")
         result.results = list(downloader.done.values())
@@ -287,18 +284,13 @@ def _json(obj: Any) -> str:
     return json.dumps(obj)
 
 
-async def _existing_ids(downloader: Downloader, container: str) -> set[str]:
-    """Files already in a reused container: not this run's output, not reconciled."""
-    try:
-        return {str(r.get("id")) for r in await downloader.list_files(container)}
-    except CigateError:
-        return set()
+async def _reconcile(downloader: Downloader, container_ids: list[str], obs: RunObserver) -> None:
+    """Fetch files the code wrote but the answer never cited (api-reference §1.7).
 
-
-async def _reconcile(
-    downloader: Downloader, container_ids: list[str], existing: set[str], obs: RunObserver
-) -> None:
-    """Fetch files the code wrote but the answer never cited (api-reference §1.7)."""
+    Every file the code wrote (``source: assistant``) that this run has not fetched yet is
+    fetched, including files of earlier responses in a reused container: they were made by the
+    code interpreter and would be lost with the container otherwise. Uploads are skipped.
+    """
     for cid in container_ids:
         try:
             records = await downloader.list_files(cid)
@@ -315,9 +307,7 @@ async def _reconcile(
                 bytes=r.get("bytes") if isinstance(r.get("bytes"), int) else None,
             )
             for r in records
-            if r.get("source") != "user"
-            and r.get("id") not in existing
-            and (cid, r.get("id")) not in downloader.done
+            if r.get("source") != "user" and (cid, r.get("id")) not in downloader.done
         ]
         if extra:
             await downloader.fetch_all(extra)
