@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+#: Storage backends (SQLite+disk, PostgreSQL+Azurite) as fixtures for every test directory.
+pytest_plugins = ["cigate.testing.storage_fixtures"]
+
 _PREFIXES = ("CIGATE_", "OPENAI_", "AZURE_", "AOAI_")
 #: Markers whose tests must not be skipped when CIGATE_REQUIRE_SUITES is set (CI).
 _REQUIRED_MARKERS = ("storage", "sandbox")

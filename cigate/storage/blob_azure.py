@@ -141,9 +141,8 @@ class AzureBlobStore:
 
         async with self._ready_lock:
             if not self._ready:
-                with _azure_errors("creating the blob container"):
-                    with suppress(ResourceExistsError):
-                        await self._container.create_container()
+                with _azure_errors("creating the blob container"), suppress(ResourceExistsError):
+                    await self._container.create_container()
                 self._ready = True
 
     async def put_stream(
@@ -187,7 +186,7 @@ class AzureBlobStore:
                     )
                 buffer += chunk
                 while len(buffer) >= self._block_size:
-                    await flush(bytes(buffer[: self._block_size]))
+                    await flush(bytes(memoryview(buffer)[: self._block_size]))
                     del buffer[: self._block_size]
             if buffer:
                 await flush(bytes(buffer))
@@ -306,10 +305,11 @@ class AzureBlobStore:
         except BlobNotFoundError:
             pass
 
-    async def cleanup(self) -> int:
-        """Delete staging blobs older than ``staging_grace`` (left by killed processes)."""
+    async def cleanup(self, older_than: float | None = None) -> int:
+        """Delete staging blobs older than ``older_than`` s / ``staging_grace`` (dead puts)."""
         await self._ensure_container()
-        cutoff = datetime.now(UTC) - self.staging_grace
+        grace = self.staging_grace if older_than is None else timedelta(seconds=older_than)
+        cutoff = datetime.now(UTC) - grace
         removed = 0
         with _azure_errors("listing staging blobs"):
             names = [
@@ -328,6 +328,13 @@ class AzureBlobStore:
                 await self._discard(self._container.get_blob_client(name))
                 removed += 1
         return removed
+
+    async def list_names(self) -> list[str]:
+        await self._ensure_container()
+        with _azure_errors("listing blobs"):
+            return sorted(
+                [b.name async for b in self._container.list_blobs(include=["uncommittedblobs"])]
+            )
 
     async def close(self) -> None:
         await self._service.close()

@@ -15,8 +15,9 @@ import fcntl
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from cigate.exceptions import IntegrityError, StorageError
 from cigate.storage.blobs import CHUNK_SIZE, check_range, check_sha256
@@ -55,7 +56,10 @@ class LocalBlobStore:
         self, chunks: AsyncIterator[bytes], *, expected_size: int | None = None
     ) -> BlobInfo:
         # Not in a thread: a cancellation must not be able to orphan a locked temp file.
-        fd, tmp = self._new_temp()
+        try:
+            fd, tmp = self._new_temp()
+        except OSError as exc:
+            raise StorageError(f"cannot create a temp file under {self.root}: {exc}") from exc
         done = False
         try:
             digest = hashlib.sha256()
@@ -70,19 +74,17 @@ class LocalBlobStore:
                 pending += chunk
                 if len(pending) >= CHUNK_SIZE:
                     block, pending = bytes(pending), bytearray()
-                    await asyncio.to_thread(_write, fd, digest, block)
+                    await self._io(_write, fd, digest, block)
             if pending:
-                await asyncio.to_thread(_write, fd, digest, bytes(pending))
+                await self._io(_write, fd, digest, bytes(pending))
             if expected_size is not None and size != expected_size:
                 raise IntegrityError(
                     f"received {size} bytes, expected {expected_size}; nothing was kept"
                 )
             sha = digest.hexdigest()
-            await asyncio.to_thread(self._commit, fd, tmp, sha)
+            await self._io(self._commit, fd, tmp, sha)
             done = True
             return BlobInfo(sha, size)
-        except OSError as exc:
-            raise StorageError(f"writing a blob under {self.root} failed: {exc}") from exc
         finally:
             # Synchronous on purpose: this also runs while the task is being cancelled.
             os.close(fd)
@@ -116,13 +118,28 @@ class LocalBlobStore:
         except OSError as exc:
             raise StorageError(f"cannot delete blob {sha256}: {exc}") from exc
 
-    async def cleanup(self) -> int:
+    async def cleanup(self, older_than: float | None = None) -> int:
         return await asyncio.to_thread(self._cleanup_sync)
+
+    async def list_names(self) -> list[str]:
+        def walk() -> list[str]:
+            return sorted(
+                str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()
+            )
+
+        return await asyncio.to_thread(walk)
 
     async def close(self) -> None:
         return None
 
     # -- blocking helpers (run in threads) ---------------------------------------------------
+
+    async def _io(self, func: Callable[..., None], *args: Any) -> None:
+        """Run our own blocking I/O in a thread; errors of the byte source stay unwrapped."""
+        try:
+            await asyncio.to_thread(func, *args)
+        except OSError as exc:
+            raise StorageError(f"writing a blob under {self.root} failed: {exc}") from exc
 
     def _new_temp(self) -> tuple[int, Path]:
         """Create and lock a ``.part`` file; retry if a concurrent cleanup removed it first."""

@@ -68,8 +68,18 @@ class BlobStore(Protocol):
         """Remove the blob; deleting a missing blob is not an error."""
         ...
 
-    async def cleanup(self) -> int:
-        """Remove leftovers of interrupted puts (crashed processes); return how many."""
+    async def cleanup(self, older_than: float | None = None) -> int:
+        """Remove leftovers of interrupted puts (crashed processes); return how many.
+
+        Call it when a gateway starts. The local store knows which temp files are dead
+        (their writer's lock is gone) and ignores ``older_than``; Azure cannot tell a live
+        staging blob of another process from a dead one, so it removes those older than
+        ``older_than`` seconds (default: the store's ``staging_grace``, one day).
+        """
+        ...
+
+    async def list_names(self) -> list[str]:
+        """Every object name in the store, leftovers included (for tests and operators)."""
         ...
 
     async def close(self) -> None:

@@ -1,0 +1,104 @@
+"""Migrations: applied once, safe when several processes start together, schema matches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from cigate.exceptions import ConfigurationError, StorageError
+from cigate.storage import MetadataStore, schema
+from cigate.storage._db import create_engine
+from cigate.storage.migrations import MIGRATIONS, applied_versions, apply_migrations
+from cigate.testing.services import PostgresServer
+
+pytestmark = pytest.mark.storage
+
+
+@pytest.fixture(params=["sqlite-disk", "postgres-azurite"], ids=["sqlite-disk", "postgres-azurite"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nobody has migrated yet."""
+    if request.param == "sqlite-disk":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url.rsplit("/", 1)[1])
+
+
+async def test_migrations_are_applied_once_and_recorded(empty_database: str) -> None:
+    engine = create_engine(empty_database)
+    try:
+        from cigate.clock import Clock
+
+        assert await apply_migrations(engine, Clock()) == [m.version for m in MIGRATIONS]
+        assert await apply_migrations(engine, Clock()) == []
+        assert await applied_versions(engine) == [m.version for m in MIGRATIONS]
+    finally:
+        await engine.dispose()
+
+
+async def test_many_stores_opening_a_fresh_database_at_once_migrate_it_once(
+    empty_database: str,
+) -> None:
+    stores = await asyncio.gather(*(MetadataStore.open(empty_database) for _ in range(5)))
+    try:
+        tenant = await stores[0].create_tenant("acme")
+        assert await stores[4].get_tenant(tenant.id) == tenant
+        async with stores[1]._read("count") as conn:
+            rows = (await conn.execute(text("SELECT version FROM schema_migrations"))).all()
+        assert sorted(r[0] for r in rows) == [m.version for m in MIGRATIONS]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_the_migrated_database_matches_the_declared_tables(empty_database: str) -> None:
+    store = await MetadataStore.open(empty_database)
+    try:
+        async with store._read("inspect") as conn:
+            found = await conn.run_sync(
+                lambda sync: {
+                    name: {c["name"] for c in inspect(sync).get_columns(name)}
+                    for name in inspect(sync).get_table_names()
+                }
+            )
+    finally:
+        await store.close()
+    declared = {t.name: {c.name for c in t.columns} for t in schema.metadata.sorted_tables}
+    assert found == declared
+
+
+async def test_a_database_newer_than_this_code_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = await MetadataStore.open(url)
+    async with store._write("bump") as conn:
+        await conn.execute(
+            text("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01 00:00:00')")
+        )
+    await store.close()
+    with pytest.raises(StorageError, match="newer"):
+        await MetadataStore.open(url)
+
+
+async def test_the_default_database_lives_in_cigate_home(tmp_path: Path) -> None:
+    store = await MetadataStore.open()
+    await store.close()
+    assert (tmp_path / "cigate-home" / "gateway.db").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://x/y", "not a url", "oracle+cx://a"], ids=["mysql", "garbage", "oracle"]
+)
+async def test_unsupported_database_urls_fail_at_start_up(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        await MetadataStore.open(url)
+
+
+async def test_an_unreachable_postgres_is_a_storage_error(unused_tcp_port: int) -> None:
+    with pytest.raises(StorageError):
+        await MetadataStore.open(f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/x")
