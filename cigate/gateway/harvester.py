@@ -175,9 +175,14 @@ class Harvester:
 
     # -- copying ---------------------------------------------------------------------------
 
-    def start_copy(self, row: FileRow) -> asyncio.Task[FileRow] | None:
-        """Start copying ``row`` unless it is stored or already being copied here."""
-        if row.state == "stored":
+    def start_copy(
+        self, row: FileRow, *, retry_failed: bool = False
+    ) -> asyncio.Task[FileRow] | None:
+        """Start copying ``row`` unless it is stored, failed, or already being copied here.
+
+        A ``failed`` row is tried again only on demand (``retry_failed``: someone asked for it).
+        """
+        if row.state == "stored" or (row.state == "failed" and not retry_failed):
             return None
         task = self._copies.get(row.id)
         if task is None:
@@ -193,8 +198,8 @@ class Harvester:
         """The row once its bytes are stored (copying now if needed) or its failure recorded."""
         if row.state == "stored":
             return row
-        task = self.start_copy(row)
-        if task is None:  # pragma: no cover - start_copy returns None only for stored rows
+        task = self.start_copy(row, retry_failed=True)
+        if task is None:  # pragma: no cover - None only for stored rows here
             return row
         return await asyncio.wait_for(asyncio.shield(task), wait)
 

@@ -80,21 +80,52 @@ def gateway(backend: Backend) -> Iterator[GatewayHarness]:
         yield harness
 
 
-@pytest.fixture
-def live_gateway(emulator: RunningEmulator, backend: Backend) -> Iterator[LiveGateway]:
-    """A gateway on a real server whose upstream is the emulator; one tenant ready."""
-    settings = GatewaySettings(
+def live_settings(emulator: RunningEmulator, backend: Backend) -> GatewaySettings:
+    """Settings of a gateway whose upstream is the emulator (fast retries for tests)."""
+    return GatewaySettings(
         upstream=emulator.base_url,
         upstream_key=emulator.api_key,
         database=backend.database,
         blobs=backend.blobs,
         resume_interval=0.5,
+        lease_seconds=3,
         harvest_attempts=3,
         harvest_backoff=0.05,
     )
-    tenant = add_tenant(settings.database_url, "acme")
-    gateway = start_gateway(settings, tenant)
+
+
+@pytest.fixture
+def live_gateway(emulator: RunningEmulator, backend: Backend) -> Iterator[LiveGateway]:
+    """A gateway on a real server whose upstream is the emulator; one tenant ready."""
+    settings = live_settings(emulator, backend)
+    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
     try:
         yield gateway
     finally:
         gateway.close()
+
+
+@pytest.fixture
+def sqlite_live_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGateway]:
+    """``live_gateway`` on SQLite + disk only, for behaviour that does not involve the backend."""
+    backend = Backend(
+        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
+    )
+    settings = live_settings(emulator, backend)
+    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+
+
+@pytest.fixture
+def postgres_azurite(postgres_server: PostgresServer, azurite_server: AzuriteServer) -> Backend:
+    """The scale-out backend alone (tests of several gateway processes sharing it)."""
+    container = f"gw{uuid.uuid4().hex[:20]}"
+    conn = quote(azurite_server.connection_string, safe="")
+    return Backend(
+        "postgres-azurite",
+        postgres_server.create_database(),
+        f"azure://{container}?connection_string={conn}",
+    )

@@ -1,0 +1,188 @@
+"""Upstream faults, a SIGKILLed gateway, and two gateway processes sharing one store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from cigate.testing.plugin import RunningEmulator
+from cigate.testing.services import free_port
+from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.harness import Tenant
+from tests.gateway.live import CODE_TOOL, LiveGateway, add_tenant, code_input, start_gateway
+
+pytestmark = [pytest.mark.storage, pytest.mark.sandbox]
+
+DATA = bytes(range(256)) * 5000
+WRITE = "open('/mnt/data/f.bin', 'wb').write(bytes(range(256)) * 5000)"
+CONTENT = "**/containers/*/files/*/content"
+
+
+def _harvest(gw: LiveGateway) -> dict:
+    response = gw.openai().responses.create(
+        model="gpt-4.1", input=code_input(WRITE), tools=CODE_TOOL
+    )
+    [f] = gw.harvested(response.id)
+    return f
+
+
+FAULTS = {
+    # Survived: transient or irrelevant to harvesting.
+    "transient-500": ({"path": CONTENT, "method": "GET", "status": 500, "count": 2}, None),
+    "rate-limited": ({"path": CONTENT, "method": "GET", "status": 429, "count": 1}, None),
+    "truncated-body": (
+        {"path": CONTENT, "method": "GET", "truncate_after_bytes": 1000, "count": 1},
+        None,
+    ),
+    "dropped-mid-body": (
+        {"path": CONTENT, "method": "GET", "drop_mid_body": True, "count": 1},
+        None,
+    ),
+    "slow-download": ({"path": CONTENT, "method": "GET", "latency_ms": 300}, None),
+    "list-fails-once": (
+        {"path": "**/containers/*/files", "method": "GET", "status": 500, "count": 1},
+        None,
+    ),
+    "list-timeout": ("list-timeout", None),
+    # Recorded as failed with the error's class.
+    "download-500": ("download-500", "upstream_unavailable"),
+    "download-404-empty": ("download-404-empty", "file_not_found"),
+    "checkaccess": ("checkaccess", "access_denied"),
+    "download-401": (
+        {"path": CONTENT, "method": "GET", "status": 401, "body": "azure"},
+        "access_denied",
+    ),
+}
+
+
+@pytest.mark.parametrize(("fault", "failure"), list(FAULTS.values()), ids=list(FAULTS))
+def test_every_upstream_fault_is_survived_or_recorded_with_its_class(
+    sqlite_live_gateway: LiveGateway, emulator: RunningEmulator, fault, failure
+) -> None:
+    if isinstance(fault, str):
+        emulator.control.switch(fault)
+    else:
+        emulator.control.add_fault(**fault)
+    f = _harvest(sqlite_live_gateway)
+    if failure is None:
+        assert f["state"] == "stored", f
+        content = sqlite_live_gateway.http().get(f"/files/{f['id']}/content")
+        assert content.content == DATA
+    else:
+        assert f["state"] == "failed", f
+        assert f["error"]["kind"] == failure
+        assert f["tries"] == (1 if failure == "access_denied" else 3)
+        r = sqlite_live_gateway.http().get(f"/files/{f['id']}/content")
+        assert r.status_code == 502
+        assert failure in r.json()["error"]["message"]
+
+
+def _serve(settings, port: int, home: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CIGATE_HOME": str(home),
+        "CIGATE_GATEWAY_UPSTREAM": settings.upstream,
+        "CIGATE_GATEWAY_UPSTREAM_KEY": settings.upstream_key,
+        "CIGATE_GATEWAY_DATABASE": settings.database_url,
+        "CIGATE_GATEWAY_BLOBS": settings.blobs_url,
+        "CIGATE_GATEWAY_PORT": str(port),
+        "CIGATE_GATEWAY_LEASE_SECONDS": "2",
+        "CIGATE_GATEWAY_RESUME_INTERVAL": "0.5",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cigate.cli import main; main()", "gateway", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx2.TransportError:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+    proc.kill()
+    raise AssertionError("the gateway subprocess did not start")
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_a_gateway_killed_mid_harvest_finishes_the_harvest_after_a_restart(
+    emulator: RunningEmulator, backend: Backend, tmp_path: Path, processes
+) -> None:
+    settings = live_settings(emulator, backend)
+    tenant = add_tenant(settings.database_url, "acme")
+    port = free_port()
+    processes.append(_serve(settings, port, tmp_path / "home"))
+    emulator.control.add_fault(path=CONTENT, method="GET", latency_ms=30_000)
+    base = f"http://127.0.0.1:{port}"
+    with httpx2.Client(base_url=base, headers=tenant.headers, timeout=60) as http:
+        body = {"model": "gpt-4.1", "input": code_input(WRITE), "tools": CODE_TOOL}
+        response = http.post("/openai/v1/responses", json=body).json()
+        rows: list = []
+        for _ in range(100):
+            rows = http.get(f"/responses/{response['id']}/files").json()["data"]
+            if rows:
+                break
+            time.sleep(0.05)
+        assert rows
+        assert {r["state"] for r in rows} == {"pending"}
+        processes[0].send_signal(signal.SIGKILL)
+        processes[0].wait(10)
+        emulator.control.clear_faults()
+
+        processes.append(_serve(settings, port, tmp_path / "home"))
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            rows = http.get(f"/responses/{response['id']}/files").json()["data"]
+            if rows and all(r["state"] == "stored" for r in rows):
+                break
+            time.sleep(0.2)
+        assert [r["state"] for r in rows] == ["stored"]
+        assert http.get(f"/files/{rows[0]['id']}/content").content == DATA
+
+
+def test_two_gateways_sharing_postgres_and_azurite_serve_each_others_files(
+    emulator: RunningEmulator, postgres_azurite: Backend
+) -> None:
+    settings = live_settings(emulator, postgres_azurite)
+    tenant: Tenant = add_tenant(settings.database_url, "acme")
+    first = start_gateway(replace(settings, worker_id="gw-a"), tenant)
+    second = start_gateway(replace(settings, worker_id="gw-b"), tenant)
+    try:
+        f = _harvest(first)
+        assert f["state"] == "stored"
+        cfile = f["upstream_file_id"]
+        http = second.http()
+        assert http.get(f"/files/{f['id']}/content").content == DATA
+        sdk = second.openai()
+        got = sdk.containers.files.content.retrieve(cfile, container_id=f["container_id"])
+        assert got.read() == DATA
+        link = http.post(f"/files/{f['id']}/links").json()
+        path = link["url"].split(second.url, 1)[1]
+        with httpx2.Client(base_url=first.url) as anonymous:
+            assert anonymous.get(path).status_code in (200, 403)
+    finally:
+        first.close()
+        second.close()
