@@ -1,0 +1,77 @@
+"""The control plane: reset, clock, request ids on every reply."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from cigate.testing.plugin import RunningEmulator
+
+
+def test_reset_forgets_containers_files_faults_and_clock(emulator: RunningEmulator) -> None:
+    client = emulator.openai(max_retries=0)
+    client.containers.create(name="c")
+    client.files.create(file=("a.txt", b"a"), purpose="assistants")
+    emulator.control.add_fault(path="/nothing", status=500)
+    emulator.control.advance_clock(600)
+    emulator.control.reset()
+    assert list(client.containers.list()) == []
+    assert list(client.files.list()) == []
+    assert emulator.control.faults() == []
+    assert emulator.control.clock()["offset"] == 0
+
+
+def test_advancing_the_clock_moves_now_forward(emulator: RunningEmulator) -> None:
+    before = emulator.control.clock()
+    after = emulator.control.advance_clock(90)
+    assert after["offset"] == before["offset"] + 90
+    assert after["now"] >= before["now"] + 90
+
+
+@pytest.mark.parametrize(
+    "seconds", [-1, "ten", None, True], ids=["negative", "text", "null", "boolean"]
+)
+def test_the_clock_only_moves_forward_by_a_number(
+    emulator: RunningEmulator, seconds: object
+) -> None:
+    response = emulator.http_client().post("/_emulator/clock/advance", json={"seconds": seconds})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "seconds"
+
+
+def test_container_timestamps_follow_the_emulator_clock(emulator: RunningEmulator) -> None:
+    client = emulator.openai(max_retries=0)
+    first = client.containers.create(name="a")
+    emulator.control.advance_clock(3600)
+    second = client.containers.create(name="b")
+    assert second.created_at - first.created_at >= 3600
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/openai/v1/files", id="success"),
+        pytest.param("/openai/v1/containers/cntr_x", id="api-error"),
+        pytest.param("/openai/files", id="azure-gateway-error"),
+        pytest.param("/nowhere", id="unknown-root-path"),
+        pytest.param("/_emulator/clock", id="control-plane"),
+    ],
+)
+def test_every_reply_carries_request_ids(emulator: RunningEmulator, path: str) -> None:
+    response = emulator.http_client(headers=emulator.auth_headers).get(path)
+    assert response.headers["x-request-id"]
+    assert response.headers["apim-request-id"] == response.headers["x-request-id"]
+    assert response.headers["x-ms-region"] == "emulator"
+
+
+def test_request_ids_differ_per_request_and_reach_sdk_errors(emulator: RunningEmulator) -> None:
+    http = emulator.http_client(headers=emulator.auth_headers)
+    ids = {http.get("/openai/v1/files").headers["x-request-id"] for _ in range(3)}
+    assert len(ids) == 3
+    with pytest.raises(openai.NotFoundError) as info:
+        emulator.openai(max_retries=0).containers.retrieve("cntr_missing")
+    assert info.value.request_id
+
+
+def test_the_health_endpoint_answers_ok(emulator: RunningEmulator) -> None:
+    assert emulator.http_client().get("/_emulator/health").json() == {"status": "ok"}
