@@ -115,10 +115,13 @@ class ResponseRun:
             "top_logprobs": 0,
             "top_p": 1.0,
             "truncation": "disabled",
-            "usage": self.usage,
-            "user": None,
             "metadata": {},
         }
+        # The recorded stream (VF) sends ``usage: null`` and ``user: null`` while running; the
+        # spec of record types both as objects/strings, and the SDK reads absent as None, so
+        # they are left out until they have a value.
+        if self.usage is not None:
+            body["usage"] = self.usage
         body.update(req.echo)  # everything the request set is echoed as sent
         return body
 

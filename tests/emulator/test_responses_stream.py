@@ -1,0 +1,229 @@
+"""Streaming Responses (SSE) through the real openai SDK: order, invariants, helper, replay.
+
+api-reference §2 and §7: the raw ``stream=True`` iterator must yield typed events in the exact
+order of the real service, and ``client.responses.stream(...)`` must accept them and return the
+citations from ``get_final_response()``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from cigate.engine.conformance import CODE_CALL_ORDER, citation_problems, stream_problems
+from cigate.testing.plugin import RunningEmulator
+
+# Running code needs the sandbox's kernel pool; until it is importable these tests cannot run.
+pytest.importorskip("cigate.sandbox.pool", reason="cigate.sandbox.pool is not available yet")
+
+MODEL = "gpt-4.1"
+AUTO: list[Any] = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+OUTPUTS: list[Any] = ["code_interpreter_call.outputs"]
+WRITE = "with open('/mnt/data/{name}', 'w') as f:\n    f.write({text!r})"
+
+
+def cells(*codes: str) -> str:
+    return "Run these.\n" + "".join(f"```python\n{code}\n```\n" for code in codes)
+
+
+def raw_events(emulator: RunningEmulator, **kwargs: Any) -> list[dict[str, Any]]:
+    kwargs.setdefault("model", MODEL)
+    with emulator.openai().responses.create(stream=True, **kwargs) as stream:
+        return [event.to_dict() for event in stream]
+
+
+def expected_order(events: list[dict[str, Any]]) -> list[str]:
+    """§2.2 as a template, sized by the number of deltas and annotations actually sent."""
+    out = ["response.created", "response.in_progress"]
+    index = 2
+    while events[index]["type"] == "response.output_item.added" and (
+        events[index]["item"]["type"] == "code_interpreter_call"
+    ):
+        deltas = 0
+        while events[index + 2 + deltas]["type"] == "response.code_interpreter_call_code.delta":
+            deltas += 1
+        out += ["response.output_item.added", CODE_CALL_ORDER[0]]
+        out += [CODE_CALL_ORDER[1]] * deltas + list(CODE_CALL_ORDER[2:])
+        out += ["response.output_item.done"]
+        index = len(out)
+    texts = sum(1 for e in events if e["type"] == "response.output_text.delta")
+    notes = sum(1 for e in events if e["type"] == "response.output_text.annotation.added")
+    out += ["response.output_item.added", "response.content_part.added"]
+    out += ["response.output_text.delta"] * texts
+    out += ["response.output_text.annotation.added"] * notes
+    out += [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    return out
+
+
+SCENARIOS = {
+    "plain-text": {"input": "hello there"},
+    "code-without-tool": {"input": cells("print(1)")},
+    "one-cell-one-file": {"input": cells(WRITE.format(name="a.txt", text="A")), "tools": AUTO},
+    "two-cells-two-files-with-outputs": {
+        "input": cells(
+            WRITE.format(name="one.txt", text="1"),
+            "import os\nos.makedirs('/mnt/data/sub', exist_ok=True)\n"
+            + WRITE.format(name="sub/two.txt", text="2"),
+        ),
+        "tools": AUTO,
+        "include": OUTPUTS,
+    },
+    "a-cell-that-raises": {"input": cells("raise ValueError('boom')"), "tools": AUTO},
+    "an-empty-cell": {"input": cells(""), "tools": AUTO},
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS), ids=list(SCENARIOS))
+def test_raw_stream_keeps_the_exact_order_and_every_invariant(
+    emulator: RunningEmulator, scenario: str
+) -> None:
+    events = raw_events(emulator, **SCENARIOS[scenario])
+    assert stream_problems(events) == []
+    assert [e["type"] for e in events] == expected_order(events)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    ids = {e["response"]["id"] for e in events if "response" in e}
+    assert len(ids) == 1
+
+
+def test_the_stream_helper_returns_citations_that_download(emulator: RunningEmulator) -> None:
+    client = emulator.openai()
+    code = WRITE.format(name="report.md", text="# Report\n")
+    with client.responses.stream(model=MODEL, input=cells(code), tools=AUTO) as stream:
+        seen = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.output_text.annotation.added" in seen
+    message = final.output[-1]
+    assert message.type == "message"
+    text = message.content[0].text  # type: ignore[union-attr]
+    [citation] = message.content[0].annotations  # type: ignore[union-attr]
+    assert text[citation.start_index : citation.end_index] == "sandbox:/mnt/data/report.md"
+    assert citation.filename == "report.md"
+    data = client.containers.files.content.retrieve(
+        citation.file_id, container_id=citation.container_id
+    )
+    assert data.read() == b"# Report\n"
+
+
+def test_unicode_before_the_links_keeps_code_point_offsets(emulator: RunningEmulator) -> None:
+    code = "print('Grüße, “naïve” café ✓ 🎉 日本語')\n" + WRITE.format(name="ü.txt", text="x")
+    with emulator.openai().responses.stream(model=MODEL, input=cells(code), tools=AUTO) as s:
+        final = s.get_final_response()
+    part = final.output[-1].content[0]  # type: ignore[union-attr]
+    assert "🎉 日本語" in part.text
+    [citation] = part.annotations
+    assert part.text[citation.start_index : citation.end_index] == "sandbox:/mnt/data/ü.txt"
+    assert citation_problems(part.text, [a.to_dict() for a in part.annotations]) == []
+
+
+async def test_the_async_stream_helper_gets_the_final_response(emulator: RunningEmulator) -> None:
+    client = emulator.async_openai()
+    code = WRITE.format(name="async.txt", text="a")
+    async with client.responses.stream(model=MODEL, input=cells(code), tools=AUTO) as stream:
+        final = await stream.get_final_response()
+    [citation] = final.output[-1].content[0].annotations  # type: ignore[union-attr]
+    assert citation.filename == "async.txt"
+    await client.close()
+
+
+def test_events_leave_while_the_cell_still_runs(emulator: RunningEmulator) -> None:
+    # Over a real socket in both modes: the in-process transport buffers whole bodies.
+    client = emulator.openai(
+        http_client=emulator.http_client(base_url="", transport=httpx2.HTTPTransport())
+    )
+    arrivals: dict[str, float] = {}
+    with client.responses.create(
+        model=MODEL, input=cells("import time\ntime.sleep(1.0)"), tools=AUTO, stream=True
+    ) as stream:
+        for event in stream:
+            arrivals.setdefault(event.type, time.monotonic())
+    waited = (
+        arrivals["response.code_interpreter_call.completed"]
+        - arrivals["response.code_interpreter_call.interpreting"]
+    )
+    assert waited >= 0.8
+
+
+def test_annotations_are_repeated_in_the_done_events_and_the_completed_response(
+    emulator: RunningEmulator,
+) -> None:
+    events = raw_events(emulator, input=cells(WRITE.format(name="n.txt", text="n")), tools=AUTO)
+    [added] = [e for e in events if e["type"] == "response.output_text.annotation.added"]
+    note = added["annotation"]
+    part_done = next(e for e in events if e["type"] == "response.content_part.done")
+    item_done = [e for e in events if e["type"] == "response.output_item.done"][-1]
+    completed = events[-1]["response"]
+    assert part_done["part"]["annotations"] == [note]
+    assert item_done["item"]["content"][0]["annotations"] == [note]
+    assert completed["output"][-1]["content"][0]["annotations"] == [note]
+    assert added["annotation_index"] == 0
+
+
+def test_a_stored_stream_can_be_replayed_after_a_sequence_number(
+    emulator: RunningEmulator,
+) -> None:
+    client = emulator.openai()
+    events = raw_events(emulator, input=cells("print(3)"), tools=AUTO)
+    response_id = events[0]["response"]["id"]
+    with client.responses.retrieve(response_id, stream=True, starting_after=4) as replay:
+        replayed = [event.to_dict() for event in replay]
+    assert replayed == events[5:]
+
+
+def test_an_expired_container_fails_before_the_stream_starts(emulator: RunningEmulator) -> None:
+    client = emulator.openai()
+    first = client.responses.create(model=MODEL, input=cells("1"), tools=AUTO)
+    emulator.control.advance_clock(21 * 60)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model=MODEL,
+            input=cells("2"),
+            tools=AUTO,
+            previous_response_id=first.id,
+            stream=True,
+        )
+    assert caught.value.message == "Error code: 400 - Container is expired."
+
+
+def test_a_failure_mid_stream_ends_with_response_failed(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def kernel_lost(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("kernel lost")
+
+    monkeypatch.setattr(emulator.app.state.containers, "run_code", kernel_lost)
+    events = raw_events(emulator, input=cells("print('never')"), tools=AUTO)
+    assert stream_problems(events) == []
+    assert [e["type"] for e in events][-3:] == [
+        "response.code_interpreter_call_code.done",
+        "response.code_interpreter_call.interpreting",
+        "response.failed",
+    ]
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == {
+        "code": "server_error",
+        "message": "The code interpreter failed: kernel lost",
+    }
+    assert failed["output"][0]["status"] == "failed"
+
+
+def test_a_failure_without_streaming_is_a_server_error(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def kernel_lost(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("kernel lost")
+
+    monkeypatch.setattr(emulator.app.state.containers, "run_code", kernel_lost)
+    client = emulator.openai(max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.responses.create(model=MODEL, input=cells("1"), tools=AUTO)
+    assert caught.value.type == "server_error"
