@@ -186,6 +186,8 @@ def wrap_command(
         "--bind",
         str(workdir),
         MOUNT_POINT,
+        "--remount-ro",  # the sandbox's own root (mount points, /etc copies) stays read-only
+        "/",
         "--chdir",
         MOUNT_POINT,
         "--",

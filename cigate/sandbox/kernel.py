@@ -94,6 +94,7 @@ class Kernel:
         self._stop_lock = asyncio.Lock()
         self._dead: str | None = None  # why the kernel can no longer run code
         self._stopped: str | None = None  # the step that ended it, once shut down
+        self._stopping = False
         #: The launched process (bwrap when isolated); signals to it end the whole sandbox.
         self.pid: int | None = getattr(manager.provisioner, "pid", None)
 
@@ -215,6 +216,13 @@ class Kernel:
                 result = await self._execute(code, deadline)
             except zmq.ZMQError as exc:
                 raise SandboxError(f"lost the connection to the kernel: {exc}") from exc
+            except asyncio.CancelledError:
+                # Closing our sockets in shutdown() cancels their pending polls; only a
+                # cancellation of this task itself is a real cancellation.
+                task = asyncio.current_task()
+                if self._stopping and task is not None and not task.cancelling():
+                    raise SandboxError("the kernel was shut down while code was running") from None
+                raise
             result.duration = time.monotonic() - started
             return self._rewriter.result(result)
 
@@ -303,6 +311,7 @@ class Kernel:
         async with self._stop_lock:
             if self._stopped is not None:
                 return self._stopped
+            self._stopping = True
             try:
                 step = await self._stop_process()
             finally:

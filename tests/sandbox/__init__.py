@@ -1,0 +1,1 @@
+"""Sandbox tests: real kernels, bubblewrap and unisolated."""
