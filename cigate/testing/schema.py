@@ -46,6 +46,7 @@ OVERLAY: tuple[str, ...] = (
     "OpenAIFile.expires_at and status_details are null when unset, as Azure and OpenAI send.",
     "OpenAIFile.purpose may be 'evals' (an Azure upload purpose the spec's enum lacks).",
     "*/content endpoints return raw bytes: never validated as JSON.",
+    "Assistants objects: fields the spec marks OpenAPI-3.0 'nullable' accept null (see _NULLABLE).",
 )
 _NULLABLE = {
     "ContainerListResource": ("first_id", "last_id"),
@@ -53,6 +54,28 @@ _NULLABLE = {
     "ListFilesResponse": ("first_id", "last_id"),
     "ResponseItemList": ("first_id", "last_id"),
     "OpenAIFile": ("expires_at", "status_details"),
+    # Assistants (issue 5): 'nullable: true' is ignored by a 2020-12 validator; OpenAI sends null.
+    "ListAssistantsResponse": ("first_id", "last_id"),
+    "ListMessagesResponse": ("first_id", "last_id"),
+    "ListRunsResponse": ("first_id", "last_id"),
+    "ListRunStepsResponse": ("first_id", "last_id"),
+    "RunObject": (
+        "required_action",
+        "last_error",
+        "expires_at",
+        "started_at",
+        "cancelled_at",
+        "failed_at",
+        "completed_at",
+        "incomplete_details",
+        "temperature",
+        "top_p",
+        "max_prompt_tokens",
+        "max_completion_tokens",
+        "truncation_strategy",
+        "tool_choice",
+        "response_format",
+    ),
 }
 
 
