@@ -31,7 +31,7 @@ class CigateGroup(click.Group):
 @click.group(cls=CigateGroup)
 @click.version_option(package_name="cigate")
 def main() -> None:
-    """Run code with the Code Interpreter tool of Azure OpenAI / OpenAI and keep every file it makes."""
+    """Run code with the Code Interpreter of Azure OpenAI / OpenAI and keep every file it makes."""
 
 
 def _register() -> None:
