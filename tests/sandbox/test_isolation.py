@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -51,23 +52,31 @@ async def test_host_secrets_in_the_environment_are_not_visible(secret_kernel: Ke
     assert env["HOME"] == "/tmp"
 
 
-async def test_there_is_no_network_not_even_loopback(shared_kernel: Kernel) -> None:
-    code = (
-        "import socket\n"
-        "s = socket.socket()\n"
-        "s.settimeout(2)\n"
-        "try:\n"
-        "    s.connect(('127.0.0.1', 9))\n"
-        "    print('connected')\n"
-        "except OSError as exc:\n"
-        "    print(type(exc).__name__, exc.errno)\n"
-        "print(sorted(name for _, name in socket.if_nameindex()))\n"
-    )
-    result = await shared_kernel.execute(code, timeout=10)
-    lines = result.stdout.splitlines()
-    # A fresh network namespace: only a loopback that is down, so connect fails at once.
-    assert lines[0] in ("OSError 101", "ConnectionRefusedError 111"), result.stdout
-    assert lines[1] == "['lo']"
+async def test_the_hosts_loopback_services_are_unreachable(shared_kernel: Kernel) -> None:
+    with socket.socket() as listener:  # a host service the sandbox must not reach
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code = (
+            "import socket\n"
+            f"for addr in [('127.0.0.1', {port}), ('192.0.2.1', 443)]:\n"
+            "    s = socket.socket()\n"
+            "    s.settimeout(2)\n"
+            "    try:\n"
+            "        s.connect(addr)\n"
+            "        print('connected')\n"
+            "    except OSError as exc:\n"
+            "        print(type(exc).__name__, exc.errno)\n"
+            "print(sorted(name for _, name in socket.if_nameindex()))\n"
+        )
+        result = await shared_kernel.execute(code, timeout=10)
+    # Observed: bwrap brings up a private loopback with nothing listening (refused), and there
+    # is no route anywhere else (ENETUNREACH); the only interface is that loopback.
+    assert result.stdout.splitlines() == [
+        "ConnectionRefusedError 111",
+        "OSError 101",
+        "['lo']",
+    ], result.stdout
 
 
 async def test_external_hosts_cannot_be_resolved(shared_kernel: Kernel) -> None:
