@@ -267,6 +267,35 @@ def validate_body(method: str, path: str, status: int, body: Any) -> bool:
     return True
 
 
+def validate_assistant_event(event: str, data: Any) -> bool:
+    """Check one Assistants SSE event (``event:`` name + ``data`` object) against
+    ``AssistantStreamEvent``; the final ``done`` / ``[DONE]`` frame included."""
+    spec = load_spec()
+    if spec is None or "AssistantStreamEvent" not in spec.schemas:
+        return False
+    ref = {"$ref": "#/components/schemas/AssistantStreamEvent"}
+    validator = spec.validator(ref)
+    instance = {"event": event, "data": data}
+    if not validator.is_valid(instance):  # oneOf errors are unreadable: name the event
+        member = {
+            "thread.run.step.delta": "RunStepDeltaObject",
+            "thread.message.delta": "MessageDeltaObject",
+        }.get(event)
+        if member is None:
+            prefix = event.rsplit(".", 1)[0]
+            member = {
+                "thread.run": "RunObject",
+                "thread.run.step": "RunStepObject",
+                "thread.message": "MessageObject",
+            }.get(prefix, "AssistantStreamEvent")
+        where = f"SSE event {event} ({member})"
+        if member == "AssistantStreamEvent":
+            _raise_first(validator, instance, where)
+        _raise_first(spec.validator({"$ref": f"#/components/schemas/{member}"}), data, where)
+        raise SchemaMismatchError(f"{where}: matches no AssistantStreamEvent member")
+    return True
+
+
 def validate_event(event: dict[str, Any]) -> bool:
     """Check one Responses SSE event against its ``ResponseStreamEvent`` member (by ``type``)."""
     spec = load_spec()

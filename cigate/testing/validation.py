@@ -16,7 +16,12 @@ from typing import Any
 
 import httpx2
 
-from cigate.testing.schema import SchemaMismatchError, validate_body, validate_event
+from cigate.testing.schema import (
+    SchemaMismatchError,
+    validate_assistant_event,
+    validate_body,
+    validate_event,
+)
 
 FAULT_HEADER = "x-cigate-fault"
 
@@ -24,10 +29,14 @@ FAULT_HEADER = "x-cigate-fault"
 class _SseChecker:
     """Incremental SSE parser that validates each Responses event's ``data`` JSON."""
 
-    def __init__(self, where: str, report: Callable[[str], None]) -> None:
+    def __init__(
+        self, where: str, report: Callable[[str], None], *, assistants: bool = False
+    ) -> None:
         self.where = where
         self.report = report
         self.buffer = ""
+        #: Assistants streams: the name is in ``event:``, ``data`` is the bare object (§4.4).
+        self.assistants = assistants
 
     def feed(self, chunk: bytes) -> None:
         self.buffer += chunk.decode("utf-8", errors="replace")
@@ -40,6 +49,9 @@ class _SseChecker:
         data = "\n".join(
             line[5:].lstrip(" ") for line in block.split("\n") if line.startswith("data:")
         )
+        if self.assistants:
+            self._assistant_event(block, data)
+            return
         if not data or data.startswith("[DONE]"):
             if not data and any(line.startswith("event:") for line in block.split("\n")):
                 self.report(f"{self.where}: SSE event with empty data")
@@ -51,6 +63,22 @@ class _SseChecker:
             return
         try:
             validate_event(event)
+        except SchemaMismatchError as exc:
+            self.report(str(exc))
+
+    def _assistant_event(self, block: str, data: str) -> None:
+        names = [line[6:].strip() for line in block.split("\n") if line.startswith("event:")]
+        name = names[0] if names else ""
+        if not data:
+            self.report(f"{self.where}: SSE event {name!r} with empty data")
+            return
+        try:
+            parsed = data if name == "done" else json.loads(data)
+        except ValueError:
+            self.report(f"{self.where}: SSE data is not JSON: {data[:200]!r}")
+            return
+        try:
+            validate_assistant_event(name, parsed)
         except SchemaMismatchError as exc:
             self.report(str(exc))
 
@@ -75,9 +103,11 @@ class ValidationRecorder:
         ctype = response.headers.get("content-type", "")
         where = f"{request.method} {request.url.path} -> {response.status_code}"
         if ctype.startswith("text/event-stream"):
-            if "/responses" not in request.url.path:  # Assistants streams are not checked
+            path = request.url.path
+            assistants = "/threads" in path
+            if "/responses" not in path and not assistants:
                 return None
-            checker = _SseChecker(where, self.report)
+            checker = _SseChecker(where, self.report, assistants=assistants)
             return "sse", checker.feed, lambda _body: None
         if not ctype.startswith("application/json"):
             return None

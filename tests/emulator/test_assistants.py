@@ -64,10 +64,12 @@ def test_seed_004_flow_on_the_dated_azure_path_makes_durable_assistant_files(
     client = emulator.azure_openai(api_version="2024-05-01-preview", max_retries=0)
     run, thread, messages = seed_004_flow(client)
     assert run.status == "completed"
-    assert run.usage is not None and run.usage.total_tokens > 0
+    assert run.usage is not None
+    assert run.usage.total_tokens > 0
     reply, question = messages  # newest first
     assert (reply.role, question.role) == ("assistant", "user")
-    assert reply.run_id == run.id and reply.thread_id == thread.id
+    assert reply.run_id == run.id
+    assert reply.thread_id == thread.id
     image, text = reply.content
     assert image.type == "image_file"
     assert AZURE_ID.match(image.image_file.file_id)
@@ -103,16 +105,12 @@ def test_run_steps_carry_the_code_its_logs_and_displayed_images(
     emulator: RunningEmulator,
 ) -> None:
     client = emulator.openai(max_retries=0)
-    code = (
-        "import matplotlib.pyplot as plt\n"
-        "print('hello')\n"
-        "plt.plot([1, 2, 3])\n"
-        "plt.show()\n"
-    )
+    code = "import matplotlib.pyplot as plt\nprint('hello')\nplt.plot([1, 2, 3])\nplt.show()\n"
     run, thread, messages = seed_004_flow(client, code)
     steps = list(client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id))
     creation, tool = steps  # newest first
-    assert tool.type == "tool_calls" and tool.status == "completed"
+    assert tool.type == "tool_calls"
+    assert tool.status == "completed"
     [call] = tool.step_details.tool_calls
     assert call.type == "code_interpreter"
     assert call.id.startswith("call_")
@@ -130,9 +128,7 @@ def test_run_steps_carry_the_code_its_logs_and_displayed_images(
 def test_the_thread_keeps_one_kernel_across_runs(emulator: RunningEmulator) -> None:
     client = emulator.openai(max_retries=0)
     assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "code_interpreter"}])
-    thread = client.beta.threads.create(
-        messages=[{"role": "user", "content": prompt("x = 20\n")}]
-    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": prompt("x = 20\n")}])
     first = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
     client.beta.threads.messages.create(thread.id, role="user", content=prompt("print(x + 22)\n"))
     second = client.beta.threads.runs.create_and_poll(
