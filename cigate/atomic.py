@@ -55,9 +55,14 @@ class TempFile:
     async def write(self, chunk: bytes) -> None:
         if len(self.head) < 4096:
             self.head += chunk[: 4096 - len(self.head)]
-        self._sha.update(chunk)
         self.size += len(chunk)
-        await anyio.to_thread.run_sync(self._fh.write, chunk)
+        # Hash and write in a worker thread: both release the GIL, so the event loop keeps
+        # receiving the other downloads meanwhile.
+        await anyio.to_thread.run_sync(self._hash_and_write, chunk)
+
+    def _hash_and_write(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+        self._fh.write(chunk)
 
     def _flush(self) -> None:
         self._fh.flush()
