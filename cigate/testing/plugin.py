@@ -40,7 +40,7 @@ _CLIENT_TIMEOUT = 60.0
 Mode = Literal["inprocess", "server"]
 
 
-def test_mode() -> Mode:
+def current_mode() -> Mode:
     """``"server"`` when ``CIGATE_TEST_SERVER`` is set to a true value."""
     value = os.environ.get(SERVER_ENV, "").strip().lower()
     return "server" if value not in ("", "0", "false", "no") else "inprocess"
@@ -180,7 +180,7 @@ def emulator(
 ) -> Iterator[RunningEmulator]:
     """A freshly reset emulator with ready clients; schema mismatches fail the test."""
     running = RunningEmulator(
-        handle=emulator_server, api_key=emulator_settings.api_key, mode=test_mode()
+        handle=emulator_server, api_key=emulator_settings.api_key, mode=current_mode()
     )
     running.control.reset()
     try:

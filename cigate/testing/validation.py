@@ -128,12 +128,12 @@ class ValidationRecorder:
 
     def sync_hook(self, response: httpx2.Response) -> None:
         plan = self._plan(response)
-        if plan is not None:
+        if plan is not None and not _already_read(response, *plan[1:]):
             response.stream = _SyncTee(response.stream, *plan[1:])
 
     async def async_hook(self, response: httpx2.Response) -> None:
         plan = self._plan(response)
-        if plan is not None:
+        if plan is not None and not _already_read(response, *plan[1:]):
             response.stream = _AsyncTee(response.stream, *plan[1:])
 
     def sync_hooks(self) -> dict[str, list[Callable[[httpx2.Response], Any]]]:
@@ -141,6 +141,19 @@ class ValidationRecorder:
 
     def async_hooks(self) -> dict[str, list[Callable[[httpx2.Response], Awaitable[None]]]]:
         return {"response": [self.async_hook]}
+
+
+def _already_read(
+    response: httpx2.Response, on_chunk: Callable[[bytes], None], at_end: Callable[[bytes], None]
+) -> bool:
+    """Check a body that arrived in memory (mock transports) at once; False if still a stream."""
+    try:
+        content = response.content
+    except httpx2.ResponseNotRead:
+        return False
+    on_chunk(content)
+    at_end(content)
+    return True
 
 
 class _SyncTee(httpx2.SyncByteStream):

@@ -1,0 +1,69 @@
+"""``cigate emulator serve``: options, printed URLs and key (uvicorn itself is stubbed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cigate.cli import main
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(app: Any, **kwargs: Any) -> None:
+        calls.append({"app": app, **kwargs})
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    return calls
+
+
+def test_serve_prints_the_three_base_urls_and_the_key(served: list[dict[str, Any]]) -> None:
+    result = CliRunner().invoke(
+        main, ["emulator", "serve", "--port", "9999", "--api-key", "local-key"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "http://127.0.0.1:9999   " in result.output
+    assert "http://127.0.0.1:9999/openai/v1/" in result.output
+    assert "http://127.0.0.1:9999/v1/" in result.output
+    assert "local-key" in result.output
+    assert served[0]["host"] == "127.0.0.1"
+    assert served[0]["port"] == 9999
+    assert served[0]["app"].state.settings.api_keys == ("local-key",)
+
+
+def test_serve_generates_and_prints_a_key_when_none_is_set(served: list[dict[str, Any]]) -> None:
+    result = CliRunner().invoke(main, ["emulator", "serve"])
+    assert result.exit_code == 0, result.output
+    key = served[0]["app"].state.settings.api_key
+    assert key.startswith("emu-")
+    assert key in result.output
+
+
+def test_serve_reads_the_key_and_settings_from_the_environment(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIGATE_EMULATOR_API_KEY", "from-env,second")
+    result = CliRunner().invoke(
+        main,
+        ["emulator", "serve", "--idle-minutes", "5", "--pool-size", "1", "--isolation", "none"],
+    )
+    assert result.exit_code == 0, result.output
+    settings = served[0]["app"].state.settings
+    assert settings.api_keys == ("from-env", "second")
+    assert (settings.idle_minutes, settings.pool_size, settings.isolation) == (5, 1, "none")
+
+
+def test_serve_refuses_an_unknown_isolation_mode() -> None:
+    result = CliRunner().invoke(main, ["emulator", "serve", "--isolation", "docker"])
+    assert result.exit_code == 2
+    assert "docker" in result.output
+
+
+def test_serve_help_shows_an_example() -> None:
+    result = CliRunner().invoke(main, ["emulator", "serve", "--help"])
+    assert "cigate emulator serve --port 8089" in result.output
+    assert "CIGATE_EMULATOR_API_KEY" not in result.output or "--api-key" in result.output
