@@ -40,7 +40,7 @@ def test_a_server_on_port_zero_gets_a_free_port_and_stops_cleanly() -> None:
 def test_a_failing_startup_is_reported_to_the_caller() -> None:
     @contextlib.asynccontextmanager
     async def broken(app: Starlette) -> AsyncIterator[None]:
-        if app is not None:
+        if id(app):  # always: the yield below only makes this a generator
             raise RuntimeError("no start for you")
         yield
 
