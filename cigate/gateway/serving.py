@@ -11,6 +11,8 @@ Every download (complete or cut short) leaves an audit record.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -142,7 +144,7 @@ async def _audited(
 ) -> AsyncIterator[bytes]:
     sent = 0
     try:
-        async for chunk in chunks:
+        async for chunk in _read_ahead(chunks):
             yield chunk
             sent += len(chunk)
     finally:
@@ -152,3 +154,25 @@ async def _audited(
             ),
             name=f"cigate-audit-{file_id}",
         )
+
+
+async def _read_ahead(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Read the next chunk while the current one is being sent: disk and socket overlap."""
+    iterator = aiter(chunks)
+    pending: asyncio.Future[bytes] = asyncio.ensure_future(anext(iterator))
+    try:
+        while True:
+            try:
+                chunk = await pending
+            except StopAsyncIteration:
+                return
+            pending = asyncio.ensure_future(anext(iterator))
+            yield chunk
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
