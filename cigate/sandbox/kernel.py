@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import shutil
 import sys
@@ -69,7 +70,9 @@ def _runtime_dir() -> Path:
     base = tempfile.gettempdir()
     if len(base) > _MAX_IPC_DIR - 20:
         base = "/tmp"  # noqa: S108 - a short path is required for unix sockets
-    return Path(tempfile.mkdtemp(prefix="cigate-k-", dir=base))
+    path = Path(tempfile.mkdtemp(prefix=reaper.RUNTIME_PREFIX, dir=base))
+    (path / reaper.OWNER_FILE).write_text(str(os.getpid()))  # lets a later sweep find orphans
+    return path
 
 
 class Kernel:

@@ -59,6 +59,7 @@ class SandboxPool:
         if self._plan is not None:
             return
         reaper.raise_nofile_limit()
+        await asyncio.to_thread(reaper.sweep_orphaned_runtime_dirs)
         self._plan = await asyncio.to_thread(plan_launch, self.settings.isolation)
         self.settings.root.mkdir(parents=True, exist_ok=True)
         self._refill()

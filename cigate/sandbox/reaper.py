@@ -12,10 +12,18 @@ import contextlib
 import logging
 import os
 import resource
+import shutil
 import signal
+import tempfile
 import threading
+from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+#: Kernel runtime directories (connection file, ipc sockets) are ``<tmp>/cigate-k-*``.
+RUNTIME_PREFIX = "cigate-k-"
+#: File in a runtime directory holding the pid of the process that manages the kernel.
+OWNER_FILE = "owner"
 
 _lock = threading.Lock()
 _live: set[int] = set()
@@ -66,3 +74,29 @@ def raise_nofile_limit() -> int:
         log.warning("could not raise RLIMIT_NOFILE from %s to %s: %s", soft, target, exc)
         return soft
     return target
+
+
+def sweep_orphaned_runtime_dirs() -> int:
+    """Remove runtime dirs whose managing process is gone (it was SIGKILLed); return how many."""
+    removed = 0
+    for base in {tempfile.gettempdir(), "/tmp"}:  # noqa: S108 - where _runtime_dir puts them
+        for path in Path(base).glob(RUNTIME_PREFIX + "*"):
+            try:
+                owner = int((path / OWNER_FILE).read_text())
+            except (OSError, ValueError):
+                continue  # not ours to judge
+            if owner == os.getpid() or _pid_exists(owner):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

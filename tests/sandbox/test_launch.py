@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -134,3 +138,22 @@ def test_path_rewriting_maps_mnt_data_both_ways() -> None:
     assert rewriter.to_kernel("open('/mnt/data/a.csv')") == "open('/srv/cigate/kernel-1/a.csv')"
     assert rewriter.to_user("saved /srv/cigate/kernel-1/b.png") == "saved /mnt/data/b.png"
     assert PathRewriter(None).to_kernel("/mnt/data/x") == "/mnt/data/x"
+
+
+def test_runtime_dirs_of_dead_owners_are_swept_and_others_kept() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    made = {}
+    for name, owner in [("dead", str(dead.pid)), ("alive", str(os.getpid())), ("foreign", None)]:
+        path = Path(tempfile.mkdtemp(prefix=reaper.RUNTIME_PREFIX, dir="/tmp"))
+        if owner is not None:
+            (path / reaper.OWNER_FILE).write_text(owner)
+        made[name] = path
+    try:
+        assert reaper.sweep_orphaned_runtime_dirs() >= 1
+        assert not made["dead"].exists()
+        assert made["alive"].exists()
+        assert made["foreign"].exists()
+    finally:
+        for path in made.values():
+            shutil.rmtree(path, ignore_errors=True)
