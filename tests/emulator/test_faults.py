@@ -294,3 +294,12 @@ def test_an_unknown_switch_is_a_404(emulator: RunningEmulator) -> None:
     response = emulator.http_client().post("/_emulator/switches/no-such-switch")
     assert response.status_code == 404
     assert "download-404-empty" in response.json()["error"]["message"]
+
+
+def test_a_single_500_on_a_download_is_absorbed_by_the_sdks_retry(
+    emulator: RunningEmulator,
+) -> None:
+    cid, fid = _container_with_file(emulator, b"x,y\n")
+    emulator.control.add_fault(path=CONTENT, status=500, count=1)
+    data = emulator.openai().containers.files.content.retrieve(fid, container_id=cid).read()
+    assert data == b"x,y\n"
