@@ -68,7 +68,7 @@ async def create_response(request: Request) -> Response:
     req = run.plan.request
     if req.stream:
         return StreamingResponse(
-            _sse(run.events.follow()), media_type="text/event-stream", headers=_SSE_HEADERS
+            _sse(run.events.follow_batches()), media_type="text/event-stream", headers=_SSE_HEADERS
         )
     if not req.background:
         await run.finished.wait()
@@ -83,7 +83,7 @@ async def retrieve_response(request: Request) -> Response:
     if _flag(request, "stream"):
         starting_after = _int_param(request, "starting_after")
         return StreamingResponse(
-            _sse(run.events.follow(starting_after)),
+            _sse(run.events.follow_batches(starting_after)),
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
@@ -112,9 +112,10 @@ async def list_input_items(request: Request) -> Response:
     return JSONResponse(page)
 
 
-async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async for event in events:
-        yield encode_sse(event)
+async def _sse(batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
+    """One write per burst of events that are ready (see ``EventLog.follow_batches``)."""
+    async for batch in batches:
+        yield b"".join(encode_sse(event) for event in batch)
 
 
 async def _json_body(request: Request) -> Any:

@@ -48,11 +48,26 @@ class EventLog:
 
     async def follow(self, starting_after: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every event after ``starting_after`` (all when None), then live ones until close."""
+        async for batch in self.follow_batches(starting_after):
+            for event in batch:
+                yield event
+
+    async def follow_batches(
+        self, starting_after: int | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Like ``follow``, but each time hands over every event already emitted at once.
+
+        The engine emits in bursts (all text deltas of a reply, say) without yielding to the
+        loop; a stream that writes one burst per socket write instead of one per event keeps
+        the same timing for the client and costs a fraction of the writes.
+        """
         index = 0 if starting_after is None else max(0, starting_after + 1)
         while True:
-            while index < len(self.events):
-                yield self.events[index]
-                index += 1
+            if index < len(self.events):
+                batch = self.events[index:]
+                index += len(batch)
+                yield batch
+                continue
             if self.closed:
                 return
             changed = self._changed
