@@ -7,10 +7,12 @@ The public surface is what ``__all__`` lists (a test pins it); everything else i
     result = cigate.run("Plot y=x^2 and save it", model="gpt-4.1")   # run + download all
     refs = cigate.find_files(response)                                # Response/events/JSON
     harvest = cigate.download(refs, out="downloads")                  # or cigate.adownload
+    result = cigate.run_assistants("Chart it", files=["data.csv"])    # seed 004: Assistants
 """
 
 from __future__ import annotations
 
+from cigate.assistants_runner import arun_assistants, run_assistants
 from cigate.config import ClientConfig, resolve_config
 from cigate.exceptions import (
     AccessDeniedError,
@@ -64,10 +66,12 @@ __all__ = [
     "afetch_response",
     "alist_files",
     "arun",
+    "arun_assistants",
     "download",
     "fetch_response",
     "find_files",
     "list_files",
     "resolve_config",
     "run",
+    "run_assistants",
 ]

@@ -135,6 +135,15 @@ def _print_result(result: Harvest, as_json: bool, *, answer: bool = True) -> Non
 @click.option("--container", help="Run in this existing container (cntr_…).")
 @_OUT
 @click.option("--no-stream", is_flag=True, help="Wait for the whole response instead of streaming.")
+@click.option(
+    "--api",
+    type=click.Choice(["responses", "assistants"]),
+    default="responses",
+    envvar="CIGATE_API",
+    show_envvar=True,
+    show_default=True,
+    help="Responses API (containers, cfile_ ids) or Assistants API (durable assistant- files).",
+)
 @_JSON
 @_connection_options
 def run(  # noqa: PLR0917 - one parameter per click option
@@ -145,6 +154,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     container: str | None,
     out: Path | None,
     no_stream: bool,
+    api: str,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -159,6 +169,9 @@ def run(  # noqa: PLR0917 - one parameter per click option
     from cigate.runner import run as run_prompt
 
     config = _config(model=model, out=out, **options)
+    if api == "assistants":
+        _run_assistants(prompt, files, instructions, container, not no_stream, config, as_json)
+        return
     with ConsoleObserver() as observer:
         result = run_prompt(
             prompt,
@@ -166,6 +179,33 @@ def run(  # noqa: PLR0917 - one parameter per click option
             instructions=instructions,
             container=container,
             stream=not no_stream,
+            config=config,
+            observer=observer,
+        )
+    _print_result(result, as_json)
+
+
+def _run_assistants(  # noqa: PLR0917 - the run command's options, passed on
+    prompt: str,
+    files: tuple[Path, ...],
+    instructions: str | None,
+    container: str | None,
+    stream: bool,
+    config: ClientConfig,
+    as_json: bool,
+) -> None:
+    """``cigate run --api assistants``: seed 004's flow (``cigate.assistants_runner``)."""
+    from cigate.assistants_runner import run_assistants
+    from cigate.console import ConsoleObserver
+
+    if container is not None:
+        raise click.UsageError("--container applies to the Responses API, not --api assistants")
+    with ConsoleObserver() as observer:
+        result = run_assistants(
+            prompt,
+            files=files,
+            instructions=instructions,
+            stream=stream,
             config=config,
             observer=observer,
         )

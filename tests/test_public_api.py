@@ -28,12 +28,14 @@ PUBLIC = {
     "afetch_response",
     "alist_files",
     "arun",
+    "arun_assistants",
     "download",
     "fetch_response",
     "find_files",
     "list_files",
     "resolve_config",
     "run",
+    "run_assistants",
 }
 
 
@@ -48,6 +50,6 @@ def test_every_public_name_is_importable_from_the_package() -> None:
 
 
 def test_every_sync_function_has_an_async_twin() -> None:
-    for name in ("run", "download", "fetch_response", "list_files"):
+    for name in ("run", "run_assistants", "download", "fetch_response", "list_files"):
         assert callable(getattr(cigate, name))
         assert callable(getattr(cigate, "a" + name))

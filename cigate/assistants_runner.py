@@ -1,0 +1,297 @@
+"""Seed 004's flow: run a prompt through the Assistants API and keep every file it makes.
+
+Upload the inputs (purpose ``assistants``), create an assistant with the code interpreter and
+those files, a thread and a message, run it (streaming by default, else ``create_and_poll``),
+and download every ``image_file`` block, ``file_path`` annotation and ``image`` step output
+through the Files API (``/files/{id}/content``), with the same ``Downloader`` (safe names,
+retries, atomic writes, checksums) and the same progress and table as the Responses path. Files
+start downloading the moment their step or message completes; at the end the run's messages
+are listed so nothing the stream missed is lost.
+
+The Assistants API is deprecated in the SDK (it warns on every call) and retired on 2026-08-26,
+but Foundry classic agents and many applications still use it; the warnings are silenced here
+because the user chose this API on purpose (``--api assistants``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import openai
+
+from cigate import classify
+from cigate._sync import run_sync
+from cigate.config import ClientConfig, resolve_config
+from cigate.download import Downloader
+from cigate.exceptions import BadInputError, CigateError, ConfigurationError
+from cigate.refs import RefCollector, rewrite_sandbox_links, to_jsonable
+from cigate.results import RunResult
+from cigate.runner import DEFAULT_INSTRUCTIONS, QuietObserver, RunObserver
+
+if TYPE_CHECKING:
+    import httpx2
+    from openai import AsyncOpenAI
+
+__all__ = ["arun_assistants", "run_assistants"]
+
+STEPS = 5
+#: Statuses a run never leaves (the SDK's ``runs_poll`` terminal set).
+_TERMINAL = ("requires_action", "cancelled", "completed", "failed", "expired", "incomplete")
+_T = TypeVar("_T")
+
+
+def _call(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Call a deprecated Assistants SDK method without its DeprecationWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return fn(*args, **kwargs)
+
+
+def _wrap(exc: Exception, what: str, config: ClientConfig) -> CigateError:
+    """SDK exceptions -> the cigate tree (raised ``from exc`` by callers)."""
+    if isinstance(exc, openai.APIStatusError):
+        headers = dict(exc.response.headers.items())
+        return classify.from_http(
+            exc.status_code, exc.response.text, headers, what=what, uses_entra=config.uses_entra
+        )
+    return classify.from_transport(exc, what=what)
+
+
+async def arun_assistants(
+    prompt: str,
+    *,
+    files: Iterable[str | Path] = (),
+    instructions: str | None = None,
+    model: str | None = None,
+    assistant_id: str | None = None,
+    out: str | Path | None = None,
+    stream: bool = True,
+    config: ClientConfig | None = None,
+    client: AsyncOpenAI | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+    observer: RunObserver | None = None,
+) -> RunResult:
+    """Run ``prompt`` on an assistant with the code interpreter; download every file it makes.
+
+    Without ``assistant_id`` a temporary assistant is created (and deleted afterwards); the
+    thread is kept so the conversation can go on. ``result.response_id`` is the run id.
+    Download failures are recorded in the result; failures of the run itself raise.
+    """
+    config = config or resolve_config()
+    obs: RunObserver = observer or QuietObserver()
+    model = model or config.model
+    if not model and assistant_id is None:
+        raise ConfigurationError(
+            "no model (deployment) is set",
+            hint="Pass --model DEPLOYMENT or set AOAI_DEPLOYMENT (or CIGATE_MODEL).",
+        )
+    inputs = [Path(f) for f in files]
+    for path in inputs:
+        if not path.is_file():
+            raise BadInputError(f"input file not found: {path}")
+    auth = "API key" if config.api_key else f"Microsoft Entra ID ({config.scope})"
+    obs.step(1, STEPS, f"Endpoint {config.base_url} with {auth} (Assistants API)")
+    for text in config.warnings:
+        obs.warning(text)
+    own = client is None
+    oai = client or config.async_openai_client()
+    created: str | None = None
+    try:
+        async with Downloader(config, out, client=http_client, observer=obs) as downloader:
+            file_ids = await _upload(oai, config, inputs, obs)
+            try:
+                if assistant_id is None:
+                    assistant = await _call(
+                        oai.beta.assistants.create,
+                        model=str(model),
+                        name="cigate-run",
+                        instructions=instructions or DEFAULT_INSTRUCTIONS,
+                        tools=[{"type": "code_interpreter"}],
+                        tool_resources={"code_interpreter": {"file_ids": file_ids}},
+                    )
+                    assistant_id = created = assistant.id
+                    file_ids = []  # already the assistant's
+                attachments: Any = [
+                    {"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in file_ids
+                ]
+                thread = await _call(
+                    oai.beta.threads.create,
+                    messages=[{"role": "user", "content": prompt, "attachments": attachments}],
+                )
+            except openai.OpenAIError as exc:
+                raise _wrap(exc, "create the assistant and thread", config) from exc
+            obs.step(3, STEPS, f"Running thread {thread.id} on {model or assistant_id}")
+            result = RunResult()
+            collector = RefCollector()
+            async with anyio.create_task_group() as tg:
+
+                def start(obj: Any) -> None:
+                    for ref in collector.feed(obj):
+                        tg.start_soon(downloader.fetch, ref)
+
+                run = await _run(oai, config, thread.id, assistant_id, stream, obs, start)
+                obs.step(4, STEPS, "Listing the run's messages and steps")
+                messages = await _messages(oai, config, thread.id, run["id"])
+                steps = await _steps(oai, config, thread.id, run["id"])
+                start(messages)
+                start(steps)
+            obs.step(5, STEPS, "Done")
+            result.response_id = run["id"]
+            result.results = list(downloader.done.values())
+            _finish(result, run, messages, steps)
+            return result
+    finally:
+        if created is not None:
+            try:
+                await _call(oai.beta.assistants.delete, created)
+            except openai.OpenAIError as exc:
+                obs.warning(f"could not delete the temporary assistant {created}: {exc}")
+        if own:
+            await oai.close()
+
+
+async def _upload(
+    oai: AsyncOpenAI, config: ClientConfig, inputs: list[Path], obs: RunObserver
+) -> list[str]:
+    if not inputs:
+        obs.step(2, STEPS, "No input files to upload")
+        return []
+    obs.step(2, STEPS, f"Uploading {len(inputs)} input file(s) with purpose 'assistants'")
+    ids: list[str] = []
+    try:
+        for path in inputs:
+            data = await anyio.Path(path).read_bytes()
+            uploaded = await oai.files.create(file=(path.name, data), purpose="assistants")
+            ids.append(uploaded.id)
+    except openai.OpenAIError as exc:
+        raise _wrap(exc, "upload input files", config) from exc
+    return ids
+
+
+async def _run(  # noqa: PLR0917 - private helper, called once
+    oai: AsyncOpenAI,
+    config: ClientConfig,
+    thread_id: str,
+    assistant_id: str,
+    stream: bool,
+    obs: RunObserver,
+    start: Callable[[Any], None],
+) -> dict[str, Any]:
+    """Run the thread; feed completed steps and messages to ``start``; return the final run."""
+    try:
+        if not stream:
+            return await _poll(oai, thread_id, assistant_id)
+        final: dict[str, Any] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pending = oai.beta.threads.runs.create(
+                thread_id=thread_id, assistant_id=assistant_id, stream=True
+            )
+        events = await pending
+        async for event in events:
+            name: str = event.event
+            data = to_jsonable(event.data)
+            if name == "thread.run.step.delta" and isinstance(data, dict):
+                for call in _tool_calls(data.get("delta", {}).get("step_details")):
+                    piece = (call.get("code_interpreter") or {}).get("input")
+                    if piece:
+                        obs.code_delta(str(data["id"]), str(piece))
+            elif name == "thread.run.step.completed" and isinstance(data, dict):
+                for call in _tool_calls(data.get("step_details")):
+                    code = (call.get("code_interpreter") or {}).get("input")
+                    if code:
+                        obs.code_done(str(data["id"]), str(code))
+                start(data)
+            elif name == "thread.message.completed":
+                start(data)
+            elif name.startswith("thread.run.") and name.count(".") == 2 and data:
+                final = dict(data)
+            elif name == "error":
+                body = json.dumps({"error": data})
+                raise classify.from_http(500, body, what="assistants run stream")
+    except openai.OpenAIError as exc:
+        raise _wrap(exc, "run the thread", config) from exc
+    return final
+
+
+async def _poll(oai: AsyncOpenAI, thread_id: str, assistant_id: str) -> dict[str, Any]:
+    """Create the run and poll it until it ends, backing off from 50 ms to 1 s.
+
+    Not the SDK's ``create_and_poll``: its inner calls warn after our filter is gone, and its
+    ``openai-poll-after-ms`` header is only reachable through a wrapper that warns the same way.
+    """
+    run = await _call(oai.beta.threads.runs.create, thread_id=thread_id, assistant_id=assistant_id)
+    delay = 0.05
+    while run.status not in _TERMINAL:
+        await anyio.sleep(delay)
+        delay = min(1.0, delay * 1.5)
+        run = await _call(oai.beta.threads.runs.retrieve, run.id, thread_id=thread_id)
+    return dict(to_jsonable(run))
+
+
+def _tool_calls(details: Any) -> list[dict[str, Any]]:
+    if not isinstance(details, dict) or details.get("type") != "tool_calls":
+        return []
+    return [c for c in details.get("tool_calls") or [] if isinstance(c, dict)]
+
+
+async def _messages(
+    oai: AsyncOpenAI, config: ClientConfig, thread_id: str, run_id: str
+) -> list[dict[str, Any]]:
+    try:
+        page = _call(oai.beta.threads.messages.list, thread_id, run_id=run_id, order="asc")
+        return [to_jsonable(m) async for m in page]
+    except openai.OpenAIError as exc:
+        raise _wrap(exc, "list the thread's messages", config) from exc
+
+
+async def _steps(
+    oai: AsyncOpenAI, config: ClientConfig, thread_id: str, run_id: str
+) -> list[dict[str, Any]]:
+    try:
+        page = _call(oai.beta.threads.runs.steps.list, run_id, thread_id=thread_id, order="asc")
+        return [to_jsonable(s) async for s in page]
+    except openai.OpenAIError as exc:
+        raise _wrap(exc, "list the run's steps", config) from exc
+
+
+def _finish(
+    result: RunResult,
+    run: dict[str, Any],
+    messages: list[dict[str, Any]],
+    steps: list[dict[str, Any]],
+) -> None:
+    result.status = run.get("status")
+    for step in steps:
+        for call in _tool_calls(step.get("step_details")):
+            code = (call.get("code_interpreter") or {}).get("input")
+            if code:
+                result.code.append(str(code))
+    texts = [
+        str(block["text"].get("value", ""))
+        for message in messages
+        if message.get("role") == "assistant"
+        for block in message.get("content") or []
+        if block.get("type") == "text" and isinstance(block.get("text"), dict)
+    ]
+    result.text = "\n\n".join(texts)
+    local: dict[str, str] = {}
+    for r in result.results:
+        if r.ok and r.path is not None:
+            local.setdefault(r.ref.filename, str(r.path))
+    result.local_text = rewrite_sandbox_links(result.text, local)
+    if result.status not in ("completed", None):
+        error = run.get("last_error") or {}
+        message = error.get("message") or f"the run ended with status {result.status}"
+        body = json.dumps({"error": {"message": message, "code": error.get("code")}})
+        raise classify.from_http(500, body, what="assistants run")
+
+
+def run_assistants(prompt: str, **kwargs: Any) -> RunResult:
+    """Sync twin of :func:`arun_assistants` (works in Jupyter too)."""
+    return run_sync(lambda: arun_assistants(prompt, **kwargs))
