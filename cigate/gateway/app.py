@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
-from cigate.gateway import facade, files, links, proxy
+from cigate.gateway import assistants, facade, files, links, proxy
 from cigate.gateway.context import Services
 from cigate.gateway.errors import handle_cigate_error
 from cigate.gateway.harvester import Harvester
@@ -90,7 +90,7 @@ def _routes() -> list[BaseRoute]:
                 methods=_GET_HEAD,
             ),
         ]
-    return routes
+    return [*routes, *assistants.routes()]  # Assistants pass-through + harvest (issue 5)
 
 
 def create_app(
