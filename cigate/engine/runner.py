@@ -123,6 +123,8 @@ class ResponseRun:
         if self.usage is not None:
             body["usage"] = self.usage
         body.update(req.echo)  # everything the request set is echoed as sent
+        if isinstance(body.get("conversation"), str):  # a conversation id echoes as {"id": ...}
+            body["conversation"] = {"id": body["conversation"]}
         return body
 
     def abandon(self) -> None:

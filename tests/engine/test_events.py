@@ -53,3 +53,14 @@ async def test_replay_starts_after_the_given_sequence_number() -> None:
     log.close()
     assert [e["type"] async for e in log.follow(starting_after=1)] == ["c", "d"]
     assert [e["type"] async for e in log.follow(starting_after=9)] == []
+
+
+async def test_a_batch_follower_gets_every_ready_event_at_once() -> None:
+    log = EventLog()
+    for name in "abc":
+        log.emit(name)
+    batches = log.follow_batches()
+    assert [e["type"] for e in await anext(batches)] == ["a", "b", "c"]
+    log.emit("d")
+    log.close()
+    assert [[e["type"] for e in batch] async for batch in batches] == [["d"]]
