@@ -6,6 +6,7 @@ Every body the emulator sends here is validated against the OpenAPI spec by the 
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import openai
@@ -297,3 +298,31 @@ async def test_the_async_client_creates_a_response(emulator: RunningEmulator) ->
     )
     assert response.output[0].outputs[0].logs == "async"  # type: ignore[index,union-attr]
     await client.close()
+
+
+def test_a_background_response_is_queued_then_polled_to_completion(
+    emulator: RunningEmulator,
+) -> None:
+    client = emulator.openai()
+    queued = client.responses.create(
+        model=MODEL, input=cell("print('later')"), tools=AUTO, background=True, include=OUTPUTS
+    )
+    assert queued.status == "queued"
+    assert queued.background is True
+    deadline = time.monotonic() + 30
+    polled = client.responses.retrieve(queued.id, include=OUTPUTS)
+    while polled.status in ("queued", "in_progress") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        polled = client.responses.retrieve(queued.id, include=OUTPUTS)
+    assert polled.status == "completed"
+    assert polled.output[0].outputs[0].logs == "later"  # type: ignore[index,union-attr]
+
+
+def test_only_background_responses_can_be_cancelled(emulator: RunningEmulator) -> None:
+    client = emulator.openai()
+    done = client.responses.create(model=MODEL, input="hi")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.cancel(done.id)
+    assert caught.value.message == (
+        "Error code: 400 - Only responses created with background mode enabled can be cancelled."
+    )
