@@ -28,6 +28,7 @@ from cigate.exceptions import BadInputError
 from cigate.storage._db import create_engine, default_database_url
 from cigate.storage.errors import NotFoundError
 from cigate.storage.metadata_files import FileQueries, check_id, clean_text
+from cigate.storage.metadata_owners import OwnerQueries, claim_in
 from cigate.storage.migrations import apply_migrations
 from cigate.storage.records import ApiKey, Download, Link, ResponseRecord, Tenant
 from cigate.storage.schema import api_keys, downloads, links, responses, tenants
@@ -58,7 +59,7 @@ def _link(row: Row[Any]) -> Link:
     )
 
 
-class MetadataStore(FileQueries):
+class MetadataStore(FileQueries, OwnerQueries):
     """Open with ``await MetadataStore.open(url)``; ``await store.close()`` when done."""
 
     @classmethod
@@ -185,7 +186,10 @@ class MetadataStore(FileQueries):
         model: str | None,
         container_ids: list[str],
     ) -> ResponseRecord:
-        """Remember a response the tenant made; repeated calls merge container ids."""
+        """Remember a response the tenant made; repeated calls merge container ids.
+
+        The containers are claimed for the tenant too (see :mod:`.metadata_owners`).
+        """
         check_id("response id", response_id)
         for cid in container_ids:
             check_id("container id", cid)
@@ -193,6 +197,15 @@ class MetadataStore(FileQueries):
         for attempt in range(2):  # a concurrent first insert from another process: retry
             try:
                 async with self._write("recording a response") as conn:
+                    # Containers a tenant's response used are that tenant's (first one wins).
+                    await claim_in(
+                        conn,
+                        self.dialect,
+                        "container",
+                        container_ids,
+                        tenant_id=tenant_id,
+                        now=self._now(),
+                    )
                     row = (await conn.execute(select(responses).where(*key))).first()
                     if row is None:
                         merged = list(dict.fromkeys(container_ids))

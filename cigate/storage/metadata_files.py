@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cigate.exceptions import BadInputError
 from cigate.storage._db import StoreBase
 from cigate.storage.errors import NotFoundError
+from cigate.storage.metadata_owners import claim_in
 from cigate.storage.records import FileKind, FileOrigin, FileRow
-from cigate.storage.schema import files
+from cigate.storage.schema import files, owners
 
 __all__ = ["FileQueries", "new_file_id"]
 
@@ -131,6 +132,20 @@ class FileQueries(StoreBase):
         )
         async with self._write("recording a file") as conn:
             await conn.execute(stmt)
+            # A file row makes its container (or Files-API id) the tenant's, unless taken.
+            if kind == "container":
+                await claim_in(
+                    conn,
+                    self.dialect,
+                    "container",
+                    [container_id or ""],
+                    tenant_id=tenant_id,
+                    now=now,
+                )
+            else:
+                await claim_in(
+                    conn, self.dialect, "file", [upstream_file_id], tenant_id=tenant_id, now=now
+                )
             if response_id is not None:
                 await conn.execute(
                     update(files)
@@ -211,16 +226,13 @@ class FileQueries(StoreBase):
         return [_row(r) for r in rows]
 
     async def files_api_owner(self, upstream_file_id: str) -> str | None:
-        """The tenant that first adopted a Files-API id (``assistant-…``/``file-…``), if any.
+        """The tenant that first adopted or uploaded a Files-API id (``assistant-…``/``file-…``).
 
         Unscoped on purpose (added by the gateway): an id one tenant adopted must answer like
         an unknown id for every other tenant, not be fetched again for them.
         """
-        query = (
-            select(files.c.tenant_id)
-            .where(files.c.kind == "files_api", files.c.upstream_file_id == upstream_file_id)
-            .order_by(files.c.created_at)
-            .limit(1)
+        query = select(owners.c.tenant_id).where(
+            owners.c.kind == "file", owners.c.upstream_id == upstream_file_id
         )
         async with self._read("finding a file's owner") as conn:
             return cast(str | None, (await conn.execute(query)).scalar())

@@ -15,8 +15,11 @@ SQLite and PostgreSQL, with several processes starting at once. What that takes:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -135,8 +138,60 @@ def _m0001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m0002_owners(conn: Connection) -> None:
+    """Ownership of upstream containers and files, back-filled from what is already known."""
+    md = MetaData()
+    Table("tenants", md, Column("id", String(40), primary_key=True))  # exists: FK target only
+    owners = Table(
+        "owners",
+        md,
+        Column("kind", String(16), primary_key=True),
+        Column("upstream_id", String(200), primary_key=True),
+        Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Index("ix_owners_tenant_kind", "tenant_id", "kind", "created_at"),
+    )
+    owners.create(conn)
+    # Oldest first, so a container or file seen by two tenants stays with the first one.
+    found: dict[tuple[str, str], tuple[str, Any]] = {}
+    files = conn.execute(
+        text(
+            "SELECT kind, upstream_file_id, container_id, tenant_id, created_at FROM files "
+            "ORDER BY created_at"
+        )
+    )
+    for kind, file_id, container_id, tenant_id, created_at in files:
+        key = ("container", container_id) if kind == "container" else ("file", file_id)
+        found.setdefault(key, (tenant_id, created_at))
+    rows = conn.execute(
+        text("SELECT tenant_id, container_ids, created_at FROM responses ORDER BY created_at")
+    )
+    for tenant_id, container_ids, created_at in rows:
+        for container_id in json.loads(container_ids or "[]"):
+            found.setdefault(("container", container_id), (tenant_id, created_at))
+    if found:
+        conn.execute(
+            owners.insert(),
+            [
+                {"kind": k, "upstream_id": u, "tenant_id": t, "created_at": _aware(c)}
+                for (k, u), (t, c) in found.items()
+            ],
+        )
+
+
+def _aware(value: Any) -> datetime:
+    """A raw ``created_at`` read with plain SQL, as the aware UTC datetime the type expects."""
+    if isinstance(value, str):  # SQLite hands back text for a raw SELECT
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 #: Append only. Never edit or reorder a migration that has shipped.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial tables", _m0001_initial),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial tables", _m0001_initial),
+    Migration(2, "owners of containers and files", _m0002_owners),
+)
 
 
 async def apply_migrations(engine: AsyncEngine, clock: Clock) -> list[int]:

@@ -34,6 +34,7 @@ __all__ = [
     "files",
     "links",
     "metadata",
+    "owners",
     "responses",
     "schema_migrations",
     "tenants",
@@ -134,6 +135,19 @@ files = Table(
     Index("ix_files_tenant_response", "tenant_id", "response_id"),
     Index("ix_files_tenant_container", "tenant_id", "container_id", "created_at"),
     Index("ix_files_tenant_created", "tenant_id", "created_at", "id"),
+)
+
+#: Which tenant owns an upstream id the gateway saw created or used: containers (``cntr_…``)
+#: and Files-API files (``assistant-…``/``file-…``). The first tenant wins; every other tenant
+#: gets the unknown-id answer for it, also on paths the gateway forwards without storing.
+owners = Table(
+    "owners",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # "container" | "file"
+    Column("upstream_id", String(200), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_owners_tenant_kind", "tenant_id", "kind", "created_at"),
 )
 
 links = Table(

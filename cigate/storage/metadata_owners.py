@@ -1,0 +1,91 @@
+"""Ownership of upstream ids: which tenant a container or a Files-API file belongs to.
+
+The gateway forwards most container and file calls to the upstream, where every tenant shares
+one account. Tenant scoping therefore needs a record of *who created or first used* each
+upstream id, kept apart from the file rows (a container can be owned long before it holds a
+harvested file; an uploaded file is owned without being copied). The first tenant to claim an
+id keeps it: claims are ``INSERT … ON CONFLICT DO NOTHING``, atomic on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal, cast
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cigate.storage._db import StoreBase
+from cigate.storage.schema import owners
+
+__all__ = ["OwnedKind", "OwnerQueries", "claim_in"]
+
+OwnedKind = Literal["container", "file"]
+
+_MAX_ID = 200
+
+
+async def claim_in(
+    conn: AsyncConnection,
+    dialect: str,
+    kind: OwnedKind,
+    upstream_ids: Iterable[str],
+    *,
+    tenant_id: str,
+    now: datetime,
+) -> None:
+    """Claim ids for a tenant inside the caller's transaction; ids owned already stay put."""
+    values = [
+        {"kind": kind, "upstream_id": uid, "tenant_id": tenant_id, "created_at": now}
+        for uid in dict.fromkeys(upstream_ids)
+        if uid and len(uid) <= _MAX_ID
+    ]
+    if not values:
+        return
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    await conn.execute(
+        insert(owners).values(values).on_conflict_do_nothing(index_elements=["kind", "upstream_id"])
+    )
+
+
+class OwnerQueries(StoreBase):
+    """The ownership half of :class:`~cigate.storage.metadata.MetadataStore`."""
+
+    async def claim(self, tenant_id: str, kind: OwnedKind, upstream_id: str) -> str | None:
+        """Claim one id for the tenant; returns its owner afterwards (maybe another tenant)."""
+        async with self._write("claiming an id") as conn:
+            await claim_in(
+                conn, self.dialect, kind, [upstream_id], tenant_id=tenant_id, now=self._now()
+            )
+            query = select(owners.c.tenant_id).where(
+                owners.c.kind == kind, owners.c.upstream_id == upstream_id
+            )
+            return cast(str | None, (await conn.execute(query)).scalar())
+
+    async def owner(self, kind: OwnedKind, upstream_id: str) -> str | None:
+        """The tenant owning an id, or ``None``. Unscoped on purpose: callers compare it."""
+        if not upstream_id or len(upstream_id) > _MAX_ID:
+            return None
+        query = select(owners.c.tenant_id).where(
+            owners.c.kind == kind, owners.c.upstream_id == upstream_id
+        )
+        async with self._read("finding an owner") as conn:
+            return cast(str | None, (await conn.execute(query)).scalar())
+
+    async def owned_among(
+        self, tenant_id: str, kind: OwnedKind, upstream_ids: Iterable[str]
+    ) -> set[str]:
+        """Which of ``upstream_ids`` the tenant owns (one query per page of a listing)."""
+        wanted = [uid for uid in dict.fromkeys(upstream_ids) if uid and len(uid) <= _MAX_ID]
+        if not wanted:
+            return set()
+        query = select(owners.c.upstream_id).where(
+            owners.c.tenant_id == tenant_id,
+            owners.c.kind == kind,
+            owners.c.upstream_id.in_(wanted),
+        )
+        async with self._read("checking owners") as conn:
+            return set((await conn.execute(query)).scalars())
