@@ -72,7 +72,10 @@ def run_in_thread(
 ) -> ServerHandle:
     """Start uvicorn serving ``app`` on ``host:port`` (0 = a free port); return once it listens."""
     logging.getLogger("uvicorn.error").addFilter(_FILTER)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and
+    # without it every reply waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
