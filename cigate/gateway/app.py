@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 
 import httpx2
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
-from cigate.gateway import assistants, facade, files, links, proxy
+from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services
 from cigate.gateway.errors import handle_cigate_error
 from cigate.gateway.harvester import Harvester
@@ -76,21 +77,15 @@ def _routes() -> list[BaseRoute]:
                 proxy.response_subresource,
                 methods=["GET", "POST"],
             ),
-            Route(f"{prefix}/containers/{{container_id}}/files", facade.container_files),
-            Route(f"{prefix}/containers/{{container_id}}/files/{{file_id}}", facade.container_file),
-            Route(
-                f"{prefix}/containers/{{container_id}}/files/{{file_id}}/content",
-                facade.container_file_content,
-                methods=_GET_HEAD,
-            ),
-            Route(f"{prefix}/files/{{file_id}}", facade.openai_file),
-            Route(
-                f"{prefix}/files/{{file_id}}/content",
-                facade.openai_file_content,
-                methods=_GET_HEAD,
-            ),
         ]
-    return [*routes, *assistants.routes()]  # Assistants pass-through + harvest (issue 5)
+    return [
+        *routes,
+        # Containers and Files-API files, tenant-scoped (store first where it has the bytes).
+        *scoped.routes(),
+        *assistants.routes(),  # Assistants pass-through + harvest (issue 5)
+        # Every other OpenAI path under /openai/v1, /v1 and /openai: relayed unchanged.
+        *passthrough.catch_all_routes(),
+    ]
 
 
 def create_app(
@@ -128,5 +123,8 @@ def create_app(
     return Starlette(
         routes=_routes(),
         lifespan=lifespan,
-        exception_handlers={CigateError: handle_cigate_error},
+        exception_handlers={
+            CigateError: handle_cigate_error,
+            HTTPException: passthrough.not_found_route,  # unknown paths: OpenAI-shaped 404
+        },
     )

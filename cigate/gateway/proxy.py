@@ -19,9 +19,10 @@ import httpx2
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from cigate.gateway import rewrite
+from cigate.gateway import rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import not_found
+from cigate.gateway.harvester import walk_response
 from cigate.gateway.tap import ResponseTap
 from cigate.gateway.upstream import forwardable_headers
 
@@ -42,6 +43,7 @@ async def create_response(request: Request) -> Response:
     """``POST /responses`` in any URL form: forward, relay, harvest."""
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
+    await scoped.check_response_containers(svc, tenant_id, await request.body())
     return await forward(svc, request, _target(svc, request, "responses"), tenant_id, harvest=True)
 
 
@@ -117,12 +119,13 @@ async def _harvest_plain(svc: Services, request: Request, tenant_id: str, conten
         return content
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         return content
+    containers, _ = walk_response(body)  # claimed now: the client may list them next
     await svc.meta.record_response(
         tenant_id,
         body["id"],
         upstream=svc.upstream_name,
         model=body.get("model"),
-        container_ids=[],
+        container_ids=sorted(containers),
     )
     svc.harvester.spawn(
         svc.harvester.harvest_response(tenant_id, body, svc.upstream_name),

@@ -63,6 +63,13 @@ class ResponseTap:
             )
         item = event.get("item")
         if isinstance(item, dict) and isinstance(item.get("container_id"), str):
+            if item["container_id"] not in self.containers:
+                # Claimed at first sight, long before a citation: the client may use the
+                # container (list it, download from it) while the stream still runs.
+                self.harvester.spawn(
+                    self.harvester.meta.claim(self.tenant_id, "container", item["container_id"]),
+                    name=f"cigate-claim-{item['container_id']}",
+                )
             self.containers.add(item["container_id"])
         annotation = event.get("annotation")
         if isinstance(annotation, dict) and annotation.get("type") == "container_file_citation":

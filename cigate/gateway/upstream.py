@@ -15,7 +15,7 @@ exactly one place, :meth:`Upstream.send`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import httpx2
@@ -119,14 +119,19 @@ class Upstream:
         *,
         headers: Mapping[str, str] | None = None,
         params: Any = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+        content_length: str | None = None,
         stream: bool = False,
     ) -> httpx2.Response:
         """Send one request with the gateway's credential; transport failures become 502/504.
 
-        With ``stream=True`` the caller owns the response and must ``aclose()`` it.
+        With ``stream=True`` the caller owns the response and must ``aclose()`` it. A streamed
+        ``content`` goes up chunked unless ``content_length`` (the client's own header) is
+        given: some servers refuse chunked uploads, and the client already declared the size.
         """
         merged = forwardable_headers(headers or {})
+        if content_length is not None and content_length.isdigit():
+            merged["content-length"] = content_length
         merged["accept-encoding"] = "identity"  # relay bytes as they are; the tee parses them
         merged.update(await self.auth_headers())
         request = self.client.build_request(

@@ -1,0 +1,186 @@
+"""Generic pass-through: every other OpenAI call, streamed both ways with the gateway's credential.
+
+Anything under ``/openai/v1/…``, ``/v1/…`` or the legacy ``/openai/…`` (its ``api-version`` kept
+in the query) that no other route answers is relayed here for an authenticated caller: the
+request body goes up as it arrives (multipart uploads are never buffered), the answer comes
+down chunk by chunk with its status, body and headers unchanged (hop-by-hop headers removed),
+and the upstream response is always closed, also when the client goes away (STYLE rule 4).
+
+It also holds two helpers the scoped routes share: :func:`owned_list`, a listing filtered to
+the caller's own containers or files, and :func:`not_found_route`, the OpenAI-shaped answer for
+a path outside the API prefixes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from cigate.exceptions import BadInputError, UpstreamUnavailableError
+from cigate.gateway.context import Services, services
+from cigate.gateway.errors import error_response
+from cigate.gateway.upstream import forwardable_headers
+from cigate.storage.metadata_owners import OwnedKind
+
+__all__ = [
+    "ALL_METHODS",
+    "LEGACY",
+    "PREFIXES",
+    "catch_all_routes",
+    "has_body",
+    "not_found_route",
+    "owned_list",
+    "relay",
+    "target",
+]
+
+log = logging.getLogger(__name__)
+
+LEGACY = "/openai"
+#: Longest first: ``/openai/v1/x`` must not be read as the legacy ``/openai`` + ``v1/x``.
+PREFIXES = ("/openai/v1", "/v1", LEGACY)
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # HEAD comes with GET
+#: Upstream pages a filtered listing reads at most before it answers ``has_more: true``.
+MAX_LIST_PAGES = 20
+
+
+def target(svc: Services, path: str) -> str:
+    """The upstream URL of a client path in any of the three URL forms."""
+    for prefix in PREFIXES:
+        if path.startswith(prefix + "/"):
+            rest = path[len(prefix) + 1 :]
+            if prefix == LEGACY:
+                return svc.upstream.legacy_url(rest)
+            return svc.upstream.v1_url(rest)
+    raise AssertionError(f"not an API path: {path}")  # the routes guarantee a prefix
+
+
+def has_body(request: Request) -> bool:
+    """Whether the client sends a body (a GET must not go up with a chunked empty one)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "chunked" in request.headers.get("transfer-encoding", "").lower()
+
+
+async def relay(svc: Services, request: Request) -> Response:
+    """Forward the request as it streams in; stream the upstream's answer back unchanged."""
+    upstream_response = await svc.upstream.send(
+        request.method,
+        target(svc, request.url.path),
+        headers=request.headers,
+        params=request.query_params.multi_items(),
+        content=request.stream() if has_body(request) else None,
+        content_length=request.headers.get("content-length"),
+        stream=True,
+    )
+    return StreamingResponse(
+        _chunks(upstream_response),
+        status_code=upstream_response.status_code,
+        headers=forwardable_headers(upstream_response.headers),
+        # Runs also when the client disconnected before the body started (aclose is idempotent).
+        background=BackgroundTask(upstream_response.aclose),
+    )
+
+
+async def _chunks(upstream_response: httpx2.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream_response.aiter_bytes():
+            yield chunk
+    except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop
+        log.warning("upstream body broke off: %s", exc)
+    finally:
+        await upstream_response.aclose()
+
+
+async def forward_any(request: Request) -> Response:
+    """Catch-all for the API prefixes: an authenticated caller's call, relayed unchanged."""
+    svc = services(request)
+    await svc.tenants.tenant_id(request)
+    return await relay(svc, request)
+
+
+def catch_all_routes() -> list[BaseRoute]:
+    """Mounted last, so every specific (scoped, harvesting, store-backed) route wins."""
+    return [
+        Route(f"{prefix}/{{rest:path}}", forward_any, methods=ALL_METHODS) for prefix in PREFIXES
+    ]
+
+
+async def owned_list(svc: Services, request: Request, tenant_id: str, kind: OwnedKind) -> Response:
+    """An upstream listing (``GET /containers``, ``GET /files``) with only the caller's items.
+
+    The upstream account is shared by every tenant, so its pages are read with ``limit=100``
+    from the client's ``after`` on and filtered through the owners table until the client's
+    ``limit`` is filled; ``has_more``, ``first_id`` and ``last_id`` describe the filtered page,
+    so the SDK's auto-pagination (``after=last_id``) continues where this page stopped.
+    """
+    params = dict(request.query_params)
+    try:
+        limit = max(1, min(100, int(params.pop("limit", "20"))))
+    except ValueError as exc:
+        raise BadInputError("limit must be an integer between 1 and 100.") from exc
+    after = params.pop("after", None)
+    url = target(svc, request.url.path)
+    collected: list[dict[str, Any]] = []
+    upstream_more = False
+    for _ in range(MAX_LIST_PAGES):
+        query = {**params, "limit": "100", **({"after": after} if after else {})}
+        answer = await svc.upstream.send("GET", url, headers=request.headers, params=query)
+        if answer.status_code != 200:
+            return Response(
+                answer.content,
+                status_code=answer.status_code,
+                headers=forwardable_headers(answer.headers),
+            )
+        try:
+            page = answer.json()
+        except ValueError as exc:
+            raise UpstreamUnavailableError("the upstream sent a listing that is not JSON") from exc
+        data = [
+            item
+            for item in (page.get("data") if isinstance(page, dict) else None) or []
+            if isinstance(item, dict) and isinstance(item.get("id"), str)
+        ]
+        mine = await svc.meta.owned_among(tenant_id, kind, [item["id"] for item in data])
+        collected += [item for item in data if item["id"] in mine]
+        upstream_more = bool(data) and page.get("has_more") is not False
+        if len(collected) > limit or not upstream_more:
+            break
+        after = data[-1]["id"]
+    items = collected[:limit]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": items,
+            "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None,
+            "has_more": len(collected) > limit or upstream_more,
+        }
+    )
+
+
+async def not_found_route(request: Request, exc: Exception) -> Response:
+    """Starlette's 404/405 for paths no route serves, in the OpenAI error envelope."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    elif exc.status_code == 404:
+        message = f"Invalid URL ({request.method} {request.url.path})"
+    else:
+        message = str(exc.detail)
+    return error_response(
+        exc.status_code,
+        message,
+        type_="invalid_request_error",
+        code=None,
+        headers=dict(exc.headers or {}),
+    )

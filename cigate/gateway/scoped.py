@@ -1,0 +1,229 @@
+"""Containers and Files-API files through the gateway, scoped to the tenant that owns them.
+
+The upstream account is shared by every tenant, so each container-scoped or file-scoped call
+first checks the owners table (:mod:`cigate.storage.metadata_owners`): a container or file of
+another tenant, and one the gateway never saw created or used, answers exactly like an unknown
+id (404, the upstream's wording) and never reaches the upstream. Ownership is recorded when a
+tenant creates a container (``POST /containers``) or uploads a file (``POST /files``) through
+the gateway, when its response uses or creates a container, and when a file of it is harvested.
+
+Which answer comes from where, for an owned container:
+
+* ``GET …/containers/{cid}/files/{fid}`` and ``…/content``: **the store first** (the bytes of
+  a harvested file never change, and this keeps working after the container expired), else
+  forwarded to the live container (files uploaded by the client, not yet harvested);
+* ``GET …/containers/{cid}/files`` (the list): **the live container first** (it includes
+  uploads and files not harvested yet), the store when the upstream has no such container
+  any more (expired, deleted) or cannot be reached;
+* ``GET /containers`` and ``GET /files``: the upstream's listing, filtered to the caller's ids;
+* everything else (create, retrieve, delete, uploads): forwarded, streamed both ways.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from cigate.exceptions import BadInputError, UpstreamUnavailableError
+from cigate.gateway import facade
+from cigate.gateway.context import Services, services
+from cigate.gateway.errors import not_found
+from cigate.gateway.passthrough import (
+    ALL_METHODS,
+    PREFIXES,
+    has_body,
+    owned_list,
+    relay,
+    target,
+)
+from cigate.gateway.upstream import forwardable_headers
+from cigate.storage.metadata_owners import OwnedKind
+
+__all__ = ["check_response_containers", "routes"]
+
+
+def routes() -> list[BaseRoute]:
+    """Container and Files-API routes in every URL form; mounted before the catch-all."""
+    out: list[BaseRoute] = []
+    for p in PREFIXES:
+        c = f"{p}/containers/{{container_id}}"
+        f = f"{p}/files/{{file_id}}"
+        out += [
+            Route(f"{p}/containers", containers_root, methods=["GET", "POST"]),
+            Route(f"{c}/files", container_files, methods=["GET", "POST"]),
+            Route(f"{c}/files/{{file_id}}", container_file, methods=["GET", "DELETE"]),
+            Route(f"{c}/files/{{file_id}}/content", container_file_content, methods=["GET"]),
+            Route(c, container_other, methods=ALL_METHODS),
+            Route(f"{c}/{{rest:path}}", container_other, methods=ALL_METHODS),
+            Route(f"{p}/files", files_root, methods=["GET", "POST"]),
+            Route(f, files_one, methods=["GET", "DELETE"]),
+            Route(f"{f}/content", facade.openai_file_content, methods=["GET"]),
+            Route(f"{f}/{{rest:path}}", files_other, methods=ALL_METHODS),
+        ]
+    return out
+
+
+def _container_not_found(container_id: str) -> BadInputError:
+    return BadInputError(f"Container with id '{container_id}' not found.", status=404)
+
+
+async def _owned_container(request: Request) -> tuple[Services, str, str]:
+    """The services, the caller's tenant id and the container id, if the caller owns it."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    container_id = request.path_params["container_id"]
+    if await svc.meta.owner("container", container_id) != tenant_id:
+        raise _container_not_found(container_id)
+    return svc, tenant_id, container_id
+
+
+async def _create_and_claim(request: Request, kind: OwnedKind) -> Response:
+    """Forward a create call (body streamed up) and record the new id for the caller.
+
+    The answer is one small JSON object, read whole so its id can be claimed before the
+    client sees it (the client's next call may be about that id).
+    """
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    answer = await svc.upstream.send(
+        "POST",
+        target(svc, request.url.path),
+        headers=request.headers,
+        params=request.query_params.multi_items(),
+        content=request.stream() if has_body(request) else None,
+        content_length=request.headers.get("content-length"),
+    )
+    if answer.status_code == 200:
+        try:
+            created: Any = answer.json()
+        except ValueError:
+            created = None
+        if isinstance(created, dict) and isinstance(created.get("id"), str):
+            await svc.meta.claim(tenant_id, kind, created["id"])
+    return Response(
+        answer.content, status_code=answer.status_code, headers=forwardable_headers(answer.headers)
+    )
+
+
+async def containers_root(request: Request) -> Response:
+    """``POST /containers`` (claimed for the caller) and ``GET /containers`` (theirs only)."""
+    if request.method == "POST":
+        return await _create_and_claim(request, "container")
+    svc = services(request)
+    return await owned_list(svc, request, await svc.tenants.tenant_id(request), "container")
+
+
+async def container_other(request: Request) -> Response:
+    """Retrieve, delete, and any other call on an owned container: forwarded."""
+    svc, _, _ = await _owned_container(request)
+    return await relay(svc, request)
+
+
+async def container_files(request: Request) -> Response:
+    """Upload into an owned container (forwarded), or list it (live first, then the store)."""
+    svc, tenant_id, container_id = await _owned_container(request)
+    if request.method == "POST":
+        return await relay(svc, request)
+    try:
+        live = await svc.upstream.send(
+            "GET",
+            target(svc, request.url.path),
+            headers=request.headers,
+            params=request.query_params.multi_items(),
+        )
+    except UpstreamUnavailableError:
+        live = None
+    if live is not None and live.status_code == 200:
+        return Response(live.content, headers=forwardable_headers(live.headers))
+    if await svc.meta.list_files(tenant_id, container_id=container_id, limit=1):
+        return await facade.container_files(request)
+    if live is None:
+        raise UpstreamUnavailableError("cannot reach the upstream to list the container")
+    return Response(
+        live.content, status_code=live.status_code, headers=forwardable_headers(live.headers)
+    )
+
+
+async def _stored(request: Request) -> tuple[Services, bool]:
+    svc, tenant_id, container_id = await _owned_container(request)
+    row = await svc.meta.get_file(
+        tenant_id, request.path_params["file_id"], container_id=container_id
+    )
+    return svc, row is not None
+
+
+async def container_file(request: Request) -> Response:
+    """A container file's metadata from the store when harvested, else the live container."""
+    svc, stored = await _stored(request)
+    if request.method == "GET" and stored:
+        return await facade.container_file(request)
+    return await relay(svc, request)
+
+
+async def container_file_content(request: Request) -> Response:
+    """A container file's bytes from the store when harvested (after expiry too), else live."""
+    svc, stored = await _stored(request)
+    if stored:
+        return await facade.container_file_content(request)
+    return await relay(svc, request)
+
+
+async def files_root(request: Request) -> Response:
+    """``POST /files`` (the upload, claimed for the caller) and ``GET /files`` (theirs only)."""
+    if request.method == "POST":
+        return await _create_and_claim(request, "file")
+    svc = services(request)
+    return await owned_list(svc, request, await svc.tenants.tenant_id(request), "file")
+
+
+async def _owned_file(request: Request) -> Services:
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    file_id = request.path_params["file_id"]
+    if await svc.meta.owner("file", file_id) != tenant_id:
+        raise not_found("file", file_id)
+    return svc
+
+
+async def files_one(request: Request) -> Response:
+    """``GET /files/{id}``: the store's record, else the upstream's for the caller's own upload
+    (unchanged: its purpose and status matter to the client), else adoption on first use
+    (:func:`cigate.gateway.files.resolve`); ``DELETE`` of the caller's file is forwarded."""
+    if request.method != "GET":
+        return await relay(await _owned_file(request), request)
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    file_id = request.path_params["file_id"]
+    unstored = await svc.meta.get_file(tenant_id, file_id) is None
+    if unstored and await svc.meta.owner("file", file_id) == tenant_id:
+        return await relay(svc, request)
+    return await facade.openai_file(request)
+
+
+async def files_other(request: Request) -> Response:
+    """Any other call on one Files-API file of the caller: forwarded."""
+    return await relay(await _owned_file(request), request)
+
+
+async def check_response_containers(svc: Services, tenant_id: str, body: bytes) -> None:
+    """Refuse a Responses request that names another tenant's container; claim unknown ones.
+
+    ``tools: [{"type": "code_interpreter", "container": "cntr_…"}]`` would otherwise run code
+    in, and read files of, a container another tenant created. A container nobody owns yet
+    (created directly upstream) becomes the caller's, as Files-API ids do on first use.
+    """
+    try:
+        request: Any = json.loads(body)
+    except ValueError:
+        return  # the upstream answers malformed bodies in its own words
+    tools = request.get("tools") if isinstance(request, dict) else None
+    for tool in tools if isinstance(tools, list) else []:
+        container = tool.get("container") if isinstance(tool, dict) else None
+        if not isinstance(container, str) or not container:
+            continue  # {"type": "auto"}: the upstream creates one, claimed as it appears
+        if await svc.meta.claim(tenant_id, "container", container) != tenant_id:
+            raise _container_not_found(container)
