@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
+
+import pytest
+
 import cigate
 
 PUBLIC = {
@@ -53,3 +59,27 @@ def test_every_sync_function_has_an_async_twin() -> None:
     for name in ("run", "run_assistants", "download", "fetch_response", "list_files"):
         assert callable(getattr(cigate, name))
         assert callable(getattr(cigate, "a" + name))
+
+
+def test_every_public_name_has_a_lazy_home_and_nothing_else_does() -> None:
+    assert set(cigate._LAZY) == set(cigate.__all__)
+    assert set(cigate.__all__) <= set(dir(cigate))
+
+
+def test_importing_the_gateway_does_not_import_the_openai_sdk() -> None:
+    code = "import sys, cigate.gateway.app; print('openai' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_an_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = cigate.no_such_name  # type: ignore[attr-defined]
+
+
+def test_the_download_function_is_not_shadowed_by_the_download_module() -> None:
+    importlib.import_module("cigate.download")  # binds the submodule, which must not win
+
+    assert callable(cigate.download)
