@@ -15,9 +15,6 @@ from openai import OpenAI
 
 from cigate.testing.plugin import RunningEmulator
 
-# Running code needs the sandbox's kernel pool; until it is importable these tests cannot run.
-pytest.importorskip("cigate.sandbox.pool", reason="cigate.sandbox.pool is not available yet")
-
 MODEL = "gpt-4.1"
 AUTO: list[Any] = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 OUTPUTS: list[Any] = ["code_interpreter_call.outputs"]

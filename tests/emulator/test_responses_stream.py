@@ -17,9 +17,6 @@ import pytest
 from cigate.engine.conformance import CODE_CALL_ORDER, citation_problems, stream_problems
 from cigate.testing.plugin import RunningEmulator
 
-# Running code needs the sandbox's kernel pool; until it is importable these tests cannot run.
-pytest.importorskip("cigate.sandbox.pool", reason="cigate.sandbox.pool is not available yet")
-
 MODEL = "gpt-4.1"
 AUTO: list[Any] = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 OUTPUTS: list[Any] = ["code_interpreter_call.outputs"]
