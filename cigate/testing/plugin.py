@@ -15,12 +15,13 @@ emulator state is seen.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx2
 import pytest
@@ -40,6 +41,7 @@ DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
 _CLIENT_TIMEOUT = 60.0
 
 Mode = Literal["inprocess", "server"]
+T = TypeVar("T")
 
 
 @functools.cache
@@ -89,6 +91,11 @@ class RunningEmulator:
     @property
     def auth_headers(self) -> dict[str, str]:
         return {"api-key": self.api_key}
+
+    def run_on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Run a coroutine on the server's loop (the one that owns the kernel pool), e.g.
+        ``emulator.run_on_loop(emulator.app.state.containers.run_code(c, code, timeout=10))``."""
+        return asyncio.run_coroutine_threadsafe(coro, self.handle.loop).result(timeout)
 
     # -- raw HTTP -------------------------------------------------------------------------
 

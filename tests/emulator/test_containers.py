@@ -431,3 +431,23 @@ async def test_the_async_sdk_creates_uploads_lists_and_downloads(
         )
         assert content.read() == b"async"
         await client.containers.delete(container.id)
+
+
+@pytest.mark.sandbox
+def test_a_file_written_by_code_is_listed_as_assistant_with_its_real_path(
+    emulator: RunningEmulator, client: openai.OpenAI
+) -> None:
+    container_id = client.containers.create(name="code").id
+    backend = emulator.app.state.containers
+    container = backend.get(container_id)
+    code = (
+        "import os\n"
+        "os.makedirs('/mnt/data/out', exist_ok=True)\n"
+        "open('/mnt/data/out/report.csv', 'w').write('a,b\\n')\n"
+    )
+    run = emulator.run_on_loop(backend.run_code(container, code, timeout=30))
+    assert run.result.error is None, run.result.logs
+    [listed] = list(client.containers.files.list(container_id))
+    assert (listed.source, listed.path) == ("assistant", "/mnt/data/out/report.csv")
+    content = client.containers.files.content.retrieve(listed.id, container_id=container_id)
+    assert content.read() == b"a,b\n"
