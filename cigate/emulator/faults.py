@@ -3,9 +3,12 @@
 A rule matches by method and path glob (``*`` = one path segment, ``**`` = anything) and then
 either replaces the reply (``status`` and a ``body`` kind: OpenAI envelope, Azure envelope, empty,
 plain text; or ``error_in_200``) or damages the real one (``latency_ms``,
-``truncate_after_bytes``, ``drop_mid_body``). Damage is real at the socket level under uvicorn:
-headers go out (with the full ``Content-Length`` when truncating), then ``FaultAbort`` is raised
-and the server aborts the connection. ``/_emulator/...`` is never faulted.
+``truncate_after_bytes``, ``drop_mid_body``, ``rate_bytes_per_s``). Damage is real at the socket
+level under uvicorn: headers go out (with the full ``Content-Length`` when truncating), then
+``FaultAbort`` is raised and the server aborts the connection. ``rate_bytes_per_s`` paces the
+body the way a remote service and a WAN bound one connection: slices go to the socket and the
+response sleeps on the event loop between them, so each connection has its own budget and a
+loopback benchmark can stand in for a remote region. ``/_emulator/...`` is never faulted.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class FaultRule:
     latency_ms: int = 0
     truncate_after_bytes: int | None = None
     drop_mid_body: bool = False
+    rate_bytes_per_s: int | None = None
     error_in_200: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     #: Set by the store.
@@ -106,6 +110,11 @@ class FaultRule:
             raise BadRequestError("'status' must be an HTTP status code.", param="status")
         if not 0.0 <= float(rule.probability) <= 1.0:
             raise BadRequestError("'probability' must be between 0 and 1.", param="probability")
+        rate = rule.rate_bytes_per_s
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate < 1):
+            raise BadRequestError(
+                "'rate_bytes_per_s' must be a positive integer.", param="rate_bytes_per_s"
+            )
         return rule
 
     def matches(self, method: str, path: str) -> bool:
@@ -295,7 +304,7 @@ class FaultMiddleware:
             return
         if rule.latency_ms:
             await asyncio.sleep(rule.latency_ms / 1000)
-        damaged = _damaging_send(_tagging_send(send, rule), rule)
+        damaged = _damaging_send(_pacing_send(_tagging_send(send, rule), rule), rule)
         if rule.replaces:
             status, headers, body = rule.reply()
             await damaged({"type": "http.response.start", "status": status, "headers": headers})
@@ -314,6 +323,52 @@ def _tagging_send(send: Send, rule: FaultRule) -> Send:
         await send(message)
 
     return tagged
+
+
+#: Pacing granularity: about this many slices a second, at least 1 KiB and at most 256 KiB each,
+#: so a paced body flows smoothly instead of in one burst per second.
+_PACE_SLICES_PER_S = 50
+_PACE_MIN_SLICE = 1024
+_PACE_MAX_SLICE = 256 * 1024
+
+
+def _pacing_send(send: Send, rule: FaultRule) -> Send:
+    """Hold the body to ``rule.rate_bytes_per_s`` on this one connection.
+
+    The clock starts when the body starts (time to first byte is ``latency_ms``'s job); each
+    slice waits until ``start + (sent + len(slice)) / rate`` before it goes out, so by any moment
+    ``t`` at most ``rate * t`` bytes have left and the last byte leaves at ``size / rate``,
+    whatever the slice size or the event loop's jitter. Sleeping is per response, on the event
+    loop, so concurrent connections are paced independently, as a remote service's are.
+    """
+    rate = rule.rate_bytes_per_s
+    if not rate:
+        return send
+    size = min(max(rate // _PACE_SLICES_PER_S, _PACE_MIN_SLICE), _PACE_MAX_SLICE)
+    loop = asyncio.get_running_loop()
+    start: float | None = None
+    sent = 0
+
+    async def paced(message: Message) -> None:
+        nonlocal start, sent
+        body: bytes = message.get("body", b"") if message["type"] == "http.response.body" else b""
+        if not body:
+            await send(message)
+            return
+        if start is None:
+            start = loop.time()
+        more = message.get("more_body", False)
+        view = memoryview(body)
+        for offset in range(0, len(body), size):
+            piece = bytes(view[offset : offset + size])
+            sent += len(piece)
+            delay = start + sent / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            last = offset + size >= len(body)
+            await send({"type": "http.response.body", "body": piece, "more_body": more or not last})
+
+    return paced
 
 
 def _damaging_send(send: Send, rule: FaultRule) -> Send:

@@ -6,7 +6,9 @@ only a socket shows them for what they are.
 
 from __future__ import annotations
 
+import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import openai
@@ -191,6 +193,43 @@ def test_damaged_bodies_reach_every_client_as_a_transport_error(
         emulator.openai(max_retries=0).containers.files.content.retrieve(fid, container_id=cid)
 
 
+def _timed_get(base_url: str, path: str, headers: dict[str, str]) -> tuple[float, bytes]:
+    """Seconds from request to last byte over a fresh real connection, and the body."""
+    with httpx2.Client(base_url=base_url, trust_env=False, timeout=30) as real:
+        started = time.monotonic()
+        response = real.get(path, headers=headers)
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    return elapsed, response.content
+
+
+def test_a_rate_paces_the_body_and_delivers_it_intact(emulator: RunningEmulator) -> None:
+    data = random.Random(7).randbytes(2 * 2**20)
+    cid, fid = _container_with_file(emulator, data)
+    rule = emulator.control.add_fault(path=CONTENT, rate_bytes_per_s=8 * 2**20)
+    elapsed, body = _timed_get(emulator.base_url, _content_path(cid, fid), emulator.auth_headers)
+    assert body == data
+    assert elapsed >= 0.24  # 2 MiB at 8 MiB/s: 0.25 s, less one timer tick
+    assert [r["rate_bytes_per_s"] for r in emulator.control.faults() if r["id"] == rule] == [
+        8 * 2**20
+    ]
+
+
+def test_each_connection_is_paced_on_its_own(emulator: RunningEmulator) -> None:
+    """Two downloads at once each get the full rate: a shared budget would take twice as long."""
+    data = random.Random(8).randbytes(2 * 2**20)
+    cid, fid = _container_with_file(emulator, data)
+    emulator.control.add_fault(path=CONTENT, rate_bytes_per_s=4 * 2**20)  # 0.5 s per body
+    path, headers = _content_path(cid, fid), emulator.auth_headers
+    with ThreadPoolExecutor(2) as pool:
+        started = time.monotonic()
+        results = list(pool.map(lambda _: _timed_get(emulator.base_url, path, headers), range(2)))
+        together = time.monotonic() - started
+    assert all(body == data for _, body in results)
+    assert min(elapsed for elapsed, _ in results) >= 0.49
+    assert together < 0.85, f"two paced connections took {together:.2f} s: the rate is shared"
+
+
 def test_rules_are_listed_removed_one_by_one_and_cleared(emulator: RunningEmulator) -> None:
     first = emulator.control.add_fault(path="/openai/v1/files", status=500)
     second = emulator.control.add_fault(path="/openai/v1/containers", status=500)
@@ -214,6 +253,10 @@ def test_removing_an_unknown_rule_is_a_404(emulator: RunningEmulator) -> None:
         pytest.param({"path": "/x", "body": "xml"}, "'body'", id="unknown-body-kind"),
         pytest.param({"path": "/x", "status": 99}, "'status'", id="status-out-of-range"),
         pytest.param({"path": "/x", "probability": 2}, "'probability'", id="probability-above-1"),
+        pytest.param({"path": "/x", "rate_bytes_per_s": 0}, "'rate_bytes_per_s'", id="rate-zero"),
+        pytest.param(
+            {"path": "/x", "rate_bytes_per_s": "fast"}, "'rate_bytes_per_s'", id="rate-not-int"
+        ),
     ],
 )
 def test_a_malformed_rule_is_a_400(
