@@ -170,9 +170,6 @@ def wrap_command(
             cmd += ["--ro-bind", d, d]
     for f in ETC_FILES:
         cmd += ["--ro-bind-try", f, f]
-    for d in python_dirs():
-        if not _covered(d, [s for s in SYSTEM_DIRS if not os.path.islink(s)]):
-            cmd += ["--ro-bind", d, d]
     cmd += [
         "--proc",
         "/proc",
@@ -180,6 +177,12 @@ def wrap_command(
         "/dev",
         "--tmpfs",
         "/tmp",  # noqa: S108 - a private tmpfs, not the host's /tmp
+    ]
+    # After the tmpfs: a venv or checkout under /tmp must stay visible on top of it.
+    for d in python_dirs():
+        if not _covered(d, [s for s in SYSTEM_DIRS if not os.path.islink(s)]):
+            cmd += ["--ro-bind", d, d]
+    cmd += [
         "--bind",
         str(runtime_dir),
         str(runtime_dir),

@@ -157,3 +157,36 @@ def test_runtime_dirs_of_dead_owners_are_swept_and_others_kept() -> None:
     finally:
         for path in made.values():
             shutil.rmtree(path, ignore_errors=True)
+
+
+def test_an_interpreter_under_tmp_stays_visible_inside_the_sandbox() -> None:
+    """A checkout (and its venv) under /tmp must not be hidden by the sandbox's private /tmp."""
+    if bwrap.probe_bwrap() is None:
+        pytest.skip("needs bubblewrap (scripts/install-system-deps.sh installs it)")
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:  # the case under test: a venv in /tmp
+        base = Path(tmp)
+        venv = base / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        workdir, runtime = base / "work", base / "rt"
+        workdir.mkdir()
+        runtime.mkdir()
+        script = (
+            "import subprocess, sys\n"
+            "from pathlib import Path\n"
+            "from cigate.sandbox.bwrap import kernel_env, plan_launch, wrap_command\n"
+            "cmd = wrap_command(plan_launch('bwrap'), [sys.executable, '-c', 'print(6 * 7)'],\n"
+            f"    workdir=Path({str(workdir)!r}), runtime_dir=Path({str(runtime)!r}),\n"
+            "    env=kernel_env(mplconfigdir='/tmp/mpl', home='/tmp'))\n"
+            "done = subprocess.run(cmd, capture_output=True, text=True, timeout=20)\n"
+            "print(done.stdout, done.stderr)\n"
+        )
+        repo = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            check=False,
+        )
+    assert "42" in done.stdout, done.stdout + done.stderr
