@@ -25,6 +25,16 @@ TEMP_PREFIX = ".cigate-"
 TEMP_SUFFIX = ".part"
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (mkstemp's 0600 surprises users)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 class TempFile:
     """A temporary file being filled by one download attempt."""
 
@@ -66,6 +76,7 @@ class TempFile:
 
     def _flush(self) -> None:
         self._fh.flush()
+        os.fchmod(self._fh.fileno(), FILE_MODE)
         os.fsync(self._fh.fileno())
         self._fh.close()
 

@@ -49,6 +49,18 @@ def test_a_cited_container_file_is_saved_whole_with_size_and_checksum(
     assert os.listdir(tmp_path) == ["data.bin"]
 
 
+def test_a_saved_file_gets_the_permissions_of_a_normally_created_file(
+    emulator: RunningEmulator, config: ClientConfig, tmp_path: Path
+) -> None:
+    ref = upload(emulator, "report.csv", b"a,b\n1,2\n")
+    result = _only(download([ref], out=tmp_path, config=config))
+    assert result.ok, result.error
+    assert result.path is not None
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"x")  # what the user's umask gives any new file (not mkstemp's 0600)
+    assert result.path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def test_entra_id_tokens_download_too(
     emulator: RunningEmulator, entra_config: ClientConfig, tmp_path: Path
 ) -> None:
