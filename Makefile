@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_BASE := $(VENV)/.installed-base
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest system-deps node-deps bench clean docs
+.PHONY: demo test lint typecheck pytest pytest-server system-deps node-deps bench clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,13 @@ typecheck: $(STAMP_DEV)
 pytest: $(STAMP_DEV) system-deps node-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# The SDK-facing suites again, over a real uvicorn server instead of in-process.
+SERVER_SUITES := tests/emulator tests/client/test_run.py tests/client/test_download.py
+
+pytest-server: $(STAMP_DEV) system-deps
+	CIGATE_TEST_SERVER=1 $(PY) -m pytest $(SERVER_SUITES)
+
+test: lint typecheck pytest pytest-server
 
 bench: $(STAMP_DEV) system-deps node-deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,20 @@ import pytest
 pytest_plugins = ["cigate.testing.storage_fixtures"]
 
 _PREFIXES = ("CIGATE_", "OPENAI_", "AZURE_", "AOAI_")
+#: Switches that steer the test run itself, not cigate: kept.
+_TEST_SWITCHES = ("CIGATE_TEST_SERVER", "CIGATE_REQUIRE_SUITES")
 #: Markers whose tests must not be skipped when CIGATE_REQUIRE_SUITES is set (CI).
 _REQUIRED_MARKERS = ("storage", "sandbox")
 _skipped_required: list[str] = []
 
 
 @pytest.fixture(autouse=True)
-def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's credentials or settings; CIGATE_HOME is a temp dir."""
     for name in list(os.environ):
-        if name.startswith(_PREFIXES) and name != "CIGATE_TEST_SERVER":
+        if name.startswith(_PREFIXES) and name not in _TEST_SWITCHES:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CIGATE_HOME", str(tmp_path / "cigate-home"))
-    yield
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
