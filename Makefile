@@ -10,8 +10,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 .PHONY: demo test lint typecheck pytest pytest-server system-deps node-deps bench clean docs
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	@bash scripts/make-venv.sh $(PYTHON) $(VENV)
 
 $(STAMP_BASE): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[emulator]'
