@@ -9,8 +9,14 @@ caller's tenant (origin ``assistants``, under the run's id so ``/responses/{run_
 them) and copied into the store like a container file. The gateway's one ``/files/{id}/content``
 then serves ``cfile_…`` and ``assistant-…`` ids alike, from the store.
 
-Not done here: threads and assistants themselves are not tenant-scoped (every tenant shares the
-upstream's); only harvested files are.
+Assistants and threads are tenant-scoped like containers (:mod:`cigate.gateway.scoped`): the
+tenant that creates one through the gateway (``POST /assistants``, ``POST /threads``, ``POST
+/threads/runs``) owns it, and every path under ``/assistants/{id}`` and ``/threads/{id}/…``
+(messages, runs, run steps, cancel, tool outputs) checks the owners table *before* the upstream
+is contacted. Another tenant's id, and one the gateway never saw created, get the upstream's own
+404 for an unknown id. A run naming an assistant the caller does not own is refused the same
+way, and ``GET /assistants`` lists only the caller's. Messages, runs and steps need no owner rows:
+each is reachable only through its thread, and the upstream checks they belong to it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 from starlette.requests import Request
@@ -28,9 +34,13 @@ from starlette.routing import BaseRoute, Route
 from cigate.exceptions import CigateError
 from cigate.gateway import facade, fetch
 from cigate.gateway.context import Services, services
+from cigate.gateway.errors import UnknownIdError
+from cigate.gateway.passthrough import owned_list
+from cigate.gateway.scoped import create_and_claim
 from cigate.gateway.sse import SSESplitter, parse_event
 from cigate.gateway.upstream import forwardable_headers
 from cigate.refs import RefCollector
+from cigate.storage.metadata_owners import OwnedKind
 
 __all__ = ["harvest_assistants_body", "routes"]
 
@@ -40,21 +50,26 @@ _LEGACY = "/openai"
 _PREFIXES = ("/openai/v1", "/v1", _LEGACY)
 #: Stream events whose data may cite files (the ``.completed`` snapshots carry everything).
 _CITING_EVENTS = (b"thread.message.completed", b"thread.run.step.completed")
+#: Byte markers of the stream events that name the thread ``POST /threads/runs`` created.
+_THREAD_EVENTS = (b'"thread_id"', b"thread.created")
+_METHODS = ["GET", "POST", "DELETE"]
 
 
 def routes() -> list[BaseRoute]:
     """The pass-through routes, for every URL form; mounted by ``cigate.gateway.app``."""
     out: list[BaseRoute] = []
     for prefix in _PREFIXES:
+        assistant = f"{prefix}/assistants/{{assistant_id}}"
+        thread = f"{prefix}/threads/{{thread_id}}"
         out += [
-            Route(f"{prefix}/assistants", passthrough, methods=["GET", "POST"]),
-            Route(
-                f"{prefix}/assistants/{{rest:path}}", passthrough, methods=["GET", "POST", "DELETE"]
-            ),
-            Route(f"{prefix}/threads", passthrough, methods=["POST"]),
-            Route(
-                f"{prefix}/threads/{{rest:path}}", passthrough, methods=["GET", "POST", "DELETE"]
-            ),
+            Route(f"{prefix}/assistants", assistants_root, methods=["GET", "POST"]),
+            Route(assistant, one_assistant, methods=_METHODS),
+            Route(f"{assistant}/{{rest:path}}", one_assistant, methods=_METHODS),
+            Route(f"{prefix}/threads", threads_root, methods=["GET", "POST"]),
+            # Before ``threads/{thread_id}``, which would read "runs" as a thread id.
+            Route(f"{prefix}/threads/runs", create_thread_and_run, methods=["POST"]),
+            Route(thread, in_thread, methods=_METHODS),
+            Route(f"{thread}/{{rest:path}}", in_thread, methods=_METHODS),
             Route(f"{prefix}/files", passthrough, methods=["GET", "POST"]),
         ]
     # The dated Files endpoints the Azure Assistants docs download with, served from the store.
@@ -79,8 +94,78 @@ def _target(svc: Services, path: str) -> str:
     raise AssertionError(f"not an Assistants path: {path}")  # the routes guarantee a prefix
 
 
-async def passthrough(request: Request) -> Response:
-    """Relay one Assistants/Files call for an authenticated tenant; harvest what it cites."""
+async def _require(
+    svc: Services, tenant_id: str, kind: OwnedKind, object_id: str, *, param: str | None = None
+) -> None:
+    """Raise the upstream's unknown-id 404 unless the caller owns ``object_id``."""
+    if await svc.meta.owner(kind, object_id) != tenant_id:
+        raise UnknownIdError(f"No {kind} found with id '{object_id}'.", param=param)
+
+
+async def _require_run_assistant(svc: Services, tenant_id: str, request: Request) -> None:
+    """A run names its assistant in the body: another tenant's is refused like an unknown one.
+
+    A body that is not JSON, or has no string ``assistant_id``, goes up unchanged: the upstream
+    answers it in its own words (400), and no assistant of anyone is used.
+    """
+    try:
+        body: Any = json.loads(await request.body())
+    except ValueError:
+        return
+    assistant_id = body.get("assistant_id") if isinstance(body, dict) else None
+    if isinstance(assistant_id, str):
+        await _require(svc, tenant_id, "assistant", assistant_id, param="assistant_id")
+
+
+async def assistants_root(request: Request) -> Response:
+    """``POST /assistants`` (claimed for the caller), ``GET /assistants`` (theirs only)."""
+    if request.method == "POST":
+        return await create_and_claim(request, "assistant")
+    svc = services(request)
+    return await owned_list(svc, request, await svc.tenants.tenant_id(request), "assistant")
+
+
+async def one_assistant(request: Request) -> Response:
+    """Retrieve, modify, delete (and any sub-path of) an assistant the caller owns."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    await _require(svc, tenant_id, "assistant", request.path_params["assistant_id"])
+    return await passthrough(request)
+
+
+async def threads_root(request: Request) -> Response:
+    """``POST /threads`` (claimed for the caller); a listing, where an upstream has one, is
+    filtered to the caller's threads rather than showing every tenant's."""
+    if request.method == "POST":
+        return await create_and_claim(request, "thread")
+    svc = services(request)
+    return await owned_list(svc, request, await svc.tenants.tenant_id(request), "thread")
+
+
+async def create_thread_and_run(request: Request) -> Response:
+    """``POST /threads/runs``: the caller's assistant only; the new thread becomes theirs."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    await _require_run_assistant(svc, tenant_id, request)
+    return await passthrough(request, claim_thread=True)
+
+
+async def in_thread(request: Request) -> Response:
+    """Every path under a thread the caller owns; a new run must use the caller's assistant."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    await _require(svc, tenant_id, "thread", request.path_params["thread_id"])
+    if request.method == "POST" and request.path_params.get("rest") == "runs":
+        await _require_run_assistant(svc, tenant_id, request)
+    return await passthrough(request)
+
+
+async def passthrough(request: Request, *, claim_thread: bool = False) -> Response:
+    """Relay one Assistants/Files call for an authenticated tenant; harvest what it cites.
+
+    With ``claim_thread`` (``POST /threads/runs``) the thread the upstream created is recorded
+    as the caller's before the client can read its id, in a JSON run and in a stream alike.
+    """
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     upstream_response = await svc.upstream.send(
@@ -94,9 +179,10 @@ async def passthrough(request: Request) -> Response:
     headers = forwardable_headers(upstream_response.headers)
     ok = upstream_response.status_code == 200
     watch = ok and "/threads" in request.url.path
+    claim_thread = claim_thread and ok
     if upstream_response.headers.get("content-type", "").startswith("text/event-stream"):
         return StreamingResponse(
-            _relay(svc, tenant_id, upstream_response, watch=watch),
+            _relay(svc, tenant_id, upstream_response, watch=watch, claim_thread=claim_thread),
             status_code=upstream_response.status_code,
             headers=headers,
         )
@@ -109,21 +195,43 @@ async def passthrough(request: Request) -> Response:
             body = json.loads(content)
         except ValueError:
             body = None
+        if claim_thread and (thread_id := _thread_id(body)):
+            await svc.meta.claim(tenant_id, "thread", thread_id)
         if body is not None:
             await harvest_assistants_body(svc, tenant_id, body)
     return Response(content, status_code=upstream_response.status_code, headers=headers)
 
 
+def _thread_id(data: Any) -> str | None:
+    """The thread a run, a run event or a ``thread.created`` event belongs to."""
+    if not isinstance(data, dict):
+        return None
+    if data.get("object") == "thread" and isinstance(data.get("id"), str):
+        return cast(str, data["id"])
+    return data["thread_id"] if isinstance(data.get("thread_id"), str) else None
+
+
 async def _relay(
-    svc: Services, tenant_id: str, upstream_response: httpx2.Response, *, watch: bool
+    svc: Services,
+    tenant_id: str,
+    upstream_response: httpx2.Response,
+    *,
+    watch: bool,
+    claim_thread: bool = False,
 ) -> AsyncIterator[bytes]:
     splitter = SSESplitter()
     try:
         async for chunk in upstream_response.aiter_bytes():
+            events = list(splitter.feed(chunk)) if watch or claim_thread else []
+            # The claim is awaited before the chunk that completes the first event naming the
+            # thread goes out: the client cannot use the id before it is the caller's.
+            for raw in events if claim_thread else ():
+                if thread_id := _thread_id(parse_event(raw, _THREAD_EVENTS)):
+                    await svc.meta.claim(tenant_id, "thread", thread_id)
+                    claim_thread = False
+                    break
             yield chunk
-            if not watch:
-                continue
-            for raw in splitter.feed(chunk):
+            for raw in events if watch else ():
                 data = parse_event(raw, _CITING_EVENTS)
                 if data is not None:
                     await harvest_assistants_body(svc, tenant_id, data)

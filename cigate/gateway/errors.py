@@ -25,7 +25,7 @@ from cigate.exceptions import (
     UpstreamUnavailableError,
 )
 
-__all__ = ["error_response", "handle_cigate_error", "not_found"]
+__all__ = ["UnknownIdError", "error_response", "handle_cigate_error", "not_found"]
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,36 @@ _DEFAULT_STATUS: list[tuple[type[CigateError], int, str]] = [
 ]
 
 
+class UnknownIdError(BadInputError):
+    """An id the caller may not see, answered in the upstream's own words for an unknown id.
+
+    Used where the gateway answers *instead of* the upstream (another tenant's assistant,
+    thread or response): message, ``param`` and a null ``code`` are the upstream's, so the
+    answer cannot be told apart from the one the upstream gives for an id that never existed.
+    """
+
+    kind = "not_found"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, status=404)
+        self.param = param
+
+
 def not_found(what: str, ident: str) -> BadInputError:
     """The one answer for unknown ids *and* other tenants' ids: same status, same text."""
     return BadInputError(f"No {what} found with id '{ident}'.", status=404)
 
 
 def error_response(
-    status: int, message: str, *, type_: str, code: str | None, headers: dict[str, str] | None
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str | None,
+    headers: dict[str, str] | None,
+    param: str | None = None,
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -70,6 +91,10 @@ def render(exc: CigateError) -> JSONResponse:
         headers["retry-after"] = str(int(exc.retry_after))
     if status >= 500:
         log.warning("gateway error %s: %s", exc.kind, exc.message)
+    if isinstance(exc, UnknownIdError):
+        return error_response(
+            status, exc.message, type_=type_, code=None, headers=headers, param=exc.param
+        )
     return error_response(status, exc.message, type_=type_, code=exc.kind, headers=headers)
 
 

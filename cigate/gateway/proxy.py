@@ -21,12 +21,12 @@ from starlette.responses import Response, StreamingResponse
 
 from cigate.gateway import rewrite, scoped
 from cigate.gateway.context import Services, services
-from cigate.gateway.errors import not_found
+from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.harvester import walk_response
 from cigate.gateway.tap import ResponseTap
 from cigate.gateway.upstream import forwardable_headers
 
-__all__ = ["create_response", "forward", "response_subresource"]
+__all__ = ["check_previous_response", "create_response", "forward", "response_subresource"]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,27 @@ async def create_response(request: Request) -> Response:
     """``POST /responses`` in any URL form: forward, relay, harvest."""
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
-    await scoped.check_response_containers(svc, tenant_id, await request.body())
+    body = await request.body()
+    await scoped.check_response_containers(svc, tenant_id, body)
+    await check_previous_response(svc, tenant_id, body)
     return await forward(svc, request, _target(svc, request, "responses"), tenant_id, harvest=True)
+
+
+async def check_previous_response(svc: Services, tenant_id: str, body: bytes) -> None:
+    """Refuse ``previous_response_id`` naming a response that is not the caller's.
+
+    The upstream would otherwise continue another tenant's conversation (its input, output and
+    container) for the caller. The answer is the upstream's own for an unknown response id.
+    """
+    try:
+        request: Any = json.loads(body)
+    except ValueError:
+        return  # the upstream answers malformed bodies in its own words
+    previous = request.get("previous_response_id") if isinstance(request, dict) else None
+    if isinstance(previous, str) and await svc.meta.get_response(tenant_id, previous) is None:
+        raise UnknownIdError(
+            f"Previous response with id '{previous}' not found.", param="previous_response_id"
+        )
 
 
 async def response_subresource(request: Request) -> Response:
@@ -103,6 +122,8 @@ async def _relay(
             yield chunk
             if tap is not None:
                 tap.feed(chunk)
+        if tap is not None:
+            await tap.recorded()
     except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop
         log.warning("upstream stream broke off: %s", exc)
     finally:

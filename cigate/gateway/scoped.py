@@ -43,7 +43,7 @@ from cigate.gateway.passthrough import (
 from cigate.gateway.upstream import forwardable_headers
 from cigate.storage.metadata_owners import OwnedKind
 
-__all__ = ["check_response_containers", "routes"]
+__all__ = ["check_response_containers", "create_and_claim", "routes"]
 
 
 def routes() -> list[BaseRoute]:
@@ -81,7 +81,7 @@ async def _owned_container(request: Request) -> tuple[Services, str, str]:
     return svc, tenant_id, container_id
 
 
-async def _create_and_claim(request: Request, kind: OwnedKind) -> Response:
+async def create_and_claim(request: Request, kind: OwnedKind) -> Response:
     """Forward a create call (body streamed up) and record the new id for the caller.
 
     The answer is one small JSON object, read whole so its id can be claimed before the
@@ -112,7 +112,7 @@ async def _create_and_claim(request: Request, kind: OwnedKind) -> Response:
 async def containers_root(request: Request) -> Response:
     """``POST /containers`` (claimed for the caller) and ``GET /containers`` (theirs only)."""
     if request.method == "POST":
-        return await _create_and_claim(request, "container")
+        return await create_and_claim(request, "container")
     svc = services(request)
     return await owned_list(svc, request, await svc.tenants.tenant_id(request), "container")
 
@@ -175,7 +175,7 @@ async def container_file_content(request: Request) -> Response:
 async def files_root(request: Request) -> Response:
     """``POST /files`` (the upload, claimed for the caller) and ``GET /files`` (theirs only)."""
     if request.method == "POST":
-        return await _create_and_claim(request, "file")
+        return await create_and_claim(request, "file")
     svc = services(request)
     return await owned_list(svc, request, await svc.tenants.tenant_id(request), "file")
 

@@ -37,6 +37,7 @@ class ResponseTap:
         self._splitter = SSESplitter()
         self._finished = False
         self._citing: list[asyncio.Task[Any]] = []
+        self._recording: asyncio.Task[Any] | None = None
 
     def feed(self, chunk: bytes) -> None:
         for raw in self._splitter.feed(chunk):
@@ -51,7 +52,7 @@ class ResponseTap:
         if isinstance(response, dict) and isinstance(response.get("id"), str):
             self.response_id = self.response_id or response["id"]
         if kind == "response.created" and self.response_id:
-            self.harvester.spawn(
+            self._recording = self.harvester.spawn(
                 self.harvester.meta.record_response(
                     self.tenant_id,
                     self.response_id,
@@ -94,6 +95,15 @@ class ResponseTap:
                 name=f"cigate-cite-{key[1]}",
             )
         )
+
+    async def recorded(self) -> None:
+        """Wait until the response is recorded as the tenant's (a failure is logged, not raised).
+
+        The relay awaits this before it ends the body, so a client that read the stream to its
+        end can use the id at once (``previous_response_id``, ``GET /responses/{id}``).
+        """
+        if self._recording is not None:
+            await asyncio.gather(asyncio.shield(self._recording), return_exceptions=True)
 
     def finish(self, response: dict[str, Any] | None = None) -> None:
         """The stream ended (terminal event, or cut off): reconcile the containers once."""

@@ -1,10 +1,14 @@
-"""Ownership of upstream ids: which tenant a container or a Files-API file belongs to.
+"""Ownership of upstream ids: which tenant a container, file, assistant or thread belongs to.
 
 The gateway forwards most container and file calls to the upstream, where every tenant shares
 one account. Tenant scoping therefore needs a record of *who created or first used* each
 upstream id, kept apart from the file rows (a container can be owned long before it holds a
 harvested file; an uploaded file is owned without being copied). The first tenant to claim an
 id keeps it: claims are ``INSERT … ON CONFLICT DO NOTHING``, atomic on SQLite and PostgreSQL.
+
+Assistants and threads (Assistants API) are owned the same way; a thread's messages, runs and
+run steps need no rows of their own, because every path to them goes through the thread.
+``kind`` is a plain string column, so a new kind needs no migration, only this ``Literal``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from cigate.storage.schema import owners
 
 __all__ = ["OwnedKind", "OwnerQueries", "claim_in"]
 
-OwnedKind = Literal["container", "file"]
+OwnedKind = Literal["container", "file", "assistant", "thread"]
 
 _MAX_ID = 200
 

@@ -137,13 +137,14 @@ files = Table(
     Index("ix_files_tenant_created", "tenant_id", "created_at", "id"),
 )
 
-#: Which tenant owns an upstream id the gateway saw created or used: containers (``cntr_…``)
-#: and Files-API files (``assistant-…``/``file-…``). The first tenant wins; every other tenant
+#: Which tenant owns an upstream id the gateway saw created or used: containers (``cntr_…``),
+#: Files-API files (``assistant-…``/``file-…``), assistants (``asst_…``) and threads
+#: (``thread_…``). The first tenant wins; every other tenant
 #: gets the unknown-id answer for it, also on paths the gateway forwards without storing.
 owners = Table(
     "owners",
     metadata,
-    Column("kind", String(16), primary_key=True),  # "container" | "file"
+    Column("kind", String(16), primary_key=True),  # metadata_owners.OwnedKind
     Column("upstream_id", String(200), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
