@@ -69,7 +69,7 @@ def _connection_options(fn: F) -> F:
             type=int,
             envvar="CIGATE_CONCURRENCY",
             show_envvar=True,
-            help="Downloads at once [default: 8].",
+            help="Downloads at once [default: 16].",
         ),
         click.option(
             "--retries",
