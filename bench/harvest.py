@@ -1,131 +1,248 @@
 """Harvest benchmark: ten 10 MiB files from one response, all at once vs the slowest single one.
 
-DESIGN.md's budget: harvesting N files takes close to the slowest single download, not the sum.
-Everything runs in this process against the emulator on a real loopback server (uvicorn in a
-thread), so the ratio compares like with like on this machine. Reference and harvest are measured
-in the same run, repeated, and medians are compared, in two settings:
+DESIGN.md's budget: harvesting N files takes close to the slowest single download, not the sum
+(issue 3, "Benchmark": target all10/slowest_single <= 1.5).
 
-* ``loopback``: no latency at all. Server and client share one interpreter (and, here, two
-  cores), so moving 100 MiB is CPU-bound and no amount of concurrency can hide it; printed for
-  honesty, not judged.
-* ``remote``: every content request first waits ``LATENCY_MS`` (the emulator's ``latency_ms``
-  fault), as a remote service's time to first byte does. This is the situation the budget is
-  about — the harvest must overlap the waits instead of adding them up — and the last line.
+How it measures, and why:
 
-Last line: ``harvest: all10/slowest_single = X.XX (target <= 1.5)``.
+* The emulator runs in a **separate process** (``run_in_thread`` in a child interpreter, which
+  also gives its sockets ``TCP_NODELAY``), so the server does not share the client's GIL. It is
+  stopped at the end whatever happens (stdin closed, then the process group killed if needed).
+* One response's code writes ten 10 MiB files of pseudo-random bytes (seeded afresh each run,
+  so the bench knows each file's sha256 without trusting the emulator) and cites them.
+* Each round downloads every file alone, then all ten at once, through ``cigate.adownload``,
+  the library's own path (``Downloader.fetch_all``, default concurrency). Single timings are
+  medians per file over the rounds; "slowest single" is the largest of those medians. The
+  harvest time is the median over the rounds. Every downloaded file is checked by sha256; a
+  mismatch is printed as a failure and the exit status is 1.
+
+Two scenarios:
+
+* ``loopback (unpaced)``: no fault. Client and emulator on one 2-core machine with no network in
+  between, so moving 100 MiB is CPU-bound (about 100 MB/s for both ends together) and ten
+  downloads cost about ten times one whatever the client overlaps. Printed for honesty, not
+  judged.
+* ``remote`` (the headline, last line): every container file content request waits
+  ``TTFB_MS`` before answering (``latency_ms``) and its body is paced at ``RATE_MIB_S`` MiB/s
+  per connection (``rate_bytes_per_s``). Downloads of container files from Azure in another
+  region are bounded per connection by the remote service and the WAN (TCP window over tens of
+  milliseconds of round trip), typically a few tens of MiB/s, not by the client's CPU: 25 MiB/s
+  per connection is a realistic, even generous, figure. This is the situation the budget is
+  about: the harvest must overlap connections, not add them up. Note that ten connections at
+  25 MiB/s ask for 250 MiB/s together, about what this 2-core machine copies on loopback with
+  nothing else running (the unpaced line), so some CPU contention remains in the headline: it
+  is not flattered.
+
+Last line: ``harvest: all10/slowest_single = X.XX (target <= 1.5; upstream paced at N MiB/s per
+connection, TTFB M ms)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
+import random
+import select
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from cigate import adownload
 from cigate.config import ClientConfig, resolve_config
-from cigate.download import Downloader
-from cigate.emulator.app import create_app
-from cigate.emulator.server import run_in_thread
-from cigate.emulator.settings import EmulatorSettings
 from cigate.refs import FileRef, find_files
 
 FILES = 10
 SIZE = 10 * 1024 * 1024
 ROUNDS = 5
 TARGET = 1.5
-LATENCY_MS = 1000
-PROMPT = f"""Write {FILES} files of {SIZE} bytes.
+RATE_MIB_S = 25
+TTFB_MS = 200
+API_KEY = "bench-key"
+CONTENT = "**/containers/*/files/*/content"
+STARTUP_TIMEOUT = 120.0
+
+#: The child: the emulator on a free loopback port, in its own interpreter; prints its URL,
+#: then serves until its stdin closes (so it also ends if this process dies).
+SERVER = f"""
+import sys
+from cigate.emulator.app import create_app
+from cigate.emulator.server import run_in_thread
+from cigate.emulator.settings import EmulatorSettings
+
+handle = run_in_thread(create_app(EmulatorSettings(api_keys=({API_KEY!r},), pool_size=1)))
+print(handle.url, flush=True)
+try:
+    sys.stdin.read()
+finally:
+    handle.stop()
+"""
+
+
+def _prompt(seed: int) -> str:
+    return f"""Write {FILES} files of {SIZE} random bytes.
 
 ```python
-import os
+import random
 for i in range({FILES}):
     with open(f"/mnt/data/blob_{{i:02d}}.bin", "wb") as fh:
-        fh.write(os.urandom({SIZE}))
+        fh.write(random.Random({seed} + i).randbytes({SIZE}))
 ```
 """
 
 
-async def _timed_fetch(config: ClientConfig, out: Path, refs: list[FileRef]) -> float:
-    async with Downloader(config, out) as downloader:
-        start = time.perf_counter()
-        harvest = await downloader.fetch_all(refs)
-        elapsed = time.perf_counter() - start
-    if not harvest.ok or len(harvest.paths) != len(refs):
-        raise SystemExit(f"download failed: {harvest.errors}")
-    return elapsed
+def _expected(seed: int) -> dict[str, str]:
+    """sha256 of every file the prompt's code writes, by file name."""
+    return {
+        f"blob_{i:02d}.bin": hashlib.sha256(random.Random(seed + i).randbytes(SIZE)).hexdigest()
+        for i in range(FILES)
+    }
 
 
-async def measure(config: ClientConfig, refs: list[FileRef], work: Path) -> tuple[float, float]:
-    """(median slowest single download, median time to harvest all) over ROUNDS rounds."""
-    slowest: list[float] = []
+class Emulator:
+    """The emulator in a child process; ``stop()`` always ends it (and its kernels)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: kernels included in a kill
+        )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP_TIMEOUT)
+        self.url = self.proc.stdout.readline().strip() if ready else ""
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise SystemExit(f"the emulator did not start (said {self.url!r})")
+
+    def control(self, method: str, path: str, body: object = None) -> None:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}/_emulator/{path}",
+            data=data,
+            headers={"content-type": "application/json"},
+            method=method,
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=30) as reply:
+            reply.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+async def _timed(
+    config: ClientConfig, out: Path, refs: list[FileRef], expected: dict[str, str]
+) -> tuple[float, list[str]]:
+    """Seconds to harvest ``refs`` into ``out`` with the library, and any integrity failures."""
+    start = time.perf_counter()
+    harvest = await adownload(refs, out=out, config=config)
+    elapsed = time.perf_counter() - start
+    failures = [f"{r.ref.filename}: {r.error}" for r in harvest.results if r.error is not None]
+    for result in harvest.results:
+        if result.path is None:
+            continue
+        digest = hashlib.sha256(result.path.read_bytes()).hexdigest()
+        if digest != expected.get(result.ref.filename) or result.sha256 != digest:
+            failures.append(f"{result.ref.filename}: sha256 mismatch ({digest})")
+    if len(harvest.paths) != len(refs):
+        failures.append(f"{len(harvest.paths)} of {len(refs)} files downloaded")
+    shutil.rmtree(out, ignore_errors=True)
+    return elapsed, failures
+
+
+async def measure(
+    config: ClientConfig, refs: list[FileRef], work: Path, expected: dict[str, str]
+) -> tuple[float, float, list[str]]:
+    """(slowest per-file median single download, median harvest of all, failures)."""
+    singles: list[list[float]] = [[] for _ in refs]
     together: list[float] = []
+    failures: list[str] = []
     for n in range(ROUNDS):
-        singles = []
         for i, ref in enumerate(refs):
-            singles.append(await _timed_fetch(config, work / f"s{n}-{i}", [ref]))
-        slowest.append(max(singles))
-        together.append(await _timed_fetch(config, work / f"all{n}", refs))
-        shutil.rmtree(work)
-        work.mkdir()
-    return statistics.median(slowest), statistics.median(together)
-
-
-def _add_latency(root: str) -> None:
-    rule = {"method": "GET", "path": "**/containers/*/files/*/content", "latency_ms": LATENCY_MS}
-    request = urllib.request.Request(
-        f"{root}/_emulator/faults",
-        data=json.dumps(rule).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request) as reply:
-        reply.read()
+            elapsed, bad = await _timed(config, work / f"s{n}-{i}", [ref], expected)
+            singles[i].append(elapsed)
+            failures += bad
+        elapsed, bad = await _timed(config, work / f"all{n}", refs, expected)
+        together.append(elapsed)
+        failures += bad
+    slowest = max(statistics.median(times) for times in singles)
+    return slowest, statistics.median(together), failures
 
 
 def main() -> int:
-    settings = EmulatorSettings(pool_size=1)
-    handle = run_in_thread(create_app(settings), "127.0.0.1", 0)
+    seed = random.SystemRandom().randrange(2**32)
+    expected = _expected(seed)
     work = Path(tempfile.mkdtemp(prefix="cigate-bench-"))
+    emulator = Emulator()
     try:
-        config = resolve_config(
-            endpoint=handle.url, api_key=settings.api_key, concurrency=FILES, env={}
-        )
+        config = resolve_config(endpoint=emulator.url, api_key=API_KEY, env={})
         client = config.openai_client()
         response = client.responses.create(
             model="bench",
-            input=PROMPT,
+            input=_prompt(seed),
             tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
         )
         client.close()
         refs = find_files(response)
-        if len(refs) != FILES:
-            print(f"expected {FILES} cited files, got {len(refs)}", file=sys.stderr)
+        if sorted(r.filename for r in refs) != sorted(expected):
+            print(f"FAIL: expected {FILES} cited files, got {len(refs)}", file=sys.stderr)
             return 1
-        loop_slowest, loop_together = asyncio.run(measure(config, refs, work))
-        _add_latency(handle.url)
-        slowest, together = asyncio.run(measure(config, refs, work))
+        loop_one, loop_all, loop_bad = asyncio.run(measure(config, refs, work, expected))
+        emulator.control(
+            "POST",
+            "faults",
+            {
+                "method": "GET",
+                "path": CONTENT,
+                "latency_ms": TTFB_MS,
+                "rate_bytes_per_s": RATE_MIB_S * 2**20,
+            },
+        )
+        one, every, bad = asyncio.run(measure(config, refs, work, expected))
     finally:
-        handle.stop()
+        emulator.stop()
         shutil.rmtree(work, ignore_errors=True)
+    failures = loop_bad + bad
+    for failure in failures:
+        print(f"FAIL: {failure}", file=sys.stderr)
     total_mib = FILES * SIZE / 2**20
-    print(f"files: {FILES} x {SIZE // 2**20} MiB from one response ({len(refs)} citations)")
-    for label, one, every in (
-        ("loopback", loop_slowest, loop_together),
-        (f"remote ({LATENCY_MS} ms to first byte)", slowest, together),
+    print(
+        f"files: {FILES} x {SIZE // 2**20} MiB from one response, emulator in a separate "
+        f"process, client concurrency {config.concurrency}, {ROUNDS} rounds, "
+        f"{'all sha256 verified' if not failures else f'{len(failures)} FAILURES'}"
+    )
+    for label, single, harvest in (
+        ("loopback, unpaced (CPU-bound on this 2-core machine, not judged)", loop_one, loop_all),
+        (f"remote ({RATE_MIB_S} MiB/s per connection, TTFB {TTFB_MS} ms)", one, every),
     ):
         print(
-            f"{label}: slowest single {one * 1000:.0f} ms, all {FILES} at once "
-            f"{every * 1000:.0f} ms ({total_mib / every:.0f} MiB/s), ratio {every / one:.2f} "
-            f"(medians of {ROUNDS})"
+            f"{label}: slowest single {single * 1000:.0f} ms, all {FILES} at once "
+            f"{harvest * 1000:.0f} ms ({total_mib / harvest:.0f} MiB/s), "
+            f"ratio {harvest / single:.2f}"
         )
-    ratio = together / slowest
-    print(f"harvest: all{FILES}/slowest_single = {ratio:.2f} (target <= {TARGET})")
-    return 0
+    print(
+        f"harvest: all{FILES}/slowest_single = {every / one:.2f} (target <= {TARGET}; "
+        f"upstream paced at {RATE_MIB_S} MiB/s per connection, TTFB {TTFB_MS} ms)"
+    )
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
