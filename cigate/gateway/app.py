@@ -51,6 +51,11 @@ def _routes() -> list[BaseRoute]:
         Route("/files/{file_id}/links/{link_id}", links.revoke_link, methods=["DELETE"]),
         Route("/links/{link_id}", links.serve_link, methods=_GET_HEAD),
         Route("/responses/{response_id}/files", files.response_files, methods=["GET"]),
+        Route(
+            "/responses/{response_id}/files/by-path/{path:path}",
+            files.file_by_path,
+            methods=_GET_HEAD,
+        ),
         # Legacy Azure form: /openai/responses?api-version=...
         Route("/openai/responses", proxy.create_response, methods=["POST"]),
         Route(

@@ -9,6 +9,8 @@ tenant gets exactly the answer an unknown id gets.
 
 from __future__ import annotations
 
+import asyncio
+import posixpath
 from typing import Any
 
 from starlette.requests import Request
@@ -21,7 +23,14 @@ from cigate.gateway.errors import not_found
 from cigate.gateway.serving import serve_file
 from cigate.storage.records import FileRow
 
-__all__ = ["file_content", "file_json", "file_metadata", "resolve", "response_files"]
+__all__ = [
+    "file_by_path",
+    "file_content",
+    "file_json",
+    "file_metadata",
+    "resolve",
+    "response_files",
+]
 
 _FILES_API_PREFIXES = ("assistant-", "file-")
 
@@ -100,6 +109,38 @@ async def file_content(request: Request) -> Response:
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     row = await resolve(svc, tenant_id, request.path_params["file_id"])
+    return await serve_file(request, svc, row, actor=f"tenant:{tenant_id}", tenant_id=tenant_id)
+
+
+#: How long a by-path download waits for the response's files to be recorded (a plain answer
+#: is harvested in the background, and the client may follow the link at once).
+_BY_PATH_WAIT = 5.0
+
+
+async def file_by_path(request: Request) -> Response:
+    """``GET /responses/{id}/files/by-path/{path}``: the file a response wrote at a path.
+
+    The target of rewritten ``sandbox:/mnt/data/<path>`` links (:mod:`cigate.gateway.rewrite`),
+    which can be computed before the file's id is known. Matched on the name the file was
+    recorded with (a citation's ``filename``, the basename of the path); cited files first.
+    """
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    response_id = request.path_params["response_id"]
+    if await svc.meta.get_response(tenant_id, response_id) is None:
+        raise not_found("response", response_id)
+    path = request.path_params["path"]
+    name = posixpath.basename(path)
+    deadline = asyncio.get_running_loop().time() + _BY_PATH_WAIT
+    while True:
+        rows = await svc.meta.list_files(tenant_id, response_id=response_id)
+        matches = [r for r in rows if r.filename in (name, path) or r.filename.endswith("/" + path)]
+        if matches or asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.1)
+    if not matches:
+        raise not_found("file", path)
+    row = min(matches, key=lambda r: (r.origin != "citation", r.created_at))
     return await serve_file(request, svc, row, actor=f"tenant:{tenant_id}", tenant_id=tenant_id)
 
 

@@ -98,8 +98,13 @@ async def forward(
     ok = upstream_response.status_code == 200
     if content_type.startswith("text/event-stream"):
         tap = ResponseTap(svc.harvester, tenant_id, svc.upstream_name) if harvest and ok else None
+        rewriter = (
+            rewrite.StreamRewriter(svc.public_base(request))
+            if tap is not None and svc.settings.rewrite_links
+            else None
+        )
         return StreamingResponse(
-            _relay(upstream_response, tap),
+            _relay(upstream_response, tap, rewriter),
             status_code=upstream_response.status_code,
             headers=headers,
         )
@@ -115,13 +120,22 @@ async def forward(
 
 
 async def _relay(
-    upstream_response: httpx2.Response, tap: ResponseTap | None
+    upstream_response: httpx2.Response,
+    tap: ResponseTap | None,
+    rewriter: rewrite.StreamRewriter | None = None,
 ) -> AsyncIterator[bytes]:
+    """Chunks as they arrive; with ``rewriter``, whole events with their links rewritten (the
+    tap always sees the upstream's own bytes)."""
     try:
         async for chunk in upstream_response.aiter_bytes():
-            yield chunk
+            if rewriter is None:
+                yield chunk
+            elif out := rewriter.feed(chunk):
+                yield out
             if tap is not None:
                 tap.feed(chunk)
+        if rewriter is not None and (rest := rewriter.flush()):
+            yield rest
         if tap is not None:
             await tap.recorded()
     except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop

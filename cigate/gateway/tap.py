@@ -97,13 +97,15 @@ class ResponseTap:
         )
 
     async def recorded(self) -> None:
-        """Wait until the response is recorded as the tenant's (a failure is logged, not raised).
+        """Wait until the response and its citations are recorded (failures are logged only).
 
         The relay awaits this before it ends the body, so a client that read the stream to its
-        end can use the id at once (``previous_response_id``, ``GET /responses/{id}``).
+        end can use the ids at once (``previous_response_id``, ``GET /responses/{id}``, a
+        rewritten link). Recording a citation is one row; its copy runs on regardless.
         """
-        if self._recording is not None:
-            await asyncio.gather(asyncio.shield(self._recording), return_exceptions=True)
+        tasks = [*([self._recording] if self._recording else []), *self._citing]
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
 
     def finish(self, response: dict[str, Any] | None = None) -> None:
         """The stream ended (terminal event, or cut off): reconcile the containers once."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cigate.gateway.rewrite import rewrite_part
+from cigate.gateway.rewrite import by_path_url, rewrite_part
 from cigate.gateway.sse import SSESplitter, parse_event
 
 
@@ -28,11 +28,12 @@ def test_rewriting_replaces_each_sandbox_link_and_shifts_later_offsets() -> None
     tail["start_index"] = text.index("x.")
     tail["end_index"] = tail["start_index"] + 1
     part = {"type": "output_text", "text": text, "annotations": [*anns, tail]}
-    rewrite_part(part, "https://gw.example")
+    rewrite_part(part, lambda path: by_path_url("https://gw.example", "resp_1", path))
     new = part["text"]
     a, b, url_ann = part["annotations"]
-    assert new[a["start_index"] : a["end_index"]] == "https://gw.example/files/cfile_a/content"
-    assert new[b["start_index"] : b["end_index"]] == "https://gw.example/files/cfile_b/content"
+    base = "https://gw.example/responses/resp_1/files/by-path"
+    assert new[a["start_index"] : a["end_index"]] == f"{base}/a.csv"
+    assert new[b["start_index"] : b["end_index"]] == f"{base}/b.png"
     assert new[url_ann["start_index"] : url_ann["end_index"]] == "x"
     assert "sandbox:" not in new
 
