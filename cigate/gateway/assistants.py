@@ -32,7 +32,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
-from cigate.gateway import facade, fetch
+from cigate.gateway import body_refs, facade, fetch
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError
 from cigate.gateway.passthrough import owned_list
@@ -168,6 +168,7 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
     """
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
+    await body_refs.enforce(svc, tenant_id, request)  # file ids in tool_resources, attachments
     upstream_response = await svc.upstream.send(
         request.method,
         _target(svc, request.url.path),

@@ -46,14 +46,15 @@ class UnknownIdError(BadInputError):
     """An id the caller may not see, answered in the upstream's own words for an unknown id.
 
     Used where the gateway answers *instead of* the upstream (another tenant's assistant,
-    thread or response): message, ``param`` and a null ``code`` are the upstream's, so the
-    answer cannot be told apart from the one the upstream gives for an id that never existed.
+    thread, response or file): message, ``param`` and a null ``code`` are the upstream's, so
+    the answer cannot be told apart from the one the upstream gives for an id that never
+    existed. The status is 404 except where the upstream says 400 (Assistants' file checks).
     """
 
     kind = "not_found"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message, status=404)
+    def __init__(self, message: str, *, param: str | None = None, status: int = 404) -> None:
+        super().__init__(message, status=status)
         self.param = param
 
 

@@ -19,7 +19,7 @@ import httpx2
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from cigate.gateway import rewrite, scoped
+from cigate.gateway import body_refs, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.harvester import walk_response
@@ -46,6 +46,7 @@ async def create_response(request: Request) -> Response:
     body = await request.body()
     await scoped.check_response_containers(svc, tenant_id, body)
     await check_previous_response(svc, tenant_id, body)
+    await body_refs.enforce(svc, tenant_id, request)
     return await forward(svc, request, _target(svc, request, "responses"), tenant_id, harvest=True)
 
 

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import BadInputError, UpstreamUnavailableError
-from cigate.gateway import facade
+from cigate.gateway import body_refs, facade
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import not_found
 from cigate.gateway.passthrough import (
@@ -89,6 +89,7 @@ async def create_and_claim(request: Request, kind: OwnedKind) -> Response:
     """
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
+    await body_refs.enforce(svc, tenant_id, request)
     answer = await svc.upstream.send(
         "POST",
         target(svc, request.url.path),
@@ -124,9 +125,12 @@ async def container_other(request: Request) -> Response:
 
 
 async def container_files(request: Request) -> Response:
-    """Upload into an owned container (forwarded), or list it (live first, then the store)."""
+    """Upload into an owned container (forwarded), or list it (live first, then the store).
+
+    A JSON upload names a Files-API file to copy in: it must be the caller's."""
     svc, tenant_id, container_id = await _owned_container(request)
     if request.method == "POST":
+        await body_refs.enforce(svc, tenant_id, request)
         return await relay(svc, request)
     try:
         live = await svc.upstream.send(

@@ -1,0 +1,247 @@
+"""Files-API ids named *inside* request bodies, checked against the caller's tenant.
+
+The gateway scopes ids in URL paths, but several create calls take file ids in their JSON body
+and make the upstream copy those files somewhere the caller can read them: a container
+(``tools[].container.file_ids``, ``input_file`` parts, ``POST /containers``, a JSON
+``POST /containers/{cid}/files``) or a thread whose code the caller's run executes
+(``tool_resources``, message ``attachments``, ``image_file`` parts). The upstream account is
+shared, so a leaked id of another tenant's file would otherwise be readable by anyone.
+
+:func:`enforce` is the one check, called by every handler that forwards such a body: it reads
+the (small, JSON) body, :func:`extract` lists its file ids per operation in the upstream's
+checking order, and an id the caller's tenant does not own (the owners table, kind ``file``)
+is refused *before* the upstream is contacted, with the upstream's own answer for an unknown
+file in that position, so a refusal tells nothing about other tenants.
+
+Owned means: uploaded through the gateway by the tenant, or recorded for it by the gateway —
+Files-API files harvested from its Assistants runs and ids it adopted with ``GET /files/{id}``
+both claim the id (:meth:`~cigate.storage.metadata_files.FileQueries.upsert_file`), so a
+generated image can be fed back into the tenant's next thread. A body reference never adopts
+an id nobody owns (that would let a leaked id of a file made directly upstream be copied);
+container file ids (``cfile_…``) and the gateway's own ids are not Files-API ids and are
+refused like unknown ones, as the upstream would.
+
+Multipart uploads are never read here (they carry bytes, not ids), and a body that is not JSON
+goes up unchanged: the upstream answers it in its own words.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from starlette.requests import Request
+
+from cigate.gateway.context import Services
+from cigate.gateway.errors import UnknownIdError
+from cigate.gateway.passthrough import PREFIXES
+
+__all__ = ["Group", "Operation", "enforce", "extract", "operation"]
+
+#: How the upstream words an unknown file id, per API family (the emulator's exact answers).
+Style = Literal["responses", "containers", "assistants"]
+Operation = Literal[
+    "responses",
+    "containers.create",
+    "containers.files.create",
+    "assistants",
+    "threads.create",
+    "threads.update",
+    "threads.create_and_run",
+    "messages.create",
+    "runs.create",
+]
+
+#: POST paths (after the API prefix) whose bodies can name files, and what they are.
+_OPERATIONS: list[tuple[re.Pattern[str], Operation]] = [
+    (re.compile(r"responses"), "responses"),
+    (re.compile(r"containers"), "containers.create"),
+    (re.compile(r"containers/[^/]+/files"), "containers.files.create"),
+    (re.compile(r"assistants(/[^/]+)?"), "assistants"),
+    (re.compile(r"threads"), "threads.create"),
+    (re.compile(r"threads/runs"), "threads.create_and_run"),
+    (re.compile(r"threads/[^/]+"), "threads.update"),
+    (re.compile(r"threads/[^/]+/messages"), "messages.create"),
+    (re.compile(r"threads/[^/]+/runs"), "runs.create"),
+]
+
+
+@dataclass(frozen=True)
+class Group:
+    """File ids the upstream checks together, under one ``param`` of its error answer."""
+
+    style: Style
+    param: str
+    ids: tuple[str, ...]
+
+
+def operation(method: str, path: str) -> Operation | None:
+    """The body-carrying operation a client path names, in any of the three URL forms."""
+    if method != "POST":
+        return None
+    rest = next(
+        (path[len(p) + 1 :] for p in PREFIXES if path.startswith(p + "/")),
+        None,
+    )
+    if rest is None:
+        return None
+    for pattern, op in _OPERATIONS:
+        if pattern.fullmatch(rest.rstrip("/")):
+            return op
+    return None
+
+
+def extract(op: Operation, body: Any) -> list[Group]:
+    """Every file id ``body`` names for ``op``, grouped in the order the upstream checks them.
+
+    Malformed shapes (a string where a list belongs, and so on) are skipped: the upstream
+    refuses them itself, and nothing of anyone is copied.
+    """
+    if not isinstance(body, dict):
+        return []
+    if op == "responses":
+        return list(_responses(body))
+    if op == "containers.create":
+        return [Group("containers", "id", (f,)) for f in _strings(body.get("file_ids"))]
+    if op == "containers.files.create":
+        file_id = body.get("file_id")
+        return [Group("containers", "id", (file_id,))] if isinstance(file_id, str) else []
+    if op in ("assistants", "threads.update"):
+        return _nonempty([_tool_resources(body.get("tool_resources"))])
+    if op == "threads.create":
+        return _nonempty(_thread(body))
+    if op == "threads.create_and_run":
+        thread = body.get("thread")
+        return _nonempty(
+            [
+                _tool_resources(body.get("tool_resources")),
+                *(_thread(thread) if isinstance(thread, dict) else []),
+            ]
+        )
+    if op == "messages.create":
+        return _nonempty(_message(body, ""))
+    # runs.create
+    return _nonempty(
+        [
+            group
+            for i, message in enumerate(_dicts(body.get("additional_messages")))
+            for group in _message(message, f"additional_messages[{i}].")
+        ]
+    )
+
+
+async def enforce(svc: Services, tenant_id: str, request: Request) -> None:
+    """Refuse the request if its body names a file the caller's tenant does not own.
+
+    Called before forwarding; reads the body only for operations that can name files and
+    never for multipart uploads. Starlette keeps the body read here, so the forwarding call
+    streams the same bytes upstream.
+    """
+    op = operation(request.method, request.url.path)
+    if op is None:
+        return
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        return
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return  # the upstream answers malformed bodies in its own words
+    groups = extract(op, body)
+    if not groups:
+        return
+    owned = await svc.meta.owned_among(tenant_id, "file", [f for g in groups for f in g.ids])
+    for group in groups:
+        foreign = [f for f in dict.fromkeys(group.ids) if f not in owned]
+        if foreign:
+            raise _refusal(group, foreign)
+
+
+def _refusal(group: Group, foreign: list[str]) -> UnknownIdError:
+    """The upstream's answer for unknown files in ``group`` (the emulator's, word for word)."""
+    if group.style == "responses":
+        return UnknownIdError(f"File '{foreign[0]}' not found.", param=group.param)
+    if group.style == "containers":
+        return UnknownIdError(f"No such File object: {foreign[0]}", param=group.param)
+    return UnknownIdError(
+        f"Files with ids {foreign!r} were not found.", param=group.param, status=400
+    )
+
+
+def _responses(body: dict[str, Any]) -> Iterator[Group]:
+    """``tools[i].container.file_ids`` first (the container is made first), then input parts."""
+    for i, tool in enumerate(_list(body.get("tools"))):
+        container = tool.get("container") if isinstance(tool, dict) else None
+        if isinstance(container, dict):
+            param = f"tools[{i}].container.file_ids"
+            for file_id in _strings(container.get("file_ids")):
+                yield Group("responses", param, (file_id,))
+    for i, item in enumerate(_list(body.get("input"))):
+        content = item.get("content") if isinstance(item, dict) else None
+        for j, part in enumerate(_list(content)):
+            if (
+                isinstance(part, dict)
+                and part.get("type") in ("input_file", "input_image")
+                and isinstance(part.get("file_id"), str)
+            ):
+                yield Group("responses", f"input[{i}].content[{j}].file_id", (part["file_id"],))
+
+
+def _thread(thread: dict[str, Any]) -> list[Group]:
+    """A new thread's ``tool_resources``, then each of its ``messages``."""
+    groups = [_tool_resources(thread.get("tool_resources"))]
+    for i, message in enumerate(_dicts(thread.get("messages"))):
+        groups += _message(message, f"messages[{i}].")
+    return groups
+
+
+def _message(message: dict[str, Any], prefix: str) -> list[Group]:
+    """A new message's ``content`` parts (``image_file``), then its ``attachments``.
+
+    The upstream checks ``attachments`` only; an ``image_file`` part naming a file the caller
+    does not own is refused in the same words, under ``content``.
+    """
+    images = tuple(
+        part["image_file"]["file_id"]
+        for part in _dicts(message.get("content"))
+        if part.get("type") == "image_file"
+        and isinstance(part.get("image_file"), dict)
+        and isinstance(part["image_file"].get("file_id"), str)
+    )
+    attachments = _dicts(message.get("attachments"))
+    attached = tuple(a["file_id"] for a in attachments if isinstance(a.get("file_id"), str))
+    return [
+        Group("assistants", f"{prefix}attachments", attached),
+        Group("assistants", f"{prefix}content", images),
+    ]
+
+
+def _tool_resources(resources: Any) -> Group:
+    """``code_interpreter.file_ids`` and ``file_search.vector_stores[].file_ids``."""
+    if not isinstance(resources, dict):
+        return Group("assistants", "tool_resources", ())
+    code = resources.get("code_interpreter")
+    ids = list(_strings(code.get("file_ids"))) if isinstance(code, dict) else []
+    search = resources.get("file_search")
+    if isinstance(search, dict):
+        for store in _dicts(search.get("vector_stores")):
+            ids += _strings(store.get("file_ids"))
+    return Group("assistants", "tool_resources", tuple(ids))
+
+
+def _nonempty(groups: list[Group]) -> list[Group]:
+    return [g for g in groups if g.ids]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [x for x in _list(value) if isinstance(x, dict)]
+
+
+def _strings(value: Any) -> list[str]:
+    return [x for x in _list(value) if isinstance(x, str)]
