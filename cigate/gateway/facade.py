@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from cigate.exceptions import BadInputError
 from cigate.gateway.context import services
+from cigate.gateway.errors import UnknownIdError
 from cigate.gateway.files import resolve
 from cigate.gateway.serving import serve_file
 from cigate.storage.records import FileRow
@@ -29,7 +30,8 @@ __all__ = [
 
 
 def _container_not_found(container_id: str) -> BadInputError:
-    return BadInputError(f"Container with id '{container_id}' not found.", status=404)
+    """The upstream's own answer for an unknown container (``param``, null ``code``)."""
+    return UnknownIdError(f"Container with id '{container_id}' not found.", param="container_id")
 
 
 def _file_not_found(container_id: str, file_id: str) -> BadInputError:

@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 from cigate.exceptions import BadInputError, UpstreamUnavailableError
 from cigate.gateway import body_refs, facade
 from cigate.gateway.context import Services, services
-from cigate.gateway.errors import not_found
+from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.passthrough import (
     ALL_METHODS,
     PREFIXES,
@@ -68,7 +68,9 @@ def routes() -> list[BaseRoute]:
 
 
 def _container_not_found(container_id: str) -> BadInputError:
-    return BadInputError(f"Container with id '{container_id}' not found.", status=404)
+    """The upstream's own answer for an unknown container (``param``, null ``code``), so a
+    refusal cannot be told apart from a container that never existed."""
+    return UnknownIdError(f"Container with id '{container_id}' not found.", param="container_id")
 
 
 async def _owned_container(request: Request) -> tuple[Services, str, str]:

@@ -329,3 +329,19 @@ def test_ids_are_grouped_in_the_order_the_upstream_checks_them() -> None:
         ("messages[0].attachments", ("f3",)),
     ]
     assert extract("responses", {"input": "text", "tools": "junk"}) == []
+
+
+def test_another_tenants_container_in_responses_tools_gets_the_unknown_container_answer(
+    world: World,
+) -> None:
+    """The ``tools[].container`` string (checked before this module existed), same contract."""
+    theirs = world.a.containers.create(name="a's own").id
+    unknown = "cntr_" + "0" * (len(theirs) - len("cntr_"))
+
+    def call(client: OpenAI, container: str, _: World) -> Any:
+        tools: Any = [{"type": "code_interpreter", "container": container}]
+        return client.responses.create(model="gpt-4.1", input="Hi.", tools=tools)
+
+    refused = _refusal(call, world.b, theirs, world)
+    assert refused[0] == 404
+    assert refused == _refusal(call, world.emulator.openai(), unknown, world)
