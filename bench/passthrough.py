@@ -1,24 +1,52 @@
 """Per-event latency the gateway adds to an SSE stream, vs calling the emulator directly.
 
-The emulator and the gateway run as separate processes (as in production). The same streamed
-request (a plain-text answer: many ``response.output_text.delta`` events) is sent N times
-directly and N times through the gateway, interleaved. For every event index k the arrival time
-is recorded. The gateway's fixed per-request cost (key check, one more loopback hop) shows in the
-time to the first event and is printed apart; the added latency of event k is its arrival after
-the first event via the gateway minus the same direct (medians over the runs).
+What is measured: for every SSE event, the time from when the **emulator wrote it to its socket**
+to when the **client parsed it**, once directly and once through the gateway, in the same run.
 
-Last line: p50 and p95 of the added per-event latency, with their targets.
+* The emulator runs ``run_in_thread`` in a child interpreter (so it shares no GIL with the
+  client) with its ASGI app wrapped in ``EmitStamps``: as each ``http.response.body`` message
+  of a ``text/event-stream`` response is handed to uvicorn's ``send`` (which writes it to the
+  socket before returning), it records
+  ``time.perf_counter_ns()`` with the chunk. At the end the parent asks for the stamps and gets,
+  per response id, the emission time of every ``sequence_number``. ``perf_counter`` is
+  ``CLOCK_MONOTONIC`` on Linux, one clock for every process on the machine, so the child's emit
+  times and the client's receive times can be subtracted.
+* The gateway runs as a separate process, as in production, with SQLite and a blob directory;
+  its harvester runs as usual. The gateway's streams use a container created through the gateway
+  (so it belongs to the bench tenant), the direct streams one created directly.
+* Each request runs ``CELLS`` small python cells (``time.sleep(0.02)``, a print) and the last cell
+  writes one small file, ``bench_<n>.txt``, that the answer cites, so the gateway's harvester
+  records and copies one file per stream. The events go out in many bursts while the stream is
+  live (not in one burst at the end), so relay delays show.
+* ``RUNS`` streams each way, interleaved direct/gateway, after ``WARMUP`` discarded pairs. The
+  client reads the raw SSE with ``httpx2`` and stamps each ``data:`` line as it is yielded.
+
+Reported: p50/p95 of the per-event emit-to-receive latency of each path over all events, and the
+added latency as the difference of the two distributions (added p50 = gateway p50 - direct p50,
+added p95 = gateway p95 - direct p95; events are not paired one to one). The fixed
+time-to-first-event difference (key check, request forwarding) is printed on its own line.
+
+Last line: ``passthrough: added per-event latency p50 X.XX ms (target < 1 ms), p95 Y.YY ms
+(target < 3 ms) -> PASS|FAIL``. Exits non-zero only on errors (a server that does not start,
+a stream that fails, an event with no emission stamp), not on FAIL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
-import statistics
+import select
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
@@ -27,11 +55,182 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gateway import CIGATE, free_port, start, stop
 
 RUNS = 25
-BODY = {
-    "model": "gpt-4.1",
-    "stream": True,
-    "input": " ".join(f"word{i}" for i in range(60)),
-}
+WARMUP = 2
+CELLS = 5
+#: Every stream must end within this; the whole run within ``DEADLINE``.
+STREAM_TIMEOUT = 60.0
+DEADLINE = 600.0
+STARTUP_TIMEOUT = 120.0
+TARGET_P50_MS, TARGET_P95_MS = 1.0, 3.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class EmitStamps:
+    """ASGI middleware: when each SSE body chunk was written, kept raw (parsed only by ``dump``).
+
+    The hot path only appends ``(perf_counter_ns, bytes)``: no parsing while streams are live.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.chunks: list[list[tuple[int, bytes]]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[tuple[int, bytes]] | None = None
+
+        async def stamped(message: Message) -> None:
+            nonlocal chunks
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(b"text/event-stream"):
+                    chunks = []
+                    self.chunks.append(chunks)
+            if chunks is not None and message["type"] == "http.response.body":
+                # Stamped as the chunk is handed to uvicorn, which writes it to the socket at
+                # once; a stamp after ``send`` returns can come after the client already has it.
+                chunks.append((time.perf_counter_ns(), bytes(message.get("body", b""))))
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+    def dump(self) -> dict[str, dict[int, int]]:
+        """Per response id: ``sequence_number`` -> emit time (ns) of the chunk that carried it."""
+        out: dict[str, dict[int, int]] = {}
+        for chunks in self.chunks:
+            rid = ""
+            seqs: dict[int, int] = {}
+            for stamp, body in chunks:
+                for event in sse_data(body):
+                    seqs[event["sequence_number"]] = stamp
+                    rid = rid or event.get("response", {}).get("id", "")
+            if rid:
+                out[rid] = seqs
+        return out
+
+
+def sse_data(body: bytes) -> list[dict[str, Any]]:
+    """The JSON of every ``data:`` line of a chunk of whole events."""
+    return [
+        json.loads(line[5:])
+        for line in body.decode().splitlines()
+        if line.startswith("data:") and line[5:].strip() != "[DONE]"
+    ]
+
+
+def serve_emulator(api_key: str, data_dir: str) -> None:
+    """The child: the stamped emulator; prints its URL, dumps stamps on ``dump``, ends on EOF."""
+    from cigate.emulator.app import create_app
+    from cigate.emulator.server import run_in_thread
+    from cigate.emulator.settings import EmulatorSettings
+
+    app = create_app(EmulatorSettings(api_keys=(api_key,), pool_size=1, data_dir=Path(data_dir)))
+    stamps = EmitStamps(app)
+    handle = run_in_thread(stamps)
+    print(handle.url, flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() == "dump":
+                print(json.dumps(stamps.dump()), flush=True)
+    finally:
+        handle.stop()
+
+
+class Emulator:
+    """The child process; ``stop()`` always ends it (and its kernels: own process group)."""
+
+    def __init__(self, api_key: str, data_dir: Path) -> None:
+        code = (
+            f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+            f"import passthrough; passthrough.serve_emulator({api_key!r}, {str(data_dir)!r})"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.url = self._readline(STARTUP_TIMEOUT)
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"the emulator did not start (said {self.url!r})")
+
+    def _readline(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().strip() if ready else ""
+
+    def stamps(self) -> dict[str, dict[int, int]]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("dump\n")
+        self.proc.stdin.flush()
+        raw = self._readline(60)
+        if not raw:
+            raise RuntimeError("the emulator did not hand over its emission stamps")
+        return {rid: {int(k): v for k, v in seqs.items()} for rid, seqs in json.loads(raw).items()}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def prompt(n: int) -> str:
+    cells = [f"```python\nimport time; time.sleep(0.02); print({i})\n```" for i in range(CELLS - 1)]
+    cells.append(
+        "```python\nimport time; time.sleep(0.02)\n"
+        f"open('/mnt/data/bench_{n}.txt', 'w').write('{n}')\n```"
+    )
+    return "Run these cells.\n\n" + "\n\n".join(cells) + "\n"
+
+
+class Stream:
+    """One streamed request: its response id, first-event delay and ``seq -> receive ns``."""
+
+    def __init__(self, rid: str, first_ns: int, received: dict[int, int]) -> None:
+        self.rid, self.first_ns, self.received = rid, first_ns, received
+
+
+def stream(
+    client: httpx2.Client, url: str, headers: dict[str, str], container: str, n: int
+) -> Stream:
+    body = {
+        "model": "gpt-4.1",
+        "stream": True,
+        "input": prompt(n),
+        "tools": [{"type": "code_interpreter", "container": container}],
+    }
+    received: dict[int, int] = {}
+    rid = ""
+    sent = time.perf_counter_ns()
+    first = 0
+    with client.stream("POST", url, json=body, headers=headers) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            now = time.perf_counter_ns()
+            first = first or now
+            event = json.loads(line[5:])
+            received[event["sequence_number"]] = now
+            rid = rid or event.get("response", {}).get("id", "")
+    if not rid or not received:
+        raise RuntimeError(f"{url}: a stream without a response id or events")
+    return Stream(rid, first - sent, received)
 
 
 async def make_tenant(database: str) -> str:
@@ -42,16 +241,10 @@ async def make_tenant(database: str) -> str:
         return await meta.add_key(tenant.id)
 
 
-def arrivals(client: httpx2.Client, url: str, headers: dict[str, str]) -> list[float]:
-    """Seconds from sending the request to each event's ``data:`` line."""
-    times: list[float] = []
-    started = time.perf_counter()
-    with client.stream("POST", url, json=BODY, headers=headers) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                times.append(time.perf_counter() - started)
-    return times
+def make_container(client: httpx2.Client, base: str, headers: dict[str, str]) -> str:
+    reply = client.post(f"{base}/containers", json={"name": "bench"}, headers=headers)
+    reply.raise_for_status()
+    return str(reply.json()["id"])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,30 +252,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
+def latencies(streams: list[Stream], emitted: dict[str, dict[int, int]]) -> list[float]:
+    """Emit-to-receive milliseconds of every event of ``streams``."""
+    out: list[float] = []
+    for s in streams:
+        stamps = emitted.get(s.rid)
+        if stamps is None or set(stamps) != set(s.received):
+            raise RuntimeError(f"{s.rid}: the events received and emitted differ")
+        for seq, recv in s.received.items():
+            delta = (recv - stamps[seq]) / 1e6
+            if delta < 0:
+                raise RuntimeError(f"{s.rid} event {seq}: received before it was emitted")
+            out.append(delta)
+    return out
+
+
+def main() -> int:
+    began = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="cigate-bench-"))
     upstream_key = "bench-" + secrets.token_hex(8)
-    emu_port, gw_port = free_port(), free_port()
-    procs = []
+    gw_port = free_port()
+    emulator = Emulator(upstream_key, tmp / "emu")
+    gateway = None
     try:
-        emulator = start(
-            [
-                *CIGATE,
-                "emulator",
-                "serve",
-                "--port",
-                str(emu_port),
-                "--api-key",
-                upstream_key,
-                "--pool-size",
-                "1",
-                "--data-dir",
-                str(tmp / "emu"),
-            ],
-            {"CIGATE_HOME": str(tmp / "emu-home")},
-            f"http://127.0.0.1:{emu_port}/_emulator/health",
-        )
-        procs.append(emulator)
         database = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
         key = asyncio.run(make_tenant(database))
         gateway = start(
@@ -91,7 +283,7 @@ def main() -> None:
                 "gateway",
                 "serve",
                 "--upstream",
-                f"http://127.0.0.1:{emu_port}",
+                emulator.url,
                 "--upstream-key",
                 upstream_key,
                 "--database",
@@ -104,44 +296,60 @@ def main() -> None:
             {"CIGATE_HOME": str(tmp / "gw-home")},
             f"http://127.0.0.1:{gw_port}/healthz",
         )
-        procs.append(gateway)
-        direct_url = f"http://127.0.0.1:{emu_port}/openai/v1/responses"
-        gw_url = f"http://127.0.0.1:{gw_port}/openai/v1/responses"
+        direct_base = f"{emulator.url}/openai/v1"
+        gw_base = f"http://127.0.0.1:{gw_port}/openai/v1"
         direct_h = {"api-key": upstream_key}
         gw_h = {"authorization": f"Bearer {key}"}
-        direct_runs, gw_runs = [], []
-        with httpx2.Client(timeout=60, trust_env=False) as client:
-            for _ in range(3):  # warm-up: connections, caches, first-request imports
-                arrivals(client, direct_url, direct_h)
-                arrivals(client, gw_url, gw_h)
-            for _ in range(RUNS):
-                direct_runs.append(arrivals(client, direct_url, direct_h))
-                gw_runs.append(arrivals(client, gw_url, gw_h))
-        events = min(len(r) for r in direct_runs + gw_runs)
-
-        def median_at(runs: list[list[float]], k: int, since_first: bool) -> float:
-            return statistics.median(r[k] - (r[0] if since_first else 0.0) for r in runs)
-
-        first_ms = 1000 * (median_at(gw_runs, 0, False) - median_at(direct_runs, 0, False))
-        # Event k's own added latency: how much later than the first event it arrives via the
-        # gateway, beyond how much later it arrives direct (the fixed per-request cost above
-        # cancels out; what remains is the relay's cost per event, queueing included).
-        added_ms = [
-            1000 * (median_at(gw_runs, k, True) - median_at(direct_runs, k, True))
-            for k in range(1, events)
-        ]
-        print(f"{RUNS} streams each way, {events} events per stream")
-        print(f"time to first event: +{first_ms:.2f} ms (key check, one more loopback hop)")
-        p50, p95 = percentile(added_ms, 0.5), percentile(added_ms, 0.95)
-        ok = p50 < 1 and p95 < 3
-        print(
-            f"passthrough: added per-event latency p50 {p50:.2f} ms (target < 1 ms), "
-            f"p95 {p95:.2f} ms (target < 3 ms) -> {'PASS' if ok else 'FAIL'}"
-        )
+        direct: list[Stream] = []
+        via_gw: list[Stream] = []
+        with httpx2.Client(timeout=STREAM_TIMEOUT, trust_env=False) as client:
+            direct_box = make_container(client, direct_base, direct_h)
+            gw_box = make_container(client, gw_base, gw_h)
+            for n in range(WARMUP + RUNS):
+                if time.monotonic() - began > DEADLINE:
+                    raise RuntimeError(f"the benchmark ran past {DEADLINE:.0f} s")
+                d = stream(client, f"{direct_base}/responses", direct_h, direct_box, n)
+                g = stream(client, f"{gw_base}/responses", gw_h, gw_box, n)
+                if n >= WARMUP:
+                    direct.append(d)
+                    via_gw.append(g)
+        emitted = emulator.stamps()
     finally:
-        for proc in reversed(procs):
-            stop(proc)
+        if gateway is not None:
+            stop(gateway)
+        emulator.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    d_ms, g_ms = latencies(direct, emitted), latencies(via_gw, emitted)
+    bursts = sorted(len(set(emitted[s.rid].values())) for s in direct + via_gw)
+    spans = [
+        (max(emitted[s.rid].values()) - min(emitted[s.rid].values())) / 1e6 for s in direct + via_gw
+    ]
+    print(
+        f"{RUNS} streams each way (interleaved, after {WARMUP} warm-up pairs), {CELLS} cells "
+        f"each (last writes one small file, harvested), {len(d_ms)} + {len(g_ms)} events; "
+        f"{bursts[0]}-{bursts[-1]} socket writes per stream spread over "
+        f"{percentile(spans, 0.5):.0f} ms (median)"
+    )
+    d50, d95 = percentile(d_ms, 0.5), percentile(d_ms, 0.95)
+    g50, g95 = percentile(g_ms, 0.5), percentile(g_ms, 0.95)
+    print(f"emit->receive direct:  p50 {d50:.2f} ms, p95 {d95:.2f} ms, max {max(d_ms):.2f} ms")
+    print(f"emit->receive gateway: p50 {g50:.2f} ms, p95 {g95:.2f} ms, max {max(g_ms):.2f} ms")
+    print("added = gateway percentile - direct percentile (distributions, not per-event pairs)")
+    first_d = percentile([s.first_ns / 1e6 for s in direct], 0.5)
+    first_g = percentile([s.first_ns / 1e6 for s in via_gw], 0.5)
+    print(
+        f"time to first event (median): direct {first_d:.2f} ms, gateway {first_g:.2f} ms, "
+        f"+{first_g - first_d:.2f} ms (key check, container check, one more hop; fixed)"
+    )
+    p50, p95 = g50 - d50, g95 - d95
+    ok = p50 < TARGET_P50_MS and p95 < TARGET_P95_MS
+    print(
+        f"passthrough: added per-event latency p50 {p50:.2f} ms (target < 1 ms), "
+        f"p95 {p95:.2f} ms (target < 3 ms) -> {'PASS' if ok else 'FAIL'}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
