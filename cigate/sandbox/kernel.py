@@ -75,6 +75,17 @@ def _runtime_dir() -> Path:
     return path
 
 
+async def _discard(km: AsyncKernelManager) -> None:
+    """Undo a ``start_kernel`` that did not return: kill its process, close its sockets."""
+    prov = km.provisioner
+    if prov is not None and prov.has_process:
+        with contextlib.suppress(Exception):
+            await prov.kill()
+            await asyncio.wait_for(prov.wait(), SHUTDOWN_STEP_WAIT)
+    with contextlib.suppress(Exception):
+        await km.cleanup_resources()
+
+
 class Kernel:
     """A started kernel; implements ``cigate.sandbox.base.KernelSession``."""
 
@@ -173,14 +184,23 @@ class Kernel:
             ip=str(runtime_dir / "k"),
             connection_file=str(runtime_dir / "kernel.json"),
         )
-        logfile = await asyncio.to_thread(open, runtime_dir / "kernel.log", "ab")
-        try:  # the kernel's own stdout/stderr (start-up errors), quoted in SandboxErrors
+        # The kernel's own stdout/stderr (start-up errors), quoted in SandboxErrors. Opened on
+        # the loop: a file in our private runtime dir does not block, and a thread would leave
+        # it open if the start were cancelled while the thread ran.
+        logfile = open(runtime_dir / "kernel.log", "ab")  # noqa: ASYNC230, SIM115
+        try:
             await km.start_kernel(
                 env=env,
                 cwd=str(runtime_dir if isolated else workdir),
                 stdout=logfile,
                 stderr=logfile,
             )
+        except BaseException:
+            # Cancelled or failed once the process may be up (start_kernel still awaits after
+            # launching it): nobody else holds ``km``, so kill what it launched and close its
+            # sockets here, or the process lives on and its zmq context is left to the GC.
+            await _discard(km)
+            raise
         finally:
             logfile.close()
         pid = getattr(km.provisioner, "pid", None)

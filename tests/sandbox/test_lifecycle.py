@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import pytest
 from cigate.exceptions import SandboxError
 from cigate.sandbox import reaper
 from cigate.sandbox.base import SandboxSettings
-from cigate.sandbox.bwrap import probe_bwrap
+from cigate.sandbox.bwrap import plan_launch, probe_bwrap
 from cigate.sandbox.kernel import Kernel
 from cigate.sandbox.pool import SandboxPool
 
@@ -124,6 +125,36 @@ async def test_closing_a_pool_with_outstanding_sessions_stops_everything(tmp_pat
     assert sum(steps.values()) == 3
     assert "failed" not in steps
     await pool.close()  # closing again is harmless
+
+
+def _kernels_in(workdir: Path) -> list[int]:
+    """Live processes whose working directory is ``workdir`` (an unisolated kernel's)."""
+    out = []
+    for pid in descendants(os.getpid()):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") == str(workdir):
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+async def test_a_start_cancelled_after_its_process_launched_leaves_no_process_behind(
+    tmp_path: Path,
+) -> None:
+    # The window: jupyter_client's start_kernel still awaits after launching the process.
+    workdir = tmp_path / "w"
+    start = asyncio.create_task(Kernel.start(plan=plan_launch("none"), workdir=workdir))
+    launched: list[int] = []
+    while not launched and not start.done():
+        await asyncio.sleep(0.001)
+        launched = _kernels_in(workdir)
+    assert launched, "the kernel was ready before its process was seen"
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert await _wait_gone(launched, 2.0) == []
+    gc.collect()  # a manager left to the GC warns of its unclosed zmq context (or hangs)
 
 
 _OWNER = """
