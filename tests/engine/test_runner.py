@@ -1,19 +1,30 @@
-"""Responses generated end to end by the engine, over a real ContainerBackend and a fake kernel."""
+"""Responses generated end to end by the engine, over a real ContainerBackend and real kernels."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
 from openai.types.responses import Response
 
 from cigate.clock import Clock
+from cigate.emulator.files import FilesBackend
 from cigate.engine.conformance import replay_through_sdk, stream_problems
 from cigate.engine.containers import ContainerBackend
 from cigate.engine.errors import ApiError
 from cigate.engine.store import ResponsesBackend
+from cigate.sandbox.kernel import Kernel
 from cigate.testing.schema import load_spec, validate_event
 
+# The kernel pool lives on the session's loop; so must every test that runs code in it.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+#: The image SHOW_PNG displays.
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6300010000050001a5f645400000000049454e44ae426082"
+)
 AUTO = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 WRITE_CSV = (
     "```python\nwith open('/mnt/data/out.csv', 'w') as f:\n    f.write('a,b\\n1,2\\n')\n"
@@ -21,6 +32,13 @@ WRITE_CSV = (
 )
 
 LIST_FILES = "```python\nimport os\nprint(sorted(os.listdir('/mnt/data')))\n```"
+#: A cell that displays PNG_1X1, as a chart would.
+SHOW_PNG = (
+    "```python\nfrom IPython.display import Image, display\n"
+    f"display(Image(data=bytes.fromhex({PNG_1X1.hex()!r})))\n```"
+)
+#: A cell that kills its own kernel: SIGKILL cannot be caught, the process is gone at once.
+KILL_KERNEL = "```python\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n```"
 
 
 def auto_with(file_ids: list[str]) -> dict[str, Any]:
@@ -51,6 +69,7 @@ def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
 
 
+@pytest.mark.sandbox
 async def test_a_cell_that_writes_a_file_streams_the_exact_event_order_of_the_real_service(
     backend: ResponsesBackend,
 ) -> None:
@@ -80,6 +99,7 @@ async def test_a_cell_that_writes_a_file_streams_the_exact_event_order_of_the_re
     assert response["status"] == "completed"
 
 
+@pytest.mark.sandbox
 async def test_the_sdk_stream_helper_accepts_the_stream_and_returns_the_citation(
     backend: ResponsesBackend, containers: ContainerBackend
 ) -> None:
@@ -99,6 +119,7 @@ async def test_the_sdk_stream_helper_accepts_the_stream_and_returns_the_citation
     assert containers.file_path(container, record).read_bytes() == b"a,b\n1,2\n"
 
 
+@pytest.mark.sandbox
 async def test_the_final_response_validates_as_the_sdk_response_model(
     backend: ResponsesBackend,
 ) -> None:
@@ -114,6 +135,7 @@ async def test_the_final_response_validates_as_the_sdk_response_model(
     assert call["outputs"] == [{"type": "logs", "logs": "saved"}]
 
 
+@pytest.mark.sandbox
 async def test_outputs_are_null_unless_included_and_empty_when_added(
     backend: ResponsesBackend,
 ) -> None:
@@ -124,6 +146,7 @@ async def test_outputs_are_null_unless_included_and_empty_when_added(
     assert added["item"]["code"] == ""
 
 
+@pytest.mark.sandbox
 async def test_a_cell_that_raises_completes_with_the_traceback_in_its_logs(
     backend: ResponsesBackend,
 ) -> None:
@@ -142,6 +165,7 @@ async def test_a_cell_that_raises_completes_with_the_traceback_in_its_logs(
     assert "raised ZeroDivisionError: division by zero" in message["content"][0]["text"]
 
 
+@pytest.mark.sandbox
 async def test_a_cell_past_its_deadline_is_interrupted_and_incomplete(
     backend: ResponsesBackend,
 ) -> None:
@@ -160,18 +184,21 @@ async def test_a_cell_past_its_deadline_is_interrupted_and_incomplete(
     assert response["status"] == "completed"
 
 
+@pytest.mark.sandbox
 async def test_images_become_data_url_outputs(backend: ResponsesBackend) -> None:
     response, _ = await create(
         backend,
-        input="```python\nshow_png()\n```",
+        input=SHOW_PNG,
         tools=AUTO,
         include=["code_interpreter_call.outputs"],
     )
     [image] = response["output"][0]["outputs"]
     assert image["type"] == "image"
     assert image["url"].startswith("data:image/png;base64,iVBOR")
+    assert base64.b64decode(image["url"].split(",", 1)[1]) == PNG_1X1
 
 
+@pytest.mark.sandbox
 async def test_previous_response_id_reuses_the_container_and_its_state(
     backend: ResponsesBackend,
 ) -> None:
@@ -188,6 +215,7 @@ async def test_previous_response_id_reuses_the_container_and_its_state(
     assert second["previous_response_id"] == first["id"]
 
 
+@pytest.mark.sandbox
 async def test_an_explicit_container_id_is_used_and_unknown_ones_are_404(
     backend: ResponsesBackend, containers: ContainerBackend
 ) -> None:
@@ -203,6 +231,7 @@ async def test_an_explicit_container_id_is_used_and_unknown_ones_are_404(
     assert caught.value.message == "Container with id 'cntr_nope' not found."
 
 
+@pytest.mark.sandbox
 async def test_an_expired_container_is_refused_before_the_run_starts(
     backend: ResponsesBackend, containers: ContainerBackend, clock: Clock
 ) -> None:
@@ -218,11 +247,12 @@ async def test_an_expired_container_is_refused_before_the_run_starts(
         assert (caught.value.status, caught.value.message) == (400, "Container is expired.")
 
 
+@pytest.mark.sandbox
 async def test_auto_container_file_ids_and_input_files_are_copied_in_as_user_files(
-    backend: ResponsesBackend, containers: ContainerBackend, files: Any
+    backend: ResponsesBackend, containers: ContainerBackend, files: FilesBackend
 ) -> None:
-    files.add("assistant-data", "data.csv", b"n\n1\n2\n")
-    files.add("assistant-pdf", "doc.pdf", b"%PDF-1.4")
+    data = files.create("data.csv", b"n\n1\n2\n", "assistants", azure=True)
+    pdf = files.create("doc.pdf", b"%PDF-1.4", "assistants", azure=True)
     response, _ = await create(
         backend,
         input=[
@@ -230,11 +260,11 @@ async def test_auto_container_file_ids_and_input_files_are_copied_in_as_user_fil
                 "role": "user",
                 "content": [
                     {"type": "input_text", "text": LIST_FILES},
-                    {"type": "input_file", "file_id": "assistant-pdf"},
+                    {"type": "input_file", "file_id": pdf.id},
                 ],
             }
         ],
-        tools=[auto_with(["assistant-data"])],
+        tools=[auto_with([data.id])],
         include=["code_interpreter_call.outputs"],
     )
     logs = response["output"][0]["outputs"][0]["logs"]
@@ -259,28 +289,30 @@ async def test_without_the_tool_code_is_not_run_and_no_container_is_made(
     assert containers.list() == []
 
 
+@pytest.mark.sandbox
 async def test_a_kernel_failure_mid_run_ends_the_stream_with_response_failed(
-    backend: ResponsesBackend, containers: ContainerBackend, monkeypatch: pytest.MonkeyPatch
+    backend: ResponsesBackend, containers: ContainerBackend
 ) -> None:
-    async def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("kernel died")
-
-    monkeypatch.setattr(containers, "run_code", broken)
-    run = await backend.create({"model": "m", "input": WRITE_CSV, "tools": AUTO})
+    run = await backend.create({"model": "m", "input": KILL_KERNEL, "tools": AUTO})
     events = [e async for e in run.events.follow()]
     assert stream_problems(events) == []
     assert events[-1]["type"] == "response.failed"
     failed = events[-1]["response"]
     assert failed["status"] == "failed"
-    assert failed["error"] == {
-        "code": "server_error",
-        "message": "The code interpreter failed: kernel died",
-    }
+    assert set(failed["error"]) == {"code", "message"}
+    assert failed["error"]["code"] == "server_error"
+    assert failed["error"]["message"].startswith(
+        "The code interpreter failed: the kernel process died while running code"
+    )
     assert failed["output"][0]["status"] == "failed"
     assert run.failure is not None
     assert run.failure.status == 500
+    [container] = containers.list()
+    assert isinstance(container.session, Kernel)
+    assert not await container.session.is_alive()
 
 
+@pytest.mark.sandbox
 async def test_max_tool_calls_stops_running_cells(backend: ResponsesBackend) -> None:
     response, _ = await create(
         backend, input="```python\n1\n```\n```python\n2\n```", tools=AUTO, max_tool_calls=1
@@ -337,6 +369,7 @@ async def test_delete_answers_azure_shape_and_forgets_the_response(
         await backend.delete(response["id"])
 
 
+@pytest.mark.sandbox
 async def test_background_responses_start_queued_and_can_be_cancelled(
     backend: ResponsesBackend,
 ) -> None:
