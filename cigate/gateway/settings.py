@@ -53,7 +53,7 @@ class GatewaySettings:
     #: Default lifetime of a signed link, seconds.
     link_ttl: int = 3600
     #: Concurrent file copies per gateway process.
-    harvest_concurrency: int = 8
+    harvest_concurrency: int = 16
     #: Attempts per file before it is recorded as ``failed``.
     harvest_attempts: int = 4
     #: First retry delay, seconds (doubles, capped at 8 s; ``retry-after`` wins).
