@@ -229,6 +229,8 @@ def test_a_run_can_be_cancelled_while_its_code_runs(emulator: RunningEmulator) -
 def test_a_run_whose_model_breaks_fails_with_a_server_error(
     emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The emulator's ScriptedModel cannot fail, so a Model that raises is plugged into the seam
+    # a real model uses; the kernel-death test below fails a run for real.
     class Broken:
         async def next_step(self, conversation: Any, results: Any) -> Any:
             raise RuntimeError("boom")
@@ -246,6 +248,24 @@ def test_a_run_whose_model_breaks_fails_with_a_server_error(
     assert run.last_error is not None
     assert run.last_error.code == "server_error"
     assert "boom" in run.last_error.message
+
+
+def test_a_run_whose_kernel_dies_fails_with_a_server_error(emulator: RunningEmulator) -> None:
+    client = emulator.openai(max_retries=0)
+    assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "code_interpreter"}])
+    kill = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": prompt(kill)}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+        )
+    assert run.status == "failed"
+    assert run.last_error is not None
+    assert run.last_error.code == "server_error"
+    assert run.last_error.message.startswith(
+        "The run failed: the kernel process died while running code"
+    )
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,9 @@ MODEL = "gpt-4.1"
 AUTO: list[Any] = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 OUTPUTS: list[Any] = ["code_interpreter_call.outputs"]
 WRITE = "with open('/mnt/data/{name}', 'w') as f:\n    f.write({text!r})"
+#: A cell whose kernel really dies: SIGKILL cannot be caught, the sandbox notices at once.
+KILL_KERNEL = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+KERNEL_DIED = "The code interpreter failed: the kernel process died while running code"
 
 
 def cells(*codes: str) -> str:
@@ -190,14 +193,8 @@ def test_an_expired_container_fails_before_the_stream_starts(emulator: RunningEm
     assert caught.value.message == "Error code: 400 - Container is expired."
 
 
-def test_a_failure_mid_stream_ends_with_response_failed(
-    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def kernel_lost(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("kernel lost")
-
-    monkeypatch.setattr(emulator.app.state.containers, "run_code", kernel_lost)
-    events = raw_events(emulator, input=cells("print('never')"), tools=AUTO)
+def test_a_failure_mid_stream_ends_with_response_failed(emulator: RunningEmulator) -> None:
+    events = raw_events(emulator, input=cells(KILL_KERNEL, "print('never')"), tools=AUTO)
     assert stream_problems(events) == []
     assert [e["type"] for e in events][-3:] == [
         "response.code_interpreter_call_code.done",
@@ -206,21 +203,16 @@ def test_a_failure_mid_stream_ends_with_response_failed(
     ]
     failed = events[-1]["response"]
     assert failed["status"] == "failed"
-    assert failed["error"] == {
-        "code": "server_error",
-        "message": "The code interpreter failed: kernel lost",
-    }
-    assert failed["output"][0]["status"] == "failed"
+    assert set(failed["error"]) == {"code", "message"}
+    assert failed["error"]["code"] == "server_error"
+    assert failed["error"]["message"].startswith(KERNEL_DIED)
+    assert [item["status"] for item in failed["output"]] == ["failed"]  # the 2nd cell never ran
 
 
-def test_a_failure_without_streaming_is_a_server_error(
-    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def kernel_lost(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("kernel lost")
-
-    monkeypatch.setattr(emulator.app.state.containers, "run_code", kernel_lost)
+def test_a_failure_without_streaming_is_a_server_error(emulator: RunningEmulator) -> None:
     client = emulator.openai(max_retries=0)
     with pytest.raises(openai.InternalServerError) as caught:
-        client.responses.create(model=MODEL, input=cells("1"), tools=AUTO)
+        client.responses.create(model=MODEL, input=cells(KILL_KERNEL), tools=AUTO)
+    assert caught.value.status_code == 500
     assert caught.value.type == "server_error"
+    assert caught.value.message.startswith(f"Error code: 500 - {KERNEL_DIED}")
