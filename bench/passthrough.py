@@ -247,6 +247,22 @@ def make_container(client: httpx2.Client, base: str, headers: dict[str, str]) ->
     return str(reply.json()["id"])
 
 
+def harvested(
+    client: httpx2.Client, gw: str, headers: dict[str, str], streams: list[Stream]
+) -> int:
+    """How many of the gateway streams' cited files the harvester stored (waits up to 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        stored = 0
+        for s in streams:
+            reply = client.get(f"{gw}/responses/{s.rid}/files", headers=headers)
+            reply.raise_for_status()
+            stored += any(f["state"] == "stored" for f in reply.json()["data"])
+        if stored == len(streams) or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.5)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -313,6 +329,7 @@ def main() -> int:
                 if n >= WARMUP:
                     direct.append(d)
                     via_gw.append(g)
+            stored = harvested(client, f"http://127.0.0.1:{gw_port}", gw_h, via_gw)
         emitted = emulator.stamps()
     finally:
         if gateway is not None:
@@ -327,9 +344,9 @@ def main() -> int:
     ]
     print(
         f"{RUNS} streams each way (interleaved, after {WARMUP} warm-up pairs), {CELLS} cells "
-        f"each (last writes one small file, harvested), {len(d_ms)} + {len(g_ms)} events; "
-        f"{bursts[0]}-{bursts[-1]} socket writes per stream spread over "
-        f"{percentile(spans, 0.5):.0f} ms (median)"
+        f"each (the last writes one small file), {len(d_ms)} + {len(g_ms)} events; "
+        f"{stored}/{len(via_gw)} gateway files harvested; {bursts[0]}-{bursts[-1]} socket "
+        f"writes per stream spread over {percentile(spans, 0.5):.0f} ms (median)"
     )
     d50, d95 = percentile(d_ms, 0.5), percentile(d_ms, 0.95)
     g50, g95 = percentile(g_ms, 0.5), percentile(g_ms, 0.95)
