@@ -35,6 +35,12 @@ _EMPTY_404_HINT = (
     "Azure answered 404 with an empty body, as during its 2025 rollout of container downloads. "
     "Make sure the endpoint is the same resource that ran the code; try --api-version preview."
 )
+_CODE_INTERPRETER_HINT = (
+    "The code interpreter itself failed (its kernel or sandbox), not the network or the "
+    "download: run the request again, or simplify the code. With `cigate demo` or the emulator "
+    "the kernel runs on this machine: check that bubblewrap is installed "
+    "(apt-get install bubblewrap) and the emulator's log."
+)
 _CHECKACCESS_HINT = (
     "Azure refused the operation for this endpoint (CheckAccess). Download through the resource "
     "endpoint https://RESOURCE.openai.azure.com/openai/v1/ with the same credential that created "
@@ -122,6 +128,8 @@ def from_http(
             return FileNotFoundInContainerError(detail, hint=_EMPTY_404_HINT, **kw)
         return FileNotFoundInContainerError(detail, **kw)
     if status >= 500 or status == 408 or code in ("Timeout", "server_error"):
+        if "code interpreter" in lower or "kernel" in lower or "sandbox" in lower:
+            return UpstreamUnavailableError(detail, hint=_CODE_INTERPRETER_HINT, **kw)
         return UpstreamUnavailableError(detail, **kw)
     return BadInputError(detail, hint=None if message else BadInputError.default_hint, **kw)
 

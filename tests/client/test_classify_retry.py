@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cigate.classify import from_http, looks_like_error_body
@@ -141,3 +143,22 @@ def test_backoff_grows_is_capped_and_long_server_delays_stop_retrying() -> None:
     assert policy.should_retry(1)
     assert not policy.should_retry(5)
     assert not policy.should_retry(1, 86400)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The code interpreter failed: the kernel process died while running code",
+        "kernel did not become ready in time",
+        "sandbox isolation 'bwrap' requested but bubblewrap is not usable",
+    ],
+    ids=["code-interpreter-failed", "kernel-not-ready", "sandbox-unusable"],
+)
+def test_a_500_saying_the_code_interpreter_failed_gets_a_code_interpreter_hint(
+    message: str,
+) -> None:
+    body = json.dumps({"error": {"message": message, "code": "server_error"}})
+    err = from_http(500, body, what="response")
+    assert isinstance(err, UpstreamUnavailableError)
+    assert "code interpreter itself failed" in err.hint
+    assert "persistent 500s" not in err.hint
