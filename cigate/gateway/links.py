@@ -122,7 +122,7 @@ async def serve_link(request: Request) -> Response:
         raise _invalid()
     expected = sign(svc.link_secret, link.id, link.file_id, expires)
     if (
-        not hmac.compare_digest(expected, signature)
+        not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
         or expires != int(link.expires_at.timestamp())
         or expires <= time.time()
         or link.revoked_at is not None

