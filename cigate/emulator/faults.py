@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import re
 import uuid
@@ -162,10 +163,9 @@ class FaultRule:
             payload = b""
         if self.error_in_200:
             status = 200
-        if status == 429:
-            headers.setdefault("retry-after-ms", "100")
-            headers.setdefault("retry-after", "1")
         headers.update({k.lower(): v for k, v in self.headers.items()})
+        if status == 429:
+            headers.update(_retry_headers(headers))
         headers["content-length"] = str(len(payload))
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         return status, raw, payload
@@ -173,6 +173,26 @@ class FaultRule:
     @property
     def replaces(self) -> bool:
         return self.status is not None or self.error_in_200
+
+
+def _retry_headers(given: dict[str, str]) -> dict[str, str]:
+    """``retry-after-ms`` and ``retry-after`` for a 429, consistent with whichever the rule set.
+
+    The SDK reads ``retry-after-ms`` first, so a default beside a rule's own ``retry-after``
+    would silently win (and a delay over 120 s, which the SDK refuses to wait for, would be
+    retried at once). A rule's value is kept; the missing one is derived from it.
+    """
+    ms, seconds = given.get("retry-after-ms"), given.get("retry-after")
+    if ms is None and seconds is None:
+        return {"retry-after-ms": "100", "retry-after": "1"}
+    try:
+        if seconds is not None and ms is None:
+            return {"retry-after-ms": str(round(float(seconds) * 1000))}
+        if ms is not None and seconds is None:
+            return {"retry-after": str(math.ceil(float(ms) / 1000))}
+    except ValueError:  # an HTTP-date retry-after, or a deliberately malformed value
+        pass
+    return {}
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:

@@ -136,6 +136,28 @@ def test_a_rule_can_add_headers(emulator: RunningEmulator) -> None:
     assert response.headers["x-extra"] == "1"
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        pytest.param({"Retry-After": "200"}, ("200000", "200"), id="seconds-only"),
+        pytest.param({"retry-after-ms": "250000"}, ("250000", "250"), id="ms-only"),
+        pytest.param({}, ("100", "1"), id="defaults"),
+    ],
+)
+def test_a_429_rules_retry_headers_agree_and_a_long_delay_is_not_retried(
+    emulator: RunningEmulator, given: dict[str, str], expected: tuple[str, str]
+) -> None:
+    # The SDK reads retry-after-ms before retry-after: a default 100 ms beside a rule's own
+    # "retry-after: 200" would make it retry at once instead of giving up (delay > 120 s).
+    emulator.control.add_fault(path="/openai/v1/containers", status=429, headers=given)
+    raw = emulator.http_client(headers=emulator.auth_headers).get("/openai/v1/containers")
+    assert (raw.headers["retry-after-ms"], raw.headers["retry-after"]) == expected
+    if expected[1] != "1":
+        with pytest.raises(openai.RateLimitError):
+            emulator.openai(max_retries=2).containers.list()
+        assert emulator.control.faults()[0]["fired"] == 2  # the raw GET, then one SDK attempt
+
+
 def test_an_error_in_a_200_reaches_the_client_as_a_200(emulator: RunningEmulator) -> None:
     emulator.control.add_fault(path="/openai/v1/containers", error_in_200=True, message="hidden")
     response = emulator.http_client(headers=emulator.auth_headers).get("/openai/v1/containers")
