@@ -187,10 +187,7 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
             status_code=upstream_response.status_code,
             headers=headers,
         )
-    try:
-        content = await upstream_response.aread()
-    finally:
-        await upstream_response.aclose()
+    content = await svc.upstream.read(upstream_response)
     if watch:
         try:
             body = json.loads(content)

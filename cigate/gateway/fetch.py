@@ -73,7 +73,7 @@ async def _open(upstream: Upstream, url: str, what: str) -> AsyncIterator[Downlo
     )
     try:
         if response.status_code != 200:
-            body = await response.aread()
+            body = await upstream.read(response)
             raise classify(response, body, what)
         length = response.headers.get("content-length")
         yield Download(

@@ -109,12 +109,7 @@ async def forward(
             status_code=upstream_response.status_code,
             headers=headers,
         )
-    try:
-        content = await upstream_response.aread()
-    except httpx2.TransportError:
-        await upstream_response.aclose()
-        raise
-    await upstream_response.aclose()
+    content = await svc.upstream.read(upstream_response)
     if harvest and ok:
         content = await _harvest_plain(svc, request, tenant_id, content)
     return Response(content, status_code=upstream_response.status_code, headers=headers)

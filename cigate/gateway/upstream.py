@@ -23,7 +23,7 @@ import httpx2
 from cigate.exceptions import ConfigurationError, UpstreamUnavailableError
 from cigate.gateway.settings import GatewaySettings
 
-__all__ = ["HOP_BY_HOP", "TokenCredential", "Upstream", "forwardable_headers"]
+__all__ = ["HOP_BY_HOP", "TokenCredential", "Upstream", "forwardable_headers", "unavailable"]
 
 #: Headers that describe one connection, never the message (RFC 9110 section 7.6.1), plus the
 #: ones the gateway owns (the caller's credential must never reach the upstream).
@@ -58,6 +58,17 @@ class TokenCredential(Protocol):
 def forwardable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers of one side that may be copied to the other."""
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+
+
+def unavailable(exc: httpx2.TransportError) -> UpstreamUnavailableError:
+    """The one mapping of a transport failure: 504 for a timeout, 502 for anything else."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return UpstreamUnavailableError(
+            f"the upstream did not answer in time ({type(exc).__name__})", status=504
+        )
+    return UpstreamUnavailableError(
+        f"cannot reach the upstream: {type(exc).__name__}: {exc}", status=502
+    )
 
 
 class Upstream:
@@ -139,14 +150,17 @@ class Upstream:
         )
         try:
             return await self.client.send(request, stream=stream)
-        except httpx2.TimeoutException as exc:
-            raise UpstreamUnavailableError(
-                f"the upstream did not answer in time ({type(exc).__name__})", status=504
-            ) from exc
         except httpx2.TransportError as exc:
-            raise UpstreamUnavailableError(
-                f"cannot reach the upstream: {type(exc).__name__}: {exc}", status=502
-            ) from exc
+            raise unavailable(exc) from exc
+
+    async def read(self, response: httpx2.Response) -> bytes:
+        """The whole body of a streamed ``response``, which is closed; failures become 502/504."""
+        try:
+            return await response.aread()
+        except httpx2.TransportError as exc:
+            raise unavailable(exc) from exc
+        finally:
+            await response.aclose()
 
     async def aclose(self) -> None:
         await self.client.aclose()

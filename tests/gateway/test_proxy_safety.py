@@ -4,7 +4,6 @@ and malformed link signatures."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import httpx2
 import pytest
 
 from cigate.gateway.settings import GatewaySettings
-from tests.gateway.harness import GatewayHarness, Tenant
+from tests.gateway.harness import GatewayHarness
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -53,6 +52,28 @@ def harness(tmp_path: Path) -> Iterator[GatewayHarness]:
 
 def _script(gw: GatewayHarness, handler: Any) -> None:
     gw.services.upstream.client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(httpx2.ReadTimeout("slow"), 504), (httpx2.RemoteProtocolError("cut"), 502)],
+)
+def test_plain_body_broken_off_upstream_is_502_or_504(
+    harness: GatewayHarness, error: Exception, status: int
+) -> None:
+    tenant = harness.add_tenant("a")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200, headers={"content-type": "application/json"}, stream=_Body([b'{"id"'], error)
+        )
+
+    _script(harness, handler)
+    answer = harness.client.post(
+        "/openai/v1/responses", json={"model": "m", "input": "hi"}, headers=tenant.headers
+    )
+    assert answer.status_code == status
+    assert answer.json()["error"]["type"] == "server_error"
 
 
 @pytest.mark.parametrize("signature", ["\u00e9" * 64, "%FF", "x"])
