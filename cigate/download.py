@@ -319,7 +319,10 @@ class Downloader:
             raise _Failure(cut, retryable=True) from exc
         finally:
             if tmp is not None and result.path is None:
-                await tmp.discard()
+                # Shielded: a cancelled download (Ctrl-C, a failed run) must still remove its
+                # temporary file; unshielded, this await is cancelled before the unlink runs.
+                with anyio.CancelScope(shield=True):
+                    await tmp.discard()
 
     def _verify(self, tmp: TempFile, ref: FileRef, size: int | None, what: str) -> None:
         """Reject error bodies delivered with 200 and short or long bodies."""

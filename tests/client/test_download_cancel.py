@@ -1,0 +1,61 @@
+"""Downloads that are cancelled or hit local errors leave nothing behind and stop nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx2
+
+from cigate.config import resolve_config
+from cigate.download import Downloader
+from cigate.refs import FileRef
+
+from .conftest import fast, leftovers
+
+SIZE = 4 * 1024 * 1024
+
+
+class _Stalls(httpx2.AsyncByteStream):
+    """Two MiB of the body, then nothing (a stalled connection), until cancelled."""
+
+    def __init__(self, arrived: anyio.Event) -> None:
+        self.arrived = arrived
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"x" * (2 * 1024 * 1024)
+        self.arrived.set()
+        await anyio.sleep_forever()
+        yield b""  # pragma: no cover
+
+
+def _transport(arrived: anyio.Event) -> httpx2.MockTransport:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/content"):
+            return httpx2.Response(200, stream=_Stalls(arrived))
+        if request.url.path.endswith("/files"):
+            record = {"id": "cfile_1", "bytes": SIZE, "path": "/mnt/data/big.bin"}
+            return httpx2.Response(200, json={"object": "list", "data": [record]})
+        return httpx2.Response(404)
+
+    return httpx2.MockTransport(handler)
+
+
+async def test_a_download_cancelled_mid_body_leaves_no_part_file(tmp_path: Path) -> None:
+    config = fast(resolve_config(endpoint="http://127.0.0.1:9/", api_key="k", env={}))
+    arrived = anyio.Event()
+    ref = FileRef("cfile_1", "big.bin", "cntr_1")
+    async with (
+        httpx2.AsyncClient(transport=_transport(arrived)) as client,
+        Downloader(config, tmp_path, client=client) as downloader,
+    ):
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(downloader.fetch, ref)
+                await arrived.wait()
+                await anyio.sleep(0.05)  # the first batch reaches the temporary file
+                assert leftovers(tmp_path)  # the test really cancels mid-body
+                tg.cancel_scope.cancel()
+    assert leftovers(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
