@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import httpx2
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -186,6 +187,7 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
             _relay(svc, tenant_id, upstream_response, watch=watch, claim_thread=claim_thread),
             status_code=upstream_response.status_code,
             headers=headers,
+            background=BackgroundTask(upstream_response.aclose),
         )
     content = await svc.upstream.read(upstream_response)
     if watch:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -108,6 +109,8 @@ async def forward(
             _relay(upstream_response, tap, rewriter),
             status_code=upstream_response.status_code,
             headers=headers,
+            # Runs also when the client left before the body started (the relay never ran).
+            background=BackgroundTask(_close, upstream_response, tap),
         )
     content = await svc.upstream.read(upstream_response)
     if harvest and ok:
@@ -140,6 +143,13 @@ async def _relay(
         await upstream_response.aclose()
         if tap is not None:
             tap.finish()
+
+
+async def _close(upstream_response: httpx2.Response, tap: ResponseTap | None) -> None:
+    """Close the upstream stream and end the tap; both are idempotent."""
+    await upstream_response.aclose()
+    if tap is not None:
+        tap.finish()
 
 
 async def _harvest_plain(svc: Services, request: Request, tenant_id: str, content: bytes) -> bytes:

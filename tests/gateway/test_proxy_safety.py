@@ -4,6 +4,7 @@ and malformed link signatures."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import httpx2
 import pytest
 
 from cigate.gateway.settings import GatewaySettings
-from tests.gateway.harness import GatewayHarness
+from tests.gateway.harness import GatewayHarness, Tenant
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -74,6 +75,55 @@ def test_plain_body_broken_off_upstream_is_502_or_504(
     )
     assert answer.status_code == status
     assert answer.json()["error"]["type"] == "server_error"
+
+
+def test_sse_upstream_closed_when_client_leaves_before_the_body(harness: GatewayHarness) -> None:
+    tenant: Tenant = harness.add_tenant("a")
+    body = _Body([b"event: response.created\ndata: {}\n\n"])
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=body)
+
+    _script(harness, handler)
+
+    async def run() -> None:
+        messages = [
+            {"type": "http.request", "body": b'{"model":"m","stream":true}', "more_body": False}
+        ]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(0.2)  # the disconnect is noticed first
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/openai/v1/responses",
+            "raw_path": b"/openai/v1/responses",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"authorization", f"Bearer {tenant.key}".encode()),
+                (b"content-type", b"application/json"),
+                (b"host", b"testserver"),
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("testserver", 80),
+            "app": harness.app,
+            "state": dict(harness.client.app_state),
+        }
+        await harness.app(scope, receive, send)
+
+    harness.call(run)
+    assert body.closed
 
 
 @pytest.mark.parametrize("signature", ["\u00e9" * 64, "%FF", "x"])
