@@ -110,7 +110,7 @@ async def _require_run_assistant(svc: Services, tenant_id: str, request: Request
     answers it in its own words (400), and no assistant of anyone is used.
     """
     try:
-        body: Any = json.loads(await request.body())
+        body: Any = json.loads(await body_refs.read_capped(request, svc.settings.max_json_body))
     except ValueError:
         return
     assistant_id = body.get("assistant_id") if isinstance(body, dict) else None
@@ -175,7 +175,7 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
         _target(svc, request.url.path),
         headers=request.headers,
         params=request.query_params.multi_items(),
-        content=(await request.body()) or None,
+        content=(await body_refs.read_capped(request, svc.settings.max_json_body)) or None,
         stream=True,
     )
     headers = forwardable_headers(upstream_response.headers)

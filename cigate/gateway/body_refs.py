@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 
+from cigate.exceptions import BadInputError
 from cigate.gateway.context import Services
 from cigate.gateway.errors import UnknownIdError
 from cigate.gateway.passthrough import PREFIXES
@@ -146,7 +147,7 @@ async def enforce(svc: Services, tenant_id: str, request: Request) -> None:
     if request.headers.get("content-type", "").lower().startswith("multipart/"):
         return
     try:
-        body = json.loads(await request.body())
+        body = json.loads(await read_capped(request, svc.settings.max_json_body))
     except ValueError:
         return  # the upstream answers malformed bodies in its own words
     groups = extract(op, body)
@@ -245,3 +246,30 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 
 def _strings(value: Any) -> list[str]:
     return [x for x in _list(value) if isinstance(x, str)]
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The request body, read whole only up to ``limit`` bytes (413 beyond it).
+
+    The gateway reads a body only to check the ids in it (JSON); everything else streams.
+    The body is kept on the request, so later ``request.body()`` calls return the same bytes.
+    """
+    cached = getattr(request, "_body", None)
+    if isinstance(cached, bytes):
+        return cached
+    too_large = BadInputError(
+        f"Request body too large for the gateway (limit {limit} bytes).", status=413
+    )
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's cache: request.body() now returns these bytes
+    return body

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cigate.exceptions import AccessDeniedError, BadInputError
+from cigate.gateway.body_refs import read_capped
 from cigate.gateway.context import services
 from cigate.gateway.errors import not_found
 from cigate.gateway.files import resolve
@@ -68,7 +69,7 @@ async def create_link(request: Request) -> Response:
     tenant_id = await svc.tenants.tenant_id(request)
     row = await resolve(svc, tenant_id, request.path_params["file_id"])
     ttl = svc.settings.link_ttl
-    raw = await request.body()
+    raw = await read_capped(request, 64 * 1024)
     if raw.strip():
         try:
             body: Any = await request.json()

@@ -44,7 +44,7 @@ async def create_response(request: Request) -> Response:
     """``POST /responses`` in any URL form: forward, relay, harvest."""
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
-    body = await request.body()
+    body = await body_refs.read_capped(request, svc.settings.max_json_body)
     await scoped.check_response_containers(svc, tenant_id, body)
     await check_previous_response(svc, tenant_id, body)
     await body_refs.enforce(svc, tenant_id, request)
@@ -86,7 +86,7 @@ async def forward(
     svc: Services, request: Request, url: str, tenant_id: str, *, harvest: bool
 ) -> Response:
     """Send the client's request upstream with the gateway's credential and relay the answer."""
-    body = await request.body()
+    body = await body_refs.read_capped(request, svc.settings.max_json_body)
     upstream_response = await svc.upstream.send(
         request.method,
         url,

@@ -62,6 +62,8 @@ class GatewaySettings:
     resume_interval: float = 5.0
     #: Lease a worker holds on a claimed ``pending`` row, seconds.
     lease_seconds: int = 60
+    #: Largest JSON request body the gateway reads to check ids (bytes); larger gets a 413.
+    max_json_body: int = 64 * 1024 * 1024
     #: Upstream timeouts, seconds: connect, and read between two chunks (streams can idle).
     connect_timeout: float = 10.0
     read_timeout: float = 600.0

@@ -126,6 +126,26 @@ def test_sse_upstream_closed_when_client_leaves_before_the_body(harness: Gateway
     assert body.closed
 
 
+@pytest.mark.parametrize("path", ["/openai/v1/responses", "/openai/v1/threads/runs"])
+def test_oversized_json_body_is_refused_before_buffering(tmp_path: Path, path: str) -> None:
+    seen: list[int] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(1)
+        return httpx2.Response(200, json={"id": "resp_1", "output": []})
+
+    with GatewayHarness(_settings(tmp_path, max_json_body=1024)) as gw:
+        tenant = gw.add_tenant("a")
+        _script(gw, handler)
+        big = {"model": "m", "input": "x" * 4096}
+        small = gw.client.post(path, json={"model": "m"}, headers=tenant.headers)
+        answer = gw.client.post(path, json=big, headers=tenant.headers)
+    assert small.status_code == 200
+    assert answer.status_code == 413
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert len(seen) == 1
+
+
 @pytest.mark.parametrize("signature", ["\u00e9" * 64, "%FF", "x"])
 def test_link_with_malformed_signature_is_403(harness: GatewayHarness, signature: str) -> None:
     tenant = harness.add_tenant("a")
