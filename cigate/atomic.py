@@ -47,10 +47,7 @@ class TempFile:
             directory.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
         except OSError as exc:
-            raise StorageError(
-                f"cannot write to {directory}: {exc.strerror}",
-                hint="Choose a writable output directory with --out.",
-            ) from exc
+            raise _storage_error(directory, exc) from exc
         self.path = Path(name)
         self._fh = os.fdopen(fd, "wb")
 
@@ -68,7 +65,10 @@ class TempFile:
         self.size += len(chunk)
         # Hash and write in a worker thread: both release the GIL, so the event loop keeps
         # receiving the other downloads meanwhile.
-        await anyio.to_thread.run_sync(self._hash_and_write, chunk)
+        try:
+            await anyio.to_thread.run_sync(self._hash_and_write, chunk)
+        except OSError as exc:
+            raise _storage_error(self.directory, exc) from exc
 
     def _hash_and_write(self, chunk: bytes) -> None:
         self._sha.update(chunk)
@@ -82,8 +82,11 @@ class TempFile:
 
     async def commit(self, reserver: NameReserver, name: str) -> Path:
         """fsync, then give the file its final unique name inside the directory."""
-        await anyio.to_thread.run_sync(self._flush)
-        return await anyio.to_thread.run_sync(self._place, reserver, name)
+        try:
+            await anyio.to_thread.run_sync(self._flush)
+            return await anyio.to_thread.run_sync(self._place, reserver, name)
+        except OSError as exc:
+            raise _storage_error(self.directory, exc) from exc
 
     def _place(self, reserver: NameReserver, name: str) -> Path:
         while True:
@@ -113,6 +116,14 @@ class TempFile:
             self._fh.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def _storage_error(directory: Path, exc: OSError) -> StorageError:
+    """A local disk failure as a CigateError: recorded per file, not a crash of the harvest."""
+    return StorageError(
+        f"cannot write to {directory}: {exc.strerror or exc}",
+        hint="Free some disk space, or choose a writable output directory with --out.",
+    )
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -32,6 +32,7 @@ from cigate.exceptions import (
     FileNotFoundInContainerError,
     IntegrityError,
     RateLimitedError,
+    StorageError,
     UpstreamUnavailableError,
 )
 from cigate.naming import NameReserver
@@ -44,7 +45,7 @@ __all__ = ["CHUNK", "DownloadObserver", "Downloader"]
 CHUNK = 1024 * 1024
 #: Errors another attempt cannot fix, and errors a container listing cannot route around.
 _FINAL = (AccessDeniedError, ApiVersionError, ContainerExpiredError)
-_NO_FALLBACK = (*_FINAL, IntegrityError, RateLimitedError)
+_NO_FALLBACK = (*_FINAL, IntegrityError, RateLimitedError, StorageError)
 _ERROR_BODY_CAP = 64 * 1024
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import httpx2
+import pytest
 
+from cigate.atomic import TempFile
 from cigate.config import resolve_config
 from cigate.download import Downloader
+from cigate.exceptions import StorageError
 from cigate.refs import FileRef
 
 from .conftest import fast, leftovers
@@ -59,3 +63,35 @@ async def test_a_download_cancelled_mid_body_leaves_no_part_file(tmp_path: Path)
                 tg.cancel_scope.cancel()
     assert leftovers(tmp_path) == []
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_disk_error_on_one_file_is_recorded_and_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/cfile_bad/content"):
+            return httpx2.Response(200, content=b"BAD" * 100)
+        if request.url.path.endswith("/cfile_good/content"):
+            return httpx2.Response(200, content=b"good" * 100)
+        return httpx2.Response(404, json={"error": {"message": "no record"}})
+
+    real = TempFile._hash_and_write
+
+    def disk_full_for_bad(self: TempFile, chunk: bytes) -> None:
+        if chunk.startswith(b"BAD"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, chunk)
+
+    monkeypatch.setattr(TempFile, "_hash_and_write", disk_full_for_bad)
+    config = fast(resolve_config(endpoint="http://127.0.0.1:9/", api_key="k", env={}))
+    refs = [FileRef("cfile_bad", "bad.bin", "cntr_1"), FileRef("cfile_good", "good.bin", "cntr_1")]
+    async with (
+        httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client,
+        Downloader(config, tmp_path, client=client) as downloader,
+    ):
+        harvest = await downloader.fetch_all(refs)
+    bad, good = harvest.results
+    assert isinstance(bad.error, StorageError)
+    assert "No space left on device" in bad.error.message
+    assert good.ok, good.error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.bin"]
