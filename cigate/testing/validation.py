@@ -52,14 +52,27 @@ class _SseChecker:
         if self.assistants:
             self._assistant_event(block, data)
             return
-        if not data or data.startswith("[DONE]"):
-            if not data and any(line.startswith("event:") for line in block.split("\n")):
-                self.report(f"{self.where}: SSE event with empty data")
+        lines = block.split("\n")
+        if all(line.startswith(":") or not line for line in lines):
+            return  # comments only
+        names = [line[6:].strip() for line in lines if line.startswith("event:")]
+        if not data:
+            self.report(f"{self.where}: SSE event with empty data")
+            return
+        if data.startswith("[DONE]"):
+            self.report(f"{self.where}: a Responses stream has no [DONE]")
+            return
+        if sum(line.startswith("data:") for line in lines) > 1:
+            self.report(f"{self.where}: SSE data spread over several lines")
             return
         try:
             event = json.loads(data)
         except ValueError:
             self.report(f"{self.where}: SSE data is not JSON: {data[:200]!r}")
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        if names and names[0] != kind:
+            self.report(f"{self.where}: SSE event {names[0]!r} carries data of type {kind!r}")
             return
         try:
             validate_event(event)

@@ -98,6 +98,41 @@ def test_an_sse_event_with_empty_data_is_recorded() -> None:
     assert recorder.failures == ["POST /openai/v1/responses -> 200: SSE event with empty data"]
 
 
+@pytest.mark.parametrize(
+    ("frame", "problem"),
+    [
+        pytest.param(
+            f"event: response.created\ndata: {json.dumps(GOOD_DELTA)}\n\n",
+            "SSE event 'response.created' carries data of type 'response.output_text.delta'",
+            id="event-name-differs-from-type",
+        ),
+        pytest.param(
+            "event: response.output_text.delta\n"
+            + "".join(f"data: {line}\n" for line in json.dumps(GOOD_DELTA, indent=1).split("\n"))
+            + "\n",
+            "SSE data spread over several lines",
+            id="multi-line-data",
+        ),
+        pytest.param("data: [DONE]\n\n", "a Responses stream has no [DONE]", id="done-sentinel"),
+        pytest.param("data: \n\n", "SSE event with empty data", id="empty-data-no-event"),
+    ],
+)
+def test_responses_sse_framing_is_checked(frame: str, problem: str) -> None:
+    # §2.1 / §7.1: ``event:`` equals ``data.type``, data is one line of JSON, never empty, no
+    # [DONE]. The SDK tolerates most of these; other SSE clients and the gateway do not.
+    recorder = ValidationRecorder()
+    reply = httpx2.MockTransport(
+        lambda request: httpx2.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=_sse(GOOD_DELTA) + frame.encode(),
+        )
+    )
+    with _client(recorder, reply) as client:
+        client.post("/openai/v1/responses")
+    assert recorder.failures == [f"POST /openai/v1/responses -> 200: {problem}"]
+
+
 def test_binary_replies_are_left_alone() -> None:
     recorder = ValidationRecorder()
     reply = httpx2.MockTransport(
