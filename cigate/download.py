@@ -107,6 +107,7 @@ class Downloader:
         self._listings: dict[str, list[dict[str, Any]] | CigateError] = {}
         self._listing_locks: dict[str, asyncio.Lock] = {}
         self.done: dict[tuple[str | None, str], DownloadResult] = {}
+        self._inflight: dict[tuple[str | None, str], anyio.Event] = {}
 
     async def __aenter__(self) -> Downloader:
         if self._client is None:
@@ -132,7 +133,10 @@ class Downloader:
 
     async def fetch_all(self, refs: Iterable[FileRef]) -> Harvest:
         """Fetch every ref concurrently (bounded); failures become results with ``error``."""
-        refs = list(refs)
+        unique: dict[tuple[str | None, str], FileRef] = {}
+        for ref in refs:  # a file cited twice is fetched once
+            unique.setdefault(ref.key, ref)
+        refs = list(unique.values())
         results: list[DownloadResult | None] = [None] * len(refs)
 
         async def one(i: int, ref: FileRef) -> None:
@@ -144,20 +148,35 @@ class Downloader:
         return Harvest([r for r in results if r is not None])
 
     async def fetch(self, ref: FileRef) -> DownloadResult:
-        """Fetch one ref (never raises a CigateError: it is recorded in the result)."""
+        """Fetch one ref (never raises a CigateError: it is recorded in the result).
+
+        A ref already fetched, or being fetched, is not fetched again: the same file cited
+        twice is one download and one local file.
+        """
+        pending = self._inflight.get(ref.key)
+        if pending is not None:
+            await pending.wait()
+            shared = self.done.get(ref.key)
+            if shared is not None:
+                return shared
         previous = self.done.get(ref.key)
         if previous is not None and previous.ok:
             return previous
         result = DownloadResult(ref=ref)
-        async with self._limit:
-            try:
-                if ref.is_container_file:
-                    await self._fetch_container_file(ref, result)
-                else:
-                    await self._fetch_files_api(ref, result)
-            except CigateError as exc:
-                result.error = exc
-        self.done[ref.key] = result
+        self._inflight[ref.key] = event = anyio.Event()
+        try:
+            async with self._limit:
+                try:
+                    if ref.is_container_file:
+                        await self._fetch_container_file(ref, result)
+                    else:
+                        await self._fetch_files_api(ref, result)
+                except CigateError as exc:
+                    result.error = exc
+            self.done[ref.key] = result
+        finally:
+            del self._inflight[ref.key]
+            event.set()
         self.observer.finished(result)
         return result
 

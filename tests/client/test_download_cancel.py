@@ -95,3 +95,27 @@ async def test_a_disk_error_on_one_file_is_recorded_and_does_not_stop_the_others
     assert "No space left on device" in bad.error.message
     assert good.ok, good.error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.bin"]
+
+
+async def test_a_file_cited_twice_is_downloaded_once_even_concurrently(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/content"):
+            calls.append(request.url.path)
+            return httpx2.Response(200, content=b"chart")
+        return httpx2.Response(404, json={"error": {"message": "no record"}})
+
+    config = fast(resolve_config(endpoint="http://127.0.0.1:9/", api_key="k", env={}))
+    ref = FileRef("cfile_1", "chart.png", "cntr_1")
+    async with (
+        httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client,
+        Downloader(config, tmp_path, client=client) as downloader,
+    ):
+        harvest = await downloader.fetch_all([ref, FileRef("cfile_1", "chart.png", "cntr_1")])
+        async with anyio.create_task_group() as tg:  # the runner starts one fetch per citation
+            tg.start_soon(downloader.fetch, FileRef("cfile_2", "b.png", "cntr_1"))
+            tg.start_soon(downloader.fetch, FileRef("cfile_2", "b.png", "cntr_1"))
+    assert [r.path for r in harvest.results] == [tmp_path / "chart.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png", "chart.png"]
+    assert len(calls) == 2
