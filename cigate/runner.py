@@ -21,7 +21,12 @@ from cigate import classify
 from cigate._sync import run_sync
 from cigate.config import ClientConfig, resolve_config
 from cigate.download import Downloader, DownloadObserver
-from cigate.exceptions import BadInputError, CigateError, ConfigurationError
+from cigate.exceptions import (
+    BadInputError,
+    CigateError,
+    ConfigurationError,
+    UpstreamUnavailableError,
+)
 from cigate.refs import FileRef, RefCollector, find_files, rewrite_sandbox_links, to_jsonable
 from cigate.results import DownloadResult, Harvest, RunResult
 
@@ -196,6 +201,11 @@ async def arun(
                 start=start,
             )
             obs.step(4, STEPS, f"Downloading {len(collector.refs)} cited file(s)")
+        if not final:  # the files cited so far are saved; the answer is missing
+            raise UpstreamUnavailableError(
+                "responses.create: the stream ended before response.completed "
+                f"({len(downloader.done)} file(s) cited so far were saved)"
+            )
         result.response_id = collector.response_id
         result.container_ids = list(collector.container_ids)
         if container and container not in result.container_ids:
