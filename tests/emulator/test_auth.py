@@ -160,6 +160,23 @@ def test_the_openai_beta_header_is_tolerated(emulator: RunningEmulator) -> None:
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/openai/v1/assistants", "/openai/assistants?api-version=2024-05-01-preview"],
+    ids=["v1", "dated"],
+)
+def test_assistants_on_azure_paths_need_no_beta_header(
+    emulator: RunningEmulator, path: str
+) -> None:
+    # §4.2: Azure's REST examples omit OpenAI-Beta; only the OpenAI-style /v1 path requires it.
+    http = emulator.http_client(headers=emulator.auth_headers)
+    assert "openai-beta" not in {k.lower() for k in emulator.auth_headers}
+    assert http.get(path).status_code == 200
+    created = http.post(path, json={"model": "gpt-4.1"})
+    assert created.status_code == 200
+    assert created.json()["object"] == "assistant"
+
+
 def test_the_control_plane_needs_no_key(emulator: RunningEmulator) -> None:
     assert emulator.http_client().get("/_emulator/clock").status_code == 200
 

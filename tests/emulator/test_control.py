@@ -64,6 +64,29 @@ def test_every_reply_carries_request_ids(emulator: RunningEmulator, path: str) -
     assert response.headers["x-ms-region"] == "emulator"
 
 
+@pytest.mark.parametrize(
+    ("path", "fault"),
+    [
+        pytest.param("/openai/v1/files", None, id="v1-401"),
+        pytest.param("/openai/files?api-version=2025-04-01-preview", None, id="legacy-401"),
+        pytest.param("/v1/files", None, id="openai-style-401"),
+        pytest.param("/openai/v1/files", {"status": 429, "body": "empty"}, id="fault-429"),
+        pytest.param("/openai/v1/files", {"status": 404, "body": "text"}, id="fault-404-text"),
+    ],
+)
+def test_refusals_and_faults_carry_request_ids(
+    emulator: RunningEmulator, path: str, fault: dict[str, object] | None
+) -> None:
+    headers: dict[str, str] = {}
+    if fault is not None:
+        emulator.control.add_fault(path=path.split("?", maxsplit=1)[0], **fault)
+        headers = emulator.auth_headers
+    response = emulator.http_client(headers=headers).get(path)
+    assert response.status_code >= 400
+    assert response.headers["x-request-id"]
+    assert response.headers["apim-request-id"] == response.headers["x-request-id"]
+
+
 def test_request_ids_differ_per_request_and_reach_sdk_errors(emulator: RunningEmulator) -> None:
     http = emulator.http_client(headers=emulator.auth_headers)
     ids = {http.get("/openai/v1/files").headers["x-request-id"] for _ in range(3)}

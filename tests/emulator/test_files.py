@@ -184,6 +184,25 @@ def test_the_files_list_limit_may_go_up_to_ten_thousand(emulator: RunningEmulato
     assert too_many.json()["error"]["code"] == "integer_above_max_value"
 
 
+def test_the_files_list_defaults_to_ten_thousand_and_other_lists_to_twenty(
+    emulator: RunningEmulator, client: openai.OpenAI
+) -> None:
+    # §4.1: Files lists take limit 1-10000, default 10000; the others 1-100, default 20 (§7.8).
+    for i in range(21):
+        client.files.create(file=(f"f{i}.txt", b"x"), purpose="assistants")
+    http = emulator.http_client(headers=emulator.auth_headers)
+    for _ in range(21):
+        http.post("/openai/v1/assistants", json={"model": "gpt-4.1"})
+    files = http.get("/openai/v1/files").json()
+    assert (len(files["data"]), files["has_more"]) == (21, False)
+    assistants = http.get("/openai/v1/assistants").json()
+    assert (len(assistants["data"]), assistants["has_more"]) == (20, True)
+    for path, limit in (("files", 0), ("assistants", 0), ("assistants", 101)):
+        refused = http.get(f"/openai/v1/{path}", params={"limit": limit})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "limit"
+
+
 def test_the_files_backend_can_create_assistants_output_files(emulator: RunningEmulator) -> None:
     record = emulator.app.state.files.create(
         "plot.png", b"\x89PNG", "assistants_output", azure=True

@@ -191,6 +191,10 @@ INVALID = [
      {"model": MODEL, "input": "hi",
       "tools": [{"type": "code_interpreter", "container": "cntr_" + "a" * 60}]},
      400, "tools[0].container", "string_above_max_length", None),
+    ("container-of-64-chars-is-looked-up",
+     {"model": MODEL, "input": "hi",
+      "tools": [{"type": "code_interpreter", "container": "cntr_" + "a" * 59}]},
+     404, "container_id", None, f"Container with id 'cntr_{'a' * 59}' not found."),
     ("unknown-container",
      {"model": MODEL, "input": "hi",
       "tools": [{"type": "code_interpreter", "container": "cntr_nope"}]},
@@ -323,3 +327,41 @@ def test_only_background_responses_can_be_cancelled(emulator: RunningEmulator) -
     assert caught.value.message == (
         "Error code: 400 - Only responses created with background mode enabled can be cancelled."
     )
+
+
+def test_input_items_default_to_twenty_newest_first_and_bound_the_limit(
+    emulator: RunningEmulator,
+) -> None:
+    # §7.8: input-item lists default to order=desc and limit=20; limit is 1-100.
+    client = emulator.openai()
+    inputs: Any = [{"role": "user", "content": f"m{i}"} for i in range(25)]
+    created = client.responses.create(model=MODEL, input=inputs)
+    page = client.responses.input_items.list(created.id)
+    assert len(page.data) == 20
+    assert page.has_more is True
+    assert page.data[0].content[0].text == "m24"  # type: ignore[union-attr]
+    http = emulator.http_client(headers=emulator.auth_headers)
+    for limit, code in (("0", "integer_below_min_value"), ("101", "integer_above_max_value")):
+        reply = http.get(f"/openai/v1/responses/{created.id}/input_items", params={"limit": limit})
+        assert reply.status_code == 400
+        assert (reply.json()["error"]["param"], reply.json()["error"]["code"]) == ("limit", code)
+    assert (
+        len(http.get(f"/openai/v1/responses/{created.id}/input_items?limit=100").json()["data"])
+        == 25
+    )
+
+
+def test_include_is_read_from_bracketed_query_parameters(emulator: RunningEmulator) -> None:
+    # §1.1: the SDK sends array query parameters as ``include%5B%5D=...``.
+    created = emulator.openai().responses.create(model=MODEL, input=cell("print(7)"), tools=AUTO)
+    http = emulator.http_client(headers=emulator.auth_headers)
+    path = f"/openai/v1/responses/{created.id}"
+    plain = http.get(path).json()
+    bracketed = http.get(path + "?include%5B%5D=code_interpreter_call.outputs").json()
+    assert plain["output"][0]["outputs"] is None
+    assert bracketed["output"][0]["outputs"] == [{"type": "logs", "logs": "7"}]
+    refused = http.get(path + "?include%5B%5D=nope")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "include[0]"
+    items = http.get(path + "/input_items?include%5B%5D=code_interpreter_call.outputs")
+    assert items.status_code == 200

@@ -7,6 +7,7 @@ citations from ``get_final_response()``.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -216,3 +217,36 @@ def test_a_failure_without_streaming_is_a_server_error(emulator: RunningEmulator
     assert caught.value.status_code == 500
     assert caught.value.type == "server_error"
     assert caught.value.message.startswith(f"Error code: 500 - {KERNEL_DIED}")
+
+
+def test_raw_sse_frames_are_one_event_line_and_one_line_of_json_named_by_its_type(
+    emulator: RunningEmulator,
+) -> None:
+    # §2.1 / §7.1, on the bytes themselves (the SDK would tolerate most deviations).
+    body = {
+        "model": MODEL,
+        "input": cells("print('a\\u2028b')", WRITE.format(name="s.txt", text="s")),
+        "tools": AUTO,
+        "include": OUTPUTS,
+        "stream": True,
+    }
+    reply = emulator.http_client(headers=emulator.auth_headers).post(
+        "/openai/v1/responses", json=body
+    )
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    frames = reply.content.decode().split("\n\n")
+    assert frames.pop() == ""  # the stream ends with a complete frame
+    events = []
+    for frame in frames:
+        event_line, data_line = frame.split("\n")
+        name = event_line.removeprefix("event: ")
+        data = data_line.removeprefix("data: ")
+        assert data
+        assert data != "[DONE]"
+        events.append(json.loads(data))
+        assert events[-1]["type"] == name
+    assert events[0]["type"] == "response.created"
+    assert events[-1]["type"] == "response.completed"
+    # §7.6: with include, outputs hold logs (and images); the written file is never one of them.
+    calls = [i for i in events[-1]["response"]["output"] if i["type"] == "code_interpreter_call"]
+    assert [[o["type"] for o in call["outputs"]] for call in calls] == [["logs"], []]
