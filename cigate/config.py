@@ -273,6 +273,11 @@ def _first(
     return None, None
 
 
+def _given(value: object, default: float) -> object:
+    """``value`` unless unset: an explicit 0 (``--backoff 0``) is a choice, not the default."""
+    return default if value is None else value
+
+
 def _number(value: object, name: str, conv: Callable[[Any], float | int]) -> Any:
     try:
         return conv(value)
@@ -364,11 +369,11 @@ def resolve_config(
         api_version=version,
         model=values["model"],
         out=values["out"] or "downloads",
-        concurrency=max(1, int(_number(values["concurrency"] or 16, "concurrency", int))),
-        retries=max(1, int(_number(values["retries"] or 4, "retries", int))),
-        backoff=_number(values["backoff"] or 0.5, "backoff", float),
-        backoff_max=_number(values["backoff_max"] or 8.0, "backoff_max", float),
-        max_retry_wait=_number(values["max_retry_wait"] or 120.0, "max_retry_wait", float),
+        concurrency=max(1, int(_number(_given(values["concurrency"], 16), "concurrency", int))),
+        retries=max(1, int(_number(_given(values["retries"], 4), "retries", int))),
+        backoff=_number(_given(values["backoff"], 0.5), "backoff", float),
+        backoff_max=_number(_given(values["backoff_max"], 8.0), "backoff_max", float),
+        max_retry_wait=_number(_given(values["max_retry_wait"], 120.0), "max_retry_wait", float),
         timeout=_number(values["timeout"] or 120.0, "timeout", float),
         warnings=tuple(warnings),
     )

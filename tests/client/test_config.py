@@ -202,3 +202,19 @@ def test_a_failing_credential_is_access_denied_without_the_secret() -> None:
     with pytest.raises(AccessDeniedError) as info:
         source.token()
     assert "az login" in info.value.hint
+
+
+def test_an_explicit_zero_is_kept_not_replaced_by_the_default() -> None:
+    config = resolve_config(
+        endpoint="https://res.openai.azure.com/",
+        api_key="k",
+        retries=0,
+        backoff=0,
+        backoff_max=0,
+        max_retry_wait=0,
+        env={},
+    )
+    assert config.retries == 1  # at least the first try, not the default 4
+    assert config.backoff == 0.0
+    assert config.backoff_max == 0.0
+    assert config.max_retry_wait == 0.0
