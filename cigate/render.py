@@ -35,26 +35,23 @@ def files_table(results: Iterable[DownloadResult], *, title: str | None = "Files
     ):
         table.add_column(name, style=style, justify="right" if name == "bytes" else "left")
     for r in results:
+        # Names come from model-written code: text, never markup ("a[/]b.png" broke rich).
+        name, fid, cid = (
+            escape_markup(x) for x in (r.ref.filename, r.ref.file_id, r.ref.container_id or "")
+        )
         if r.ok:
             table.add_row(
-                r.ref.filename,
-                r.ref.file_id,
-                r.ref.container_id or "",
+                name,
+                fid,
+                cid,
                 f"{r.bytes:,}",
                 (r.sha256 or "")[:16] + "…",
-                str(r.path),
+                escape_markup(str(r.path)),
             )
         else:
             kind = r.error.kind if r.error else "error"
             message = r.error.message if r.error else "not downloaded"
-            table.add_row(
-                r.ref.filename,
-                r.ref.file_id,
-                r.ref.container_id or "",
-                "",
-                "",
-                f"[red]{kind}: {escape_markup(message)}[/red]",
-            )
+            table.add_row(name, fid, cid, "", "", f"[red]{kind}: {escape_markup(message)}[/red]")
     return table
 
 
@@ -75,11 +72,11 @@ def container_table(container_id: str, records: Sequence[dict[str, Any]]) -> Tab
     for r in records:
         size = r.get("bytes")
         table.add_row(
-            str(r.get("id", "")),
-            str(r.get("path", "")),
+            escape_markup(str(r.get("id", ""))),
+            escape_markup(str(r.get("path", ""))),
             f"{size:,}" if isinstance(size, int) else "",
-            str(r.get("source", "")),
-            str(r.get("created_at", "")),
+            escape_markup(str(r.get("source", ""))),
+            escape_markup(str(r.get("created_at", ""))),
         )
     return table
 

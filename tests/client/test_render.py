@@ -1,0 +1,40 @@
+"""Tables show names chosen by model-written code as text, never as rich markup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from cigate.exceptions import FileNotFoundInContainerError
+from cigate.refs import FileRef
+from cigate.render import container_table, files_table
+from cigate.results import DownloadResult
+
+NAMES = ["a[/]b.png", "[bold]x.csv", "[link=http://127.0.0.1/]c.txt"]
+
+
+def _render(table: object) -> str:
+    console = Console(width=400, record=True, color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+@pytest.mark.parametrize("name", NAMES, ids=["closing-tag", "style-tag", "link-tag"])
+def test_a_file_name_that_looks_like_markup_is_shown_as_is(name: str, tmp_path: Path) -> None:
+    ok = DownloadResult(
+        ref=FileRef("cfile_1", name, "cntr_1"), path=tmp_path / name, bytes=1, sha256="ab"
+    )
+    failed = DownloadResult(
+        ref=FileRef("cfile_2", name, "cntr_1"), error=FileNotFoundInContainerError("gone")
+    )
+    text = _render(files_table([ok, failed]))
+    assert text.count(name) >= 2  # the filename of both rows
+    assert str(ok.path) in text
+
+
+@pytest.mark.parametrize("name", NAMES, ids=["closing-tag", "style-tag", "link-tag"])
+def test_a_container_path_that_looks_like_markup_is_shown_as_is(name: str) -> None:
+    record = {"id": "cfile_1", "path": f"/mnt/data/{name}", "bytes": 1, "source": "assistant"}
+    assert f"/mnt/data/{name}" in _render(container_table("cntr_1", [record]))
