@@ -194,10 +194,14 @@ class Downloader:
                 )
             )
             data = [r for r in page.get("data", []) if isinstance(r, dict)]
-            records.extend(data)
-            if not data or not page.get("has_more"):
+            seen = {r.get("id") for r in records}
+            fresh = [r for r in data if r.get("id") not in seen]
+            records.extend(fresh)
+            # Stop on the last page, and on a server that ignores ``after`` (the same page
+            # again with has_more: true would otherwise loop forever).
+            if not fresh or not page.get("has_more"):
                 return records
-            after = str(data[-1].get("id"))
+            after = str(fresh[-1].get("id"))
 
     # -- strategies ----------------------------------------------------------------------------
 

@@ -119,3 +119,23 @@ async def test_a_file_cited_twice_is_downloaded_once_even_concurrently(tmp_path:
     assert [r.path for r in harvest.results] == [tmp_path / "chart.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png", "chart.png"]
     assert len(calls) == 2
+
+
+@pytest.mark.timeout(10)  # the loop it guards against has no checkpoint fail_after could use
+async def test_a_listing_whose_server_ignores_after_ends_instead_of_looping() -> None:
+    pages: list[str | None] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        pages.append(request.url.params.get("after"))
+        data = [{"id": "cfile_1", "path": "/mnt/data/a.png"}, {"id": "cfile_2", "path": "/b"}]
+        return httpx2.Response(200, json={"object": "list", "data": data, "has_more": True})
+
+    config = fast(resolve_config(endpoint="http://127.0.0.1:9/", api_key="k", env={}))
+    async with (
+        httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client,
+        Downloader(config, ".", client=client) as downloader,
+    ):
+        with anyio.fail_after(5):
+            records = await downloader.list_files("cntr_1")
+    assert [r["id"] for r in records] == ["cfile_1", "cfile_2"]
+    assert pages == [None, "cfile_2"]
