@@ -333,11 +333,16 @@ class Downloader:
             result.path = await tmp.commit(self._names, name)
             result.bytes, result.sha256, result.content_type = nbytes, sha, mime
             result.error = None
-        except httpx2.TransportError as exc:
+        except httpx2.RequestError as exc:  # transport, decoding, redirect loops
             if tmp is None:  # nothing arrived: the service is unreachable or hung up at once
                 raise _Failure(classify.from_transport(exc, what=what), retryable=True) from exc
+            broke = (
+                "the body could not be decoded"
+                if isinstance(exc, httpx2.DecodingError)
+                else "the connection dropped"
+            )
             cut = IntegrityError(
-                f"{what}: the connection dropped after {tmp.size:,} of "
+                f"{what}: {broke} after {tmp.size:,} of "
                 f"{'?' if size is None else f'{size:,}'} bytes ({type(exc).__name__})"
             )
             raise _Failure(cut, retryable=True) from exc
@@ -375,7 +380,7 @@ class Downloader:
         headers = {"Accept": "application/json", **await self.config.aauth_headers()}
         try:
             resp = await self.client.get(url, params=params, headers=headers)
-        except httpx2.TransportError as exc:
+        except httpx2.RequestError as exc:  # transport, decoding, redirect loops
             raise _Failure(classify.from_transport(exc, what=what), retryable=True) from exc
         if resp.status_code != 200:
             raise self._http_failure(resp.status_code, resp.content, resp.headers, what)

@@ -13,7 +13,7 @@ import pytest
 from cigate.atomic import TempFile
 from cigate.config import resolve_config
 from cigate.download import Downloader
-from cigate.exceptions import StorageError
+from cigate.exceptions import CigateError, StorageError
 from cigate.refs import FileRef
 
 from .conftest import fast, leftovers
@@ -139,3 +139,26 @@ async def test_a_listing_whose_server_ignores_after_ends_instead_of_looping() ->
             records = await downloader.list_files("cntr_1")
     assert [r["id"] for r in records] == ["cfile_1", "cfile_2"]
     assert pages == [None, "cfile_2"]
+
+
+async def test_a_body_that_cannot_be_decoded_is_a_failed_file_not_a_crash(tmp_path: Path) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/cfile_bad/content"):
+            headers = {"content-encoding": "gzip"}
+            return httpx2.Response(200, content=b"not gzip at all", headers=headers)
+        if request.url.path.endswith("/cfile_good/content"):
+            return httpx2.Response(200, content=b"good")
+        return httpx2.Response(404, json={"error": {"message": "no record"}})
+
+    config = fast(resolve_config(endpoint="http://127.0.0.1:9/", api_key="k", env={}))
+    refs = [FileRef("cfile_bad", "bad.bin", "cntr_1"), FileRef("cfile_good", "good.bin", "cntr_1")]
+    async with (
+        httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client,
+        Downloader(config, tmp_path, client=client) as downloader,
+    ):
+        harvest = await downloader.fetch_all(refs)
+    bad, good = harvest.results
+    assert isinstance(bad.error, CigateError)
+    assert "DecodingError" in bad.error.message
+    assert good.ok, good.error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.bin"]
