@@ -17,10 +17,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 import httpx2
 
-from cigate.exceptions import ConfigurationError, UpstreamUnavailableError
+from cigate.exceptions import BadInputError, ConfigurationError, UpstreamUnavailableError
 from cigate.gateway.settings import GatewaySettings
 
 __all__ = ["HOP_BY_HOP", "TokenCredential", "Upstream", "forwardable_headers", "unavailable"]
@@ -60,6 +61,18 @@ def forwardable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
 
 
+def _checked_path(rest: str) -> str:
+    """``rest`` without its leading slashes, refused if a segment is ``.`` or ``..``.
+
+    The upstream client removes dot segments (RFC 3986 5.2.4), so ``containers/MINE/../THEIRS``
+    would reach a container other than the one the gateway checked the caller owns.
+    """
+    rest = rest.lstrip("/")
+    if any(unquote(segment) in (".", "..") for segment in rest.split("/")):
+        raise BadInputError(f"Invalid URL (path segment '.' or '..' in {rest!r:.200})", status=404)
+    return rest
+
+
 def unavailable(exc: httpx2.TransportError) -> UpstreamUnavailableError:
     """The one mapping of a transport failure: 504 for a timeout, 502 for anything else."""
     if isinstance(exc, httpx2.TimeoutException):
@@ -96,11 +109,11 @@ class Upstream:
 
     def v1_url(self, rest: str) -> str:
         """URL of a v1 resource path such as ``responses`` or ``containers/c/files``."""
-        return f"{self._v1_base}/{rest.lstrip('/')}"
+        return f"{self._v1_base}/{_checked_path(rest)}"
 
     def legacy_url(self, rest: str) -> str:
         """URL of a legacy ``/openai/...`` path (its api-version travels in the query)."""
-        return f"{self._legacy_base}/{rest.lstrip('/')}"
+        return f"{self._legacy_base}/{_checked_path(rest)}"
 
     async def auth_headers(self) -> dict[str, str]:
         mode = self.settings.upstream_auth

@@ -156,3 +156,72 @@ def test_link_with_malformed_signature_is_403(harness: GatewayHarness, signature
         f"/links/{link_id}", params={"expires": made["expires_at"], "signature": signature}
     )
     assert answer.status_code == 403
+
+
+async def _asgi(gw: GatewayHarness, method: str, path: str, tenant: Tenant) -> int:
+    """One request with ``path`` exactly as given (an HTTP client would normalise it)."""
+    status: list[int] = []
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays until the answer is sent
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", f"Bearer {tenant.key}".encode()),
+            (b"host", b"testserver"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "app": gw.app,
+        "state": dict(gw.client.app_state),
+    }
+    await gw.app(scope, receive, send)
+    return status[0]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "/openai/v1/containers/{mine}/../{theirs}/files",
+        "/v1/containers/{mine}/%2e%2e/{theirs}/files/cfile_1/content",
+        "/openai/v1/responses/{response}/../../containers/{theirs}/files",
+        "/openai/v1/models/../containers/{theirs}/files",
+        "/openai/containers/{mine}/./../{theirs}",
+    ],
+)
+def test_dot_segments_never_reach_another_tenants_upstream_object(
+    harness: GatewayHarness, template: str
+) -> None:
+    """The upstream client removes ``..`` segments (RFC 3986), so a path the gateway checked as
+    the caller's own could otherwise land on another tenant's container."""
+    a, b = harness.add_tenant("a"), harness.add_tenant("b")
+    mine = harness.put_file(a, b"a", "a.txt", response_id="resp_a").container_id
+    theirs = harness.put_file(b, b"b", "b.txt").container_id
+    reached: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        reached.append(request.url.path)
+        return httpx2.Response(200, json={"object": "list", "data": []})
+
+    _script(harness, handler)
+    path = template.format(mine=mine, theirs=theirs, response="resp_a")
+    status = harness.call(_asgi, harness, "GET", path, a)
+    assert status == 404
+    assert not [p for p in reached if str(theirs) in p]
