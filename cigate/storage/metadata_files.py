@@ -350,8 +350,26 @@ class FileQueries(StoreBase):
         )
 
     async def requeue(self, file_id: str) -> FileRow:
-        """Send a ``failed`` file back to ``pending`` (an operator or on-demand retry)."""
-        return await self._set(file_id, state="pending", lease_owner=None, lease_expires_at=None)
+        """Send a ``failed`` file back to ``pending`` (an operator or on-demand retry).
+
+        Only a row that is still ``failed``: one another process stored (or requeued) since
+        the caller read it is returned as it is.
+        """
+        async with self._write("requeueing a file") as conn:
+            await conn.execute(
+                update(files)
+                .where(files.c.id == file_id, files.c.state == "failed")
+                .values(
+                    state="pending",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=self._now(),
+                )
+            )
+            row = (await conn.execute(select(files).where(files.c.id == file_id))).first()
+        if row is None:
+            raise NotFoundError(f"no file {file_id!r}")
+        return _row(row)
 
     async def _set(self, file_id: str, **values: Any) -> FileRow:
         values["updated_at"] = self._now()

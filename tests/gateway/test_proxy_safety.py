@@ -225,3 +225,17 @@ def test_dot_segments_never_reach_another_tenants_upstream_object(
     status = harness.call(_asgi, harness, "GET", path, a)
     assert status == 404
     assert not [p for p in reached if str(theirs) in p]
+
+
+def test_on_demand_retry_never_unstores_a_file_another_process_stored(
+    harness: GatewayHarness,
+) -> None:
+    """A download that read the row as ``failed`` retries it; if another process stored it in
+    the meantime, the requeue must leave it ``stored`` (a copy from an expired container would
+    otherwise turn it ``failed`` for good)."""
+    tenant = harness.add_tenant("a")
+    row = harness.put_file(tenant, b"bytes", "a.txt")
+    meta = harness.services.meta
+    after = harness.call(meta.requeue, row.id)
+    assert after.state == "stored"
+    assert after.sha256 == row.sha256
