@@ -28,7 +28,12 @@ from cigate import classify
 from cigate._sync import run_sync
 from cigate.config import ClientConfig, resolve_config
 from cigate.download import Downloader
-from cigate.exceptions import BadInputError, CigateError, ConfigurationError
+from cigate.exceptions import (
+    BadInputError,
+    CigateError,
+    ConfigurationError,
+    UpstreamUnavailableError,
+)
 from cigate.refs import RefCollector, rewrite_sandbox_links, to_jsonable
 from cigate.results import RunResult
 from cigate.runner import DEFAULT_INSTRUCTIONS, QuietObserver, RunObserver
@@ -128,18 +133,24 @@ async def arun_assistants(
             obs.step(3, STEPS, f"Running thread {thread.id} on {model or assistant_id}")
             result = RunResult()
             collector = RefCollector()
+            failure: CigateError | None = None
             async with anyio.create_task_group() as tg:
 
                 def start(obj: Any) -> None:
                     for ref in collector.feed(obj):
                         tg.start_soon(downloader.fetch, ref)
 
-                run = await _run(oai, config, thread.id, assistant_id, stream, obs, start)
-                obs.step(4, STEPS, "Listing the run's messages and steps")
-                messages = await _messages(oai, config, thread.id, run["id"])
-                steps = await _steps(oai, config, thread.id, run["id"])
-                start(messages)
-                start(steps)
+                try:  # raised after the task group, which would wrap it in an ExceptionGroup
+                    run = await _run(oai, config, thread.id, assistant_id, stream, obs, start)
+                    obs.step(4, STEPS, "Listing the run's messages and steps")
+                    messages = await _messages(oai, config, thread.id, run["id"])
+                    steps = await _steps(oai, config, thread.id, run["id"])
+                    start(messages)
+                    start(steps)
+                except CigateError as exc:
+                    failure = exc
+            if failure is not None:
+                raise failure
             obs.step(5, STEPS, "Done")
             result.response_id = run["id"]
             result.results = list(downloader.done.values())
@@ -216,6 +227,8 @@ async def _run(  # noqa: PLR0917 - private helper, called once
                 raise classify.from_http(500, body, what="assistants run stream")
     except openai.OpenAIError as exc:
         raise _wrap(exc, "run the thread", config) from exc
+    if not final.get("id"):  # without the run there are no messages to list (was a KeyError)
+        raise UpstreamUnavailableError("assistants run stream: it ended before the run's status")
     return final
 
 

@@ -185,22 +185,31 @@ async def arun(
         obs.step(3, STEPS, f"Running the code interpreter on {model}")
         result = RunResult()
         collector = RefCollector()
+        failure: CigateError | None = None
+        final: dict[str, Any] = {}
         async with anyio.create_task_group() as tg:
 
             def start(refs: list[FileRef]) -> None:
                 for ref in refs:
                     tg.start_soon(downloader.fetch, ref)
 
-            final = await _respond(
-                oai,
-                config=config,
-                request=request,
-                stream=stream,
-                collector=collector,
-                obs=obs,
-                start=start,
-            )
+            try:
+                final = await _respond(
+                    oai,
+                    config=config,
+                    request=request,
+                    stream=stream,
+                    collector=collector,
+                    obs=obs,
+                    start=start,
+                )
+            except CigateError as exc:
+                # Raised below, after the task group: inside it, anyio wraps it in an
+                # ExceptionGroup. Files already cited finish downloading meanwhile.
+                failure = exc
             obs.step(4, STEPS, f"Downloading {len(collector.refs)} cited file(s)")
+        if failure is not None:
+            raise failure
         if not final:  # the files cited so far are saved; the answer is missing
             raise UpstreamUnavailableError(
                 "responses.create: the stream ended before response.completed "
