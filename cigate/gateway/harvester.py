@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from cigate.content_types import guess_type
-from cigate.exceptions import CigateError
+from cigate.exceptions import CigateError, IntegrityError
 from cigate.gateway import fetch
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
@@ -153,7 +153,28 @@ class Harvester:
                     filename=path.rsplit("/", 1)[-1] or str(item["id"]),
                     origin="listing",
                 )
-                self.start_copy(row)
+                size = item.get("bytes")
+                expected = size if isinstance(size, int) and size >= 0 else None
+                self.start_copy(row, expected_size=expected)
+                if expected is not None:
+                    self.spawn(self._verify_size(row, expected), name=f"cigate-verify-{row.id}")
+
+    async def _verify_size(self, row: FileRow, expected: int) -> None:
+        """A copy (started before the listing, from a citation) whose size differs from the
+        container's record is not kept as ``stored``: it is copied again against the record."""
+        if task := self._copies.get(row.id):
+            await asyncio.gather(task, return_exceptions=True)
+        current = await self.meta.get_file(row.tenant_id, row.id)
+        if current is None or current.state != "stored" or current.size == expected:
+            return
+        log.warning("%s: stored %s bytes, container lists %d", row.id, current.size, expected)
+        failed = await self.meta.mark_failed(
+            row.id,
+            "integrity",
+            f"stored {current.size} bytes, the container lists {expected}",
+            current.tries,
+        )
+        self.start_copy(failed, retry_failed=True, expected_size=expected)
 
     async def harvest_response(
         self, tenant_id: str, response: dict[str, Any], upstream_name: str
@@ -176,17 +197,18 @@ class Harvester:
     # -- copying ---------------------------------------------------------------------------
 
     def start_copy(
-        self, row: FileRow, *, retry_failed: bool = False
+        self, row: FileRow, *, retry_failed: bool = False, expected_size: int | None = None
     ) -> asyncio.Task[FileRow] | None:
         """Start copying ``row`` unless it is stored, failed, or already being copied here.
 
         A ``failed`` row is tried again only on demand (``retry_failed``: someone asked for it).
+        ``expected_size`` (the container's record) is checked against the bytes copied.
         """
         if row.state == "stored" or (row.state == "failed" and not retry_failed):
             return None
         task = self._copies.get(row.id)
         if task is None:
-            task = asyncio.create_task(self._copy(row), name=f"cigate-copy-{row.id}")
+            task = asyncio.create_task(self._copy(row, expected_size), name=f"cigate-copy-{row.id}")
             self._copies[row.id] = task
             task.add_done_callback(functools.partial(self._forget_copy, row.id))
         return task
@@ -203,7 +225,7 @@ class Harvester:
             return row
         return await asyncio.wait_for(asyncio.shield(task), wait)
 
-    async def _copy(self, row: FileRow) -> FileRow:
+    async def _copy(self, row: FileRow, expected_size: int | None = None) -> FileRow:
         """Lease the row (waiting while another process copies it), then copy it."""
         if row.state == "failed":
             row = await self.meta.requeue(row.id)  # asked for again: one more round
@@ -219,7 +241,7 @@ class Harvester:
         async with self._slots:
             renew = asyncio.create_task(self._renew_lease(row.id))
             try:
-                return await self._copy_claimed(claimed)
+                return await self._copy_claimed(claimed, expected_size)
             finally:
                 renew.cancel()
 
@@ -232,14 +254,14 @@ class Harvester:
                 file_id, self.settings.worker_id, self.settings.lease_seconds
             )
 
-    async def _copy_claimed(self, row: FileRow) -> FileRow:
+    async def _copy_claimed(self, row: FileRow, expected_size: int | None = None) -> FileRow:
         tries = row.tries
         attempt = 0
         while True:
             tries += 1
             attempt += 1
             try:
-                info, content_type = await self._copy_once(row)
+                info, content_type = await self._copy_once(row, expected_size)
             except CigateError as exc:
                 delay = getattr(exc, "retry_after", None)
                 if fetch.retryable(exc) and self.policy.should_retry(attempt, delay):
@@ -252,7 +274,9 @@ class Harvester:
                 return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
             return await self.meta.mark_stored(row.id, info.sha256, info.size, content_type)
 
-    async def _copy_once(self, row: FileRow) -> tuple[BlobInfo, str]:
+    async def _copy_once(
+        self, row: FileRow, expected_size: int | None = None
+    ) -> tuple[BlobInfo, str]:
         if row.kind == "files_api":
             opener = fetch.open_files_api_content(self.upstream, row.upstream_file_id)
         else:
@@ -261,6 +285,11 @@ class Harvester:
                 self.upstream, row.container_id, row.upstream_file_id
             )
         async with opener as download:
+            if None not in (expected_size, download.size) and expected_size != download.size:
+                raise IntegrityError(
+                    f"{row.upstream_file_id}: the upstream sends {download.size} bytes, "
+                    f"the container lists {expected_size}"
+                )
             head = bytearray()
 
             async def tee() -> AsyncIterator[bytes]:
@@ -269,7 +298,8 @@ class Harvester:
                         head.extend(chunk[:512])
                     yield chunk
 
-            info = await self.blobs.put_stream(tee(), expected_size=download.size)
+            expected = download.size if download.size is not None else expected_size
+            info = await self.blobs.put_stream(tee(), expected_size=expected)
         return info, guess_type(row.filename, bytes(head))
 
     async def _with_retries(self, call: Any) -> Any:

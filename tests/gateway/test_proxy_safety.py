@@ -239,3 +239,33 @@ def test_on_demand_retry_never_unstores_a_file_another_process_stored(
     after = harness.call(meta.requeue, row.id)
     assert after.state == "stored"
     assert after.sha256 == row.sha256
+
+
+def test_a_copy_shorter_than_the_container_record_is_never_stored(tmp_path: Path) -> None:
+    """Without ``content-length`` a body cut short at a connection close looks complete; the
+    container's own record of the size is the check (listed files and cited files alike)."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/content"):
+            return httpx2.Response(200, stream=_Body([b"short"]))  # no content-length
+        if request.url.path.endswith("/files"):
+            item = {"id": "cfile_1", "path": "/mnt/data/a.csv", "bytes": 10}
+            return httpx2.Response(200, json={"data": [item], "has_more": False})
+        return httpx2.Response(404, json={"error": {"message": "no"}})
+
+    with GatewayHarness(_settings(tmp_path, harvest_attempts=2, harvest_backoff=0.01)) as gw:
+        tenant = gw.add_tenant("a")
+        _script(gw, handler)
+        harvester = gw.services.harvester
+        cited = {"type": "container_file_citation", "container_id": "cntr_1", "file_id": "cfile_1"}
+
+        async def run() -> None:
+            await harvester.record_citation(tenant.id, None, {**cited, "filename": "a.csv"})
+            await harvester.reconcile(tenant.id, None, ["cntr_1"])
+            await harvester.idle()
+
+        gw.call(run)
+        row = gw.call(gw.services.meta.get_file, tenant.id, "cfile_1")
+    assert row is not None
+    assert row.state == "failed"
+    assert row.error_kind == "integrity"
