@@ -232,7 +232,9 @@ def normalise_base_url(url: str) -> tuple[str, EndpointKind, list[str]]:
     """
     raw = url.strip()
     if "://" not in raw:
-        raw = "https://" + raw
+        # Cloud endpoints are TLS; a local emulator or gateway (`localhost:8000`) is plain HTTP.
+        local = raw.lower().startswith(("localhost", "127.", "[::1]"))
+        raw = ("http://" if local else "https://") + raw
     parts = urlsplit(raw)
     if not parts.netloc:
         raise ConfigurationError(f"not an endpoint URL: {url!r}")

@@ -218,3 +218,16 @@ def test_an_explicit_zero_is_kept_not_replaced_by_the_default() -> None:
     assert config.backoff == 0.0
     assert config.backoff_max == 0.0
     assert config.max_retry_wait == 0.0
+
+
+@pytest.mark.parametrize(
+    ("given", "base"),
+    [
+        ("localhost:8000", "http://localhost:8000/openai/v1/"),
+        ("127.0.0.1:8000/openai/v1", "http://127.0.0.1:8000/openai/v1/"),
+        ("res.openai.azure.com", "https://res.openai.azure.com/openai/v1/"),
+    ],
+    ids=["localhost", "loopback-ip", "azure-host"],
+)
+def test_an_endpoint_without_a_scheme_is_http_only_on_loopback(given: str, base: str) -> None:
+    assert normalise_base_url(given)[0] == base
