@@ -8,7 +8,10 @@ list is reconciled: files the code wrote but the model never cited are recorded 
 A copy ends ``stored`` (bytes content-addressed by sha256) or ``failed`` with its error class and
 the number of tries. Rows left ``pending`` by a crashed process are claimed with a lease by the
 resume loop of any gateway process sharing the database, and finished while their container
-lives. Fetching goes through :mod:`cigate.gateway.fetch`, the one seam to the upstream.
+lives. The same loop sends rows that failed for a transient reason (:data:`TRANSIENT_KINDS`)
+back for another round after a backoff, until their tries reach a cap or the container is gone
+(then the row ends ``failed`` as ``container_expired`` and is not tried again). Fetching goes
+through :mod:`cigate.gateway.fetch`, the one seam to the upstream.
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from cigate.content_types import guess_type
-from cigate.exceptions import CigateError, IntegrityError
+from cigate.exceptions import (
+    CigateError,
+    IntegrityError,
+    RateLimitedError,
+    UpstreamUnavailableError,
+)
 from cigate.gateway import fetch
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
@@ -29,9 +37,13 @@ from cigate.storage.blobs import BlobStore
 from cigate.storage.metadata import MetadataStore
 from cigate.storage.records import BlobInfo, FileRow
 
-__all__ = ["Harvester", "walk_response"]
+__all__ = ["TRANSIENT_KINDS", "Harvester", "walk_response"]
 
 log = logging.getLogger(__name__)
+
+#: Error kinds of a failed copy that the resume loop tries again later. Never an expired
+#: container, a missing file, a refused credential or bad input: those do not heal.
+TRANSIENT_KINDS = (UpstreamUnavailableError.kind, RateLimitedError.kind, IntegrityError.kind)
 
 
 def walk_response(response: dict[str, Any]) -> tuple[set[str], list[dict[str, Any]]]:
@@ -317,14 +329,31 @@ class Harvester:
     # -- crash recovery --------------------------------------------------------------------
 
     async def resume_once(self) -> int:
-        """Claim ``pending`` rows nobody is copying and copy them; returns how many started."""
-        rows = await self.meta.claim_pending(self.settings.worker_id, self.settings.lease_seconds)
+        """Claim ``pending`` rows nobody is copying, and transiently ``failed`` rows whose
+        backoff is over, and copy them; returns how many started."""
+        worker, lease = self.settings.worker_id, self.settings.lease_seconds
+        rows = await self.meta.claim_pending(worker, lease)
+        if self.settings.harvest_retry_max_tries > 0:
+            rows += await self.meta.claim_retryable(
+                worker,
+                lease,
+                kinds=TRANSIENT_KINDS,
+                max_tries=self.settings.harvest_retry_max_tries,
+                delay=self.retry_delay,
+            )
         started = 0
         for row in rows:
-            if row.id not in self._copies:
+            if row.id not in self._copies:  # else a copy here has it (same worker, same lease)
                 self.start_copy(row)
                 started += 1
         return started
+
+    def retry_delay(self, tries: int) -> float:
+        """Seconds a transiently failed row with ``tries`` tries waits for its next round:
+        ``harvest_retry_delay`` after the first round, doubling per round, capped."""
+        rounds = max(0, tries // self.settings.harvest_attempts - 1)
+        delay = self.settings.harvest_retry_delay * 2.0 ** min(rounds, 32)
+        return min(delay, self.settings.harvest_retry_max_delay)
 
     async def _resume_loop(self) -> None:
         while True:

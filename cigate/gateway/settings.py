@@ -58,6 +58,12 @@ class GatewaySettings:
     harvest_attempts: int = 4
     #: First retry delay, seconds (doubles, capped at 8 s; ``retry-after`` wins).
     harvest_backoff: float = 0.5
+    #: Wait before the resume sweep tries a transiently failed file again (``upstream_unavailable``,
+    #: ``rate_limited``, ``integrity``), seconds; doubles with every round, up to the next.
+    harvest_retry_delay: float = 30.0
+    harvest_retry_max_delay: float = 600.0
+    #: Tries after which a transiently failed file is left ``failed`` (0: no background retry).
+    harvest_retry_max_tries: int = 12
     #: Seconds between sweeps for ``pending`` rows left by a crashed process.
     resume_interval: float = 5.0
     #: Lease a worker holds on a claimed ``pending`` row, seconds.
@@ -80,6 +86,15 @@ class GatewaySettings:
             raise ConfigurationError(f"--upstream must be an http(s) URL, not {self.upstream!r}")
         if self.harvest_concurrency < 1 or self.harvest_attempts < 1:
             raise ConfigurationError("harvest concurrency and attempts must be at least 1")
+        if (
+            self.harvest_retry_delay < 0
+            or self.harvest_retry_max_delay < self.harvest_retry_delay
+            or self.harvest_retry_max_tries < 0
+        ):
+            raise ConfigurationError(
+                "harvest retry delay must be at least 0 and at most the max delay, "
+                "and max tries at least 0"
+            )
         if not self.worker_id:
             object.__setattr__(self, "worker_id", f"{socket.gethostname()}:{os.getpid()}")
 

@@ -10,6 +10,7 @@ same time, and a crashed worker's rows come free when its lease expires.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import Any, Literal, cast, get_args
 
@@ -272,6 +273,69 @@ class FileQueries(StoreBase):
             row = await self.claim_file(file_id, worker_id, lease_seconds)
             if row is not None:
                 claimed.append(row)
+        return claimed
+
+    async def claim_retryable(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        *,
+        kinds: Collection[str],
+        max_tries: int,
+        delay: Callable[[int], float],
+        limit: int = 10,
+    ) -> list[FileRow]:
+        """Send up to ``limit`` ``failed`` rows worth another try back to ``pending``, leased.
+
+        A row qualifies when its ``error_kind`` is one of ``kinds`` (transient failures), it
+        has had fewer than ``max_tries`` tries, and ``delay(tries)`` seconds have passed since
+        it was last updated (its failure). ``delay`` must not decrease as ``tries`` grows:
+        ``delay(0)`` bounds the query, the exact wait is checked per row. Each row is taken
+        with its own conditional UPDATE (still ``failed``, lease free), so when two processes
+        race for a row exactly one wins; the claimed row is ``pending`` with this worker's
+        lease, ready for :meth:`claim_file` by the same worker.
+        """
+        kinds = list(kinds)
+        if not kinds or max_tries < 1:
+            return []
+        now = self._now()
+        retryable = and_(
+            files.c.state == "failed",
+            files.c.error_kind.in_(kinds),
+            files.c.tries < max_tries,
+        )
+        async with self._read("finding retryable files") as conn:
+            candidates = (
+                await conn.execute(
+                    select(files.c.id, files.c.tries, files.c.updated_at)
+                    .where(
+                        retryable,
+                        files.c.updated_at <= now - timedelta(seconds=max(0.0, delay(0))),
+                    )
+                    .order_by(files.c.updated_at, files.c.id)
+                    .limit(limit * 5)
+                )
+            ).all()
+        due = [r.id for r in candidates if r.updated_at + timedelta(seconds=delay(r.tries)) <= now][
+            :limit
+        ]
+        claimed = []
+        for file_id in due:
+            async with self._write("claiming a failed file") as conn:
+                result = await conn.execute(
+                    update(files)
+                    .where(files.c.id == file_id, retryable, self._lease_free(now))
+                    .values(
+                        state="pending",
+                        lease_owner=worker_id,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        updated_at=now,
+                    )
+                )
+                if cast(Any, result).rowcount != 1:
+                    continue
+                row = (await conn.execute(select(files).where(files.c.id == file_id))).one()
+            claimed.append(_row(row))
         return claimed
 
     async def claim_file(

@@ -186,3 +186,84 @@ def test_two_gateways_sharing_postgres_and_azurite_serve_each_others_files(
     finally:
         first.close()
         second.close()
+
+
+@pytest.fixture
+def retrying_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGateway]:
+    """A gateway whose resume loop retries transient failures after a fraction of a second."""
+    backend = Backend(
+        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
+    )
+    settings = replace(
+        live_settings(emulator, backend),
+        resume_interval=0.1,
+        harvest_retry_delay=0.3,
+        harvest_retry_max_delay=0.6,
+        harvest_retry_max_tries=30,
+    )
+    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+
+
+def _wait_for(gw: LiveGateway, file_id: str, done, timeout: float = 30) -> dict:
+    """The file's record once ``done(record)`` (read from the listing: no on-demand retry)."""
+    http = gw.http()
+    deadline = time.monotonic() + timeout
+    record: dict = {}
+    while time.monotonic() < deadline:
+        record = http.get(f"/files/{file_id}").json()
+        if done(record):
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"{file_id} never got there: {record}")
+
+
+def test_a_transient_failure_is_retried_in_the_background_until_stored(
+    retrying_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    emulator.control.switch("download-500")
+    f = _harvest(retrying_gateway)
+    assert (f["state"], f["error"]["kind"], f["tries"]) == ("failed", "upstream_unavailable", 3)
+    emulator.control.switch_off("download-500")
+    # Nobody asks for the file: the resume loop alone brings it in.
+    _wait_for(retrying_gateway, f["id"], lambda r: r["state"] == "stored")
+    content = retrying_gateway.http().get(f"/files/{f['id']}/content")
+    assert content.content == DATA
+
+
+def test_a_final_failure_is_not_retried_in_the_background(
+    retrying_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    emulator.control.switch("checkaccess")
+    f = _harvest(retrying_gateway)
+    assert (f["state"], f["error"]["kind"], f["tries"]) == ("failed", "access_denied", 1)
+    emulator.control.clear_faults()
+    time.sleep(1.5)  # several sweeps, each well past the retry delay
+    again = retrying_gateway.http().get(f"/files/{f['id']}").json()
+    assert (again["state"], again["error"]["kind"], again["tries"]) == (
+        "failed",
+        "access_denied",
+        1,
+    )
+
+
+def test_a_retry_that_finds_the_container_expired_records_it_and_stops(
+    retrying_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    emulator.control.switch("download-500")
+    f = _harvest(retrying_gateway)
+    assert (f["state"], f["error"]["kind"]) == ("failed", "upstream_unavailable")
+    emulator.control.advance_clock(21 * 60)  # the container idles out
+    emulator.control.switch_off("download-500")
+    expired = _wait_for(
+        retrying_gateway,
+        f["id"],
+        lambda r: r["state"] == "failed" and r["error"]["kind"] == "container_expired",
+    )
+    time.sleep(1.5)  # several sweeps: no more rounds
+    again = retrying_gateway.http().get(f"/files/{f['id']}").json()
+    assert (again["state"], again["tries"]) == ("failed", expired["tries"])
+    assert again["error"]["kind"] == "container_expired"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -415,3 +416,48 @@ async def test_malformed_upstream_ids_are_refused(stores: Stores, upstream_id: s
     with pytest.raises(BadInputError):
         await container_file(stores.metadata, tenant, upstream_id)
     assert await stores.metadata.get_file(tenant.id, "x" * 500) is None
+
+
+async def test_transiently_failed_rows_are_claimed_again_after_their_backoff(
+    stores: Stores, storage_backend: StorageBackend, storage_clock: Clock
+) -> None:
+    md = stores.metadata
+    tenant = await md.create_tenant("acme")
+    transient = await container_file(md, tenant, "cfile_t")
+    late = await container_file(md, tenant, "cfile_late")
+    denied = await container_file(md, tenant, "cfile_d")
+    spent = await container_file(md, tenant, "cfile_s")
+    pending = await container_file(md, tenant, "cfile_p")
+    await md.mark_failed(transient, "upstream_unavailable", "500", 3)
+    await md.mark_failed(late, "rate_limited", "429", 6)  # second round: waits longer
+    await md.mark_failed(denied, "access_denied", "checkaccess", 1)
+    await md.mark_failed(spent, "integrity", "cut", 12)  # at the cap
+
+    def claim(store: MetadataStore, worker: str) -> Any:
+        return store.claim_retryable(
+            worker,
+            60,
+            kinds=("upstream_unavailable", "rate_limited", "integrity"),
+            max_tries=12,
+            delay=lambda tries: 30.0 * 2 ** max(0, tries // 3 - 1),
+        )
+
+    assert await claim(md, "w1") == []  # nothing waited long enough
+    storage_clock.advance(31)
+    other = await MetadataStore.open(storage_backend.database_url, clock=storage_clock)
+    try:
+        mine, theirs = await asyncio.gather(claim(md, "w1"), claim(other, "w2"))
+        (row,) = mine + theirs  # exactly one of the racing processes wins it
+        assert (row.id, row.state, row.tries) == (transient, "pending", 3)
+        assert row.lease_owner in ("w1", "w2")
+        assert await md.claim_file(transient, row.lease_owner, 60) is not None
+        assert await claim(md, "w1") == []
+        storage_clock.advance(30)
+        (row,) = await claim(other, "w2")
+        assert row.id == late
+        storage_clock.advance(3600)
+        assert await claim(md, "w1") == []  # access_denied and spent rows stay failed
+        states = {r.id: r.state for r in await md.list_files(tenant.id)}
+        assert (states[denied], states[spent], states[pending]) == ("failed", "failed", "pending")
+    finally:
+        await other.close()
