@@ -36,8 +36,7 @@ from cigate.exceptions import CigateError
 from cigate.gateway import body_refs, facade, fetch
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError
-from cigate.gateway.passthrough import owned_list
-from cigate.gateway.scoped import create_and_claim
+from cigate.gateway.scoped import owned_root
 from cigate.gateway.sse import SSESplitter, parse_event
 from cigate.gateway.upstream import forwardable_headers
 from cigate.refs import RefCollector
@@ -63,10 +62,10 @@ def routes() -> list[BaseRoute]:
         assistant = f"{prefix}/assistants/{{assistant_id}}"
         thread = f"{prefix}/threads/{{thread_id}}"
         out += [
-            Route(f"{prefix}/assistants", assistants_root, methods=["GET", "POST"]),
+            Route(f"{prefix}/assistants", owned_root("assistant"), methods=["GET", "POST"]),
             Route(assistant, one_assistant, methods=_METHODS),
             Route(f"{assistant}/{{rest:path}}", one_assistant, methods=_METHODS),
-            Route(f"{prefix}/threads", threads_root, methods=["GET", "POST"]),
+            Route(f"{prefix}/threads", owned_root("thread"), methods=["GET", "POST"]),
             # Before ``threads/{thread_id}``, which would read "runs" as a thread id.
             Route(f"{prefix}/threads/runs", create_thread_and_run, methods=["POST"]),
             Route(thread, in_thread, methods=_METHODS),
@@ -118,29 +117,12 @@ async def _require_run_assistant(svc: Services, tenant_id: str, request: Request
         await _require(svc, tenant_id, "assistant", assistant_id, param="assistant_id")
 
 
-async def assistants_root(request: Request) -> Response:
-    """``POST /assistants`` (claimed for the caller), ``GET /assistants`` (theirs only)."""
-    if request.method == "POST":
-        return await create_and_claim(request, "assistant")
-    svc = services(request)
-    return await owned_list(svc, request, await svc.tenants.tenant_id(request), "assistant")
-
-
 async def one_assistant(request: Request) -> Response:
     """Retrieve, modify, delete (and any sub-path of) an assistant the caller owns."""
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     await _require(svc, tenant_id, "assistant", request.path_params["assistant_id"])
     return await passthrough(request)
-
-
-async def threads_root(request: Request) -> Response:
-    """``POST /threads`` (claimed for the caller); a listing, where an upstream has one, is
-    filtered to the caller's threads rather than showing every tenant's."""
-    if request.method == "POST":
-        return await create_and_claim(request, "thread")
-    svc = services(request)
-    return await owned_list(svc, request, await svc.tenants.tenant_id(request), "thread")
 
 
 async def create_thread_and_run(request: Request) -> Response:

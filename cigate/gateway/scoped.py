@@ -22,6 +22,7 @@ Which answer comes from where, for an owned container:
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -53,13 +54,13 @@ def routes() -> list[BaseRoute]:
         c = f"{p}/containers/{{container_id}}"
         f = f"{p}/files/{{file_id}}"
         out += [
-            Route(f"{p}/containers", containers_root, methods=["GET", "POST"]),
+            Route(f"{p}/containers", owned_root("container"), methods=["GET", "POST"]),
             Route(f"{c}/files", container_files, methods=["GET", "POST"]),
             Route(f"{c}/files/{{file_id}}", container_file, methods=["GET", "DELETE"]),
             Route(f"{c}/files/{{file_id}}/content", container_file_content, methods=["GET"]),
             Route(c, container_other, methods=ALL_METHODS),
             Route(f"{c}/{{rest:path}}", container_other, methods=ALL_METHODS),
-            Route(f"{p}/files", files_root, methods=["GET", "POST"]),
+            Route(f"{p}/files", owned_root("file"), methods=["GET", "POST"]),
             Route(f, files_one, methods=["GET", "DELETE"]),
             Route(f"{f}/content", facade.openai_file_content, methods=["GET"]),
             Route(f"{f}/{{rest:path}}", files_other, methods=ALL_METHODS),
@@ -112,12 +113,19 @@ async def create_and_claim(request: Request, kind: OwnedKind) -> Response:
     )
 
 
-async def containers_root(request: Request) -> Response:
-    """``POST /containers`` (claimed for the caller) and ``GET /containers`` (theirs only)."""
-    if request.method == "POST":
-        return await create_and_claim(request, "container")
-    svc = services(request)
-    return await owned_list(svc, request, await svc.tenants.tenant_id(request), "container")
+def owned_root(kind: OwnedKind) -> Callable[[Request], Awaitable[Response]]:
+    """The handler of a collection root (``/containers``, ``/files``, ``/assistants``,
+    ``/threads``): ``POST`` creates and claims the new id for the caller, ``GET`` lists only
+    the caller's ids."""
+
+    async def root(request: Request) -> Response:
+        if request.method == "POST":
+            return await create_and_claim(request, kind)
+        svc = services(request)
+        return await owned_list(svc, request, await svc.tenants.tenant_id(request), kind)
+
+    root.__name__ = f"{kind}s_root"
+    return root
 
 
 async def container_other(request: Request) -> Response:
@@ -176,14 +184,6 @@ async def container_file_content(request: Request) -> Response:
     if stored:
         return await facade.container_file_content(request)
     return await relay(svc, request)
-
-
-async def files_root(request: Request) -> Response:
-    """``POST /files`` (the upload, claimed for the caller) and ``GET /files`` (theirs only)."""
-    if request.method == "POST":
-        return await create_and_claim(request, "file")
-    svc = services(request)
-    return await owned_list(svc, request, await svc.tenants.tenant_id(request), "file")
 
 
 async def _owned_file(request: Request) -> Services:
