@@ -12,7 +12,7 @@ import pytest
 
 from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator
-from cigate.testing.services import AzuriteServer, PostgresServer, ServiceUnavailable
+from cigate.testing.services import AzuriteServer, PostgresServer
 from tests.gateway.harness import GatewayHarness
 from tests.gateway.live import LiveGateway, add_tenant, start_gateway
 
@@ -29,41 +29,23 @@ class Backend:
     blobs: str
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer().start()
-    except ServiceUnavailable as exc:
-        pytest.skip(f"PostgreSQL is not available: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def azurite_server() -> Iterator[AzuriteServer]:
-    try:
-        server = AzuriteServer().start()
-    except ServiceUnavailable as exc:
-        pytest.skip(f"Azurite is not available: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(params=["sqlite-disk", "postgres-azurite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """SQLite + local disk (the default) and PostgreSQL + Azurite (scale-out), per test."""
-    if request.param == "sqlite-disk":
-        db = tmp_path / "gateway.db"
-        return Backend("sqlite-disk", f"sqlite+aiosqlite:///{db}", str(tmp_path / "blobs"))
+def make_backend(kind: str, request: pytest.FixtureRequest, tmp: Path) -> Backend:
+    """A fresh backend of ``kind``: a SQLite file + blob dir in ``tmp``, or a new PostgreSQL
+    database + Azurite container on the session's servers (the storage plugin's fixtures)."""
+    if kind == "sqlite-disk":
+        database = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
+        return Backend("sqlite-disk", database, str(tmp / "blobs"))
     postgres: PostgresServer = request.getfixturevalue("postgres_server")
     azurite: AzuriteServer = request.getfixturevalue("azurite_server")
     container = f"gw{uuid.uuid4().hex[:20]}"
     blobs = f"azure://{container}?connection_string={quote(azurite.connection_string, safe='')}"
     return Backend("postgres-azurite", postgres.create_database(), blobs)
+
+
+@pytest.fixture(params=["sqlite-disk", "postgres-azurite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """SQLite + local disk (the default) and PostgreSQL + Azurite (scale-out), per test."""
+    return make_backend(request.param, request, tmp_path)
 
 
 @pytest.fixture
@@ -120,12 +102,6 @@ def sqlite_live_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[L
 
 
 @pytest.fixture
-def postgres_azurite(postgres_server: PostgresServer, azurite_server: AzuriteServer) -> Backend:
+def postgres_azurite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """The scale-out backend alone (tests of several gateway processes sharing it)."""
-    container = f"gw{uuid.uuid4().hex[:20]}"
-    conn = quote(azurite_server.connection_string, safe="")
-    return Backend(
-        "postgres-azurite",
-        postgres_server.create_database(),
-        f"azure://{container}?connection_string={conn}",
-    )
+    return make_backend("postgres-azurite", request, tmp_path)

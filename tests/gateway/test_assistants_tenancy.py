@@ -10,12 +10,9 @@ directly against the emulator.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import openai
 import pytest
@@ -24,7 +21,7 @@ from openai import OpenAI
 from cigate.emulator.server import ServerHandle
 from cigate.emulator.settings import EmulatorSettings
 from cigate.testing.plugin import RunningEmulator, current_mode
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, make_backend
 from tests.gateway.harness import Tenant
 from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
 
@@ -64,20 +61,6 @@ class World:
     b_tenant: Tenant
 
 
-def _backend(request: pytest.FixtureRequest, tmp: Path) -> Backend:
-    if request.param == "sqlite-disk":
-        return Backend("sqlite-disk", f"sqlite+aiosqlite:///{tmp / 'gw.db'}", str(tmp / "blobs"))
-    postgres = request.getfixturevalue("postgres_server")
-    azurite = request.getfixturevalue("azurite_server")
-    conn = quote(azurite.connection_string, safe="")
-    container = f"gw{uuid.uuid4().hex[:20]}"
-    return Backend(
-        "postgres-azurite",
-        postgres.create_database(),
-        f"azure://{container}?connection_string={conn}",
-    )
-
-
 @pytest.fixture(scope="module", params=["sqlite-disk", "postgres-azurite"])
 def world(
     request: pytest.FixtureRequest,
@@ -90,7 +73,7 @@ def world(
         handle=emulator_server, api_key=emulator_settings.api_key, mode=current_mode()
     )
     emulator.control.reset()
-    backend = _backend(request, tmp_path_factory.mktemp("tenancy"))
+    backend = make_backend(request.param, request, tmp_path_factory.mktemp("tenancy"))
     settings = live_settings(emulator, backend)
     gw = start_gateway(settings, add_tenant(settings.database_url, "a"))
     try:
