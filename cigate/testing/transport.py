@@ -110,6 +110,19 @@ def _response(request: httpx2.Request, first: Item, stream: Any) -> httpx2.Respo
     return httpx2.Response(first[1], headers=first[2], stream=stream, request=request)
 
 
+def _body_chunk(item: Item, request: httpx2.Request) -> bytes | None:
+    """One queued ASGI event as body bytes; ``None`` once the body ended; a broken connection
+    (the app raised mid-body) as the error a real socket gives httpx2."""
+    if item[0] == "body":
+        return bytes(item[1])
+    if item[0] == "abort":
+        raise httpx2.RemoteProtocolError(
+            f"peer closed connection without sending complete message body ({item[1]})",
+            request=request,
+        )
+    return None
+
+
 class _SyncBody(httpx2.SyncByteStream):
     def __init__(
         self, items: queue.Queue[Item], request: httpx2.Request, on_close: Callable[[], object]
@@ -125,16 +138,11 @@ class _SyncBody(httpx2.SyncByteStream):
                 raise httpx2.ReadTimeout(
                     "in-process read timed out", request=self.request
                 ) from None
-            if item[0] == "body":
-                yield item[1]
-            elif item[0] == "end":
+            chunk = _body_chunk(item, self.request)
+            if chunk is None:
                 self.done = True
-            elif item[0] == "abort":
-                self.done = True
-                raise httpx2.RemoteProtocolError(
-                    f"peer closed connection without sending complete message body ({item[1]})",
-                    request=self.request,
-                )
+            else:
+                yield chunk
 
     def close(self) -> None:
         if not self.done:
@@ -180,16 +188,11 @@ class _AsyncBody(httpx2.AsyncByteStream):
                 raise httpx2.ReadTimeout(
                     "in-process read timed out", request=self.request
                 ) from None
-            if item[0] == "body":
-                yield item[1]
-            elif item[0] == "end":
+            chunk = _body_chunk(item, self.request)
+            if chunk is None:
                 self.done = True
-            elif item[0] == "abort":
-                self.done = True
-                raise httpx2.RemoteProtocolError(
-                    f"peer closed connection without sending complete message body ({item[1]})",
-                    request=self.request,
-                )
+            else:
+                yield chunk
 
     async def aclose(self) -> None:
         if not self.done:
