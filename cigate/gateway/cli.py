@@ -7,17 +7,27 @@ Every option of ``serve`` is also an environment variable (``--upstream-key`` is
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cigate.gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from cigate.storage.metadata import MetadataStore
+    from cigate.storage.records import Tenant
 
 __all__ = ["gateway"]
 
 
 def _env(name: str) -> str:
     return f"CIGATE_GATEWAY_{name.upper()}"
+
+
+_DATABASE = click.option(
+    "--database", envvar=_env("database"), help="Metadata store URL (default SQLite)."
+)
 
 
 @click.group()
@@ -67,7 +77,7 @@ def tenant() -> None:
 
 @tenant.command("add")
 @click.argument("name")
-@click.option("--database", envvar=_env("database"), help="Metadata store URL (default SQLite).")
+@_DATABASE
 def tenant_add(name: str, database: str | None) -> None:
     """Create tenant NAME (or reuse it) and print a new gateway key for it, once.
 
@@ -84,3 +94,95 @@ async def _add_tenant(url: str, name: str) -> str:
     async with await MetadataStore.open(url) as meta:
         tenant = await meta.tenant_by_name(name) or await meta.create_tenant(name)
         return await meta.add_key(tenant.id)
+
+
+@tenant.command("list")
+@_DATABASE
+def tenant_list(database: str | None) -> None:
+    """Print every tenant: name, id, creation time and how many keys are active.
+
+    Example: cigate gateway tenant list
+    """
+    settings = GatewaySettings.from_env(database=database)
+    for line in asyncio.run(_tenant_lines(settings.database_url)):
+        click.echo(line)
+
+
+async def _tenant_lines(url: str) -> list[str]:
+    from cigate.storage.metadata import MetadataStore
+
+    async with await MetadataStore.open(url) as meta:
+        lines = []
+        for t in await meta.list_tenants():
+            active = sum(k.revoked_at is None for k in await meta.list_keys(t.id))
+            lines.append(f"{t.name}\t{t.id}\t{_when(t.created_at)}\t{active} active key(s)")
+        return lines
+
+
+@tenant.command("keys")
+@click.argument("name")
+@_DATABASE
+def tenant_keys(name: str, database: str | None) -> None:
+    """Print tenant NAME's keys: id, first characters, created, revoked (never the key itself).
+
+    Example: cigate gateway tenant keys analytics
+    """
+    settings = GatewaySettings.from_env(database=database)
+    for line in asyncio.run(_key_lines(settings.database_url, name)):
+        click.echo(line)
+
+
+async def _key_lines(url: str, name: str) -> list[str]:
+    from cigate.storage.metadata import MetadataStore
+
+    async with await MetadataStore.open(url) as meta:
+        tenant = await _existing_tenant(meta, name)
+        return [
+            f"{k.id}\t{k.prefix}…\t{_when(k.created_at)}\t"
+            + (f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active")
+            for k in await meta.list_keys(tenant.id)
+        ]
+
+
+@tenant.command("revoke")
+@click.argument("name")
+@click.argument("key_id")
+@_DATABASE
+def tenant_revoke(name: str, key_id: str, database: str | None) -> None:
+    """Revoke tenant NAME's key KEY_ID (a key_… id from `tenant keys`).
+
+    A running gateway stops accepting the key within its key cache's lifetime (10 s).
+
+    Example: cigate gateway tenant revoke analytics key_0123456789abcdef01234567
+    """
+    settings = GatewaySettings.from_env(database=database)
+    asyncio.run(_revoke(settings.database_url, name, key_id))
+    click.echo(f"revoked {key_id}")
+
+
+async def _revoke(url: str, name: str, key_id: str) -> None:
+    from cigate.exceptions import BadInputError
+    from cigate.storage.metadata import MetadataStore
+
+    async with await MetadataStore.open(url) as meta:
+        tenant = await _existing_tenant(meta, name)
+        if not await meta.revoke_key(tenant.id, key_id):
+            raise BadInputError(
+                f"tenant {name!r} has no active key {key_id!r}",
+                hint=f"List its keys with `cigate gateway tenant keys {name}`.",
+            )
+
+
+async def _existing_tenant(meta: MetadataStore, name: str) -> Tenant:
+    from cigate.exceptions import BadInputError
+
+    tenant = await meta.tenant_by_name(name)
+    if tenant is None:
+        raise BadInputError(
+            f"no tenant named {name!r}", hint="List tenants with `cigate gateway tenant list`."
+        )
+    return tenant
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cigate.cli import main
-from cigate.exceptions import ConfigurationError
+from cigate.exceptions import BadInputError, ConfigurationError
 from cigate.gateway.app import create_app
 from cigate.gateway.settings import GatewaySettings
 from cigate.storage.metadata import MetadataStore
@@ -75,3 +75,61 @@ def test_tenant_add_prints_a_key_that_names_the_tenant(tmp_path: Path) -> None:
             return {t.name for t in tenants if t is not None}
 
     assert asyncio.run(owners()) == {"analytics"}
+
+
+@pytest.mark.storage
+def test_tenant_keys_lists_without_secrets_and_revoke_stops_only_that_key(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
+    cli = CliRunner()
+
+    def invoke(*args: str) -> tuple[int, str]:
+        result = cli.invoke(main, ["gateway", "tenant", *args, "--database", url])
+        return result.exit_code, result.output
+
+    keep = invoke("add", "analytics")[1].strip()
+    drop = invoke("add", "analytics")[1].strip()
+    invoke("add", "finance")
+
+    code, listing = invoke("list")
+    assert code == 0, listing
+    rows = [line.split("\t") for line in listing.splitlines()]
+    assert [(r[0], r[3]) for r in rows] == [
+        ("analytics", "2 active key(s)"),
+        ("finance", "1 active key(s)"),
+    ]
+
+    code, keys = invoke("keys", "analytics")
+    assert code == 0, keys
+    assert keep not in keys
+    assert drop not in keys
+    lines = keys.splitlines()
+    assert len(lines) == 2
+    assert all(line.endswith("\tactive") for line in lines)
+    by_prefix = {line.split("\t")[1].rstrip("…"): line.split("\t")[0] for line in lines}
+    drop_id = next(kid for prefix, kid in by_prefix.items() if drop.startswith(prefix))
+
+    code, out = invoke("revoke", "analytics", drop_id)
+    assert (code, out.strip()) == (0, f"revoked {drop_id}")
+
+    async def owners() -> dict[str, str | None]:
+        async with await MetadataStore.open(url) as meta:
+            found = {k: await meta.tenant_for_key(k) for k in (keep, drop)}
+            return {k: t.name if t else None for k, t in found.items()}
+
+    assert asyncio.run(owners()) == {keep: "analytics", drop: None}
+    code, keys = invoke("keys", "analytics")
+    assert sorted(line.split("\t")[3].split(" ")[0] for line in keys.splitlines()) == [
+        "active",
+        "revoked",
+    ]
+
+    code, out = invoke("revoke", "analytics", drop_id)  # already revoked
+    assert code == BadInputError.exit_code
+    assert "has no active key" in out
+    assert "cigate gateway tenant keys analytics" in out
+    code, out = invoke("keys", "nobody")
+    assert code == BadInputError.exit_code
+    assert "no tenant named 'nobody'" in out
+    code, out = invoke("revoke", "finance", drop_id)  # another tenant's key id
+    assert code == BadInputError.exit_code
+    assert asyncio.run(owners())[keep] == "analytics"
