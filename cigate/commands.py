@@ -136,6 +136,11 @@ def _print_result(result: Harvest, as_json: bool, *, answer: bool = True) -> Non
 @_OUT
 @click.option("--no-stream", is_flag=True, help="Wait for the whole response instead of streaming.")
 @click.option(
+    "--max-output-tokens",
+    type=click.IntRange(min=16),
+    help="Cap the model's output (Responses API); past it the response ends incomplete.",
+)
+@click.option(
     "--api",
     type=click.Choice(["responses", "assistants"]),
     default="responses",
@@ -154,6 +159,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     container: str | None,
     out: Path | None,
     no_stream: bool,
+    max_output_tokens: int | None,
     api: str,
     as_json: bool,
     **options: Any,
@@ -170,6 +176,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
 
     config = _config(model=model, out=out, **options)
     if api == "assistants":
+        if max_output_tokens is not None:
+            raise click.UsageError("--max-output-tokens applies to the Responses API")
         _run_assistants(prompt, files, instructions, container, not no_stream, config, as_json)
         return
     with ConsoleObserver() as observer:
@@ -181,6 +189,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
             stream=not no_stream,
             config=config,
             observer=observer,
+            max_output_tokens=max_output_tokens,
         )
     _print_result(result, as_json)
 

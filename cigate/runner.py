@@ -140,12 +140,15 @@ async def arun(
     http_client: httpx2.AsyncClient | None = None,
     observer: RunObserver | None = None,
     reconcile: bool = True,
+    max_output_tokens: int | None = None,
 ) -> RunResult:
     """Run ``prompt`` with the code interpreter, download every file, return a RunResult.
 
     ``client`` is the SDK client to use (default: built from ``config``); ``http_client`` is
     the ``httpx2.AsyncClient`` downloads go through. Download failures are recorded in the
-    result (``result.errors``); failures of the run itself raise a CigateError.
+    result (``result.errors``); failures of the run itself raise a CigateError. A response
+    that ends ``incomplete`` (``max_output_tokens`` reached, content filter) keeps its files and
+    gives a warning: ``result.status`` says so.
     """
     config = config or resolve_config()
     obs: RunObserver = observer or QuietObserver()
@@ -182,6 +185,8 @@ async def arun(
             "tools": [tool],
             "instructions": instructions or DEFAULT_INSTRUCTIONS,
         }
+        if max_output_tokens is not None:
+            request["max_output_tokens"] = max_output_tokens
         obs.step(3, STEPS, f"Running the code interpreter on {model}")
         result = RunResult()
         collector = RefCollector()
@@ -215,6 +220,8 @@ async def arun(
                 "responses.create: the stream ended before response.completed "
                 f"({len(downloader.done)} file(s) cited so far were saved)"
             )
+        if final.get("status") == "incomplete":
+            obs.warning(_incomplete_warning(final))
         result.response_id = collector.response_id
         result.container_ids = list(collector.container_ids)
         if container and container not in result.container_ids:
@@ -269,6 +276,18 @@ async def _respond(
     except openai.OpenAIError as exc:
         raise _wrap_openai(exc, "responses.create", config) from exc
     return final
+
+
+def _incomplete_warning(final: dict[str, Any]) -> str:
+    reason = (final.get("incomplete_details") or {}).get("reason") or "no reason given"
+    advice = {
+        "max_output_tokens": "raise --max-output-tokens",
+        "content_filter": "the content filter stopped the answer",
+    }.get(reason, "retry or rephrase the prompt")
+    return (
+        f"the response ended incomplete ({reason}): its answer may be cut short and the code "
+        f"may not have finished; every file it made is still saved ({advice})"
+    )
 
 
 def _finish(result: RunResult, final: dict[str, Any]) -> None:

@@ -193,14 +193,23 @@ def split_text(text: str, words_per_delta: int = 4) -> list[str]:
     return pieces or [""]
 
 
+#: The emulator's tokenizer: about four characters a token, deterministic.
+CHARS_PER_TOKEN = 4
+
+
+def tokens(chars: int) -> int:
+    """Tokens that ``chars`` characters count as (at least 1)."""
+    return max(1, (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
+
+
 def usage(input_chars: int, output_chars: int) -> dict[str, Any]:
-    """Deterministic token counts (about four characters a token), shaped as the spec requires.
+    """Deterministic token counts (see :func:`tokens`), shaped as the spec requires.
 
     The spec of record and SDK 3.54 require ``cache_write_tokens``; the 2025 recording (VF)
     lacks it. We send it (0) so bodies validate against both.
     """
-    input_tokens = max(1, (input_chars + 3) // 4)
-    output_tokens = max(1, (output_chars + 3) // 4)
+    input_tokens = tokens(input_chars)
+    output_tokens = tokens(output_chars)
     return {
         "input_tokens": input_tokens,
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},

@@ -92,6 +92,8 @@ class CreateRequest:
     background: bool
     metadata: dict[str, str]
     max_tool_calls: int | None
+    #: Output budget; a run that reaches it ends ``incomplete`` (reason ``max_output_tokens``).
+    max_output_tokens: int | None
     exec_timeout: float | None
     #: Other parameters the response object echoes.
     echo: dict[str, Any] = field(default_factory=dict)
@@ -147,6 +149,7 @@ def parse_create(body: Any) -> CreateRequest:
         "a positive integer",
         max_tool_calls,
     )
+    max_output_tokens = _max_output_tokens(body.get("max_output_tokens"))
     store = body.get("store")
     background = bool(body.get("background"))
     if background and store is False:
@@ -173,6 +176,7 @@ def parse_create(body: Any) -> CreateRequest:
         background=background,
         metadata=metadata,
         max_tool_calls=max_tool_calls,
+        max_output_tokens=max_output_tokens,
         exec_timeout=_exec_timeout(metadata),
         echo=echo,
     )
@@ -323,6 +327,23 @@ def _invalid_value(param: str, value: Any, allowed: tuple[str, ...]) -> BadReque
         param=param,
         code="invalid_value",
     )
+
+
+#: The service's floor for ``max_output_tokens``.
+MIN_OUTPUT_TOKENS = 16
+
+
+def _max_output_tokens(value: Any) -> int | None:
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+    _expect(ok, "max_output_tokens", "an integer", value)
+    if value is not None and value < MIN_OUTPUT_TOKENS:
+        raise BadRequestError(
+            "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
+            f"{MIN_OUTPUT_TOKENS}, but got {value} instead.",
+            param="max_output_tokens",
+            code="integer_below_min_value",
+        )
+    return value  # type: ignore[no-any-return]
 
 
 def _expect(ok: bool, param: str, expected: str, value: Any) -> None:

@@ -21,6 +21,8 @@ from cigate.engine.containers import Container, ContainerBackend
 from cigate.engine.errors import ApiError
 from cigate.engine.events import EventLog
 from cigate.engine.items import (
+    CHARS_PER_TOKEN,
+    MessageStatus,
     code_call_item,
     execution_outputs,
     find_citations,
@@ -28,6 +30,7 @@ from cigate.engine.items import (
     output_text_part,
     split_code,
     split_text,
+    tokens,
     usage,
     with_outputs,
 )
@@ -73,6 +76,8 @@ class ResponseRun:
         self.failure: ApiError | None = None
         self.usage: dict[str, Any] | None = None
         self.completed_at: int | None = None
+        #: ``{"reason": "max_output_tokens"}`` when the output budget ran out.
+        self.incomplete_details: dict[str, str] | None = None
         self.events = EventLog()
         self.finished = asyncio.Event()
         self._in_flight: dict[str, Any] | None = None
@@ -95,7 +100,7 @@ class ResponseRun:
             "background": req.background,
             "completed_at": self.completed_at,
             "error": self.error,
-            "incomplete_details": None,
+            "incomplete_details": self.incomplete_details,
             "instructions": None,
             "max_output_tokens": None,
             "max_tool_calls": None,
@@ -144,11 +149,16 @@ class ResponseRun:
             snapshot = self.response()
             self.events.emit("response.created", response=snapshot)
             self.events.emit("response.in_progress", response=self.response())
-            await self._steps()
+            finished = await self._steps()
             self._finish_usage()
-            self.status = "completed"
-            self.completed_at = self.clock.now_int()
-            self.events.emit("response.completed", response=self.response())
+            if finished:
+                self.status = "completed"
+                self.completed_at = self.clock.now_int()
+                self.events.emit("response.completed", response=self.response())
+            else:
+                self.status = "incomplete"
+                self.incomplete_details = {"reason": "max_output_tokens"}
+                self.events.emit("response.incomplete", response=self.response())
         except asyncio.CancelledError:
             self.status = "cancelled"
             raise
@@ -162,23 +172,42 @@ class ResponseRun:
                 self.events.close()
             self.finished.set()
 
-    async def _steps(self) -> None:
+    async def _steps(self) -> bool:
+        """Run the model's steps; ``False`` when ``max_output_tokens`` cut the output short."""
         conversation = self.plan.conversation
         limit = min(self.plan.request.max_tool_calls or MAX_TOOL_CALLS, MAX_TOOL_CALLS)
+        budget = self.plan.request.max_output_tokens
         results: list[ToolResult] = []
         while True:
             if len(results) >= limit:
                 conversation = dataclasses.replace(conversation, code_interpreter=False)
             step = await self.model.next_step(conversation, results)
+            left = None if budget is None else budget - self._output_tokens()
+            if left is not None and left <= 0:
+                return False  # the budget went on code: nothing more is generated
             if isinstance(step, RunCode):
                 if self.plan.container is None or not conversation.code_interpreter:
                     raise RuntimeError("the model asked to run code without a code interpreter")
                 results.append(await self._code_call(self.plan.container, step.code))
                 continue
             if isinstance(step, Reply):
+                if left is not None and tokens(len(step.text)) > left:
+                    # Cut where the budget ends, as a real model stops mid-sentence.
+                    self._message(step.text[: left * CHARS_PER_TOKEN], status="incomplete")
+                    return False
                 self._message(step.text)
-                return
+                return True
             raise TypeError(f"unknown model step {step!r}")
+
+    def _output_tokens(self) -> int:
+        """Output tokens spent so far (code written, text answered)."""
+        chars = 0
+        for item in self.output:
+            if item["type"] == "code_interpreter_call":
+                chars += len(item["code"] or "")
+            else:
+                chars += sum(len(p.get("text", "")) for p in item["content"])
+        return tokens(chars) if chars else 0
 
     async def _code_call(self, container: Container, code: str) -> ToolResult:
         index = len(self.output)
@@ -211,7 +240,7 @@ class ResponseRun:
         self.events.emit("response.output_item.done", output_index=index, item=done)
         return ToolResult(code=code, result=run.result, changed=tuple(run.changed))
 
-    def _message(self, text: str) -> None:
+    def _message(self, text: str, status: MessageStatus = "completed") -> None:
         index = len(self.output)
         item_id = ids.message_id()
         at = {"item_id": item_id, "output_index": index, "content_index": 0}
@@ -240,7 +269,7 @@ class ResponseRun:
         self.events.emit("response.output_text.done", **at, text=text, logprobs=[])
         part = output_text_part(text, annotations)
         self.events.emit("response.content_part.done", **at, part=part)
-        item = message_item(item_id=item_id, status="completed", content=[part])
+        item = message_item(item_id=item_id, status=status, content=[part])
         self.output.append(item)
         self.events.emit("response.output_item.done", output_index=index, item=item)
 
@@ -249,13 +278,7 @@ class ResponseRun:
         input_chars = len(conversation.instructions or "") + sum(
             len(message_text(item)) for item in conversation.items
         )
-        output_chars = 0
-        for item in self.output:
-            if item["type"] == "code_interpreter_call":
-                output_chars += len(item["code"] or "")
-            else:
-                output_chars += sum(len(p.get("text", "")) for p in item["content"])
-        self.usage = usage(input_chars, output_chars)
+        self.usage = usage(input_chars, self._output_tokens() * CHARS_PER_TOKEN)
 
     def _fail(self, exc: ApiError) -> None:
         """End with ``response.failed`` carrying the error; unfinished items end as failed."""

@@ -233,3 +233,45 @@ def test_cigate_demo_saves_the_chart_and_the_summary(tmp_path: Path) -> None:
     summary = (tmp_path / "operating_profit_by_sector.csv").read_text().splitlines()
     assert summary[0] == "sector,operating_profit"
     assert summary[1].startswith("FINANCIALS,")
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "not-streaming"])
+def test_an_incomplete_response_warns_and_still_saves_every_file(
+    emulator: RunningEmulator, config: ClientConfig, tmp_path: Path, stream: bool
+) -> None:
+    """The budget goes on the code, so the answer (and its citations) never comes; the
+    listing still finds both files."""
+    recorder = Recorder()
+    result = run(
+        PROMPT,
+        model=MODEL,
+        config=config,
+        out=tmp_path,
+        stream=stream,
+        observer=recorder,
+        max_output_tokens=16,
+    )
+    assert result.status == "incomplete"
+    assert result.text == ""
+    assert sorted(r.ref.filename for r in result.results) == ["chart.png", "table.csv"]
+    assert {r.ref.source for r in result.results} == {"listing"}
+    _check_saved(result.results, tmp_path)
+    (warning,) = recorder.kinds("warning")
+    assert warning.startswith("the response ended incomplete (max_output_tokens)")
+    assert "raise --max-output-tokens" in warning
+
+
+def test_cigate_run_passes_max_output_tokens_and_refuses_too_small_a_value(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    env = {"CIGATE_ENDPOINT": emulator.base_url, "CIGATE_API_KEY": emulator.api_key}
+    args = ["run", PROMPT, "--model", MODEL, "--out", str(tmp_path), "--json"]
+    ok = CliRunner().invoke(main, [*args, "--max-output-tokens", "16"], env=env)
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.stdout)
+    assert data["status"] == "incomplete"
+    assert sorted(f["filename"] for f in data["files"]) == ["chart.png", "table.csv"]
+    assert "the response ended incomplete (max_output_tokens)" in ok.stderr
+    small = CliRunner().invoke(main, [*args, "--max-output-tokens", "8"], env=env)
+    assert small.exit_code == 2
+    assert "8 is not in the range x>=16" in small.output
