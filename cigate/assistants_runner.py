@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,6 +42,7 @@ from cigate.runner import DEFAULT_INSTRUCTIONS, QuietObserver, RunObserver
 if TYPE_CHECKING:
     import httpx2
     from openai import AsyncOpenAI
+    from openai.types.beta.threads import Run
 
 __all__ = ["arun_assistants", "run_assistants"]
 
@@ -196,7 +198,7 @@ async def _run(  # noqa: PLR0917 - private helper, called once
     """Run the thread; feed completed steps and messages to ``start``; return the final run."""
     try:
         if not stream:
-            return await _poll(oai, thread_id, assistant_id)
+            return await _poll(oai, config, thread_id, assistant_id)
         final: dict[str, Any] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -232,19 +234,49 @@ async def _run(  # noqa: PLR0917 - private helper, called once
     return final
 
 
-async def _poll(oai: AsyncOpenAI, thread_id: str, assistant_id: str) -> dict[str, Any]:
-    """Create the run and poll it until it ends, backing off from 50 ms to 1 s.
+async def _poll(
+    oai: AsyncOpenAI, config: ClientConfig, thread_id: str, assistant_id: str
+) -> dict[str, Any]:
+    """Create the run and poll it until it ends, or cancel it past ``config.run_timeout``.
 
-    Not the SDK's ``create_and_poll``: its inner calls warn after our filter is gone, and its
-    ``openai-poll-after-ms`` header is only reachable through a wrapper that warns the same way.
+    Waits what the service's ``openai-poll-after-ms`` asks (else backs off from 50 ms to 1 s).
+    Not the SDK's ``create_and_poll``: its inner calls warn after our filter is gone.
     """
     run = await _call(oai.beta.threads.runs.create, thread_id=thread_id, assistant_id=assistant_id)
     delay = 0.05
-    while run.status not in _TERMINAL:
-        await anyio.sleep(delay)
-        delay = min(1.0, delay * 1.5)
-        run = await _call(oai.beta.threads.runs.retrieve, run.id, thread_id=thread_id)
-    return dict(to_jsonable(run))
+    with anyio.move_on_after(config.run_timeout):
+        while run.status not in _TERMINAL:
+            await anyio.sleep(delay)
+            delay = min(1.0, delay * 1.5)
+            run, asked = await _retrieve(oai, run.id, thread_id)
+            if asked is not None:
+                delay = asked
+        return dict(to_jsonable(run))
+    raise await _cancel_overdue(oai, run.id, thread_id, waited=config.run_timeout)
+
+
+async def _retrieve(oai: AsyncOpenAI, run_id: str, thread_id: str) -> tuple[Run, float | None]:
+    """The run, and the wait its ``openai-poll-after-ms`` header asks for (seconds)."""
+    with warnings.catch_warnings():  # the raw wrapper calls the deprecated method when awaited
+        warnings.simplefilter("ignore", DeprecationWarning)
+        raw = await oai.beta.threads.runs.with_raw_response.retrieve(run_id, thread_id=thread_id)
+    header = raw.headers.get("openai-poll-after-ms", "")
+    asked = min(int(header), 10_000) / 1000 if header.isdigit() else None
+    return raw.parse(), asked
+
+
+async def _cancel_overdue(
+    oai: AsyncOpenAI, run_id: str, thread_id: str, *, waited: float
+) -> UpstreamUnavailableError:
+    """Cancel a run that outlived ``run_timeout`` (best effort); the error to raise."""
+    with suppress(openai.OpenAIError):
+        await _call(oai.beta.threads.runs.cancel, run_id, thread_id=thread_id)
+    return UpstreamUnavailableError(
+        f"assistants run {run_id} on thread {thread_id} did not end within {waited:g} s; "
+        "it was cancelled",
+        hint="Raise CIGATE_RUN_TIMEOUT if the code needs longer, or stream the run (the "
+        "default) to watch it.",
+    )
 
 
 def _tool_calls(details: Any) -> list[dict[str, Any]]:

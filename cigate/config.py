@@ -59,6 +59,7 @@ ENV_TABLE: dict[str, tuple[str, ...]] = {
     "backoff_max": ("CIGATE_BACKOFF_MAX",),
     "max_retry_wait": ("CIGATE_MAX_RETRY_WAIT",),
     "timeout": ("CIGATE_TIMEOUT",),
+    "run_timeout": ("CIGATE_RUN_TIMEOUT",),
 }
 
 
@@ -88,6 +89,9 @@ class ClientConfig:
     #: A server asking us to wait longer than this fails at once (as the SDK does past 120 s).
     max_retry_wait: float = 120.0
     timeout: float = 120.0
+    #: Longest a polled Assistants run may take before the client cancels it and fails. The
+    #: service expires a run 10 minutes after it starts, so the default only catches a hang.
+    run_timeout: float = 900.0
     warnings: tuple[str, ...] = ()
     _tokens: TokenSource | None = field(default=None, repr=False, compare=False)
 
@@ -303,6 +307,7 @@ def resolve_config(
     backoff_max: float | None = None,
     max_retry_wait: float | None = None,
     timeout: float | None = None,
+    run_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ClientConfig:
     """Resolve settings from arguments and the environment (arguments win)."""
@@ -323,6 +328,7 @@ def resolve_config(
         "backoff_max": backoff_max,
         "max_retry_wait": max_retry_wait,
         "timeout": timeout,
+        "run_timeout": run_timeout,
     }
     for name, names in ENV_TABLE.items():
         values[name], sources[name] = _first(explicit[name], names, env)
@@ -377,6 +383,7 @@ def resolve_config(
         backoff_max=_number(_given(values["backoff_max"], 8.0), "backoff_max", float),
         max_retry_wait=_number(_given(values["max_retry_wait"], 120.0), "max_retry_wait", float),
         timeout=_number(values["timeout"] or 120.0, "timeout", float),
+        run_timeout=_number(values["run_timeout"] or 900.0, "run_timeout", float),
         warnings=tuple(warnings),
     )
 

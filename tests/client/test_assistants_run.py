@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import cigate
+from cigate.assistants_runner import _retrieve
 from cigate.cli import main
 from cigate.config import ClientConfig
+from cigate.emulator.assistants import POLL_AFTER_MS
+from cigate.exceptions import UpstreamUnavailableError
 from cigate.testing.plugin import RunningEmulator
 
 CSV = b"sector,operating_profit\nTRANSPORTATION,12\nTRANSPORTATION,30\nBANKING,7\n"
@@ -101,3 +105,43 @@ def test_a_container_is_refused_with_api_assistants(emulator: RunningEmulator) -
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 2
     assert "--container applies to the Responses API" in result.output
+
+
+SLOW = "Take your time.\n```python\nimport time\ntime.sleep(60)\n```\n"
+
+
+def test_a_polled_run_past_run_timeout_is_cancelled_with_a_hint(
+    emulator: RunningEmulator, config: ClientConfig, tmp_path: Path
+) -> None:
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        cigate.run_assistants(
+            SLOW,
+            model="gpt-4o-mini",
+            out=tmp_path,
+            stream=False,
+            config=config.with_options(run_timeout=1.0),
+        )
+    error = caught.value
+    assert "did not end within 1 s; it was cancelled" in error.message
+    assert "CIGATE_RUN_TIMEOUT" in error.hint
+    run_id, thread_id = error.message.split()[2], error.message.split()[5]
+    client = emulator.openai()
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        run = client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
+    assert run.status in ("cancelling", "cancelled")  # not left running for the full minute
+
+
+async def test_polling_reads_the_wait_the_service_asks_for(
+    emulator: RunningEmulator, config: ClientConfig
+) -> None:
+    client = emulator.async_openai()
+    with warnings.catch_warnings():  # setup through the deprecated Assistants SDK
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assistant = await client.beta.assistants.create(
+            model="gpt-4o-mini", tools=[{"type": "code_interpreter"}]
+        )
+        thread = await client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+        run = await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    polled, asked = await _retrieve(client, run.id, thread.id)
+    assert polled.id == run.id
+    assert asked == POLL_AFTER_MS / 1000
