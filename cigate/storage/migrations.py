@@ -179,6 +179,24 @@ def _m0002_owners(conn: Connection) -> None:
         )
 
 
+def _m0003_retry_index(conn: Connection) -> None:
+    """Index the resume sweep's query (failed rows of some kinds, oldest first).
+
+    Without it every sweep sorts all ``failed`` rows, which pile up when an upstream is down.
+    """
+    md = MetaData()
+    files = Table(  # exists: only the indexed columns are named
+        "files",
+        md,
+        Column("state", String(16)),
+        Column("error_kind", String(64)),
+        Column("updated_at", UtcDateTime),
+    )
+    Index(
+        "ix_files_state_error_updated", files.c.state, files.c.error_kind, files.c.updated_at
+    ).create(conn)
+
+
 def _aware(value: Any) -> datetime:
     """A raw ``created_at`` read with plain SQL, as the aware UTC datetime the type expects."""
     if isinstance(value, str):  # SQLite hands back text for a raw SELECT
@@ -191,6 +209,7 @@ def _aware(value: Any) -> datetime:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m0001_initial),
     Migration(2, "owners of containers and files", _m0002_owners),
+    Migration(3, "index for the resume sweep", _m0003_retry_index),
 )
 
 

@@ -132,6 +132,7 @@ files = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("tenant_id", "upstream_file_id", "container_id", name="uq_files_upstream"),
     Index("ix_files_state_lease", "state", "lease_expires_at"),
+    Index("ix_files_state_error_updated", "state", "error_kind", "updated_at"),  # migration 3
     Index("ix_files_tenant_response", "tenant_id", "response_id"),
     Index("ix_files_tenant_container", "tenant_id", "container_id", "created_at"),
     Index("ix_files_tenant_created", "tenant_id", "created_at", "id"),

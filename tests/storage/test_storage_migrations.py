@@ -73,6 +73,31 @@ async def test_the_migrated_database_matches_the_declared_tables(empty_database:
     assert found == declared
 
 
+async def test_the_migrated_database_has_the_declared_indexes(empty_database: str) -> None:
+    store = await MetadataStore.open(empty_database)
+    try:
+        async with store._read("inspect") as conn:
+            found = await conn.run_sync(
+                lambda sync: {
+                    (name, i["name"], tuple(i["column_names"]))
+                    for name in inspect(sync).get_table_names()
+                    for i in inspect(sync).get_indexes(name)
+                    if not i.get("duplicates_constraint")  # PostgreSQL's unique constraints
+                }
+            )
+    finally:
+        await store.close()
+    declared = {
+        (t.name, i.name, tuple(c.name for c in i.columns))
+        for t in schema.metadata.sorted_tables
+        for i in t.indexes
+    }
+    assert ("files", "ix_files_state_error_updated", ("state", "error_kind", "updated_at")) in (
+        declared
+    )
+    assert found == declared
+
+
 async def test_a_database_newer_than_this_code_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'g.db'}"
     store = await MetadataStore.open(url)
