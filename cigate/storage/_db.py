@@ -14,6 +14,7 @@ SQLite and PostgreSQL need different care to be safe with several gateway proces
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -74,11 +75,11 @@ def create_engine(url: str) -> AsyncEngine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see below)
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
         if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -87,6 +88,29 @@ def create_engine(url: str) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _use_wal(cursor: Any, patience: float = 30.0) -> None:
+    """Switch a SQLite file to WAL once (the mode is kept in the file).
+
+    The switch needs the file to itself, and SQLite answers "database is locked" at once, not
+    after its busy timeout, while another connection is in a transaction: gateways opening a
+    fresh database together hit that. So the mode is read first and the switch retried.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # the adapted driver's OperationalError
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)  # a driver thread, not the event loop
+        delay = min(0.2, delay * 2)
 
 
 @asynccontextmanager

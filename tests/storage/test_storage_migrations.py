@@ -127,3 +127,30 @@ async def test_unsupported_database_urls_fail_at_start_up(url: str) -> None:
 async def test_an_unreachable_postgres_is_a_storage_error(unused_tcp_port: int) -> None:
     with pytest.raises(StorageError):
         await MetadataStore.open(f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/x")
+
+
+async def test_opening_waits_for_another_connections_transaction_to_switch_to_wal(
+    tmp_path: Path,
+) -> None:
+    """SQLite refuses the WAL switch at once (no busy wait) while another connection is in a
+    transaction; gateways starting together on a fresh file hit that under load."""
+    import sqlite3
+
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("CREATE TABLE t (x)")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO t VALUES (1)")
+        opening = asyncio.create_task(MetadataStore.open(f"sqlite:///{path}"))
+        await asyncio.sleep(0.3)
+        assert not opening.done()  # waiting, not failed
+        other.execute("COMMIT")
+        store = await asyncio.wait_for(opening, 30)
+    finally:
+        other.close()
+    try:
+        async with store._read("journal mode") as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+    finally:
+        await store.close()
