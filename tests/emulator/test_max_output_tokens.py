@@ -65,7 +65,7 @@ def test_the_stream_ends_with_response_incomplete(
         last = list(helper)[-1]
         # The SDK's helper only keeps a final response from response.completed, on the real
         # service too: an incomplete one is read from its terminal event.
-        with pytest.raises(RuntimeError, match="response.completed"):
+        with pytest.raises(RuntimeError, match=r"response\.completed"):
             helper.get_final_response()
     assert last.type == "response.incomplete"
     assert last.response.status == "incomplete"
