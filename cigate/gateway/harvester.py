@@ -10,8 +10,10 @@ the number of tries. Rows left ``pending`` by a crashed process are claimed with
 resume loop of any gateway process sharing the database, and finished while their container
 lives. The same loop sends rows that failed for a transient reason (:data:`TRANSIENT_KINDS`)
 back for another round after a backoff, until their tries reach a cap or the container is gone
-(then the row ends ``failed`` as ``container_expired`` and is not tried again). Fetching goes
-through :mod:`cigate.gateway.fetch`, the one seam to the upstream.
+(then the row ends ``failed`` as ``container_expired`` and is not tried again). A response
+whose containers were never listed (its process died mid-stream) is listed by the same loop
+once it is ``harvest_relist_after`` seconds old, so uncited files survive a crash too. Fetching
+goes through :mod:`cigate.gateway.fetch`, the one seam to the upstream.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 from cigate.content_types import guess_type
 from cigate.exceptions import (
     CigateError,
+    ContainerExpiredError,
+    FileNotFoundInContainerError,
     IntegrityError,
     RateLimitedError,
     UpstreamUnavailableError,
@@ -44,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Error kinds of a failed copy that the resume loop tries again later. Never an expired
 #: container, a missing file, a refused credential or bad input: those do not heal.
 TRANSIENT_KINDS = (UpstreamUnavailableError.kind, RateLimitedError.kind, IntegrityError.kind)
+#: Responses older than this are not listed by the sweep: their containers expired long ago.
+RELIST_HORIZON = 24 * 3600.0
 
 
 def walk_response(response: dict[str, Any]) -> tuple[set[str], list[dict[str, Any]]]:
@@ -87,6 +93,8 @@ class Harvester:
         self._copies: dict[str, asyncio.Task[FileRow]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resume: asyncio.Task[None] | None = None
+        #: Responses whose stream this process is relaying: their own tap lists them.
+        self.live: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -145,14 +153,23 @@ class Harvester:
     async def reconcile(
         self, tenant_id: str, response_id: str | None, container_ids: Iterable[str]
     ) -> None:
-        """Record and copy every file of the containers, cited or not."""
+        """Record and copy every file of the containers, cited or not.
+
+        When every container was listed (or is gone: nothing left to find), the response is
+        marked listed; otherwise the resume sweep lists it again later.
+        """
+        complete = True
         for container_id in sorted(set(container_ids)):
             try:
                 listed = await self._with_retries(
                     lambda cid=container_id: fetch.list_container_files(self.upstream, cid)
                 )
+            except (ContainerExpiredError, FileNotFoundInContainerError) as exc:
+                log.info("container %s is gone: %s", container_id, exc.message)
+                continue
             except CigateError as exc:
                 log.warning("cannot list files of %s: %s", container_id, exc.message)
+                complete = False
                 continue
             for item in listed:
                 path = str(item.get("path") or item["id"])
@@ -170,6 +187,8 @@ class Harvester:
                 self.start_copy(row, expected_size=expected)
                 if expected is not None:
                     self.spawn(self._verify_size(row, expected), name=f"cigate-verify-{row.id}")
+        if complete and response_id:
+            await self.meta.mark_listed(tenant_id, response_id)
 
     async def _verify_size(self, row: FileRow, expected: int) -> None:
         """A copy (started before the listing, from a citation) whose size differs from the
@@ -346,7 +365,25 @@ class Harvester:
             if row.id not in self._copies:  # else a copy here has it (same worker, same lease)
                 self.start_copy(row)
                 started += 1
+        await self._relist(worker, lease)
         return started
+
+    async def _relist(self, worker: str, lease: float) -> None:
+        """List the containers of responses whose relaying process died before it could."""
+        unlisted = await self.meta.claim_unlisted(
+            worker,
+            lease,
+            older_than=self.settings.harvest_relist_after,
+            horizon=RELIST_HORIZON,
+        )
+        for record in unlisted:
+            if record.response_id in self.live:
+                continue  # still streaming here; the lease runs out and the tap lists it
+            log.info("listing %s: its relaying process never did", record.response_id)
+            self.spawn(
+                self.reconcile(record.tenant_id, record.response_id, record.container_ids),
+                name=f"cigate-relist-{record.response_id}",
+            )
 
     def retry_delay(self, tries: int) -> float:
         """Seconds a transiently failed row with ``tries`` tries waits for its next round:

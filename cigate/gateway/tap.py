@@ -52,6 +52,7 @@ class ResponseTap:
         if isinstance(response, dict) and isinstance(response.get("id"), str):
             self.response_id = self.response_id or response["id"]
         if kind == "response.created" and self.response_id:
+            self.harvester.live.add(self.response_id)
             self._recording = self.harvester.spawn(
                 self.harvester.meta.record_response(
                     self.tenant_id,
@@ -66,9 +67,10 @@ class ResponseTap:
         if isinstance(item, dict) and isinstance(item.get("container_id"), str):
             if item["container_id"] not in self.containers:
                 # Claimed at first sight, long before a citation: the client may use the
-                # container (list it, download from it) while the stream still runs.
+                # container (list it, download from it) while the stream still runs. Recorded
+                # on the response too, so a sweep can list it should this process die.
                 self.harvester.spawn(
-                    self.harvester.meta.claim(self.tenant_id, "container", item["container_id"]),
+                    self._record_container(item["container_id"]),
                     name=f"cigate-claim-{item['container_id']}",
                 )
             self.containers.add(item["container_id"])
@@ -81,6 +83,20 @@ class ResponseTap:
             for ann in citations:
                 self._cite(ann)
             self.finish(response)
+
+    async def _record_container(self, container_id: str) -> None:
+        if not self.response_id:
+            await self.harvester.meta.claim(self.tenant_id, "container", container_id)
+            return
+        if self._recording is not None:  # the response's first insert, to merge into
+            await asyncio.gather(asyncio.shield(self._recording), return_exceptions=True)
+        await self.harvester.meta.record_response(
+            self.tenant_id,
+            self.response_id,
+            upstream=self.upstream_name,
+            model=None,
+            container_ids=[container_id],
+        )
 
     def _cite(self, annotation: dict[str, Any]) -> None:
         key = (str(annotation.get("container_id")), str(annotation.get("file_id")))
@@ -127,4 +143,8 @@ class ResponseTap:
                 model=response.get("model") if response else None,
                 container_ids=sorted(self.containers),
             )
-        await self.harvester.reconcile(self.tenant_id, self.response_id, self.containers)
+        try:
+            await self.harvester.reconcile(self.tenant_id, self.response_id, self.containers)
+        finally:
+            if self.response_id:
+                self.harvester.live.discard(self.response_id)

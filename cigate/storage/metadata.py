@@ -17,10 +17,10 @@ import hashlib
 import hmac
 import json
 import secrets
-from datetime import datetime
-from typing import Any, Self
+from datetime import datetime, timedelta
+from typing import Any, Self, cast
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from cigate.clock import Clock
@@ -240,16 +240,70 @@ class MetadataStore(FileQueries, OwnerQueries):
         key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
         async with self._read("reading a response") as conn:
             row = (await conn.execute(select(responses).where(*key))).first()
-        if row is None:
-            return None
-        return ResponseRecord(
-            tenant_id=row.tenant_id,
-            response_id=row.response_id,
-            upstream=row.upstream,
-            model=row.model,
-            container_ids=tuple(json.loads(row.container_ids)),
-            created_at=row.created_at,
+        return _response(row) if row is not None else None
+
+    async def mark_listed(self, tenant_id: str, response_id: str) -> None:
+        """Every container of the response was listed: the sweep leaves it alone from now on."""
+        key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
+        async with self._write("marking a response listed") as conn:
+            await conn.execute(
+                update(responses)
+                .where(*key)
+                .values(listed_at=self._now(), list_lease_owner=None, list_lease_expires_at=None)
+            )
+
+    async def claim_unlisted(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        *,
+        older_than: float,
+        horizon: float,
+        limit: int = 10,
+    ) -> list[ResponseRecord]:
+        """Lease up to ``limit`` responses nobody listed, started ``older_than``..``horizon`` s ago.
+
+        The process that relayed a response lists its containers when the stream ends; one that
+        died first never does. ``older_than`` leaves a live stream to its own process. Each row
+        is taken with a conditional UPDATE, so of two racing processes exactly one lists it; a
+        lease that runs out (the lister died too) frees it for the next sweep.
+        """
+        now = self._now()
+        lease_free = or_(
+            responses.c.list_lease_expires_at.is_(None), responses.c.list_lease_expires_at < now
         )
+        unlisted = and_(
+            responses.c.listed_at.is_(None),
+            responses.c.created_at <= now - timedelta(seconds=older_than),
+            responses.c.created_at >= now - timedelta(seconds=horizon),
+            lease_free,
+        )
+        async with self._read("finding unlisted responses") as conn:
+            keys = (
+                await conn.execute(
+                    select(responses.c.tenant_id, responses.c.response_id)
+                    .where(unlisted)
+                    .order_by(responses.c.created_at)
+                    .limit(limit)
+                )
+            ).all()
+        claimed = []
+        for tenant_id, response_id in keys:
+            key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
+            async with self._write("claiming an unlisted response") as conn:
+                result = await conn.execute(
+                    update(responses)
+                    .where(*key, unlisted)
+                    .values(
+                        list_lease_owner=worker_id,
+                        list_lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    )
+                )
+                if cast(Any, result).rowcount != 1:
+                    continue
+                row = (await conn.execute(select(responses).where(*key))).one()
+            claimed.append(_response(row))
+        return claimed
 
     # -- signed links ----------------------------------------------------------------------
 
@@ -340,3 +394,14 @@ class MetadataStore(FileQueries, OwnerQueries):
             Download(r.id, r.tenant_id, r.file_id, r.actor, r.bytes_sent, r.status, r.at)
             for r in rows
         ]
+
+
+def _response(row: Row[Any]) -> ResponseRecord:
+    return ResponseRecord(
+        tenant_id=row.tenant_id,
+        response_id=row.response_id,
+        upstream=row.upstream,
+        model=row.model,
+        container_ids=tuple(json.loads(row.container_ids)),
+        created_at=row.created_at,
+    )

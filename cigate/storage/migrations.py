@@ -197,6 +197,21 @@ def _m0003_retry_index(conn: Connection) -> None:
     ).create(conn)
 
 
+def _m0004_response_listing(conn: Connection) -> None:
+    """When a response's containers were last listed, and who is listing them now.
+
+    A gateway that dies mid-stream never lists the containers, so the files the code wrote but
+    never cited were lost; the resume sweep now lists responses that nobody listed. Responses
+    recorded before this migration count as listed (their containers have long expired).
+    """
+    stamp = UtcDateTime().compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE responses ADD COLUMN listed_at {stamp}"))
+    conn.execute(text("ALTER TABLE responses ADD COLUMN list_lease_owner VARCHAR(200)"))
+    conn.execute(text(f"ALTER TABLE responses ADD COLUMN list_lease_expires_at {stamp}"))
+    conn.execute(text("UPDATE responses SET listed_at = created_at"))
+    conn.execute(text("CREATE INDEX ix_responses_unlisted ON responses (listed_at, created_at)"))
+
+
 def _aware(value: Any) -> datetime:
     """A raw ``created_at`` read with plain SQL, as the aware UTC datetime the type expects."""
     if isinstance(value, str):  # SQLite hands back text for a raw SELECT
@@ -210,6 +225,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m0001_initial),
     Migration(2, "owners of containers and files", _m0002_owners),
     Migration(3, "index for the resume sweep", _m0003_retry_index),
+    Migration(4, "listing state of responses", _m0004_response_listing),
 )
 
 

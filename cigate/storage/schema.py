@@ -105,6 +105,12 @@ responses = Table(
     # JSON array of container ids, kept as text so both databases treat it alike.
     Column("container_ids", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # Migration 4: set once every container was listed (uncited files recorded); the lease
+    # lets one resume sweep list a response a dead process never listed.
+    Column("listed_at", UtcDateTime),
+    Column("list_lease_owner", String(200)),
+    Column("list_lease_expires_at", UtcDateTime),
+    Index("ix_responses_unlisted", "listed_at", "created_at"),
 )
 
 files = Table(

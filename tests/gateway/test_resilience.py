@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from cigate.storage.metadata import MetadataStore
 from cigate.testing.plugin import RunningEmulator
 from cigate.testing.services import free_port
 from tests.gateway.conftest import Backend, live_settings
@@ -86,7 +89,7 @@ def test_every_upstream_fault_is_survived_or_recorded_with_its_class(
         assert failure in r.json()["error"]["message"]
 
 
-def _serve(settings, port: int, home: Path) -> subprocess.Popen[bytes]:
+def _serve(settings, port: int, home: Path, **extra: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CIGATE_HOME": str(home),
@@ -97,6 +100,7 @@ def _serve(settings, port: int, home: Path) -> subprocess.Popen[bytes]:
         "CIGATE_GATEWAY_PORT": str(port),
         "CIGATE_GATEWAY_LEASE_SECONDS": "2",
         "CIGATE_GATEWAY_RESUME_INTERVAL": "0.5",
+        **{f"CIGATE_GATEWAY_{k.upper()}": v for k, v in extra.items()},
     }
     proc = subprocess.Popen(
         [sys.executable, "-c", "from cigate.cli import main; main()", "gateway", "serve"],
@@ -160,6 +164,68 @@ def test_a_gateway_killed_mid_harvest_finishes_the_harvest_after_a_restart(
                 break
             time.sleep(0.2)
         assert [r["state"] for r in rows] == ["stored"]
+        assert http.get(f"/files/{rows[0]['id']}/content").content == DATA
+
+
+def _wait_for_container(database_url: str, tenant_id: str, response_id: str) -> None:
+    """Until the tap's background task has recorded the response's container (bounded)."""
+
+    async def containers() -> tuple[str, ...]:
+        async with await MetadataStore.open(database_url) as meta:
+            record = await meta.get_response(tenant_id, response_id)
+            return record.container_ids if record else ()
+
+    deadline = time.monotonic() + 20
+    while not asyncio.run(containers()):
+        assert time.monotonic() < deadline, "the container was never recorded"
+        time.sleep(0.05)
+
+
+def test_a_gateway_killed_mid_stream_keeps_the_uncited_files_after_a_restart(
+    emulator: RunningEmulator, backend: Backend, tmp_path: Path, processes
+) -> None:
+    """Killed while the second cell runs: the first cell's file was never cited and its
+    container never listed. The restarted gateway's sweep lists it."""
+    settings = live_settings(emulator, backend)
+    tenant = add_tenant(settings.database_url, "acme")
+    port = free_port()
+    processes.append(_serve(settings, port, tmp_path / "home"))
+    base = f"http://127.0.0.1:{port}"
+    body = {
+        "model": "gpt-4.1",
+        "input": code_input(WRITE, "import time\ntime.sleep(6)"),
+        "tools": CODE_TOOL,
+        "stream": True,
+    }
+    with httpx2.Client(base_url=base, headers=tenant.headers, timeout=60) as http:
+        response_id = None
+        with http.stream("POST", "/openai/v1/responses", json=body) as stream:
+            lines = stream.iter_lines()  # kept: a closed iterator would disconnect the client
+            for line in lines:
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[len("data: ") :])
+                response_id = response_id or event.get("response", {}).get("id")
+                if event["type"] == "response.code_interpreter_call.interpreting" and (
+                    event["output_index"] == 1
+                ):
+                    break  # the first cell wrote f.bin; the second is sleeping
+            assert response_id is not None
+            _wait_for_container(settings.database_url, tenant.id, response_id)
+            processes[0].send_signal(signal.SIGKILL)
+            processes[0].wait(10)
+
+        processes.append(_serve(settings, port, tmp_path / "home", harvest_relist_after="1"))
+        rows: list = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            rows = http.get(f"/responses/{response_id}/files").json()["data"]
+            if rows and all(r["state"] == "stored" for r in rows):
+                break
+            time.sleep(0.2)
+        assert [(r["filename"], r["state"], r["origin"]) for r in rows] == [
+            ("f.bin", "stored", "listing")
+        ]
         assert http.get(f"/files/{rows[0]['id']}/content").content == DATA
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from cigate.clock import Clock
 from cigate.exceptions import BadInputError
-from cigate.storage import MetadataStore, NotFoundError, Tenant, schema
+from cigate.storage import MetadataStore, NotFoundError, Tenant, migrations, schema
+from cigate.storage._db import create_engine
 from cigate.testing.storage_fixtures import StorageBackend, Stores
 
 pytestmark = pytest.mark.storage
@@ -461,3 +463,63 @@ async def test_transiently_failed_rows_are_claimed_again_after_their_backoff(
         assert (states[denied], states[spent], states[pending]) == ("failed", "failed", "pending")
     finally:
         await other.close()
+
+
+async def test_unlisted_responses_are_claimed_once_when_old_enough_and_until_listed(
+    stores: Stores, storage_backend: StorageBackend, storage_clock: Clock
+) -> None:
+    md = stores.metadata
+    tenant = await md.create_tenant("acme")
+    for rid in ("resp_listed", "resp_dead", "resp_young"):
+        await md.record_response(
+            tenant.id, rid, upstream="u", model=None, container_ids=[f"cntr_{rid[5:]}"]
+        )
+        if rid == "resp_dead":
+            storage_clock.advance(100)
+    await md.mark_listed(tenant.id, "resp_listed")
+
+    def claim(store: MetadataStore, worker: str, lease: float = 60) -> Any:
+        return store.claim_unlisted(worker, lease, older_than=90, horizon=1000)
+
+    other = await MetadataStore.open(storage_backend.database_url, clock=storage_clock)
+    try:
+        mine, theirs = await asyncio.gather(claim(md, "w1"), claim(other, "w2"))
+        (record,) = mine + theirs  # old enough, never listed; exactly one process wins it
+        assert (record.response_id, record.container_ids) == ("resp_dead", ("cntr_dead",))
+        assert await claim(md, "w3") == []  # leased
+        storage_clock.advance(61)  # the lister died too: its lease runs out
+        assert [r.response_id for r in await claim(md, "w3")] == ["resp_dead"]
+        await md.mark_listed(tenant.id, "resp_dead")
+        assert await claim(md, "w3") == []  # listed; resp_young is 61 s old
+        storage_clock.advance(30)  # resp_young is now 91 s old
+        assert [r.response_id for r in await claim(other, "w2")] == ["resp_young"]
+        storage_clock.advance(2000)  # past the horizon: its containers are long gone
+        assert await claim(md, "w1") == []
+    finally:
+        await other.close()
+
+
+async def test_migration_4_counts_responses_recorded_before_it_as_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+    engine = create_engine(url)
+    await migrations.apply_migrations(engine, Clock())
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO tenants VALUES ('ten_a', 'a', '2025-01-01 00:00:00')"))
+        await conn.execute(
+            text(
+                "INSERT INTO responses (tenant_id, response_id, upstream, container_ids,"
+                " created_at) VALUES ('ten_a', 'resp_old', 'u', '[\"cntr_old\"]',"
+                " '2025-01-01 00:00:01')"
+            )
+        )
+    await engine.dispose()
+    monkeypatch.undo()
+    async with await MetadataStore.open(url) as md:  # applies migration 4
+        async with md._read("inspect") as conn:
+            query = select(schema.responses).where(schema.responses.c.response_id == "resp_old")
+            row = (await conn.execute(query)).one()
+        assert row.listed_at == row.created_at
+        assert await md.claim_unlisted("w", 60, older_than=0, horizon=10**10) == []
