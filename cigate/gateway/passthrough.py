@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from cigate.exceptions import BadInputError, UpstreamUnavailableError
+from cigate.exceptions import AccessDeniedError, BadInputError, UpstreamUnavailableError
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import error_response
 from cigate.gateway.upstream import forwardable_headers
@@ -101,10 +101,42 @@ async def _chunks(upstream_response: httpx2.Response) -> AsyncIterator[bytes]:
         await upstream_response.aclose()
 
 
+#: Calls that keep nothing upstream another tenant could read back, by method and the first
+#: path segment after the API prefix (``audio`` and ``images`` cover their sub-paths).
+_STATELESS: dict[str, frozenset[str]] = {
+    "POST": frozenset(
+        {"chat", "completions", "embeddings", "audio", "images", "moderations", "deployments"}
+    ),
+    "GET": frozenset({"models"}),
+}
+
+
+def _stateless(method: str, rest: str) -> bool:
+    """``rest`` is the path after the prefix; stored chat completions (``GET /chat/…``) and
+    everything with an id of its own are stateful."""
+    family = rest.split("/", 1)[0]
+    return family in _STATELESS.get("GET" if method == "HEAD" else method, frozenset())
+
+
 async def forward_any(request: Request) -> Response:
-    """Catch-all for the API prefixes: an authenticated caller's call, relayed unchanged."""
+    """Catch-all for the API prefixes: an authenticated caller's call, relayed unchanged.
+
+    With ``unscoped = "refuse"`` only stateless calls are relayed; a call on an object the
+    gateway does not scope per tenant (vector stores, batches, …) gets a 403 that names the
+    setting, and never reaches the upstream.
+    """
     svc = services(request)
     await svc.tenants.tenant_id(request)
+    rest = request.path_params.get("rest", "")
+    if svc.settings.unscoped == "refuse" and not _stateless(request.method, rest):
+        family = rest.split("/", 1)[0] or "/"
+        raise AccessDeniedError(
+            f"{request.method} /{family}… is not scoped per tenant by this gateway, and its "
+            "operator refuses such calls (CIGATE_GATEWAY_UNSCOPED=refuse)",
+            hint="Containers, files, responses, assistants and threads are scoped; ask the "
+            "operator for direct access for anything else.",
+            status=403,
+        )
     return await relay(svc, request)
 
 

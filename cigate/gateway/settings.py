@@ -19,6 +19,7 @@ __all__ = ["GatewaySettings", "cigate_home"]
 
 _ENV_PREFIX = "CIGATE_GATEWAY_"
 _AUTH_MODES = ("key", "entra", "none")
+_UNSCOPED_MODES = ("forward", "refuse")
 
 
 def cigate_home() -> Path:
@@ -76,6 +77,11 @@ class GatewaySettings:
     #: Upstream timeouts, seconds: connect, and read between two chunks (streams can idle).
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
+    #: Calls the gateway does not scope per tenant (vector stores, batches, fine-tuning, stored
+    #: chat completions, …): ``forward`` them for any caller, or ``refuse`` them (403), leaving
+    #: only stateless calls (chat and text completions, embeddings, models, audio, images,
+    #: moderations) next to the scoped ones.
+    unscoped: str = "forward"
     #: Identifies this process in leases; empty means host:pid.
     worker_id: str = ""
 
@@ -84,6 +90,11 @@ class GatewaySettings:
             raise ConfigurationError(
                 f"--upstream-auth must be one of {', '.join(_AUTH_MODES)}, "
                 f"not {self.upstream_auth!r}"
+            )
+        if self.unscoped not in _UNSCOPED_MODES:
+            raise ConfigurationError(
+                f"CIGATE_GATEWAY_UNSCOPED must be one of {', '.join(_UNSCOPED_MODES)}, "
+                f"not {self.unscoped!r}"
             )
         if self.upstream and not self.upstream.startswith(("http://", "https://")):
             raise ConfigurationError(f"--upstream must be an http(s) URL, not {self.upstream!r}")

@@ -6,15 +6,19 @@ is the gateway's, the backend's part (the owners table) is covered by the storag
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import openai
 import pytest
 
 from cigate.config import resolve_config
+from cigate.exceptions import ConfigurationError
+from cigate.gateway.settings import GatewaySettings
 from cigate.runner import run
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.live import LiveGateway, code_input
+from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
 
 pytestmark = [pytest.mark.storage, pytest.mark.sandbox]
 
@@ -161,3 +165,49 @@ def test_cigate_run_works_with_the_gateway_as_its_endpoint(
     assert result.response_id is not None
     harvested = gw.harvested(result.response_id, at_least=1)
     assert any(f["filename"].endswith("total.txt") for f in harvested)
+
+
+@pytest.mark.parametrize("mode", ["forward", "refuse"])
+def test_unscoped_calls_are_forwarded_or_refused_as_the_operator_chose(
+    emulator: RunningEmulator, tmp_path: Path, mode: str
+) -> None:
+    """A fault rule on the upstream counts the calls that reach it."""
+    backend = Backend(
+        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
+    )
+    settings = replace(live_settings(emulator, backend), unscoped=mode)
+    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        emulator.control.add_fault(path="**/vector_stores**", status=503)
+        emulator.control.add_fault(path="**/embeddings", method="POST", status=503)
+        http = gw.http()
+        calls = [
+            http.get("/openai/v1/vector_stores"),
+            http.post("/v1/vector_stores", json={"name": "shared?"}),
+            http.delete("/openai/v1/vector_stores/vs_123"),
+        ]
+        if mode == "forward":
+            assert [r.status_code for r in calls] == [503, 503, 503]
+        else:
+            assert [r.status_code for r in calls] == [403, 403, 403]
+            error = calls[0].json()["error"]
+            assert "CIGATE_GATEWAY_UNSCOPED=refuse" in error["message"]
+            assert set(error) == {"message", "type", "param", "code"}
+            with pytest.raises(openai.PermissionDeniedError):
+                gw.openai().vector_stores.list()
+        # Stateless calls and the scoped APIs are relayed either way.
+        assert http.post("/openai/v1/embeddings", json={"input": "x"}).status_code == 503
+        assert gw.openai().containers.create(name="scoped").id.startswith("cntr_")
+        fired = {f["path"]: f["fired"] for f in emulator.control.faults()}
+        assert fired == {
+            "**/vector_stores**": 3 if mode == "forward" else 0,
+            "**/embeddings": 1,
+        }
+    finally:
+        emulator.control.clear_faults()
+        gw.close()
+
+
+def test_an_unknown_unscoped_mode_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigurationError, match="must be one of forward, refuse"):
+        GatewaySettings(unscoped="maybe")
