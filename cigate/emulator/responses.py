@@ -9,6 +9,8 @@ the OpenAI error envelope by the app's one error handler.
 from __future__ import annotations
 
 import json
+import secrets
+import string
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +34,10 @@ _BAD_JSON = (
     "contact us through our help center at help.openai.com.)"
 )
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+_PAD = 16
+_PAD_CHARS = string.ascii_letters + string.digits
 
 
 async def startup(app: Starlette) -> None:
@@ -68,7 +74,9 @@ async def create_response(request: Request) -> Response:
     req = run.plan.request
     if req.stream:
         return StreamingResponse(
-            _sse(run.events.follow_batches()), media_type="text/event-stream", headers=_SSE_HEADERS
+            _sse(run.events.follow_batches(), obfuscate=req.include_obfuscation),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
         )
     if not req.background:
         await run.finished.wait()
@@ -82,8 +90,9 @@ async def retrieve_response(request: Request) -> Response:
     include = _include(request)
     if _flag(request, "stream"):
         starting_after = _int_param(request, "starting_after")
+        obfuscate = request.query_params.get("include_obfuscation", "true").lower() != "false"
         return StreamingResponse(
-            _sse(run.events.follow_batches(starting_after)),
+            _sse(run.events.follow_batches(starting_after), obfuscate=obfuscate),
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
@@ -112,10 +121,23 @@ async def list_input_items(request: Request) -> Response:
     return JSONResponse(page)
 
 
-async def _sse(batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
+async def _sse(
+    batches: AsyncIterator[list[dict[str, Any]]], *, obfuscate: bool
+) -> AsyncIterator[bytes]:
     """One write per burst of events that are ready (see ``EventLog.follow_batches``)."""
     async for batch in batches:
-        yield b"".join(encode_sse(event) for event in batch)
+        events = [_obfuscated(e) for e in batch] if obfuscate else batch
+        yield b"".join(encode_sse(event) for event in events)
+
+
+def _obfuscated(event: dict[str, Any]) -> dict[str, Any]:
+    """A delta event with the service's ``obfuscation`` padding: random characters that bring
+    the delta's size to the next multiple of 16, so sizes on the wire tell little about it."""
+    delta = event.get("delta")
+    if not event["type"].endswith(".delta") or not isinstance(delta, str):
+        return event
+    size = _PAD - len(delta.encode()) % _PAD
+    return {**event, "obfuscation": "".join(secrets.choice(_PAD_CHARS) for _ in range(size))}
 
 
 async def _json_body(request: Request) -> Any:

@@ -94,6 +94,8 @@ class CreateRequest:
     max_tool_calls: int | None
     #: Output budget; a run that reaches it ends ``incomplete`` (reason ``max_output_tokens``).
     max_output_tokens: int | None
+    #: ``stream_options.include_obfuscation`` (default on): pad streamed deltas.
+    include_obfuscation: bool
     exec_timeout: float | None
     #: Other parameters the response object echoes.
     echo: dict[str, Any] = field(default_factory=dict)
@@ -150,6 +152,7 @@ def parse_create(body: Any) -> CreateRequest:
         max_tool_calls,
     )
     max_output_tokens = _max_output_tokens(body.get("max_output_tokens"))
+    include_obfuscation = _include_obfuscation(body.get("stream_options"))
     store = body.get("store")
     background = bool(body.get("background"))
     if background and store is False:
@@ -177,6 +180,7 @@ def parse_create(body: Any) -> CreateRequest:
         metadata=metadata,
         max_tool_calls=max_tool_calls,
         max_output_tokens=max_output_tokens,
+        include_obfuscation=include_obfuscation,
         exec_timeout=_exec_timeout(metadata),
         echo=echo,
     )
@@ -331,6 +335,15 @@ def _invalid_value(param: str, value: Any, allowed: tuple[str, ...]) -> BadReque
 
 #: The service's floor for ``max_output_tokens``.
 MIN_OUTPUT_TOKENS = 16
+
+
+def _include_obfuscation(options: Any) -> bool:
+    if options is None:
+        return True
+    _expect(isinstance(options, dict), "stream_options", "an object", options)
+    flag = options.get("include_obfuscation", True)
+    _expect(isinstance(flag, bool), "stream_options.include_obfuscation", "a boolean", flag)
+    return bool(flag)
 
 
 def _max_output_tokens(value: Any) -> int | None:

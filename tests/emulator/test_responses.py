@@ -203,6 +203,9 @@ INVALID = [
      "invalid_value", None),
     ("unknown-parameter", {"model": MODEL, "input": "hi", "extra_body": {"colour": "red"}}, 400,
      "colour", "unknown_parameter", "Unknown parameter: 'colour'."),
+    ("obfuscation-not-a-boolean",
+     {"model": MODEL, "input": "hi", "stream_options": {"include_obfuscation": "no"}},
+     400, "stream_options.include_obfuscation", "invalid_type", None),
 ]  # fmt: skip
 
 

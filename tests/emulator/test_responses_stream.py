@@ -176,7 +176,37 @@ def test_a_stored_stream_can_be_replayed_after_a_sequence_number(
     response_id = events[0]["response"]["id"]
     with client.responses.retrieve(response_id, stream=True, starting_after=4) as replay:
         replayed = [event.to_dict() for event in replay]
-    assert replayed == events[5:]
+    assert [unpadded(e) for e in replayed] == [unpadded(e) for e in events[5:]]
+
+
+def unpadded(event: dict[str, Any]) -> dict[str, Any]:
+    """The event without its ``obfuscation`` padding (random on every send)."""
+    return {k: v for k, v in event.items() if k != "obfuscation"}
+
+
+def test_deltas_carry_obfuscation_padding_unless_it_is_turned_off(
+    emulator: RunningEmulator,
+) -> None:
+    request = {"input": cells("print(3)"), "tools": AUTO}
+    padded = raw_events(emulator, **request)
+    deltas = [e for e in padded if e["type"].endswith(".delta")]
+    assert {e["type"] for e in deltas} == {
+        "response.code_interpreter_call_code.delta",
+        "response.output_text.delta",
+    }
+    for event in deltas:
+        size = len(event["delta"].encode()) + len(event["obfuscation"])
+        assert size % 16 == 0
+        assert event["obfuscation"].isalnum()
+    assert not any("obfuscation" in e for e in padded if not e["type"].endswith(".delta"))
+    plain = raw_events(emulator, **request, stream_options={"include_obfuscation": False})
+    assert not any("obfuscation" in e for e in plain)
+    with emulator.openai().responses.retrieve(
+        plain[0]["response"]["id"], stream=True, include_obfuscation=False
+    ) as replay:
+        assert not any("obfuscation" in e.to_dict() for e in replay)
+    with emulator.openai().responses.retrieve(plain[0]["response"]["id"], stream=True) as replay:
+        assert any("obfuscation" in e.to_dict() for e in replay)  # on by default
 
 
 def test_an_expired_container_fails_before_the_stream_starts(emulator: RunningEmulator) -> None:
