@@ -75,6 +75,9 @@ async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> 
     """Fetch an ``assistant-…``/``file-…`` file's metadata upstream and record it for the tenant.
 
     A file another tenant already adopted stays theirs: the answer is the unknown-id answer.
+    Two tenants asking at the same moment are settled by the owners table's atomic claim,
+    taken after the upstream confirmed the file exists and before any row is written, so
+    exactly one of them gets it.
     """
     if await svc.meta.files_api_owner(file_id) not in (None, tenant_id):
         raise not_found("file", file_id)
@@ -86,6 +89,8 @@ async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> 
         if exc.status in (400, 404):
             raise not_found("file", file_id) from exc
         raise
+    if await svc.meta.claim(tenant_id, "file", file_id) != tenant_id:
+        raise not_found("file", file_id)  # another tenant won the race
     row = await svc.meta.upsert_file(
         tenant_id,
         kind="files_api",

@@ -6,8 +6,11 @@ is the gateway's, the backend's part (the owners table) is covered by the storag
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -211,3 +214,30 @@ def test_unscoped_calls_are_forwarded_or_refused_as_the_operator_chose(
 def test_an_unknown_unscoped_mode_is_refused_at_start_up() -> None:
     with pytest.raises(ConfigurationError, match="must be one of forward, refuse"):
         GatewaySettings(unscoped="maybe")
+
+
+def test_two_tenants_asking_for_an_unowned_file_at_once_never_both_get_it(
+    sqlite_live_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    """A Files-API id made directly upstream belongs to the first tenant that asks for it; two
+    asking at the same moment are settled by one atomic claim (5 rounds, threads released
+    together by a barrier)."""
+    gw = sqlite_live_gateway
+    tenants = [gw.tenant, gw.add_tenant("rival")]
+    clients = [gw.http(t) for t in tenants]
+    for round_ in range(5):
+        made = emulator.openai().files.create(
+            file=(f"made-upstream-{round_}.txt", b"one owner"), purpose="assistants"
+        )
+        barrier = threading.Barrier(2)
+
+        def ask(http: Any, file_id: str = made.id, barrier: threading.Barrier = barrier) -> int:
+            barrier.wait()
+            return int(http.get(f"/openai/v1/files/{file_id}").status_code)
+
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(ask, clients))
+        assert sorted(statuses) == [200, 404], (round_, statuses)
+        winner, loser = (clients[0], clients[1]) if statuses[0] == 200 else clients[::-1]
+        assert winner.get(f"/files/{made.id}/content").content == b"one owner"
+        assert loser.get(f"/files/{made.id}/content").status_code == 404
