@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cigate.engine.containers import ContainerFile
+from cigate.engine.structured import json_reply, scripted_json
 from cigate.sandbox.base import MOUNT_POINT, ExecutionResult
 
 __all__ = [
@@ -57,6 +58,8 @@ class Conversation:
     code_interpreter: bool
     #: ``"auto"``, ``"none"``, ``"required"`` (a forced code interpreter also maps to required).
     tool_choice: str = "auto"
+    #: The request's ``text.format`` when it asks for JSON (see :mod:`cigate.engine.structured`).
+    text_format: dict[str, Any] | None = None
 
     def latest_user_text(self) -> str:
         """Text of the last user message of this request's input ('' when there is none)."""
@@ -139,15 +142,31 @@ class ScriptedModel:
     async def next_step(self, conversation: Conversation, results: Sequence[ToolResult]) -> Step:
         blocks = self.code_blocks(conversation)
         if not blocks:
-            return Reply(_echo(conversation.latest_user_text()))
+            return self._reply(conversation, _echo(conversation.latest_user_text()), results)
         if not conversation.code_interpreter or conversation.tool_choice == "none":
-            return Reply(
+            return self._reply(
+                conversation,
                 f"I found {_count(len(blocks), 'python block')} but cannot run code: "
-                "this request does not enable the code_interpreter tool."
+                "this request does not enable the code_interpreter tool.",
+                results,
             )
         if len(results) < len(blocks):
             return RunCode(blocks[len(results)])
+        if conversation.text_format is not None:
+            return self._reply(conversation, report(results, with_files=False), results)
         return Reply(report(results))
+
+    @staticmethod
+    def _reply(conversation: Conversation, prose: str, results: Sequence[ToolResult]) -> Reply:
+        """``prose``, or JSON when the request's ``text.format`` asks for it."""
+        fmt = conversation.text_format
+        if fmt is None:
+            return Reply(prose)
+        scripted = scripted_json(conversation.latest_user_text())
+        if scripted is not None:
+            return Reply(scripted)
+        links = [sandbox_url(f.relpath) for f in _changed_files(results)]
+        return Reply(json_reply(fmt, prose, links))
 
     @staticmethod
     def code_blocks(conversation: Conversation) -> list[str]:
@@ -157,14 +176,14 @@ class ScriptedModel:
         return blocks
 
 
-def report(results: Sequence[ToolResult]) -> str:
+def report(results: Sequence[ToolResult], *, with_files: bool = True) -> str:
     """The reply after running cells: what each printed or raised, then a link per file."""
     lines = [f"I ran {_count(len(results), 'code cell')}."]
     for number, tool in enumerate(results, start=1):
         lines.append("")
         lines.extend(_cell_summary(number, tool.result))
     files = _changed_files(results)
-    if files:
+    if files and with_files:
         lines.append("")
         lines.append("Files:" if len(files) > 1 else "File:")
         lines.extend(f"- [{f.filename}]({sandbox_url(f.relpath)})" for f in files)

@@ -96,6 +96,8 @@ class CreateRequest:
     max_output_tokens: int | None
     #: ``stream_options.include_obfuscation`` (default on): pad streamed deltas.
     include_obfuscation: bool
+    #: ``text.format`` when it asks for JSON (``json_schema``/``json_object``), else ``None``.
+    text_format: dict[str, Any] | None
     exec_timeout: float | None
     #: Other parameters the response object echoes.
     echo: dict[str, Any] = field(default_factory=dict)
@@ -153,6 +155,7 @@ def parse_create(body: Any) -> CreateRequest:
     )
     max_output_tokens = _max_output_tokens(body.get("max_output_tokens"))
     include_obfuscation = _include_obfuscation(body.get("stream_options"))
+    text_format = _text_format(body.get("text"))
     store = body.get("store")
     background = bool(body.get("background"))
     if background and store is False:
@@ -181,6 +184,7 @@ def parse_create(body: Any) -> CreateRequest:
         max_tool_calls=max_tool_calls,
         max_output_tokens=max_output_tokens,
         include_obfuscation=include_obfuscation,
+        text_format=text_format,
         exec_timeout=_exec_timeout(metadata),
         echo=echo,
     )
@@ -335,6 +339,31 @@ def _invalid_value(param: str, value: Any, allowed: tuple[str, ...]) -> BadReque
 
 #: The service's floor for ``max_output_tokens``.
 MIN_OUTPUT_TOKENS = 16
+
+
+_TEXT_FORMATS = ("text", "json_schema", "json_object")
+
+
+def _text_format(text: Any) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    _expect(isinstance(text, dict), "text", "an object", text)
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    _expect(isinstance(fmt, dict), "text.format", "an object", fmt)
+    kind = fmt.get("type")
+    if kind is None:
+        raise _missing("text.format.type")
+    if kind not in _TEXT_FORMATS:
+        raise _invalid_value("text.format.type", kind, _TEXT_FORMATS)
+    if kind == "json_schema":
+        if not fmt.get("name"):
+            raise _missing("text.format.name")
+        if fmt.get("schema") is None:
+            raise _missing("text.format.schema")
+        _expect(isinstance(fmt["schema"], dict), "text.format.schema", "an object", fmt["schema"])
+    return None if kind == "text" else dict(fmt)
 
 
 def _include_obfuscation(options: Any) -> bool:

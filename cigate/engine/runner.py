@@ -128,6 +128,8 @@ class ResponseRun:
         if self.usage is not None:
             body["usage"] = self.usage
         body.update(req.echo)  # everything the request set is echoed as sent
+        if isinstance(req.echo.get("text"), dict):  # ... with the service's defaults filled in
+            body["text"] = {"format": {"type": "text"}, "verbosity": "medium", **req.echo["text"]}
         if isinstance(body.get("conversation"), str):  # a conversation id echoes as {"id": ...}
             body["conversation"] = {"id": body["conversation"]}
         return body

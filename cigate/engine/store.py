@@ -101,6 +101,7 @@ class ResponsesBackend:
             latest_input=req.input_items,
             code_interpreter=container is not None,
             tool_choice=req.tool_mode,
+            text_format=req.text_format,
         )
         plan = RunPlan(
             response_id=ids.response_id(),
