@@ -275,3 +275,22 @@ def test_cigate_run_passes_max_output_tokens_and_refuses_too_small_a_value(
     small = CliRunner().invoke(main, [*args, "--max-output-tokens", "8"], env=env)
     assert small.exit_code == 2
     assert "8 is not in the range x>=16" in small.output
+
+
+def test_a_cited_file_starts_downloading_before_the_stream_ends(
+    emulator: RunningEmulator, config: ClientConfig, tmp_path: Path
+) -> None:
+    """The stream is paced (3 kB/s), so the events after the citations (the done events and
+    the ~2 kB response.completed) take about a second: each download must start meanwhile."""
+    emulator.control.add_fault(path="**/responses", method="POST", rate_bytes_per_s=3000)
+    try:
+        recorder = Recorder()
+        result = run(PROMPT, model=MODEL, config=config, out=tmp_path, observer=recorder)
+    finally:
+        emulator.control.clear_faults()
+    assert result.ok
+    order = [(kind, value) for kind, value in recorder.events if kind in ("started", "step")]
+    stream_ended = order.index(("step", 4))  # step 4 is reported once the stream is over
+    started = [i for i, (kind, _) in enumerate(order) if kind == "started"]
+    assert len(started) == 2
+    assert all(i < stream_ended for i in started), order
