@@ -7,8 +7,9 @@ Every option of ``serve`` is also an environment variable (``--upstream-key`` is
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,6 +18,8 @@ from cigate.gateway.settings import GatewaySettings
 if TYPE_CHECKING:
     from cigate.storage.metadata import MetadataStore
     from cigate.storage.records import Tenant
+
+T = TypeVar("T")
 
 __all__ = ["gateway"]
 
@@ -83,17 +86,12 @@ def tenant_add(name: str, database: str | None) -> None:
 
     Example: cigate gateway tenant add analytics
     """
-    settings = GatewaySettings.from_env(database=database)
-    key = asyncio.run(_add_tenant(settings.database_url, name))
-    click.echo(key)
+    click.echo(_on_store(database, lambda meta: _add_tenant(meta, name)))
 
 
-async def _add_tenant(url: str, name: str) -> str:
-    from cigate.storage.metadata import MetadataStore
-
-    async with await MetadataStore.open(url) as meta:
-        tenant = await meta.tenant_by_name(name) or await meta.create_tenant(name)
-        return await meta.add_key(tenant.id)
+async def _add_tenant(meta: MetadataStore, name: str) -> str:
+    tenant = await meta.tenant_by_name(name) or await meta.create_tenant(name)
+    return await meta.add_key(tenant.id)
 
 
 @tenant.command("list")
@@ -103,20 +101,16 @@ def tenant_list(database: str | None) -> None:
 
     Example: cigate gateway tenant list
     """
-    settings = GatewaySettings.from_env(database=database)
-    for line in asyncio.run(_tenant_lines(settings.database_url)):
+    for line in _on_store(database, _tenant_lines):
         click.echo(line)
 
 
-async def _tenant_lines(url: str) -> list[str]:
-    from cigate.storage.metadata import MetadataStore
-
-    async with await MetadataStore.open(url) as meta:
-        lines = []
-        for t in await meta.list_tenants():
-            active = sum(k.revoked_at is None for k in await meta.list_keys(t.id))
-            lines.append(f"{t.name}\t{t.id}\t{_when(t.created_at)}\t{active} active key(s)")
-        return lines
+async def _tenant_lines(meta: MetadataStore) -> list[str]:
+    lines = []
+    for t in await meta.list_tenants():
+        active = sum(k.revoked_at is None for k in await meta.list_keys(t.id))
+        lines.append(f"{t.name}\t{t.id}\t{_when(t.created_at)}\t{active} active key(s)")
+    return lines
 
 
 @tenant.command("keys")
@@ -127,21 +121,17 @@ def tenant_keys(name: str, database: str | None) -> None:
 
     Example: cigate gateway tenant keys analytics
     """
-    settings = GatewaySettings.from_env(database=database)
-    for line in asyncio.run(_key_lines(settings.database_url, name)):
+    for line in _on_store(database, lambda meta: _key_lines(meta, name)):
         click.echo(line)
 
 
-async def _key_lines(url: str, name: str) -> list[str]:
-    from cigate.storage.metadata import MetadataStore
-
-    async with await MetadataStore.open(url) as meta:
-        tenant = await _existing_tenant(meta, name)
-        return [
-            f"{k.id}\t{k.prefix}…\t{_when(k.created_at)}\t"
-            + (f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active")
-            for k in await meta.list_keys(tenant.id)
-        ]
+async def _key_lines(meta: MetadataStore, name: str) -> list[str]:
+    tenant = await _existing_tenant(meta, name)
+    return [
+        f"{k.id}\t{k.prefix}…\t{_when(k.created_at)}\t"
+        + (f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active")
+        for k in await meta.list_keys(tenant.id)
+    ]
 
 
 @tenant.command("revoke")
@@ -155,22 +145,32 @@ def tenant_revoke(name: str, key_id: str, database: str | None) -> None:
 
     Example: cigate gateway tenant revoke analytics key_0123456789abcdef01234567
     """
-    settings = GatewaySettings.from_env(database=database)
-    asyncio.run(_revoke(settings.database_url, name, key_id))
+    _on_store(database, lambda meta: _revoke(meta, name, key_id))
     click.echo(f"revoked {key_id}")
 
 
-async def _revoke(url: str, name: str, key_id: str) -> None:
+async def _revoke(meta: MetadataStore, name: str, key_id: str) -> None:
     from cigate.exceptions import BadInputError
+
+    tenant = await _existing_tenant(meta, name)
+    if not await meta.revoke_key(tenant.id, key_id):
+        raise BadInputError(
+            f"tenant {name!r} has no active key {key_id!r}",
+            hint=f"List its keys with `cigate gateway tenant keys {name}`.",
+        )
+
+
+def _on_store(database: str | None, job: Callable[[MetadataStore], Awaitable[T]]) -> T:
+    """Run ``job`` on the gateway's metadata store (``--database`` or its default)."""
     from cigate.storage.metadata import MetadataStore
 
-    async with await MetadataStore.open(url) as meta:
-        tenant = await _existing_tenant(meta, name)
-        if not await meta.revoke_key(tenant.id, key_id):
-            raise BadInputError(
-                f"tenant {name!r} has no active key {key_id!r}",
-                hint=f"List its keys with `cigate gateway tenant keys {name}`.",
-            )
+    url = GatewaySettings.from_env(database=database).database_url
+
+    async def main() -> T:
+        async with await MetadataStore.open(url) as meta:
+            return await job(meta)
+
+    return asyncio.run(main())
 
 
 async def _existing_tenant(meta: MetadataStore, name: str) -> Tenant:
