@@ -157,14 +157,21 @@ def test_a_gateway_killed_mid_harvest_finishes_the_harvest_after_a_restart(
         emulator.control.clear_faults()
 
         processes.append(_serve(settings, port, tmp_path / "home"))
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            rows = http.get(f"/responses/{response['id']}/files").json()["data"]
-            if rows and all(r["state"] == "stored" for r in rows):
-                break
-            time.sleep(0.2)
+        rows = _rows_once_stored(http, response["id"])
         assert [r["state"] for r in rows] == ["stored"]
         assert http.get(f"/files/{rows[0]['id']}/content").content == DATA
+
+
+def _rows_once_stored(http: httpx2.Client, response_id: str, timeout: float = 40) -> list:
+    """``/responses/{id}/files`` once it lists files, all stored (or what it lists at timeout)."""
+    rows: list = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = http.get(f"/responses/{response_id}/files").json()["data"]
+        if rows and all(r["state"] == "stored" for r in rows):
+            break
+        time.sleep(0.2)
+    return rows
 
 
 def _wait_for_container(database_url: str, tenant_id: str, response_id: str) -> None:
@@ -216,13 +223,7 @@ def test_a_gateway_killed_mid_stream_keeps_the_uncited_files_after_a_restart(
             processes[0].wait(10)
 
         processes.append(_serve(settings, port, tmp_path / "home", harvest_relist_after="1"))
-        rows: list = []
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            rows = http.get(f"/responses/{response_id}/files").json()["data"]
-            if rows and all(r["state"] == "stored" for r in rows):
-                break
-            time.sleep(0.2)
+        rows = _rows_once_stored(http, response_id)
         assert [(r["filename"], r["state"], r["origin"]) for r in rows] == [
             ("f.bin", "stored", "listing")
         ]
