@@ -66,13 +66,14 @@ async def test_a_kernel_killed_from_outside_fails_the_running_and_next_cells_qui
     await asyncio.sleep(0.3)
     started = time.monotonic()
     os.kill(victim, signal.SIGKILL)
+    # "Quickly": well inside the cells' own 30 s and 10 s deadlines, loose for loaded machines.
     with pytest.raises(SandboxError, match="died"):
         await running
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
     started = time.monotonic()
     with pytest.raises(SandboxError, match="cannot run code"):
         await fresh_kernel.execute("1 + 1", timeout=10)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5
     assert await fresh_kernel.shutdown() == "exited"
     assert await _wait_gone([fresh_kernel.pid, *inner]) == []
 
