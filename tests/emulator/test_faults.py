@@ -241,15 +241,16 @@ def test_each_connection_is_paced_on_its_own(emulator: RunningEmulator) -> None:
     """Two downloads at once each get the full rate: a shared budget would take twice as long."""
     data = random.Random(8).randbytes(2 * 2**20)
     cid, fid = _container_with_file(emulator, data)
-    emulator.control.add_fault(path=CONTENT, rate_bytes_per_s=4 * 2**20)  # 0.5 s per body
+    emulator.control.add_fault(path=CONTENT, rate_bytes_per_s=2 * 2**20)  # 1 s per body
     path, headers = _content_path(cid, fid), emulator.auth_headers
     with ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
         results = list(pool.map(lambda _: _timed_get(emulator.base_url, path, headers), range(2)))
         together = time.monotonic() - started
     assert all(body == data for _, body in results)
-    assert min(elapsed for elapsed, _ in results) >= 0.49
-    assert together < 0.85, f"two paced connections took {together:.2f} s: the rate is shared"
+    assert min(elapsed for elapsed, _ in results) >= 0.99
+    # A shared budget needs 2 s for both; 1.6 leaves room for a loaded machine.
+    assert together < 1.6, f"two paced connections took {together:.2f} s: the rate is shared"
 
 
 def test_rules_are_listed_removed_one_by_one_and_cleared(emulator: RunningEmulator) -> None:
