@@ -7,6 +7,7 @@ as a context manager so both run (STYLE rule 3). Misconfiguration fails here, at
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
 from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
-from cigate.gateway.context import Services
+from cigate.gateway.context import Services, services
 from cigate.gateway.errors import handle_cigate_error
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.settings import GatewaySettings
@@ -34,16 +35,42 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 _V1_PREFIXES = ("/openai/v1", "/v1")
+#: Seconds each readiness check may take before it counts as unavailable.
+_READY_TIMEOUT = 5.0
 _GET_HEAD = ["GET", "HEAD"]
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness: the process answers. Nothing else is checked (see ``readyz``)."""
     return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the metadata store answers and the blob store takes writes (503 otherwise).
+
+    Unauthenticated, for load balancers and orchestrators: it names the failing part, never
+    the error (which may carry host names); the gateway's log has the details.
+    """
+    svc = services(request)
+    checks: dict[str, str] = {}
+    for name, check in (("database", svc.meta.check), ("blobs", svc.blobs.check)):
+        try:
+            await asyncio.wait_for(check(), _READY_TIMEOUT)
+            checks[name] = "ok"
+        except (CigateError, TimeoutError) as exc:
+            log.warning("readiness: %s is not ready: %s", name, exc)
+            checks[name] = "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
 
 
 def _routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         # The gateway's own endpoints.
         Route("/files/{file_id}", files.file_metadata, methods=["GET"]),
         Route("/files/{file_id}/content", files.file_content, methods=_GET_HEAD),

@@ -329,6 +329,11 @@ class AzureBlobStore:
                 removed += 1
         return removed
 
+    async def check(self) -> None:
+        await self._ensure_container()  # a fresh store creates its container on first use
+        with _azure_errors("checking the blob container"):
+            await self._container.get_container_properties()
+
     async def list_names(self) -> list[str]:
         await self._ensure_container()
         with _azure_errors("listing blobs"):

@@ -111,6 +111,12 @@ class LocalBlobStore:
             raise StorageError(f"cannot stat blob {sha256}: {exc}") from exc
         return BlobInfo(sha256, st.st_size)
 
+    async def check(self) -> None:
+        tmp = self.root / _TMP
+        ok = await asyncio.to_thread(lambda: tmp.is_dir() and os.access(tmp, os.W_OK | os.X_OK))
+        if not ok:
+            raise StorageError(f"the blob directory {self.root} is gone or not writable")
+
     async def delete(self, sha256: str) -> None:
         path = self.path(sha256)
         try:

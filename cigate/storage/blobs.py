@@ -82,6 +82,10 @@ class BlobStore(Protocol):
         """Every object name in the store, leftovers included (for tests and operators)."""
         ...
 
+    async def check(self) -> None:
+        """Raise ``StorageError`` unless the store can take writes now (readiness probes)."""
+        ...
+
     async def close(self) -> None:
         """Release connections; the store must not be used afterwards."""
         ...

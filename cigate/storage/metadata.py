@@ -89,6 +89,11 @@ class MetadataStore(FileQueries, OwnerQueries):
 
     # -- tenants and keys ----------------------------------------------------------------
 
+    async def check(self) -> None:
+        """Raise ``StorageError`` unless the database answers now (readiness probes)."""
+        async with self._read("checking the database") as conn:
+            await conn.execute(select(1))
+
     async def create_tenant(self, name: str) -> Tenant:
         """A new tenant; names are unique (``BadInputError`` if taken)."""
         name = clean_text(name).strip()

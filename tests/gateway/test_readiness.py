@@ -1,0 +1,60 @@
+"""``/healthz`` (alive) and ``/readyz`` (the stores answer), on both storage backends."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cigate.gateway.settings import GatewaySettings
+from cigate.testing.services import PostgresServer
+from tests.gateway.conftest import DEAD_UPSTREAM, Backend, make_backend
+from tests.gateway.harness import GatewayHarness
+
+pytestmark = pytest.mark.storage
+
+
+def test_readyz_says_ready_without_a_key_while_both_stores_answer(
+    gateway: GatewayHarness,
+) -> None:
+    r = gateway.client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready", "checks": {"database": "ok", "blobs": "ok"}}
+    assert gateway.client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_names_a_blob_store_that_is_gone_and_the_liveness_probe_stays_up(
+    gateway: GatewayHarness, backend: Backend
+) -> None:
+    assert gateway.client.get("/readyz").status_code == 200  # the stores exist now
+    if backend.name == "sqlite-disk":
+        shutil.rmtree(Path(backend.blobs))
+    else:
+        blobs = gateway.services.blobs
+        gateway.call(blobs._container.delete_container)  # type: ignore[attr-defined]
+    r = gateway.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"status": "unready", "checks": {"database": "ok", "blobs": "unavailable"}}
+    assert "connection_string" not in r.text  # the reason stays in the log
+    assert gateway.client.get("/healthz").status_code == 200
+
+
+def test_readyz_names_a_database_that_is_gone(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """PostgreSQL only: a SQLite file has no server to lose."""
+    backend = make_backend("postgres-azurite", request, tmp_path)
+    settings = GatewaySettings(
+        upstream=DEAD_UPSTREAM,
+        upstream_auth="none",
+        database=backend.database,
+        blobs=backend.blobs,
+    )
+    with GatewayHarness(settings) as gateway:
+        assert gateway.client.get("/readyz").status_code == 200
+        postgres: PostgresServer = request.getfixturevalue("postgres_server")
+        postgres.drop_database(backend.database.rsplit("/", 1)[1])
+        r = gateway.client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"] == {"database": "unavailable", "blobs": "ok"}
