@@ -59,16 +59,6 @@ def _call(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         return fn(*args, **kwargs)
 
 
-def _wrap(exc: Exception, what: str, config: ClientConfig) -> CigateError:
-    """SDK exceptions -> the cigate tree (raised ``from exc`` by callers)."""
-    if isinstance(exc, openai.APIStatusError):
-        headers = dict(exc.response.headers.items())
-        return classify.from_http(
-            exc.status_code, exc.response.text, headers, what=what, uses_entra=config.uses_entra
-        )
-    return classify.from_transport(exc, what=what)
-
-
 async def arun_assistants(
     prompt: str,
     *,
@@ -131,7 +121,9 @@ async def arun_assistants(
                     messages=[{"role": "user", "content": prompt, "attachments": attachments}],
                 )
             except openai.OpenAIError as exc:
-                raise _wrap(exc, "create the assistant and thread", config) from exc
+                raise classify.from_sdk(
+                    exc, what="create the assistant and thread", uses_entra=config.uses_entra
+                ) from exc
             obs.step(3, STEPS, f"Running thread {thread.id} on {model or assistant_id}")
             result = RunResult()
             collector = RefCollector()
@@ -182,7 +174,9 @@ async def _upload(
             uploaded = await oai.files.create(file=(path.name, data), purpose="assistants")
             ids.append(uploaded.id)
     except openai.OpenAIError as exc:
-        raise _wrap(exc, "upload input files", config) from exc
+        raise classify.from_sdk(
+            exc, what="upload input files", uses_entra=config.uses_entra
+        ) from exc
     return ids
 
 
@@ -228,7 +222,7 @@ async def _run(  # noqa: PLR0917 - private helper, called once
                 body = json.dumps({"error": data})
                 raise classify.from_http(500, body, what="assistants run stream")
     except openai.OpenAIError as exc:
-        raise _wrap(exc, "run the thread", config) from exc
+        raise classify.from_sdk(exc, what="run the thread", uses_entra=config.uses_entra) from exc
     if not final.get("id"):  # without the run there are no messages to list (was a KeyError)
         raise UpstreamUnavailableError("assistants run stream: it ended before the run's status")
     return final
@@ -292,7 +286,9 @@ async def _messages(
         page = _call(oai.beta.threads.messages.list, thread_id, run_id=run_id, order="asc")
         return [to_jsonable(m) async for m in page]
     except openai.OpenAIError as exc:
-        raise _wrap(exc, "list the thread's messages", config) from exc
+        raise classify.from_sdk(
+            exc, what="list the thread's messages", uses_entra=config.uses_entra
+        ) from exc
 
 
 async def _steps(
@@ -302,7 +298,9 @@ async def _steps(
         page = _call(oai.beta.threads.runs.steps.list, run_id, thread_id=thread_id, order="asc")
         return [to_jsonable(s) async for s in page]
     except openai.OpenAIError as exc:
-        raise _wrap(exc, "list the run's steps", config) from exc
+        raise classify.from_sdk(
+            exc, what="list the run's steps", uses_entra=config.uses_entra
+        ) from exc
 
 
 def _finish(

@@ -24,7 +24,7 @@ from cigate.exceptions import (
 )
 from cigate.retry import parse_retry_after
 
-__all__ = ["error_message", "from_http", "from_transport", "looks_like_error_body"]
+__all__ = ["error_message", "from_http", "from_sdk", "from_transport", "looks_like_error_body"]
 
 _CONTAINER_GONE_HINT = (
     "The container is gone: containers expire after 20 idle minutes (their files with them), "
@@ -137,3 +137,15 @@ def from_http(
 def from_transport(exc: BaseException, *, what: str) -> UpstreamUnavailableError:
     """A connection failure, timeout or cut-off body that outlasted the retries."""
     return UpstreamUnavailableError(f"{what}: {type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def from_sdk(exc: BaseException, *, what: str, uses_entra: bool = False) -> CigateError:
+    """An ``openai`` SDK exception: a status error by its response, anything else as transport."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        headers = dict(exc.response.headers.items())
+        return from_http(
+            exc.status_code, exc.response.text, headers, what=what, uses_entra=uses_entra
+        )
+    return from_transport(exc, what=what)

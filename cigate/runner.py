@@ -87,16 +87,6 @@ class QuietObserver:
         pass
 
 
-def _wrap_openai(exc: Exception, what: str, config: ClientConfig) -> CigateError:
-    """SDK exceptions -> the cigate tree (raised ``from exc`` by callers)."""
-    if isinstance(exc, openai.APIStatusError):
-        headers = dict(exc.response.headers.items())
-        return classify.from_http(
-            exc.status_code, exc.response.text, headers, what=what, uses_entra=config.uses_entra
-        )
-    return classify.from_transport(exc, what=what)
-
-
 @contextlib.asynccontextmanager
 async def _client(config: ClientConfig, client: AsyncOpenAI | None) -> AsyncIterator[AsyncOpenAI]:
     """The caller's SDK client, or one built from ``config`` and closed afterwards."""
@@ -122,7 +112,9 @@ async def _upload(
             data = await anyio.Path(path).read_bytes()
             await oai.containers.files.create(container, file=(path.name, data))
     except openai.OpenAIError as exc:
-        raise _wrap_openai(exc, "upload input files", config) from exc
+        raise classify.from_sdk(
+            exc, what="upload input files", uses_entra=config.uses_entra
+        ) from exc
     return container
 
 
@@ -274,7 +266,7 @@ async def _respond(
             ):
                 start(collector.feed(event))
     except openai.OpenAIError as exc:
-        raise _wrap_openai(exc, "responses.create", config) from exc
+        raise classify.from_sdk(exc, what="responses.create", uses_entra=config.uses_entra) from exc
     return final
 
 
@@ -416,7 +408,9 @@ async def afetch_response(
             status=404,
         ) from exc
     except openai.OpenAIError as exc:
-        raise _wrap_openai(exc, f"retrieve response {response_id}", config) from exc
+        raise classify.from_sdk(
+            exc, what=f"retrieve response {response_id}", uses_entra=config.uses_entra
+        ) from exc
     return await adownload(
         response, out=out, config=config, http_client=http_client, observer=observer
     )
