@@ -1,13 +1,14 @@
 """Assistants API pass-through, harvesting every ``assistant-…`` file it sees (seed 004 via 002).
 
-``/assistants…``, ``/threads…`` and the Files API's upload and list are relayed unchanged, in the
-URL form the client used (``/openai/v1``, ``/v1``, or Azure's dated ``/openai/...?api-version``),
-streams chunk by chunk. On the side, every Files-API id the answers cite — ``image_file`` blocks
-and ``file_path`` annotations of messages, ``image`` outputs of run steps, in JSON bodies and in
-``thread.message.completed`` / ``thread.run.step.completed`` stream events — is recorded for the
-caller's tenant (origin ``assistants``, under the run's id so ``/responses/{run_id}/files`` lists
-them) and copied into the store like a container file. The gateway's one ``/files/{id}/content``
-then serves ``cfile_…`` and ``assistant-…`` ids alike, from the store.
+``/assistants…`` and ``/threads…`` are relayed unchanged (the Files API is
+:mod:`cigate.gateway.scoped`'s), in the URL form the client used (``/openai/v1``, ``/v1``, or
+Azure's dated ``/openai/...?api-version``), streams chunk by chunk. On the side, every Files-API id
+the answers cite — ``image_file`` blocks and ``file_path`` annotations of messages, ``image``
+outputs of run steps, in JSON bodies and in ``thread.message.completed`` /
+``thread.run.step.completed`` stream events — is recorded for the caller's tenant (origin
+``assistants``, under the run's id so ``/responses/{run_id}/files`` lists them) and copied into the
+store like a container file. The gateway's one ``/files/{id}/content`` then serves ``cfile_…`` and
+``assistant-…`` ids alike, from the store.
 
 Assistants and threads are tenant-scoped like containers (:mod:`cigate.gateway.scoped`): the
 tenant that creates one through the gateway (``POST /assistants``, ``POST /threads``, ``POST
@@ -33,9 +34,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
-from cigate.gateway import body_refs, facade, fetch
+from cigate.gateway import body_refs, fetch
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError
+from cigate.gateway.passthrough import PREFIXES, target
 from cigate.gateway.scoped import owned_root
 from cigate.gateway.sse import SSESplitter, parse_event
 from cigate.gateway.upstream import forwardable_headers
@@ -46,8 +48,6 @@ __all__ = ["harvest_assistants_body", "routes"]
 
 log = logging.getLogger(__name__)
 
-_LEGACY = "/openai"
-_PREFIXES = ("/openai/v1", "/v1", _LEGACY)
 #: Stream events whose data may cite files (the ``.completed`` snapshots carry everything).
 _CITING_EVENTS = (b"thread.message.completed", b"thread.run.step.completed")
 #: Byte markers of the stream events that name the thread ``POST /threads/runs`` created.
@@ -58,7 +58,7 @@ _METHODS = ["GET", "POST", "DELETE"]
 def routes() -> list[BaseRoute]:
     """The pass-through routes, for every URL form; mounted by ``cigate.gateway.app``."""
     out: list[BaseRoute] = []
-    for prefix in _PREFIXES:
+    for prefix in PREFIXES:
         assistant = f"{prefix}/assistants/{{assistant_id}}"
         thread = f"{prefix}/threads/{{thread_id}}"
         out += [
@@ -70,28 +70,10 @@ def routes() -> list[BaseRoute]:
             Route(f"{prefix}/threads/runs", create_thread_and_run, methods=["POST"]),
             Route(thread, in_thread, methods=_METHODS),
             Route(f"{thread}/{{rest:path}}", in_thread, methods=_METHODS),
-            Route(f"{prefix}/files", passthrough, methods=["GET", "POST"]),
         ]
-    # The dated Files endpoints the Azure Assistants docs download with, served from the store.
-    out += [
-        Route(f"{_LEGACY}/files/{{file_id}}", facade.openai_file, methods=["GET"]),
-        Route(
-            f"{_LEGACY}/files/{{file_id}}/content",
-            facade.openai_file_content,
-            methods=["GET", "HEAD"],
-        ),
-    ]
+    # The Files API (uploads, lists, the dated download endpoints of the Azure Assistants docs)
+    # is served by cigate.gateway.scoped, mounted before these routes.
     return out
-
-
-def _target(svc: Services, path: str) -> str:
-    for prefix in _PREFIXES:
-        if path.startswith(prefix + "/"):
-            rest = path[len(prefix) + 1 :]
-            if prefix == _LEGACY:
-                return svc.upstream.legacy_url(rest)
-            return svc.upstream.v1_url(rest)
-    raise AssertionError(f"not an Assistants path: {path}")  # the routes guarantee a prefix
 
 
 async def _require(
@@ -154,7 +136,7 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
     await body_refs.enforce(svc, tenant_id, request)  # file ids in tool_resources, attachments
     upstream_response = await svc.upstream.send(
         request.method,
-        _target(svc, request.url.path),
+        target(svc, request.url.path),
         headers=request.headers,
         params=request.query_params.multi_items(),
         content=(await body_refs.read_capped(request, svc.settings.max_json_body)) or None,
@@ -276,7 +258,6 @@ def _run_ids(node: Any) -> set[Any]:
     if not isinstance(node, dict):
         return set()
     found = {node["run_id"]} if isinstance(node.get("run_id"), str) else set()
-    for key in ("data",):
-        if isinstance(node.get(key), list):
-            found |= _run_ids(node[key])
+    if isinstance(node.get("data"), list):
+        found |= _run_ids(node["data"])
     return found

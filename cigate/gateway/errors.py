@@ -25,7 +25,13 @@ from cigate.exceptions import (
     UpstreamUnavailableError,
 )
 
-__all__ = ["UnknownIdError", "error_response", "handle_cigate_error", "not_found"]
+__all__ = [
+    "UnknownIdError",
+    "container_not_found",
+    "error_response",
+    "handle_cigate_error",
+    "not_found",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,12 @@ class UnknownIdError(BadInputError):
 def not_found(what: str, ident: str) -> BadInputError:
     """The one answer for unknown ids *and* other tenants' ids: same status, same text."""
     return BadInputError(f"No {what} found with id '{ident}'.", status=404)
+
+
+def container_not_found(container_id: str) -> BadInputError:
+    """The upstream's own answer for an unknown container (``param``, null ``code``), so a
+    refusal cannot be told apart from a container that never existed."""
+    return UnknownIdError(f"Container with id '{container_id}' not found.", param="container_id")
 
 
 def error_response(

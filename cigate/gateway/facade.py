@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from cigate.exceptions import BadInputError
 from cigate.gateway.context import services
-from cigate.gateway.errors import UnknownIdError
+from cigate.gateway.errors import container_not_found
 from cigate.gateway.files import resolve
 from cigate.gateway.serving import serve_file
 from cigate.storage.records import FileRow
@@ -27,11 +27,6 @@ __all__ = [
     "openai_file",
     "openai_file_content",
 ]
-
-
-def _container_not_found(container_id: str) -> BadInputError:
-    """The upstream's own answer for an unknown container (``param``, null ``code``)."""
-    return UnknownIdError(f"Container with id '{container_id}' not found.", param="container_id")
 
 
 def _file_not_found(container_id: str, file_id: str) -> BadInputError:
@@ -78,7 +73,7 @@ async def _container_rows(request: Request) -> tuple[str, list[FileRow]]:
     container_id = request.path_params["container_id"]
     rows = await svc.meta.list_files(tenant_id, container_id=container_id)
     if not rows:
-        raise _container_not_found(container_id)
+        raise container_not_found(container_id)
     return tenant_id, rows
 
 

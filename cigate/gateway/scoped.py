@@ -29,10 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from cigate.exceptions import BadInputError, UpstreamUnavailableError
+from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import body_refs, facade
 from cigate.gateway.context import Services, services
-from cigate.gateway.errors import UnknownIdError, not_found
+from cigate.gateway.errors import container_not_found, not_found
 from cigate.gateway.passthrough import (
     ALL_METHODS,
     PREFIXES,
@@ -68,19 +68,13 @@ def routes() -> list[BaseRoute]:
     return out
 
 
-def _container_not_found(container_id: str) -> BadInputError:
-    """The upstream's own answer for an unknown container (``param``, null ``code``), so a
-    refusal cannot be told apart from a container that never existed."""
-    return UnknownIdError(f"Container with id '{container_id}' not found.", param="container_id")
-
-
 async def _owned_container(request: Request) -> tuple[Services, str, str]:
     """The services, the caller's tenant id and the container id, if the caller owns it."""
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     container_id = request.path_params["container_id"]
     if await svc.meta.owner("container", container_id) != tenant_id:
-        raise _container_not_found(container_id)
+        raise container_not_found(container_id)
     return svc, tenant_id, container_id
 
 
@@ -232,4 +226,4 @@ async def check_response_containers(svc: Services, tenant_id: str, body: bytes) 
         if not isinstance(container, str) or not container:
             continue  # {"type": "auto"}: the upstream creates one, claimed as it appears
         if await svc.meta.claim(tenant_id, "container", container) != tenant_id:
-            raise _container_not_found(container)
+            raise container_not_found(container)
