@@ -337,9 +337,6 @@ class AssistantsBackend:
             raise _not_found("run", run_id)
         return run
 
-    def executor(self, run_id: str) -> RunExecutor:
-        return self._executors[run_id]
-
     def modify_run(self, thread_id: str, run_id: str, body: Any) -> Run:
         run = self.get_run(thread_id, run_id)
         body = require_object(body)

@@ -14,6 +14,7 @@ that names a generated file gets a ``file_path`` annotation whose offsets cover 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,15 @@ from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from cigate.clock import Clock
-from cigate.engine.assistants.objects import Message, Run, RunStep, Thread, new_id, usage
+from cigate.engine.assistants.objects import (
+    Message,
+    Run,
+    RunStep,
+    Thread,
+    new_id,
+    text_block,
+    usage,
+)
 from cigate.engine.assistants.stream import RunEventLog
 from cigate.engine.containers import Container, ContainerBackend, ContainerFile
 from cigate.engine.errors import ApiError
@@ -128,12 +137,7 @@ class RunExecutor:
         results: list[ToolResult] = []
         while True:
             if len(results) >= MAX_TOOL_CALLS:
-                conversation = Conversation(
-                    instructions=conversation.instructions,
-                    items=conversation.items,
-                    latest_input=conversation.latest_input,
-                    code_interpreter=False,
-                )
+                conversation = dataclasses.replace(conversation, code_interpreter=False)
             step = await self.model.next_step(conversation, results)
             if isinstance(step, RunCode):
                 if not conversation.code_interpreter:
@@ -220,7 +224,7 @@ class RunExecutor:
             message.content.append(block)
             self._message_delta(message, {"index": len(message.content) - 1, **block})
         index = len(message.content)
-        message.content.append({"type": "text", "text": {"value": "", "annotations": []}})
+        message.content.append(text_block(""))
         for number, piece in enumerate(split_text(text)):
             body: dict[str, Any] = {"value": piece}
             if number == 0:
@@ -245,7 +249,6 @@ class RunExecutor:
         """A ``file_path`` annotation per ``sandbox:`` URL naming a file this run generated."""
         if not self._generated:
             return []
-        by_cfile = {g.container_file.id: g for g in self._generated.values()}
         container_id = next(iter(self._generated.values())).container_file.container_id
         files = [g.container_file for g in self._generated.values()]
         out = []
@@ -257,7 +260,7 @@ class RunExecutor:
                     "text": text[start:end],
                     "start_index": start,
                     "end_index": end,
-                    "file_path": {"file_id": by_cfile[citation["file_id"]].file_id},
+                    "file_path": {"file_id": self._generated[citation["file_id"]].file_id},
                 }
             )
         return out

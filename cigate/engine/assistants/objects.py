@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cigate import ids
+from cigate.engine.items import tokens
 
 __all__ = [
     "Assistant",
@@ -58,9 +59,8 @@ def text_block(value: str, annotations: list[dict[str, Any]] | None = None) -> d
 
 
 def usage(prompt_chars: int, completion_chars: int) -> dict[str, int]:
-    """Deterministic token counts, about four characters a token (as the Responses engine)."""
-    prompt = max(1, (prompt_chars + 3) // 4)
-    completion = max(1, (completion_chars + 3) // 4)
+    """Deterministic token counts, the Responses engine's (:func:`cigate.engine.items.tokens`)."""
+    prompt, completion = tokens(prompt_chars), tokens(completion_chars)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,

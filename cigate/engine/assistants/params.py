@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cigate.engine.assistants.objects import text_block
 from cigate.engine.errors import BadRequestError
 
 __all__ = [
@@ -180,7 +181,7 @@ def parse_assistant(body: dict[str, Any], *, create: bool) -> dict[str, Any]:
 def message_content(value: Any, param: str) -> list[dict[str, Any]]:
     """A string, or an array of ``text``/``image_file``/``image_url`` parts, as content blocks."""
     if isinstance(value, str):
-        return [{"type": "text", "text": {"value": value, "annotations": []}}]
+        return [text_block(value)]
     if not isinstance(value, list) or not value:
         raise BadRequestError(
             f"Missing required parameter: '{param}'.",
@@ -191,7 +192,7 @@ def message_content(value: Any, param: str) -> list[dict[str, Any]]:
     for i, part in enumerate(value):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
-            blocks.append({"type": "text", "text": {"value": part["text"], "annotations": []}})
+            blocks.append(text_block(part["text"]))
         elif kind in ("image_file", "image_url") and isinstance(part.get(kind), dict):
             blocks.append({"type": kind, kind: dict(part[kind])})
         else:

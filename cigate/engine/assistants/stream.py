@@ -44,20 +44,23 @@ class RunEventLog:
         self.closed = True
         self._wake()
 
-    async def follow(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def follow_batches(self) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
+        """Every event emitted so far at once, then each new burst (as ``EventLog``'s)."""
         index = 0
         while True:
-            while index < len(self.events):
-                yield self.events[index]
-                index += 1
+            if index < len(self.events):
+                batch = self.events[index:]
+                index += len(batch)
+                yield batch
+                continue
             if self.closed:
                 return
             await self._changed.wait()
 
     async def frames(self) -> AsyncIterator[bytes]:
-        """The SSE body: every event as it happens, then the ``done`` frame."""
-        async for event, data in self.follow():
-            yield encode_assistant_sse(event, data)
+        """The SSE body: one write per burst of events as they happen, then ``done``."""
+        async for batch in self.follow_batches():
+            yield b"".join(encode_assistant_sse(event, data) for event, data in batch)
         yield DONE_FRAME
 
     def _wake(self) -> None:
