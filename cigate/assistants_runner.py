@@ -20,28 +20,26 @@ import warnings
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import openai
 
 from cigate import classify
 from cigate._sync import run_sync
-from cigate.config import ClientConfig, resolve_config
+from cigate.config import ClientConfig
 from cigate.download import Downloader
 from cigate.exceptions import (
-    BadInputError,
     CigateError,
-    ConfigurationError,
     UpstreamUnavailableError,
 )
 from cigate.refs import RefCollector, rewrite_sandbox_links, to_jsonable
 from cigate.results import RunResult
-from cigate.runner import DEFAULT_INSTRUCTIONS, QuietObserver, RunObserver
+from cigate.runner import DEFAULT_INSTRUCTIONS, RunObserver, client_for, local_paths, prepare
 
 if TYPE_CHECKING:
     import httpx2
-    from openai import AsyncOpenAI
+    from openai import AsyncOpenAI, AsyncStream
     from openai.types.beta.threads import Run
 
 __all__ = ["arun_assistants", "run_assistants"]
@@ -79,85 +77,69 @@ async def arun_assistants(
     thread is kept so the conversation can go on. ``result.response_id`` is the run id.
     Download failures are recorded in the result; failures of the run itself raise.
     """
-    config = config or resolve_config()
-    obs: RunObserver = observer or QuietObserver()
-    model = model or config.model
-    if not model and assistant_id is None:
-        raise ConfigurationError(
-            "no model (deployment) is set",
-            hint="Pass --model DEPLOYMENT or set AOAI_DEPLOYMENT (or CIGATE_MODEL).",
-        )
-    inputs = [Path(f) for f in files]
-    for path in inputs:
-        if not path.is_file():
-            raise BadInputError(f"input file not found: {path}")
-    auth = "API key" if config.api_key else f"Microsoft Entra ID ({config.scope})"
-    obs.step(1, STEPS, f"Endpoint {config.base_url} with {auth} (Assistants API)")
-    for text in config.warnings:
-        obs.warning(text)
-    own = client is None
-    oai = client or config.async_openai_client()
+    config, obs, model, inputs = prepare(
+        config, observer, model, files, model_required=assistant_id is None, api=" (Assistants API)"
+    )
     created: str | None = None
-    try:
-        async with Downloader(config, out, client=http_client, observer=obs) as downloader:
-            file_ids = await _upload(oai, config, inputs, obs)
-            try:
-                if assistant_id is None:
-                    assistant = await _call(
-                        oai.beta.assistants.create,
-                        model=str(model),
-                        name="cigate-run",
-                        instructions=instructions or DEFAULT_INSTRUCTIONS,
-                        tools=[{"type": "code_interpreter"}],
-                        tool_resources={"code_interpreter": {"file_ids": file_ids}},
+    async with client_for(config, client) as oai:
+        try:
+            async with Downloader(config, out, client=http_client, observer=obs) as downloader:
+                file_ids = await _upload(oai, config, inputs, obs)
+                try:
+                    if assistant_id is None:
+                        assistant = await _call(
+                            oai.beta.assistants.create,
+                            model=str(model),
+                            name="cigate-run",
+                            instructions=instructions or DEFAULT_INSTRUCTIONS,
+                            tools=[{"type": "code_interpreter"}],
+                            tool_resources={"code_interpreter": {"file_ids": file_ids}},
+                        )
+                        assistant_id = created = assistant.id
+                        file_ids = []  # already the assistant's
+                    attachments: Any = [
+                        {"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in file_ids
+                    ]
+                    thread = await _call(
+                        oai.beta.threads.create,
+                        messages=[{"role": "user", "content": prompt, "attachments": attachments}],
                     )
-                    assistant_id = created = assistant.id
-                    file_ids = []  # already the assistant's
-                attachments: Any = [
-                    {"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in file_ids
-                ]
-                thread = await _call(
-                    oai.beta.threads.create,
-                    messages=[{"role": "user", "content": prompt, "attachments": attachments}],
-                )
-            except openai.OpenAIError as exc:
-                raise classify.from_sdk(
-                    exc, what="create the assistant and thread", uses_entra=config.uses_entra
-                ) from exc
-            obs.step(3, STEPS, f"Running thread {thread.id} on {model or assistant_id}")
-            result = RunResult()
-            collector = RefCollector()
-            failure: CigateError | None = None
-            async with anyio.create_task_group() as tg:
+                except openai.OpenAIError as exc:
+                    raise classify.from_sdk(
+                        exc, what="create the assistant and thread", uses_entra=config.uses_entra
+                    ) from exc
+                obs.step(3, STEPS, f"Running thread {thread.id} on {model or assistant_id}")
+                result = RunResult()
+                collector = RefCollector()
+                failure: CigateError | None = None
+                async with anyio.create_task_group() as tg:
 
-                def start(obj: Any) -> None:
-                    for ref in collector.feed(obj):
-                        tg.start_soon(downloader.fetch, ref)
+                    def start(obj: Any) -> None:
+                        for ref in collector.feed(obj):
+                            tg.start_soon(downloader.fetch, ref)
 
-                try:  # raised after the task group, which would wrap it in an ExceptionGroup
-                    run = await _run(oai, config, thread.id, assistant_id, stream, obs, start)
-                    obs.step(4, STEPS, "Listing the run's messages and steps")
-                    messages = await _messages(oai, config, thread.id, run["id"])
-                    steps = await _steps(oai, config, thread.id, run["id"])
-                    start(messages)
-                    start(steps)
-                except CigateError as exc:
-                    failure = exc
-            if failure is not None:
-                raise failure
-            obs.step(5, STEPS, "Done")
-            result.response_id = run["id"]
-            result.results = list(downloader.done.values())
-            _finish(result, run, messages, steps)
-            return result
-    finally:
-        if created is not None:
-            try:
-                await _call(oai.beta.assistants.delete, created)
-            except openai.OpenAIError as exc:
-                obs.warning(f"could not delete the temporary assistant {created}: {exc}")
-        if own:
-            await oai.close()
+                    try:  # raised after the task group, which would wrap it in an ExceptionGroup
+                        run = await _run(oai, config, thread.id, assistant_id, stream, obs, start)
+                        obs.step(4, STEPS, "Listing the run's messages and steps")
+                        messages = await _messages(oai, config, thread.id, run["id"])
+                        steps = await _steps(oai, config, thread.id, run["id"])
+                        start(messages)
+                        start(steps)
+                    except CigateError as exc:
+                        failure = exc
+                if failure is not None:
+                    raise failure
+                obs.step(5, STEPS, "Done")
+                result.response_id = run["id"]
+                result.results = list(downloader.done.values())
+                _finish(result, run, messages, steps)
+                return result
+        finally:
+            if created is not None:
+                try:
+                    await _call(oai.beta.assistants.delete, created)
+                except openai.OpenAIError as exc:
+                    obs.warning(f"could not delete the temporary assistant {created}: {exc}")
 
 
 async def _upload(
@@ -194,14 +176,19 @@ async def _run(  # noqa: PLR0917 - private helper, called once
         if not stream:
             return await _poll(oai, config, thread_id, assistant_id)
         final: dict[str, Any] = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pending = oai.beta.threads.runs.create(
-                thread_id=thread_id, assistant_id=assistant_id, stream=True
-            )
-        events = await pending
+        events = cast(
+            "AsyncStream[Any]",
+            await _call(
+                oai.beta.threads.runs.create,
+                thread_id=thread_id,
+                assistant_id=assistant_id,
+                stream=True,
+            ),
+        )
         async for event in events:
             name: str = event.event
+            if name.startswith("thread.message.") and name != "thread.message.completed":
+                continue  # text deltas: nothing to show or fetch (one event per token)
             data = to_jsonable(event.data)
             if name == "thread.run.step.delta" and isinstance(data, dict):
                 for call in _tool_calls(data.get("delta", {}).get("step_details")):
@@ -323,11 +310,7 @@ def _finish(
         if block.get("type") == "text" and isinstance(block.get("text"), dict)
     ]
     result.text = "\n\n".join(texts)
-    local: dict[str, str] = {}
-    for r in result.results:
-        if r.ok and r.path is not None:
-            local.setdefault(r.ref.filename, str(r.path))
-    result.local_text = rewrite_sandbox_links(result.text, local)
+    result.local_text = rewrite_sandbox_links(result.text, local_paths(result.results))
     if result.status not in ("completed", None):
         error = run.get("last_error") or {}
         message = error.get("message") or f"the run ended with status {result.status}"

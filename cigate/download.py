@@ -183,6 +183,7 @@ class Downloader:
     async def list_files(self, container_id: str) -> list[dict[str, Any]]:
         """The container's file records (all pages), with retries; raises a CigateError."""
         records: list[dict[str, Any]] = []
+        seen: set[Any] = set()
         after: str | None = None
         while True:
             params: dict[str, str] = {"limit": "100", "order": "asc", **self.config.default_query}
@@ -194,9 +195,9 @@ class Downloader:
                 )
             )
             data = [r for r in page.get("data", []) if isinstance(r, dict)]
-            seen = {r.get("id") for r in records}
             fresh = [r for r in data if r.get("id") not in seen]
             records.extend(fresh)
+            seen.update(r.get("id") for r in fresh)
             # Stop on the last page, and on a server that ignores ``after`` (the same page
             # again with has_more: true would otherwise loop forever).
             if not fresh or not page.get("has_more"):

@@ -87,8 +87,50 @@ class QuietObserver:
         pass
 
 
+def prepare(
+    config: ClientConfig | None,
+    observer: RunObserver | None,
+    model: str | None,
+    files: Iterable[str | Path],
+    *,
+    model_required: bool,
+    api: str = "",
+) -> tuple[ClientConfig, RunObserver, str | None, list[Path]]:
+    """What every run checks before it calls anything: settings, model, input files; step 1."""
+    config = config or resolve_config()
+    obs: RunObserver = observer or QuietObserver()
+    model = model or config.model
+    if not model and model_required:
+        raise ConfigurationError(
+            "no model (deployment) is set",
+            hint="Pass --model DEPLOYMENT or set AOAI_DEPLOYMENT (or CIGATE_MODEL).",
+        )
+    inputs = [Path(f) for f in files]
+    for path in inputs:
+        if not path.is_file():
+            raise BadInputError(f"input file not found: {path}")
+    auth = "API key" if config.api_key else f"Microsoft Entra ID ({config.scope})"
+    obs.step(1, STEPS, f"Endpoint {config.base_url} with {auth}{api}")
+    for text in config.warnings:
+        obs.warning(text)
+    return config, obs, model, inputs
+
+
+def local_paths(results: Iterable[DownloadResult]) -> dict[str, str]:
+    """Local path of each saved file by its name (and by its /mnt/data path), for rewriting."""
+    local: dict[str, str] = {}
+    for r in results:
+        if r.ok and r.path is not None:
+            local.setdefault(r.ref.filename, str(r.path))
+            if r.ref.path:
+                local.setdefault(r.ref.path.removeprefix("/mnt/data/"), str(r.path))
+    return local
+
+
 @contextlib.asynccontextmanager
-async def _client(config: ClientConfig, client: AsyncOpenAI | None) -> AsyncIterator[AsyncOpenAI]:
+async def client_for(
+    config: ClientConfig, client: AsyncOpenAI | None
+) -> AsyncIterator[AsyncOpenAI]:
     """The caller's SDK client, or one built from ``config`` and closed afterwards."""
     if client is not None:
         yield client
@@ -142,24 +184,9 @@ async def arun(
     that ends ``incomplete`` (``max_output_tokens`` reached, content filter) keeps its files and
     gives a warning: ``result.status`` says so.
     """
-    config = config or resolve_config()
-    obs: RunObserver = observer or QuietObserver()
-    model = model or config.model
-    if not model:
-        raise ConfigurationError(
-            "no model (deployment) is set",
-            hint="Pass --model DEPLOYMENT or set AOAI_DEPLOYMENT (or CIGATE_MODEL).",
-        )
-    inputs = [Path(f) for f in files]
-    for path in inputs:
-        if not path.is_file():
-            raise BadInputError(f"input file not found: {path}")
-    auth = "API key" if config.api_key else f"Microsoft Entra ID ({config.scope})"
-    obs.step(1, STEPS, f"Endpoint {config.base_url} with {auth}")
-    for text in config.warnings:
-        obs.warning(text)
+    config, obs, model, inputs = prepare(config, observer, model, files, model_required=True)
     async with (
-        _client(config, client) as oai,
+        client_for(config, client) as oai,
         Downloader(config, out, client=http_client, observer=obs) as downloader,
     ):
         if inputs:
@@ -293,13 +320,7 @@ def _finish(result: RunResult, final: dict[str, Any]) -> None:
                 if part.get("type") == "output_text":
                     texts.append(str(part.get("text", "")))
     result.text = "".join(texts)
-    local: dict[str, str] = {}
-    for r in result.results:
-        if r.ok and r.path is not None:
-            local.setdefault(r.ref.filename, str(r.path))
-            if r.ref.path:
-                local.setdefault(r.ref.path.removeprefix("/mnt/data/"), str(r.path))
-    result.local_text = rewrite_sandbox_links(result.text, local)
+    result.local_text = rewrite_sandbox_links(result.text, local_paths(result.results))
     if final.get("status") == "failed":
         err = final.get("error") or {}
         body = {
@@ -398,7 +419,7 @@ async def afetch_response(
     """Retrieve a stored response and download every file it cites."""
     config = config or resolve_config()
     try:
-        async with _client(config, client) as oai:
+        async with client_for(config, client) as oai:
             response = await oai.responses.retrieve(response_id)
     except openai.NotFoundError as exc:
         raise BadInputError(
