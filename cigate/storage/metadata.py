@@ -20,7 +20,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, Self, cast
 
-from sqlalchemy import Row, and_, or_, select, update
+from sqlalchemy import Row, and_, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from cigate.clock import Clock
@@ -274,9 +274,7 @@ class MetadataStore(FileQueries, OwnerQueries):
         lease that runs out (the lister died too) frees it for the next sweep.
         """
         now = self._now()
-        lease_free = or_(
-            responses.c.list_lease_expires_at.is_(None), responses.c.list_lease_expires_at < now
-        )
+        lease_free = self._lease_free(now, responses.c.list_lease_expires_at)
         unlisted = and_(
             responses.c.listed_at.is_(None),
             responses.c.created_at <= now - timedelta(seconds=older_than),

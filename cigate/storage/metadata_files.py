@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cigate.exceptions import BadInputError
 from cigate.storage._db import StoreBase
 from cigate.storage.errors import NotFoundError
-from cigate.storage.metadata_owners import claim_in
+from cigate.storage.metadata_owners import OwnedKind, claim_in
 from cigate.storage.records import FileKind, FileOrigin, FileRow
-from cigate.storage.schema import files, owners
+from cigate.storage.schema import files
 
 __all__ = ["FileQueries", "new_file_id"]
 
@@ -134,19 +134,12 @@ class FileQueries(StoreBase):
         async with self._write("recording a file") as conn:
             await conn.execute(stmt)
             # A file row makes its container (or Files-API id) the tenant's, unless taken.
-            if kind == "container":
-                await claim_in(
-                    conn,
-                    self.dialect,
-                    "container",
-                    [container_id or ""],
-                    tenant_id=tenant_id,
-                    now=now,
-                )
-            else:
-                await claim_in(
-                    conn, self.dialect, "file", [upstream_file_id], tenant_id=tenant_id, now=now
-                )
+            owned: tuple[OwnedKind, str] = (
+                ("container", container_id or "")
+                if kind == "container"
+                else ("file", upstream_file_id)
+            )
+            await claim_in(conn, self.dialect, owned[0], [owned[1]], tenant_id=tenant_id, now=now)
             if response_id is not None:
                 await conn.execute(
                     update(files)
@@ -225,18 +218,6 @@ class FileQueries(StoreBase):
                 query = query.order_by(files.c.created_at.desc(), files.c.id.desc())
             rows = (await conn.execute(query.limit(limit))).all()
         return [_row(r) for r in rows]
-
-    async def files_api_owner(self, upstream_file_id: str) -> str | None:
-        """The tenant that first adopted or uploaded a Files-API id (``assistant-…``/``file-…``).
-
-        Unscoped on purpose (added by the gateway): an id one tenant adopted must answer like
-        an unknown id for every other tenant, not be fetched again for them.
-        """
-        query = select(owners.c.tenant_id).where(
-            owners.c.kind == "file", owners.c.upstream_id == upstream_file_id
-        )
-        async with self._read("finding a file's owner") as conn:
-            return cast(str | None, (await conn.execute(query)).scalar())
 
     async def list_pending(self, limit: int = 100) -> list[FileRow]:
         """Pending rows of every tenant, oldest first, leased or not (resume after restart)."""
@@ -419,31 +400,26 @@ class FileQueries(StoreBase):
         Only a row that is still ``failed``: one another process stored (or requeued) since
         the caller read it is returned as it is.
         """
-        async with self._write("requeueing a file") as conn:
-            await conn.execute(
-                update(files)
-                .where(files.c.id == file_id, files.c.state == "failed")
-                .values(
-                    state="pending",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=self._now(),
-                )
-            )
-            row = (await conn.execute(select(files).where(files.c.id == file_id))).first()
-        if row is None:
-            raise NotFoundError(f"no file {file_id!r}")
-        return _row(row)
+        return await self._set(
+            file_id,
+            files.c.state == "failed",
+            state="pending",
+            lease_owner=None,
+            lease_expires_at=None,
+        )
 
-    async def _set(self, file_id: str, **values: Any) -> FileRow:
+    async def _set(self, file_id: str, *where: Any, **values: Any) -> FileRow:
+        """Update the row (if it also meets ``where``) and return it as it is now."""
         values["updated_at"] = self._now()
         async with self._write("updating a file") as conn:
-            await conn.execute(update(files).where(files.c.id == file_id).values(**values))
+            await conn.execute(update(files).where(files.c.id == file_id, *where).values(**values))
             row = (await conn.execute(select(files).where(files.c.id == file_id))).first()
         if row is None:
             raise NotFoundError(f"no file {file_id!r}")
         return _row(row)
 
     @staticmethod
-    def _lease_free(now: Any) -> Any:
-        return or_(files.c.lease_expires_at.is_(None), files.c.lease_expires_at < now)
+    def _lease_free(now: Any, expires: Any = files.c.lease_expires_at) -> Any:
+        """No lease, or an expired one (``expires``: the lease column, the files table's by
+        default)."""
+        return or_(expires.is_(None), expires < now)

@@ -69,6 +69,14 @@ class OwnerQueries(StoreBase):
             )
             return cast(str | None, (await conn.execute(query)).scalar())
 
+    async def files_api_owner(self, upstream_file_id: str) -> str | None:
+        """The tenant that first adopted or uploaded a Files-API id (``assistant-…``/``file-…``).
+
+        Unscoped on purpose (added by the gateway): an id one tenant adopted must answer like
+        an unknown id for every other tenant, not be fetched again for them.
+        """
+        return await self.owner("file", upstream_file_id)
+
     async def owner(self, kind: OwnedKind, upstream_id: str) -> str | None:
         """The tenant owning an id, or ``None``. Unscoped on purpose: callers compare it."""
         if not upstream_id or len(upstream_id) > _MAX_ID:

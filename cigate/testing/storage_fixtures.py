@@ -49,6 +49,7 @@ __all__ = [
 
 BACKENDS = ("sqlite-disk", "postgres-azurite")
 _T = TypeVar("_T")
+_S = TypeVar("_S", PostgresServer, AzuriteServer)
 
 
 @dataclass(frozen=True)
@@ -85,28 +86,26 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def _started(server: _S) -> Iterator[_S]:
+    """Start a session's service (skip or fail when it cannot run), stop it at the end."""
     try:
-        server = PostgresServer().start()
+        server.start()
     except ServiceUnavailable as exc:
         _unavailable(str(exc))
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    yield from _started(PostgresServer())
 
 
 @pytest.fixture(scope="session")
 def azurite_server() -> Iterator[AzuriteServer]:
-    try:
-        server = AzuriteServer().start()
-    except ServiceUnavailable as exc:
-        _unavailable(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _started(AzuriteServer())
 
 
 @pytest.fixture(scope="session")
