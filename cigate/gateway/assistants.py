@@ -90,10 +90,7 @@ async def _require_run_assistant(svc: Services, tenant_id: str, request: Request
     A body that is not JSON, or has no string ``assistant_id``, goes up unchanged: the upstream
     answers it in its own words (400), and no assistant of anyone is used.
     """
-    try:
-        body: Any = json.loads(await body_refs.read_capped(request, svc.settings.max_json_body))
-    except ValueError:
-        return
+    body = await body_refs.json_body(request, svc.settings.max_json_body)
     assistant_id = body.get("assistant_id") if isinstance(body, dict) else None
     if isinstance(assistant_id, str):
         await _require(svc, tenant_id, "assistant", assistant_id, param="assistant_id")

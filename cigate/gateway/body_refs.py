@@ -40,7 +40,7 @@ from cigate.gateway.context import Services
 from cigate.gateway.errors import UnknownIdError
 from cigate.gateway.passthrough import PREFIXES
 
-__all__ = ["Group", "Operation", "enforce", "extract", "operation"]
+__all__ = ["Group", "Operation", "enforce", "extract", "json_body", "operation", "read_capped"]
 
 #: How the upstream words an unknown file id, per API family (the emulator's exact answers).
 Style = Literal["responses", "containers", "assistants"]
@@ -146,11 +146,7 @@ async def enforce(svc: Services, tenant_id: str, request: Request) -> None:
         return
     if request.headers.get("content-type", "").lower().startswith("multipart/"):
         return
-    try:
-        body = json.loads(await read_capped(request, svc.settings.max_json_body))
-    except ValueError:
-        return  # the upstream answers malformed bodies in its own words
-    groups = extract(op, body)
+    groups = extract(op, await json_body(request, svc.settings.max_json_body))
     if not groups:
         return
     owned = await svc.meta.owned_among(tenant_id, "file", [f for g in groups for f in g.ids])
@@ -246,6 +242,20 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 
 def _strings(value: Any) -> list[str]:
     return [x for x in _list(value) if isinstance(x, str)]
+
+
+async def json_body(request: Request, limit: int) -> Any:
+    """The request's JSON body, parsed once per request however many checks read it.
+
+    ``None`` when it is not JSON (the upstream answers malformed bodies in its own words);
+    the bytes stay on the request for forwarding (see :func:`read_capped`).
+    """
+    if not hasattr(request.state, "cigate_json"):
+        try:
+            request.state.cigate_json = json.loads(await read_capped(request, limit))
+        except ValueError:
+            request.state.cigate_json = None
+    return request.state.cigate_json
 
 
 async def read_capped(request: Request, limit: int) -> bytes:

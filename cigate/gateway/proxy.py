@@ -44,24 +44,21 @@ async def create_response(request: Request) -> Response:
     """``POST /responses`` in any URL form: forward, relay, harvest."""
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
-    body = await body_refs.read_capped(request, svc.settings.max_json_body)
+    body = await body_refs.json_body(request, svc.settings.max_json_body)
     await scoped.check_response_containers(svc, tenant_id, body)
     await check_previous_response(svc, tenant_id, body)
     await body_refs.enforce(svc, tenant_id, request)
     return await forward(svc, request, _target(svc, request, "responses"), tenant_id, harvest=True)
 
 
-async def check_previous_response(svc: Services, tenant_id: str, body: bytes) -> None:
+async def check_previous_response(svc: Services, tenant_id: str, body: Any) -> None:
     """Refuse ``previous_response_id`` naming a response that is not the caller's.
 
     The upstream would otherwise continue another tenant's conversation (its input, output and
     container) for the caller. The answer is the upstream's own for an unknown response id.
+    ``body`` is the parsed request (see :func:`body_refs.json_body`).
     """
-    try:
-        request: Any = json.loads(body)
-    except ValueError:
-        return  # the upstream answers malformed bodies in its own words
-    previous = request.get("previous_response_id") if isinstance(request, dict) else None
+    previous = body.get("previous_response_id") if isinstance(body, dict) else None
     if isinstance(previous, str) and await svc.meta.get_response(tenant_id, previous) is None:
         raise UnknownIdError(
             f"Previous response with id '{previous}' not found.", param="previous_response_id"

@@ -21,7 +21,6 @@ Which answer comes from where, for an owned container:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -209,18 +208,15 @@ async def files_other(request: Request) -> Response:
     return await relay(await _owned_file(request), request)
 
 
-async def check_response_containers(svc: Services, tenant_id: str, body: bytes) -> None:
+async def check_response_containers(svc: Services, tenant_id: str, body: Any) -> None:
     """Refuse a Responses request that names another tenant's container; claim unknown ones.
 
     ``tools: [{"type": "code_interpreter", "container": "cntr_…"}]`` would otherwise run code
     in, and read files of, a container another tenant created. A container nobody owns yet
     (created directly upstream) becomes the caller's, as Files-API ids do on first use.
+    ``body`` is the parsed request (see :func:`body_refs.json_body`).
     """
-    try:
-        request: Any = json.loads(body)
-    except ValueError:
-        return  # the upstream answers malformed bodies in its own words
-    tools = request.get("tools") if isinstance(request, dict) else None
+    tools = body.get("tools") if isinstance(body, dict) else None
     for tool in tools if isinstance(tools, list) else []:
         container = tool.get("container") if isinstance(tool, dict) else None
         if not isinstance(container, str) or not container:
