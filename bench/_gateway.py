@@ -7,6 +7,8 @@ with the server being measured, and a server's memory can be read from ``/proc``
 from __future__ import annotations
 
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -92,3 +94,41 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class ChildEmulator:
+    """An emulator in a child process that prints its URL on its first line of output.
+
+    It runs in its own process group, so ``stop()`` (close stdin, wait, else SIGKILL the group)
+    always ends it and its kernels. A child that does not say a loopback URL within
+    ``startup_timeout`` is stopped and reported with ``RuntimeError``.
+    """
+
+    def __init__(self, code: str, startup_timeout: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.url = self._readline(startup_timeout)
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"the emulator did not start (said {self.url!r})")
+
+    def _readline(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().strip() if ready else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

@@ -42,18 +42,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import random
-import select
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from _gateway import ChildEmulator
 
 from cigate import adownload
 from cigate.config import ClientConfig, resolve_config
@@ -106,23 +104,14 @@ def _expected(seed: int) -> dict[str, str]:
     }
 
 
-class Emulator:
-    """The emulator in a child process; ``stop()`` always ends it (and its kernels)."""
+class Emulator(ChildEmulator):
+    """The emulator in a child process, with its control plane."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its own process group: kernels included in a kill
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP_TIMEOUT)
-        self.url = self.proc.stdout.readline().strip() if ready else ""
-        if not self.url.startswith("http://127.0.0.1:"):
-            self.stop()
-            raise SystemExit(f"the emulator did not start (said {self.url!r})")
+        try:
+            super().__init__(SERVER, STARTUP_TIMEOUT)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from exc
 
     def control(self, method: str, path: str, body: object = None) -> None:
         data = None if body is None else json.dumps(body).encode()
@@ -135,17 +124,6 @@ class Emulator:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=30) as reply:
             reply.read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 async def _timed(

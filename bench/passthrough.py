@@ -35,12 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import select
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +48,7 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gateway import CIGATE, free_port, start, stop
+from _gateway import CIGATE, ChildEmulator, free_port, start, stop
 
 RUNS = 25
 WARMUP = 2
@@ -143,30 +139,15 @@ def serve_emulator(api_key: str, data_dir: str) -> None:
         handle.stop()
 
 
-class Emulator:
-    """The child process; ``stop()`` always ends it (and its kernels: own process group)."""
+class Emulator(ChildEmulator):
+    """The child process, which also hands over its emission stamps on request."""
 
     def __init__(self, api_key: str, data_dir: Path) -> None:
         code = (
             f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
             f"import passthrough; passthrough.serve_emulator({api_key!r}, {str(data_dir)!r})"
         )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.url = self._readline(STARTUP_TIMEOUT)
-        if not self.url.startswith("http://127.0.0.1:"):
-            self.stop()
-            raise RuntimeError(f"the emulator did not start (said {self.url!r})")
-
-    def _readline(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline().strip() if ready else ""
+        super().__init__(code, STARTUP_TIMEOUT)
 
     def stamps(self) -> dict[str, dict[int, int]]:
         assert self.proc.stdin is not None
@@ -176,17 +157,6 @@ class Emulator:
         if not raw:
             raise RuntimeError("the emulator did not hand over its emission stamps")
         return {rid: {int(k): v for k, v in seqs.items()} for rid, seqs in json.loads(raw).items()}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def prompt(n: int) -> str:
