@@ -9,7 +9,7 @@ the OpenAI error envelope by the app's one error handler.
 from __future__ import annotations
 
 import json
-import secrets
+import random
 import string
 from collections.abc import AsyncIterator
 from typing import Any
@@ -137,7 +137,7 @@ def _obfuscated(event: dict[str, Any]) -> dict[str, Any]:
     if not event["type"].endswith(".delta") or not isinstance(delta, str):
         return event
     size = _PAD - len(delta.encode()) % _PAD
-    return {**event, "obfuscation": "".join(secrets.choice(_PAD_CHARS) for _ in range(size))}
+    return {**event, "obfuscation": "".join(random.choices(_PAD_CHARS, k=size))}
 
 
 async def _json_body(request: Request) -> Any:

@@ -201,14 +201,19 @@ class ResponseRun:
                 return True
             raise TypeError(f"unknown model step {step!r}")
 
-    def _output_tokens(self) -> int:
-        """Output tokens spent so far (code written, text answered)."""
+    def _output_chars(self) -> int:
+        """Characters output so far (code written, text answered)."""
         chars = 0
         for item in self.output:
             if item["type"] == "code_interpreter_call":
                 chars += len(item["code"] or "")
             else:
                 chars += sum(len(p.get("text", "")) for p in item["content"])
+        return chars
+
+    def _output_tokens(self) -> int:
+        """Output tokens spent so far (none before any output)."""
+        chars = self._output_chars()
         return tokens(chars) if chars else 0
 
     async def _code_call(self, container: Container, code: str) -> ToolResult:
@@ -280,7 +285,7 @@ class ResponseRun:
         input_chars = len(conversation.instructions or "") + sum(
             len(message_text(item)) for item in conversation.items
         )
-        self.usage = usage(input_chars, self._output_tokens() * CHARS_PER_TOKEN)
+        self.usage = usage(input_chars, self._output_chars())
 
     def _fail(self, exc: ApiError) -> None:
         """End with ``response.failed`` carrying the error; unfinished items end as failed."""
