@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 TRANSIENT_KINDS = (UpstreamUnavailableError.kind, RateLimitedError.kind, IntegrityError.kind)
 #: Responses older than this are not listed by the sweep: their containers expired long ago.
 RELIST_HORIZON = 24 * 3600.0
+#: Seconds between clean-ups of the blob store's leftovers (also run at start-up).
+BLOB_CLEANUP_INTERVAL = 3600.0
 
 
 def walk_response(response: dict[str, Any]) -> tuple[set[str], list[dict[str, Any]]]:
@@ -393,9 +395,25 @@ class Harvester:
         return min(delay, self.settings.harvest_retry_max_delay)
 
     async def _resume_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_cleanup = loop.time()  # at start-up, then every BLOB_CLEANUP_INTERVAL
         while True:
             try:
                 await self.resume_once()
             except Exception:  # a broken store or row must not end recovery for good
                 log.exception("resume sweep failed")
+            if loop.time() >= next_cleanup:
+                await self._cleanup_blobs()
+                next_cleanup = loop.time() + BLOB_CLEANUP_INTERVAL
             await asyncio.sleep(self.settings.resume_interval)
+
+    async def _cleanup_blobs(self) -> None:
+        """Remove what puts of crashed processes left in the blob store (the store's own grace
+        keeps other processes' live puts: a day for Azure staging blobs, a lock locally)."""
+        try:
+            removed = await self.blobs.cleanup()
+        except Exception:
+            log.exception("blob store clean-up failed")
+            return
+        if removed:
+            log.info("blob store clean-up removed %d leftover(s) of interrupted copies", removed)

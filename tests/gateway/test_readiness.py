@@ -1,13 +1,17 @@
-"""``/healthz`` (alive) and ``/readyz`` (the stores answer), on both storage backends."""
+"""``/healthz`` (alive), ``/readyz`` (the stores answer) and the start-up blob clean-up."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from cigate.gateway.settings import GatewaySettings
+from cigate.storage import open_blob_store
 from cigate.testing.services import PostgresServer
 from tests.gateway.conftest import DEAD_UPSTREAM, Backend, make_backend
 from tests.gateway.harness import GatewayHarness
@@ -58,3 +62,36 @@ def test_readyz_names_a_database_that_is_gone(
         r = gateway.client.get("/readyz")
         assert r.status_code == 503
         assert r.json()["checks"] == {"database": "unavailable", "blobs": "ok"}
+
+
+def test_a_starting_gateway_removes_what_a_crashed_copy_left_in_azure(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A staging blob two days old (its writer is gone) goes at start-up; a fresh one stays."""
+    backend = make_backend("postgres-azurite", request, tmp_path)
+    old = f".staging/{(datetime.now(UTC) - timedelta(days=2)).strftime('%Y%m%dT%H%M%SZ')}-dead"
+    new = f".staging/{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-live"
+
+    async def stage() -> None:
+        store = open_blob_store(backend.blobs)
+        try:
+            await store.check()  # creates the container
+            for name in (old, new):
+                staging = store._container.get_blob_client(name)  # type: ignore[attr-defined]
+                await staging.stage_block("AAAA", b"partial", length=7)
+        finally:
+            await store.close()
+
+    asyncio.run(stage())
+    settings = GatewaySettings(
+        upstream=DEAD_UPSTREAM, upstream_auth="none", database=backend.database, blobs=backend.blobs
+    )
+    with GatewayHarness(settings) as gateway:
+        names: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            names = gateway.call(gateway.services.blobs.list_names)
+            if old not in names:
+                break
+            time.sleep(0.1)
+    assert names == [new]
