@@ -3,8 +3,9 @@
 Fidelity comes from the upstream description, not memory (STYLE 8). The spec is 3 MB of YAML
 (~1 s to parse), so the first load writes a compact JSON form (operations' response schemas and
 ``components.schemas``, annotations stripped) to a cache keyed by the file's size and mtime;
-validators are built once per schema. The spec is found through ``CIGATE_OPENAPI_SPEC`` or at
-``../shared/reference/openai-openapi.yaml`` next to the repository.
+validators are built once per schema. The spec ships with the package
+(``cigate/testing/openapi/``, see its ``SOURCE.md``), so validation works wherever cigate is
+installed; ``CIGATE_OPENAPI_SPEC`` points it at another copy.
 
 ``OVERLAY`` lists the only places where we knowingly differ from the spec (Azure-only shapes and
 nulls production sends); keep it small and explained.
@@ -92,13 +93,21 @@ class _Operation:
     responses: dict[str, dict[str, Any]]
 
 
-def spec_path() -> Path | None:
-    """The OpenAPI file, or None if it is not on this machine."""
-    if env := os.environ.get(SPEC_ENV):
-        return Path(env) if Path(env).is_file() else None
-    repo = Path(__file__).resolve().parents[2]
-    candidate = repo.parent / "shared" / "reference" / "openai-openapi.yaml"
-    return candidate if candidate.is_file() else None
+#: The description shipped with the package.
+BUNDLED_SPEC = Path(__file__).resolve().parent / "openapi" / "openai-openapi.yaml"
+
+
+def spec_path() -> Path:
+    """The OpenAPI file: ``CIGATE_OPENAPI_SPEC`` when set, else the bundled copy.
+
+    A path that does not exist is an error, never a silent "nothing validated".
+    """
+    path = Path(os.environ[SPEC_ENV]) if os.environ.get(SPEC_ENV) else BUNDLED_SPEC
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no OpenAPI description at {path} ({SPEC_ENV} or the installed package is wrong)"
+        )
+    return path
 
 
 def _strip(node: Any, *, names: bool = False) -> Any:
@@ -227,10 +236,9 @@ def strip_prefix(path: str) -> str:
 
 
 @functools.cache
-def load_spec() -> Spec | None:
-    """The parsed spec (once per process), or None if the file is absent."""
-    path = spec_path()
-    return Spec(_load_compact(path)) if path is not None else None
+def load_spec() -> Spec:
+    """The parsed spec, once per process."""
+    return Spec(_load_compact(spec_path()))
 
 
 def _raise_first(validator: Draft202012Validator, instance: Any, where: str) -> None:
@@ -249,12 +257,12 @@ def _is_azure_error(body: Any) -> bool:
 def validate_body(method: str, path: str, status: int, body: Any) -> bool:
     """Check a JSON body against the operation's response schema for ``status``.
 
-    Returns False when there is nothing to check (no spec, unknown operation, undocumented
-    status, overlay); True when the body matched; raises ``SchemaMismatchError`` otherwise.
+    Returns False when there is nothing to check (unknown operation, undocumented status,
+    overlay); True when the body matched; raises ``SchemaMismatchError`` otherwise.
     """
-    spec = load_spec()
-    if spec is None or path.endswith("/content") or _is_azure_error(body):
+    if path.endswith("/content") or _is_azure_error(body):
         return False
+    spec = load_spec()
     op = spec.operation(method, path)
     if op is None:
         return False
@@ -271,7 +279,7 @@ def validate_assistant_event(event: str, data: Any) -> bool:
     """Check one Assistants SSE event (``event:`` name + ``data`` object) against
     ``AssistantStreamEvent``; the final ``done`` / ``[DONE]`` frame included."""
     spec = load_spec()
-    if spec is None or "AssistantStreamEvent" not in spec.schemas:
+    if "AssistantStreamEvent" not in spec.schemas:
         return False
     ref = {"$ref": "#/components/schemas/AssistantStreamEvent"}
     validator = spec.validator(ref)
@@ -299,8 +307,6 @@ def validate_assistant_event(event: str, data: Any) -> bool:
 def validate_event(event: dict[str, Any]) -> bool:
     """Check one Responses SSE event against its ``ResponseStreamEvent`` member (by ``type``)."""
     spec = load_spec()
-    if spec is None:
-        return False
     event_type = event.get("type")
     name = spec.event_schema(event_type) if isinstance(event_type, str) else None
     if name is None:

@@ -8,10 +8,6 @@ import pytest
 
 from cigate.testing import schema
 
-pytestmark = pytest.mark.skipif(
-    schema.spec_path() is None, reason="the OpenAPI description is not on this machine"
-)
-
 CONTAINER: dict[str, Any] = {
     "id": "cntr_1",
     "object": "container",
@@ -120,8 +116,27 @@ def test_the_spec_is_loaded_once_per_process() -> None:
     assert schema.load_spec() is schema.load_spec()
 
 
+def test_the_spec_ships_with_the_package_with_its_licence_and_source() -> None:
+    assert schema.spec_path() == schema.BUNDLED_SPEC
+    folder = schema.BUNDLED_SPEC.parent
+    assert "MIT License" in (folder / "openai-openapi.LICENSE").read_text()
+    source = (folder / "SOURCE.md").read_text()
+    assert "openai/openai-openapi" in source
+    assert "f85dbe223d40e1a31cba812ab2d755c7e98a92a3" in source
+
+
 def test_the_spec_location_can_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
+    copy = tmp_path / "spec.yaml"
+    copy.write_bytes(schema.BUNDLED_SPEC.read_bytes())
+    monkeypatch.setenv(schema.SPEC_ENV, str(copy))
+    assert schema.spec_path() == copy
+
+
+def test_a_spec_location_that_does_not_exist_is_an_error_not_a_silent_skip(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     monkeypatch.setenv(schema.SPEC_ENV, str(tmp_path / "missing.yaml"))
-    assert schema.spec_path() is None
+    with pytest.raises(FileNotFoundError, match=r"missing\.yaml"):
+        schema.spec_path()
