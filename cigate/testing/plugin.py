@@ -6,185 +6,115 @@ Fixtures (available in any test directory once cigate is installed):
 * ``emulator_server`` (session): ONE app with a warm kernel pool on a real uvicorn server in a
   background thread.
 * ``emulator`` (function): resets the emulator, yields a ``RunningEmulator`` with ready clients,
-  and fails the test at teardown if any body or SSE event it received broke the OpenAPI schema.
+  and fails the test at teardown if any body or SSE event it received broke the OpenAPI schema
+  (the description ships with the package, so this holds in any project).
 
 ``CIGATE_TEST_SERVER=1`` sends the SDK clients over real HTTP; otherwise they run the app
 in-process on the server's own loop (``cigate.testing.transport``). Either way the same
 emulator state is seen.
+
+pytest loads this module in every project where cigate is installed, so it must never break a
+run: it imports only pytest and the standard library. The fixtures need the ``emulator`` extra;
+when part of it is missing, the run's header says so once and only the tests that use these
+fixtures fail, with the install line, while every other test runs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import os
-import ssl
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+import importlib
+import re
+from collections.abc import Iterator
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
-import httpx2
 import pytest
-from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
-from starlette.applications import Starlette
 
-from cigate.emulator.app import create_app
-from cigate.emulator.server import ServerHandle, run_in_thread
-from cigate.emulator.settings import EmulatorSettings
-from cigate.testing.control import EmulatorControl
-from cigate.testing.transport import AsyncInProcessTransport, InProcessTransport
-from cigate.testing.validation import ValidationRecorder
+if TYPE_CHECKING:
+    from cigate.emulator.server import ServerHandle
+    from cigate.emulator.settings import EmulatorSettings
+    from cigate.testing.emulator import RunningEmulator
 
-SERVER_ENV = "CIGATE_TEST_SERVER"
-TEST_API_KEY = "cigate-test-key"
-DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
-_CLIENT_TIMEOUT = 60.0
-
-Mode = Literal["inprocess", "server"]
-T = TypeVar("T")
+DISTRIBUTION = "cigate-toolkit"
+EXTRA = "emulator"
+INSTALL_HINT = f"pip install '{DISTRIBUTION}[{EXTRA}]'"
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One context for every client: building one loads the CA bundle (~50 ms) each time."""
-    return ssl.create_default_context()
+def missing_requirements() -> tuple[str, ...]:
+    """The distributions of the ``emulator`` extra that are not installed (empty: all are).
+
+    Read from the installed package's own metadata, so the list never drifts from
+    ``pyproject.toml``. A source tree run without installing has no metadata: nothing to say.
+    """
+    try:
+        requires = metadata.requires(DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        return ()
+    missing = []
+    for line in requires:
+        requirement, _, marker = line.partition(";")
+        if not re.search(rf"extra\s*==\s*['\"]{EXTRA}['\"]", marker):
+            continue
+        name = re.split(r"[\s\[<>=!~(]", requirement.strip(), maxsplit=1)[0]
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return tuple(missing)
 
 
-def current_mode() -> Mode:
-    """``"server"`` when ``CIGATE_TEST_SERVER`` is set to a true value."""
-    value = os.environ.get(SERVER_ENV, "").strip().lower()
-    return "server" if value not in ("", "0", "false", "no") else "inprocess"
+def _unavailable_reason(exc: ImportError | None = None) -> str | None:
+    missing = missing_requirements()
+    if not missing and exc is None:
+        return None
+    what = ", ".join(missing) if missing else f"{exc}"
+    return f"the cigate emulator fixtures need the '{EXTRA}' extra ({what} missing): {INSTALL_HINT}"
 
 
-@dataclass
-class RunningEmulator:
-    """One test's view of the emulator: URLs, key, control plane and client factories."""
+def _load(module: str) -> Any:
+    """Import a module the fixtures need, or fail the calling test with the install line."""
+    reason = _unavailable_reason()
+    if reason is None:
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            reason = _unavailable_reason(exc)
+    pytest.fail(reason or f"cannot import {module}", pytrace=False)
 
-    handle: ServerHandle
-    api_key: str
-    mode: Mode
-    recorder: ValidationRecorder = field(default_factory=ValidationRecorder)
-    _sync_clients: list[httpx2.Client] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.control = EmulatorControl(self.http_client())
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Said once per run, and only when the fixtures cannot work."""
+    return _unavailable_reason()
 
-    @property
-    def app(self) -> Starlette:
-        app = self.handle.app
-        assert isinstance(app, Starlette)
-        return app
 
-    @property
-    def base_url(self) -> str:
-        """The Azure-resource-style root, e.g. ``http://127.0.0.1:PORT``."""
-        return self.handle.url
-
-    @property
-    def v1_url(self) -> str:
-        return self.base_url + "/openai/v1/"
-
-    @property
-    def openai_url(self) -> str:
-        return self.base_url + "/v1/"
-
-    @property
-    def auth_headers(self) -> dict[str, str]:
-        return {"api-key": self.api_key}
-
-    def run_on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-        """Run a coroutine on the server's loop (the one that owns the kernel pool), e.g.
-        ``emulator.run_on_loop(emulator.app.state.containers.run_code(c, code, timeout=10))``."""
-        return asyncio.run_coroutine_threadsafe(coro, self.handle.loop).result(timeout)
-
-    # -- raw HTTP -------------------------------------------------------------------------
-
-    def http_client(self, **kw: Any) -> httpx2.Client:
-        """An ``httpx2.Client`` on ``base_url`` (no credentials; add ``auth_headers``)."""
-        kw.setdefault("base_url", self.base_url)
-        kw.setdefault("timeout", _CLIENT_TIMEOUT)
-        kw.setdefault("event_hooks", self.recorder.sync_hooks())
-        kw.setdefault("trust_env", False)
-        kw.setdefault("verify", _ssl_context())
-        if self.mode == "inprocess":
-            kw.setdefault("transport", InProcessTransport(self.app, self.handle.loop))
-        client = httpx2.Client(**kw)
-        self._sync_clients.append(client)
-        return client
-
-    def async_http_client(self, **kw: Any) -> httpx2.AsyncClient:
-        """An ``httpx2.AsyncClient`` on ``base_url``; usable from any event loop.
-
-        Over a real server it keeps no idle connections, so nothing leaks past the test's loop.
-        """
-        kw.setdefault("base_url", self.base_url)
-        kw.setdefault("timeout", _CLIENT_TIMEOUT)
-        kw.setdefault("event_hooks", self.recorder.async_hooks())
-        kw.setdefault("trust_env", False)
-        kw.setdefault("verify", _ssl_context())
-        if self.mode == "inprocess":
-            kw.setdefault("transport", AsyncInProcessTransport(self.app, self.handle.loop))
-        else:
-            kw.setdefault("limits", httpx2.Limits(max_keepalive_connections=0))
-        return httpx2.AsyncClient(**kw)
-
-    # -- SDK clients ----------------------------------------------------------------------
-
-    def openai(self, **kw: Any) -> OpenAI:
-        """``OpenAI(base_url=v1_url)`` with the key: Azure v1 as the Azure docs show it."""
-        kw.setdefault("base_url", self.v1_url)
-        kw.setdefault("api_key", self.api_key)
-        kw.setdefault("http_client", self.http_client(base_url=""))
-        return OpenAI(**kw)
-
-    def async_openai(self, **kw: Any) -> AsyncOpenAI:
-        kw.setdefault("base_url", self.v1_url)
-        kw.setdefault("api_key", self.api_key)
-        kw.setdefault("http_client", self.async_http_client(base_url=""))
-        return AsyncOpenAI(**kw)
-
-    def _azure_kwargs(self, api_version: str, kw: dict[str, Any]) -> dict[str, Any]:
-        kw.setdefault("api_version", api_version)
-        if "base_url" not in kw:
-            kw.setdefault("azure_endpoint", self.base_url)
-        if not {"api_key", "azure_ad_token", "azure_ad_token_provider"} & set(kw):
-            kw["api_key"] = self.api_key
-        return kw
-
-    def azure_openai(self, api_version: str = DEFAULT_AZURE_API_VERSION, **kw: Any) -> AzureOpenAI:
-        """``AzureOpenAI(azure_endpoint=base_url, api_version=...)`` with the key (or pass
-        ``azure_ad_token_provider``, or ``base_url=emulator.v1_url, api_version="preview"``)."""
-        kw = self._azure_kwargs(api_version, kw)
-        kw.setdefault("http_client", self.http_client(base_url=""))
-        return AzureOpenAI(**kw)
-
-    def async_azure_openai(
-        self, api_version: str = DEFAULT_AZURE_API_VERSION, **kw: Any
-    ) -> AsyncAzureOpenAI:
-        kw = self._azure_kwargs(api_version, kw)
-        kw.setdefault("http_client", self.async_http_client(base_url=""))
-        return AsyncAzureOpenAI(**kw)
-
-    def close(self) -> None:
-        for client in self._sync_clients:
-            client.close()
-        self._sync_clients.clear()
+def __getattr__(name: str) -> Any:
+    """``RunningEmulator``, ``current_mode`` and friends moved to :mod:`cigate.testing.emulator`;
+    importing them from here keeps working."""
+    if name in ("RunningEmulator", "current_mode", "SERVER_ENV", "TEST_API_KEY", "Mode"):
+        return getattr(importlib.import_module("cigate.testing.emulator"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @pytest.fixture(scope="session")
 def emulator_settings(tmp_path_factory: pytest.TempPathFactory) -> EmulatorSettings:
     """Settings of the session's emulator; override this fixture to change them."""
-    return EmulatorSettings(
-        api_keys=(TEST_API_KEY,),
+    settings = _load("cigate.emulator.settings")
+    running = _load("cigate.testing.emulator")
+    result: EmulatorSettings = settings.EmulatorSettings(
+        api_keys=(running.TEST_API_KEY,),
         data_dir=tmp_path_factory.mktemp("emulator"),
         pool_size=2,
     )
+    return result
 
 
 @pytest.fixture(scope="session")
 def emulator_server(emulator_settings: EmulatorSettings) -> Iterator[ServerHandle]:
     """The session's emulator on a real uvicorn server (port chosen by the OS)."""
-    handle = run_in_thread(create_app(emulator_settings), "127.0.0.1", 0)
+    app = _load("cigate.emulator.app")
+    server = _load("cigate.emulator.server")
+    handle: ServerHandle = server.run_in_thread(app.create_app(emulator_settings), "127.0.0.1", 0)
     try:
         yield handle
     finally:
@@ -196,8 +126,9 @@ def emulator(
     emulator_server: ServerHandle, emulator_settings: EmulatorSettings
 ) -> Iterator[RunningEmulator]:
     """A freshly reset emulator with ready clients; schema mismatches fail the test."""
-    running = RunningEmulator(
-        handle=emulator_server, api_key=emulator_settings.api_key, mode=current_mode()
+    module = _load("cigate.testing.emulator")
+    running: RunningEmulator = module.RunningEmulator(
+        handle=emulator_server, api_key=emulator_settings.api_key, mode=module.current_mode()
     )
     running.control.reset()
     try:
