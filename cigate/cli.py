@@ -12,7 +12,21 @@ from typing import Any
 
 import click
 
-from cigate.exceptions import CigateError
+from cigate.exceptions import CigateError, ConfigurationError
+
+#: The distribution on the package index (``cigate`` there is somebody else's project).
+DISTRIBUTION = "cigate-toolkit"
+#: The extra each command needs beyond the client's core (``pip install cigate-toolkit``).
+EXTRAS = {"gateway": "gateway", "emulator": "emulator", "demo": "emulator"}
+
+
+def missing_extra(command: str | None, exc: ModuleNotFoundError) -> ConfigurationError:
+    """A missing third-party module, explained as the extra that brings it."""
+    extra = EXTRAS.get(command or "", "gateway,emulator")
+    return ConfigurationError(
+        f"`cigate {command}` needs the '{extra}' extra ({exc})",
+        hint=f"pip install '{DISTRIBUTION}[{extra}]'",
+    )
 
 
 class CigateGroup(click.Group):
@@ -20,7 +34,12 @@ class CigateGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except ModuleNotFoundError as exc:
+                if (exc.name or "cigate").partition(".")[0] == "cigate":
+                    raise  # our own package is broken: a bug, not a missing extra
+                raise missing_extra(ctx.invoked_subcommand, exc) from exc
         except CigateError as exc:
             click.secho(f"error: {exc.message}", fg="red", err=True)
             if exc.hint:
@@ -29,7 +48,7 @@ class CigateGroup(click.Group):
 
 
 @click.group(cls=CigateGroup)
-@click.version_option(package_name="cigate")
+@click.version_option(package_name=DISTRIBUTION)
 def main() -> None:
     """Run code with the Code Interpreter of Azure OpenAI / OpenAI and keep every file it makes."""
 

@@ -59,7 +59,7 @@ class MissingPool:
     async def acquire(self) -> KernelSession:
         raise RuntimeError(
             "the emulator cannot run code: cigate.sandbox.pool is not importable "
-            "(install cigate[emulator] and check the sandbox package)"
+            "(install cigate-toolkit[emulator] and check the sandbox package)"
         )
 
 

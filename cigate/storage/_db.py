@@ -60,6 +60,13 @@ def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url`` with the settings described in the module docstring."""
     sa_url = _normalise(url)
     if sa_url.get_backend_name() != "sqlite":
+        try:
+            import asyncpg  # noqa: F401 - only to explain a missing driver before SQLAlchemy
+        except ImportError as exc:
+            raise ConfigurationError(
+                "PostgreSQL needs the asyncpg driver",
+                hint="pip install 'cigate-toolkit[postgres]'",
+            ) from exc
         return create_async_engine(sa_url, pool_size=5, max_overflow=10, pool_pre_ping=True)
     database = sa_url.database or ""
     memory = database in ("", ":memory:")

@@ -106,7 +106,9 @@ class AzureBlobStore:
         try:
             from azure.storage.blob.aio import BlobServiceClient
         except ImportError as exc:  # pragma: no cover - the azure extra is a dev dependency
-            raise ConfigurationError("Azure blobs need `pip install 'cigate[azure]'`") from exc
+            raise ConfigurationError(
+                "Azure blobs need the azure extra", hint="pip install 'cigate-toolkit[azure]'"
+            ) from exc
         sizes: dict[str, Any] = {
             "max_single_get_size": CHUNK_SIZE,
             "max_chunk_get_size": CHUNK_SIZE,
