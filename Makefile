@@ -6,19 +6,37 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_BASE := $(VENV)/.installed-base
 STAMP_DEV := $(VENV)/.installed-dev
+# Exact versions with hashes of everything make installs (`make lock` refreshes them; runtime
+# ranges for library users stay in pyproject.toml). demo.txt is dev.txt's subset for the demo.
+LOCK_DEV := requirements/dev.txt
+LOCK_DEMO := requirements/demo.txt
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
+LOCK_FLAGS := --universal --generate-hashes --python-version 3.11 --quiet
 
-.PHONY: demo test lint typecheck pytest pytest-server system-deps node-deps bench clean docs
+.PHONY: demo test lint typecheck pytest pytest-server system-deps node-deps bench clean docs lock
 
 $(PY):
 	@bash scripts/make-venv.sh $(PYTHON) $(VENV)
 
-$(STAMP_BASE): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[emulator]'
+# The lock first (every package pinned and hash-checked), then the project itself without
+# resolving anything (its build backend is in the lock too, hence no build isolation).
+$(STAMP_BASE): $(LOCK_DEMO) pyproject.toml | $(PY)
+	$(PIP_INSTALL) --require-hashes -r $(LOCK_DEMO)
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	touch $@
 
-$(STAMP_DEV): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+$(STAMP_DEV): $(LOCK_DEV) pyproject.toml | $(PY)
+	$(PIP_INSTALL) --require-hashes -r $(LOCK_DEV)
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	touch $@ $(STAMP_BASE)
+
+# Re-resolve the locks after a change to pyproject.toml (pins kept where they still fit);
+# `make lock UPGRADE=1` moves every package to its newest release within the ranges.
+lock: $(STAMP_DEV)
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra dev $(LOCK_FLAGS) \
+		$(if $(UPGRADE),--upgrade) -o $(LOCK_DEV)
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra emulator $(LOCK_FLAGS) \
+		-c $(LOCK_DEV) -o $(LOCK_DEMO)
 
 system-deps:
 	@bash scripts/install-system-deps.sh

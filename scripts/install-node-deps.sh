@@ -9,4 +9,5 @@ if ! command -v npm >/dev/null; then
     echo "cigate: npm is missing; install Node.js 18+ for the Azurite storage tests" >&2; exit 1
   fi
 fi
-npm install --no-audit --no-fund --silent
+# Exactly what package-lock.json pins (npm ci refuses a lock that does not match package.json).
+npm ci --no-audit --no-fund --silent

@@ -21,4 +21,4 @@ if ! "$python" -m venv "$venv" 2>/dev/null; then
     exit 1
   fi
 fi
-"$venv/bin/python" -m pip install --quiet --upgrade pip
+# pip itself is pinned in the lock the Makefile installs next; nothing is upgraded here.
