@@ -232,7 +232,8 @@ def normalise_base_url(url: str) -> tuple[str, EndpointKind, list[str]]:
     Azure resource and Foundry URLs (with or without ``/openai``, legacy paths, deployment
     paths) become ``https://HOST/openai/v1/``; OpenAI-style URLs keep their ``/v1``; a bare
     host that is not api.openai.com is taken as an Azure-style resource (the emulator, the
-    gateway).
+    gateway). A host that is not Azure's keeps the path in front of ``/openai``: an API
+    management or proxy prefix (``https://apim.contoso.com/aoai/``) is part of the route.
     """
     raw = url.strip()
     if "://" not in raw:
@@ -245,21 +246,28 @@ def normalise_base_url(url: str) -> tuple[str, EndpointKind, list[str]]:
     host = (parts.hostname or "").lower()
     path = parts.path.rstrip("/")
     notes: list[str] = []
-    if host == "api.openai.com" or (not host.endswith(_AZURE_HOSTS) and _is_openai_path(path)):
+    azure_host = host.endswith(_AZURE_HOSTS)
+    if host == "api.openai.com" or (not azure_host and _is_openai_path(path)):
         base = path if path.endswith("/v1") else path + "/v1"
         return urlunsplit((parts.scheme, parts.netloc, base + "/", "", "")), "openai", notes
+    segments = path.split("/")
     if "/openai/v1" in path:
         base = path[: path.index("/openai/v1") + len("/openai/v1")]
-    elif path.startswith("/api/projects/"):
-        project = "/".join(path.split("/")[:4])
-        base = project + "/openai/v1"
+    elif "/api/projects/" in path + "/":
+        at = segments.index("api")
+        base = "/".join(segments[: at + 3]) + "/openai/v1"
     else:
-        if "/openai/" in path + "/" and path not in ("/openai", ""):
+        # A proxy prefix stays (nothing sits in front of /openai on Azure's own hosts).
+        prefix = "/".join(segments[: segments.index("openai")]) if "openai" in segments else path
+        if azure_host:
+            prefix = ""
+        rest = path[len(prefix) :]
+        if rest not in ("/openai", ""):
             notes.append(
-                f"endpoint path {parts.path!r} is a legacy/deployment path; using /openai/v1/ "
-                "(containers exist only on v1)"
+                f"endpoint path {parts.path!r} is a legacy/deployment path; using "
+                f"{prefix}/openai/v1/ (containers exist only on v1)"
             )
-        base = "/openai/v1"
+        base = prefix + "/openai/v1"
     return urlunsplit((parts.scheme, parts.netloc, base + "/", "", "")), "azure", notes
 
 
@@ -289,6 +297,17 @@ def _number(value: object, name: str, conv: Callable[[Any], float | int]) -> Any
         return conv(value)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"{name} must be a number, got {value!r}") from exc
+
+
+def _seconds(value: object, default: float, name: str) -> float:
+    """A positive duration; 0 or less is refused, never silently read as the default."""
+    seconds = float(_number(_given(value, default), name, float))
+    if not seconds > 0:
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds, got {value!r}",
+            hint=f"Leave it unset for the default ({default:g} s).",
+        )
+    return seconds
 
 
 def resolve_config(
@@ -382,8 +401,8 @@ def resolve_config(
         backoff=_number(_given(values["backoff"], 0.5), "backoff", float),
         backoff_max=_number(_given(values["backoff_max"], 8.0), "backoff_max", float),
         max_retry_wait=_number(_given(values["max_retry_wait"], 120.0), "max_retry_wait", float),
-        timeout=_number(values["timeout"] or 120.0, "timeout", float),
-        run_timeout=_number(values["run_timeout"] or 900.0, "run_timeout", float),
+        timeout=_seconds(values["timeout"], 120.0, "timeout"),
+        run_timeout=_seconds(values["run_timeout"], 900.0, "run_timeout"),
         warnings=tuple(warnings),
     )
 

@@ -47,6 +47,23 @@ from cigate.exceptions import AccessDeniedError, ApiVersionError, ConfigurationE
         ("https://api.openai.com", "https://api.openai.com/v1/", "openai"),
         ("http://127.0.0.1:8080", "http://127.0.0.1:8080/openai/v1/", "azure"),
         ("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080/v1/", "openai"),
+        ("https://apim.contoso.com/aoai/", "https://apim.contoso.com/aoai/openai/v1/", "azure"),
+        (
+            "https://apim.contoso.com/aoai/openai/deployments/gpt/chat/completions",
+            "https://apim.contoso.com/aoai/openai/v1/",
+            "azure",
+        ),
+        (
+            "https://apim.contoso.com/aoai/openai/v1/",
+            "https://apim.contoso.com/aoai/openai/v1/",
+            "azure",
+        ),
+        (
+            "https://gw.contoso.com/ai/api/projects/p1",
+            "https://gw.contoso.com/ai/api/projects/p1/openai/v1/",
+            "azure",
+        ),
+        ("https://res.openai.azure.com/a/b", "https://res.openai.azure.com/openai/v1/", "azure"),
     ],
     ids=[
         "azure-resource",
@@ -62,6 +79,11 @@ from cigate.exceptions import AccessDeniedError, ApiVersionError, ConfigurationE
         "openai-bare",
         "local-azure-style",
         "local-openai-style",
+        "api-management-prefix",
+        "api-management-legacy-path",
+        "api-management-v1",
+        "proxy-prefix-foundry-project",
+        "azure-host-stray-path",
     ],
 )
 def test_every_endpoint_form_becomes_one_v1_base_url(given: str, expected: str, kind: str) -> None:
@@ -231,3 +253,14 @@ def test_an_explicit_zero_is_kept_not_replaced_by_the_default() -> None:
 )
 def test_an_endpoint_without_a_scheme_is_http_only_on_loopback(given: str, base: str) -> None:
     assert normalise_base_url(given)[0] == base
+
+
+@pytest.mark.parametrize("name", ["CIGATE_TIMEOUT", "CIGATE_RUN_TIMEOUT"])
+@pytest.mark.parametrize("value", ["0", "-5"], ids=["zero", "negative"])
+def test_a_timeout_of_zero_or_less_is_refused_not_read_as_the_default(
+    name: str, value: str
+) -> None:
+    env = {"CIGATE_ENDPOINT": "https://res.openai.azure.com", "CIGATE_API_KEY": "k", name: value}
+    with pytest.raises(ConfigurationError, match="positive number of seconds") as raised:
+        resolve_config(env=env)
+    assert "unset for the default" in raised.value.hint
