@@ -134,9 +134,33 @@ def from_http(
     return BadInputError(detail, hint=None if message else BadInputError.default_hint, **kw)
 
 
+_UNREACHABLE_HINT = (
+    "No connection could be made: check the endpoint URL (host name and port), that the "
+    "service or gateway is running, and your network, proxy (HTTPS_PROXY) and firewall."
+)
+_TIMEOUT_HINT = (
+    "The service accepted the connection but did not answer in time: try again, or raise "
+    "--timeout (CIGATE_TIMEOUT) for slow answers."
+)
+
+
 def from_transport(exc: BaseException, *, what: str) -> UpstreamUnavailableError:
-    """A connection failure, timeout or cut-off body that outlasted the retries."""
-    return UpstreamUnavailableError(f"{what}: {type(exc).__name__}: {exc}".rstrip(": "))
+    """A connection failure, timeout or cut-off body that outlasted the retries.
+
+    Nothing answered, so the hint is about reaching the service (not about the service's own
+    failures, which :func:`from_http` explains).
+    """
+    import httpx2
+
+    message = f"{what}: {type(exc).__name__}: {exc}".rstrip(": ")
+    connect = isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout)
+    if not connect and isinstance(exc.__cause__ or exc.__context__, httpx2.ConnectError):
+        connect = True  # the SDK's APIConnectionError wraps the transport's own error
+    if connect:
+        return UpstreamUnavailableError(message, hint=_UNREACHABLE_HINT)
+    if isinstance(exc, httpx2.TimeoutException) or type(exc).__name__ == "APITimeoutError":
+        return UpstreamUnavailableError(message, hint=_TIMEOUT_HINT)
+    return UpstreamUnavailableError(message)
 
 
 def from_sdk(exc: BaseException, *, what: str, uses_entra: bool = False) -> CigateError:
