@@ -3,7 +3,9 @@
 Bytes go to a hidden temporary file in the target directory (same file system, so the final
 step is a rename), are hashed on the way, fsynced, and only then linked to their final name.
 ``os.link`` fails instead of overwriting, which closes the race between two downloads choosing
-the same name. Any failure or cancellation removes the temporary file.
+the same name. A file already saved under that name with the same sha256 is reused (a re-run
+does not make ``chart (1).png`` copies of identical bytes). Any failure or cancellation removes
+the temporary file.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import anyio.to_thread
 
 from cigate.exceptions import StorageError
-from cigate.naming import NameReserver
+from cigate.naming import NameReserver, existing_variants
 
 __all__ = ["TempFile"]
 
@@ -89,6 +92,10 @@ class TempFile:
             raise _storage_error(self.directory, exc) from exc
 
     def _place(self, reserver: NameReserver, name: str) -> Path:
+        same = self._identical(reserver.directory, name)
+        if same is not None:  # a re-run: the same bytes are already there under this name
+            os.unlink(self.path)
+            return same
         while True:
             final = reserver.reserve(name)
             if not reserver.inside(final):  # pragma: no cover - safe_name makes this impossible
@@ -106,6 +113,23 @@ class TempFile:
                 os.unlink(self.path)
             _fsync_dir(final.parent)
             return final
+
+    def _identical(self, directory: Path, name: str) -> Path | None:
+        """A file already saved as ``name`` (or ``name (n).ext``) with exactly these bytes."""
+        for path in existing_variants(directory, name):
+            try:
+                st = os.stat(path, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or st.st_size != self.size:
+                    continue
+                digest = hashlib.sha256()
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(1024 * 1024):
+                        digest.update(chunk)
+            except OSError:
+                continue
+            if digest.hexdigest() == self.sha256:
+                return path
+        return None
 
     async def discard(self) -> None:
         """Remove the temporary file (idempotent; safe after commit)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cigate.exceptions import UnsafeFilenameError
 
-__all__ = ["MAX_NAME_BYTES", "NameReserver", "safe_name", "unique_path"]
+__all__ = ["MAX_NAME_BYTES", "NameReserver", "existing_variants", "safe_name", "unique_path"]
 
 #: Most file systems cap a name at 255 bytes; leave room for `` (999)`` and a temp suffix.
 MAX_NAME_BYTES = 200
@@ -119,3 +119,16 @@ class NameReserver:
         """True when ``path`` resolves inside the directory (a last-line guard)."""
         root = os.path.realpath(self.directory)
         return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
+def existing_variants(directory: Path, name: str) -> list[Path]:
+    """The files already saved under ``name``'s safe form and its ``name (n).ext`` variants,
+    in numbering order, up to the first free number."""
+    safe = safe_name(name)
+    found = []
+    for n in range(10_000):
+        path = directory / _candidate(safe, n)
+        if not os.path.lexists(path):
+            break
+        found.append(path)
+    return found
