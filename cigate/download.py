@@ -180,6 +180,27 @@ class Downloader:
         self.observer.finished(result)
         return result
 
+    async def save_bytes(self, ref: FileRef, data: bytes, content_type: str) -> DownloadResult:
+        """Save bytes the response itself carried (a displayed figure) like a download:
+        the same temporary file, hash and atomic rename, recorded in :attr:`done`."""
+        result = DownloadResult(ref=ref, strategy="displayed", attempts=1)
+        self.observer.started(ref, len(data))
+        tmp = await TempFile.create(self.out)
+        try:
+            await tmp.write(data)
+            sha = tmp.sha256
+            result.path = await tmp.commit(self._names, ref.filename)
+            result.bytes, result.sha256, result.content_type = len(data), sha, content_type
+        except CigateError as exc:
+            result.error = exc
+        finally:
+            if result.path is None:
+                with anyio.CancelScope(shield=True):
+                    await tmp.discard()
+        self.done[ref.key] = result
+        self.observer.finished(result)
+        return result
+
     async def list_files(self, container_id: str) -> list[dict[str, Any]]:
         """The container's file records (all pages), with retries; raises a CigateError."""
         records: list[dict[str, Any]] = []

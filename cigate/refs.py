@@ -20,7 +20,9 @@ from urllib.parse import unquote
 
 __all__ = ["FileRef", "RefCollector", "find_files", "rewrite_sandbox_links", "to_jsonable"]
 
-RefSource = Literal["citation", "listing", "assistants"]
+#: Where a file was found; ``displayed`` is a figure the code only displayed (``plt.show()``),
+#: taken from the ``code_interpreter_call``'s ``outputs`` because no file carried it.
+RefSource = Literal["citation", "listing", "assistants", "displayed"]
 
 
 @dataclass(frozen=True)

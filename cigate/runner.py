@@ -9,8 +9,10 @@ library stays quiet and the CLI draws it. Each function has a sync twin for scri
 
 from __future__ import annotations
 
+import base64
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 STEPS = 5
+#: The ``include`` value that returns a call's logs and displayed images in ``outputs``.
+DISPLAYED_OUTPUTS = "code_interpreter_call.outputs"
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful data analyst. Use the python tool for calculations and save every file "
     "you make under /mnt/data."
@@ -87,6 +91,13 @@ class QuietObserver:
         pass
 
 
+def default_observer() -> RunObserver:
+    """Live progress in a Jupyter notebook; silence anywhere else (the library default)."""
+    from cigate.notebook import NotebookObserver, in_notebook
+
+    return NotebookObserver() if in_notebook() else QuietObserver()
+
+
 def prepare(
     config: ClientConfig | None,
     observer: RunObserver | None,
@@ -98,7 +109,7 @@ def prepare(
 ) -> tuple[ClientConfig, RunObserver, str | None, list[Path]]:
     """What every run checks before it calls anything: settings, model, input files; step 1."""
     config = config or resolve_config()
-    obs: RunObserver = observer or QuietObserver()
+    obs: RunObserver = observer or default_observer()
     model = model or config.model
     if not model and model_required:
         raise ConfigurationError(
@@ -175,14 +186,18 @@ async def arun(
     observer: RunObserver | None = None,
     reconcile: bool = True,
     max_output_tokens: int | None = None,
+    previous_response_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run ``prompt`` with the code interpreter, download every file, return a RunResult.
 
     ``client`` is the SDK client to use (default: built from ``config``); ``http_client`` is
-    the ``httpx2.AsyncClient`` downloads go through. Download failures are recorded in the
-    result (``result.errors``); failures of the run itself raise a CigateError. A response
-    that ends ``incomplete`` (``max_output_tokens`` reached, content filter) keeps its files and
-    gives a warning: ``result.status`` says so.
+    the ``httpx2.AsyncClient`` downloads go through. ``previous_response_id`` continues a
+    conversation (``result.response_id`` of an earlier run); ``options`` are further request
+    fields passed as they are (``{"reasoning": {"effort": "high"}, "temperature": 0}``).
+    Download failures are recorded in the result (``result.errors``); failures of the run
+    itself raise a CigateError. A response that ends ``incomplete`` (``max_output_tokens``
+    reached, content filter) keeps its files and gives a warning: ``result.status`` says so.
     """
     config, obs, model, inputs = prepare(config, observer, model, files, model_required=True)
     async with (
@@ -199,13 +214,19 @@ async def arun(
             "container": container or {"type": "auto"},
         }
         request: dict[str, Any] = {
+            **(options or {}),
             "model": model,
             "input": prompt,
             "tools": [tool],
             "instructions": instructions or DEFAULT_INSTRUCTIONS,
         }
+        # Figures the code only displays come back in the call's outputs: ask for them.
+        include = [*request.get("include", ()), DISPLAYED_OUTPUTS]
+        request["include"] = list(dict.fromkeys(include))
         if max_output_tokens is not None:
             request["max_output_tokens"] = max_output_tokens
+        if previous_response_id is not None:
+            request["previous_response_id"] = previous_response_id
         obs.step(3, STEPS, f"Running the code interpreter on {model}")
         result = RunResult()
         collector = RefCollector()
@@ -231,7 +252,8 @@ async def arun(
                 # Raised below, after the task group: inside it, anyio wraps it in an
                 # ExceptionGroup. Files already cited finish downloading meanwhile.
                 failure = exc
-            obs.step(4, STEPS, f"Downloading {len(collector.refs)} cited file(s)")
+            else:
+                obs.step(4, STEPS, f"Downloading {len(collector.refs)} cited file(s)")
         if failure is not None:
             raise failure
         if not final:  # the files cited so far are saved; the answer is missing
@@ -250,6 +272,7 @@ async def arun(
             await _reconcile(downloader, result.container_ids, obs)
         else:
             obs.step(5, STEPS, "Skipping reconciliation")
+        await _save_displayed(downloader, final, obs)
         result.results = list(downloader.done.values())
     _finish(result, final)
     return result
@@ -362,6 +385,63 @@ async def _reconcile(downloader: Downloader, container_ids: list[str], obs: RunO
         ]
         if extra:
             await downloader.fetch_all(extra)
+
+
+async def _save_displayed(downloader: Downloader, final: dict[str, Any], obs: RunObserver) -> None:
+    """Save figures the code displayed but no file carries (``plt.show()`` without savefig).
+
+    The service auto-saves most displayed figures as container files (then they were fetched
+    already, and are skipped here by their sha256); any other ``image`` output is saved as
+    ``figure-N.EXT``, with ``source="displayed"`` saying where it came from.
+    """
+    saved = {r.sha256 for r in downloader.done.values() if r.ok}
+    number = 0
+    for item in final.get("output") or []:
+        if item.get("type") != "code_interpreter_call":
+            continue
+        for index, output in enumerate(item.get("outputs") or []):
+            if not isinstance(output, dict) or output.get("type") != "image":
+                continue
+            decoded = _data_url(str(output.get("url") or ""))
+            if decoded is None:
+                obs.warning(f"a displayed figure of {item.get('id')} is not inline data: not saved")
+                continue
+            mime, data = decoded
+            if hashlib.sha256(data).hexdigest() in saved:
+                continue
+            number += 1
+            ref = FileRef(
+                file_id=f"{item.get('id')}#outputs/{index}",
+                filename=f"figure-{number}.{_IMAGE_EXTENSIONS.get(mime, 'bin')}",
+                container_id=item.get("container_id"),
+                source="displayed",
+                response_id=final.get("id"),
+            )
+            result = await downloader.save_bytes(ref, data, mime)
+            saved.add(result.sha256)
+            obs.warning(
+                f"{ref.filename}: a figure the code displayed without saving it as a file "
+                f"(from {item.get('id')}'s outputs)"
+            )
+
+
+_IMAGE_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+
+
+def _data_url(url: str) -> tuple[str, bytes] | None:
+    """``(mime type, bytes)`` of a base64 ``data:`` URL, else None."""
+    head, comma, payload = url.partition(",")
+    if not comma or not head.startswith("data:") or not head.endswith(";base64"):
+        return None
+    try:
+        return head[5:-7] or "application/octet-stream", base64.b64decode(payload, validate=True)
+    except ValueError:
+        return None
 
 
 def run(prompt: str, **kwargs: Any) -> RunResult:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import cigate
 from cigate.cli import main
-from cigate.config import ClientConfig
+from cigate.config import ClientConfig, resolve_config
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.refs import FileRef
 from cigate.results import DownloadResult
@@ -294,3 +295,29 @@ def test_a_cited_file_starts_downloading_before_the_stream_ends(
     started = [i for i, (kind, _) in enumerate(order) if kind == "started"]
     assert len(started) == 2
     assert all(i < stream_ended for i in started), order
+
+
+DISPLAY_ONLY = """Show it.
+
+```python
+import matplotlib.pyplot as plt
+plt.plot([1, 2, 3], [3, 1, 2])
+plt.show()
+```
+"""
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
+def test_a_figure_the_code_only_displays_is_saved_too(
+    emulator: RunningEmulator, tmp_path: Path, stream: bool
+) -> None:
+    config = resolve_config(endpoint=emulator.base_url, api_key=emulator.api_key, model=MODEL)
+    result = cigate.run(DISPLAY_ONLY, config=config, out=tmp_path, stream=stream)
+    images = [r for r in result if r.content_type == "image/png"]
+    assert len(images) == 1, result.to_dict()
+    [image] = images
+    assert image.path is not None
+    assert image.path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    if image.ref.source == "displayed":  # no file carried it: taken from the call's outputs
+        assert image.ref.filename == "figure-1.png"
+        assert image.strategy == "displayed"
