@@ -14,7 +14,7 @@ __all__ = ["EXTENSIONS", "TYPES", "extension_for", "guess_type", "is_json_name",
 TYPES: dict[str, str] = {
     ".c": "text/x-c",
     ".cpp": "text/x-c++",
-    ".csv": "application/csv",
+    ".csv": "text/csv",  # RFC 7111; browsers and pandas expect it
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".html": "text/html",
     ".java": "text/x-java",

@@ -7,7 +7,9 @@ CLI table, ``--json`` and the notebook view say the same thing.
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -15,7 +17,16 @@ from rich.table import Table
 
 from cigate.results import DownloadResult
 
-__all__ = ["INLINE_IMAGE_LIMIT", "container_table", "files_table", "html_table"]
+__all__ = [
+    "INLINE_IMAGE_LIMIT",
+    "TABLE_MIN_WIDTH",
+    "container_table",
+    "files_lines",
+    "files_table",
+    "html_table",
+    "markdown_html",
+    "timestamp",
+]
 
 #: Images larger than this are linked, not embedded, in the HTML view.
 INLINE_IMAGE_LIMIT = 5 * 1024 * 1024
@@ -33,7 +44,13 @@ def files_table(results: Iterable[DownloadResult], *, title: str | None = "Files
         ("sha256", "dim"),
         ("local path", "green"),
     ):
-        table.add_column(name, style=style, justify="right" if name == "bytes" else "left")
+        table.add_column(
+            name,
+            style=style,
+            justify="right" if name == "bytes" else "left",
+            # The path is what the user copies next: folded, never cut short.
+            overflow="fold" if name == "local path" else "ellipsis",
+        )
     for r in results:
         # Names come from model-written code: text, never markup ("a[/]b.png" broke rich).
         name, fid, cid = (
@@ -55,6 +72,24 @@ def files_table(results: Iterable[DownloadResult], *, title: str | None = "Files
     return table
 
 
+#: Below this many columns the table would cut names and paths: plain lines are printed.
+TABLE_MIN_WIDTH = 120
+
+
+def files_lines(results: Iterable[DownloadResult]) -> list[str]:
+    """A header, then one plain line per file, nothing cut (a pipe, a narrow terminal):
+    ``filename<TAB>bytes<TAB>sha256<TAB>local path``, or the error class and message."""
+    lines = ["filename\tbytes\tsha256\tlocal path"]
+    for r in results:
+        if r.ok:
+            lines.append(f"{r.ref.filename}\t{r.bytes}\t{r.sha256}\t{r.path}")
+        else:
+            kind = r.error.kind if r.error else "error"
+            message = r.error.message if r.error else "not downloaded"
+            lines.append(f"{r.ref.filename}\t-\t-\t{kind}: {message}")
+    return lines
+
+
 def escape_markup(text: str) -> str:
     from rich.markup import escape as rich_escape
 
@@ -68,7 +103,7 @@ def container_table(container_id: str, records: Sequence[dict[str, Any]]) -> Tab
     table.add_column("path", style="bold")
     table.add_column("bytes", justify="right")
     table.add_column("source")
-    table.add_column("created_at", justify="right")
+    table.add_column("created (UTC)", justify="right")
     for r in records:
         size = r.get("bytes")
         table.add_row(
@@ -76,9 +111,16 @@ def container_table(container_id: str, records: Sequence[dict[str, Any]]) -> Tab
             escape_markup(str(r.get("path", ""))),
             f"{size:,}" if isinstance(size, int) else "",
             escape_markup(str(r.get("source", ""))),
-            escape_markup(str(r.get("created_at", ""))),
+            escape_markup(timestamp(r.get("created_at"))),
         )
     return table
+
+
+def timestamp(value: Any) -> str:
+    """A Unix time from the API as ``2026-12-04 13:05:09``; anything else as it came."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 2**37:
+        return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
 
 
 def _image_cell(r: DownloadResult) -> str:
@@ -93,6 +135,51 @@ def _image_cell(r: DownloadResult) -> str:
     )
 
 
+#: CSV files up to this size get a table preview of their first rows in the HTML view.
+CSV_PREVIEW_LIMIT = 1024 * 1024
+CSV_PREVIEW_ROWS = 10
+
+
+def markdown_html(text: str) -> str:
+    """The model's answer as HTML: headings, lists, code and clickable links.
+
+    Raw HTML in the answer is escaped, not rendered (it comes from a model), and markdown-it
+    refuses ``javascript:``-style links.
+    """
+    if not text:
+        return ""
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    return f"<div class='cigate-answer'>{html}</div>"
+
+
+def _csv_cell(r: DownloadResult) -> str:
+    """The first rows of a small CSV file as a table (files the model wrote are untrusted:
+    every cell is escaped)."""
+    if not r.ok or r.path is None or r.content_type not in ("text/csv", "application/csv"):
+        return ""
+    if r.bytes > CSV_PREVIEW_LIMIT:
+        return "(large CSV)"
+    import csv
+    import io
+
+    try:
+        text = r.path.read_text(encoding="utf-8-sig")
+        rows = list(itertools.islice(csv.reader(io.StringIO(text)), CSV_PREVIEW_ROWS + 1))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return ""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{escape(c)}</th>" for c in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+        for row in rows[1 : CSV_PREVIEW_ROWS + 1]
+    )
+    more = "<caption>first rows</caption>" if len(rows) > CSV_PREVIEW_ROWS else ""
+    return f"<table style='font-size:85%'>{more}<tr>{head}</tr>{body}</table>"
+
+
 def html_table(results: Iterable[DownloadResult]) -> str:
     """The Jupyter view: one row per file, images shown inline."""
     rows = []
@@ -105,7 +192,7 @@ def html_table(results: Iterable[DownloadResult]) -> str:
                 f"{r.bytes:,}",
                 f"<code>{escape((r.sha256 or '')[:16])}…</code>",
                 f"<code>{escape(str(r.path))}</code>",
-                _image_cell(r),
+                _image_cell(r) or _csv_cell(r),
             ]
         else:
             message = f"{r.error.kind}: {r.error.message}" if r.error else "not downloaded"

@@ -39,6 +39,16 @@ class DownloadResult:
     def original_name(self) -> str:
         return self.ref.filename
 
+    def _repr_html_(self) -> str:
+        from cigate.render import html_table
+
+        return html_table([self])
+
+    def __rich__(self) -> Any:
+        from cigate.render import files_table
+
+        return files_table([self], title=None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "filename": self.ref.filename,
@@ -122,9 +132,6 @@ class RunResult(Harvest):
         }
 
     def _repr_html_(self) -> str:
-        from html import escape
+        from cigate.render import html_table, markdown_html
 
-        from cigate.render import html_table
-
-        answer = f"<pre style='white-space:pre-wrap'>{escape(self.local_text)}</pre>"
-        return answer + html_table(self.results)
+        return markdown_html(self.local_text or self.text) + html_table(self.results)

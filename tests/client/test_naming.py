@@ -77,7 +77,7 @@ def test_the_reserver_never_hands_out_one_name_twice(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "head", "expected"),
     [
-        ("data.csv", b"", "application/csv"),
+        ("data.csv", b"", "text/csv"),
         ("chart.PNG", b"", "image/png"),
         (
             "report.docx",
