@@ -148,6 +148,13 @@ sys.modules[__name__].__class__ = _PublicModule
 
 def __getattr__(name: str) -> Any:
     """Import a public name's module on first use and cache the name here (PEP 562)."""
+    if name == "__version__":  # the installed distribution's, so it never drifts
+        from importlib import metadata
+
+        try:
+            return metadata.version("cigate-toolkit")
+        except metadata.PackageNotFoundError:  # a source tree that was never installed
+            return "0+unknown"
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cigate' has no attribute {name!r}")

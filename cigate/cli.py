@@ -47,7 +47,7 @@ class CigateGroup(click.Group):
             sys.exit(exc.exit_code)
 
 
-@click.group(cls=CigateGroup)
+@click.group(cls=CigateGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name=DISTRIBUTION)
 def main() -> None:
     """Run code with the Code Interpreter of Azure OpenAI / OpenAI and keep every file it makes."""

@@ -8,6 +8,7 @@ the library does the work, and this module only draws progress and tables. Error
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,6 +95,36 @@ _OUT = click.option(
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
+def _container_id(value: str) -> str:
+    """A container id as the service writes it, or the bad-input error (exit 3)."""
+    if not value.startswith(("cntr_", "cntr-")):
+        raise BadInputError(
+            f"{value!r} is not a container id",
+            hint="Container ids start with cntr_ (the container_id of a code_interpreter_call).",
+        )
+    return value
+
+
+def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
+    """The prompt from the argument, from stdin (``-``), or from ``--prompt-file``."""
+    if (prompt is None) == (prompt_file is None):
+        raise BadInputError(
+            "give the prompt as an argument, '-' for stdin, or --prompt-file FILE (one of them)"
+        )
+    try:
+        if prompt_file is not None:
+            text = prompt_file.read_text(encoding="utf-8")
+        elif prompt == "-":
+            text = sys.stdin.read()
+        else:
+            text = prompt or ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"cannot read the prompt: {exc}") from exc
+    if not text.strip():
+        raise BadInputError("the prompt is empty")
+    return text
+
+
 def _config(model: str | None = None, out: Path | None = None, **options: Any) -> ClientConfig:
     config = resolve_config(model=model, out=str(out) if out else None, **options)
     console = Console(stderr=True)
@@ -106,23 +137,37 @@ def _print_result(result: Harvest, as_json: bool, *, answer: bool = True) -> Non
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
+        from cigate.render import TABLE_MIN_WIDTH, files_lines
+
         console = Console()
+        plain = not console.is_terminal or console.width < TABLE_MIN_WIDTH
         if answer and isinstance(result, RunResult) and result.local_text:
-            console.print(Markdown(result.local_text))
-        if result.results:
-            console.print(result)
+            if plain:
+                click.echo(result.local_text)
+            else:
+                console.print(Markdown(result.local_text))
+        if not result.results:
+            click.echo("No files were produced.")
+        elif plain:  # piped or narrow: whole names and paths, one file per line
+            for line in files_lines(result.results):
+                click.echo(line)
         else:
-            console.print("No files were produced.")
+            console.print(result)
     result.raise_for_errors()
 
 
 @click.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
+@click.option(
+    "--prompt-file",
+    type=click.Path(path_type=Path),
+    help="Read the prompt from this file (or pass '-' as PROMPT to read stdin).",
+)
 @click.option(
     "--file",
     "files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Input file to upload into the container (repeatable).",
 )
 @click.option("--instructions", help="System instructions for the model.")
@@ -133,6 +178,16 @@ def _print_result(result: Harvest, as_json: bool, *, answer: bool = True) -> Non
     help="Deployment (Azure) or model name [also AOAI_DEPLOYMENT].",
 )
 @click.option("--container", help="Run in this existing container (cntr_…).")
+@click.option(
+    "--previous-response",
+    "previous_response_id",
+    help="Continue the conversation of this response (resp_…).",
+)
+@click.option(
+    "--reasoning-effort",
+    type=click.Choice(["minimal", "low", "medium", "high"]),
+    help="Reasoning effort for reasoning models (request option reasoning.effort).",
+)
 @_OUT
 @click.option("--no-stream", is_flag=True, help="Wait for the whole response instead of streaming.")
 @click.option(
@@ -152,11 +207,14 @@ def _print_result(result: Harvest, as_json: bool, *, answer: bool = True) -> Non
 @_JSON
 @_connection_options
 def run(  # noqa: PLR0917 - one parameter per click option
-    prompt: str,
+    prompt: str | None,
+    prompt_file: Path | None,
     files: tuple[Path, ...],
     instructions: str | None,
     model: str | None,
     container: str | None,
+    previous_response_id: str | None,
+    reasoning_effort: str | None,
     out: Path | None,
     no_stream: bool,
     max_output_tokens: int | None,
@@ -167,22 +225,34 @@ def run(  # noqa: PLR0917 - one parameter per click option
     """Run PROMPT with the code interpreter and download every file it makes.
 
     Files are fetched the moment they are cited, then the container is listed so that files
-    written but never cited are kept too.
+    written but never cited are kept too. PROMPT '-' reads the prompt from stdin.
 
-    Example: cigate run "Plot y=x^2 and save it as a PNG" --model gpt-4.1 --out ./downloads
+    \b
+    Examples:
+      cigate run "Plot y=x^2 and save it as a PNG" --model gpt-4.1 --out ./downloads
+      cigate run - --file sales.csv < prompt.md
+      cigate run "Now as a bar chart" --previous-response resp_abc
     """
     from cigate.console import ConsoleObserver
     from cigate.runner import run as run_prompt
 
+    text = _read_prompt(prompt, prompt_file)
     config = _config(model=model, out=out, **options)
+    if container is not None:
+        _container_id(container)
     if api == "assistants":
-        if max_output_tokens is not None:
-            raise click.UsageError("--max-output-tokens applies to the Responses API")
-        _run_assistants(prompt, files, instructions, container, not no_stream, config, as_json)
+        for flag, value in (
+            ("--max-output-tokens", max_output_tokens),
+            ("--previous-response", previous_response_id),
+            ("--reasoning-effort", reasoning_effort),
+        ):
+            if value is not None:
+                raise BadInputError(f"{flag} applies to the Responses API, not --api assistants")
+        _run_assistants(text, files, instructions, container, not no_stream, config, as_json)
         return
     with ConsoleObserver() as observer:
         result = run_prompt(
-            prompt,
+            text,
             files=files,
             instructions=instructions,
             container=container,
@@ -190,6 +260,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
             config=config,
             observer=observer,
             max_output_tokens=max_output_tokens,
+            previous_response_id=previous_response_id,
+            options={"reasoning": {"effort": reasoning_effort}} if reasoning_effort else None,
         )
     _print_result(result, as_json)
 
@@ -208,7 +280,7 @@ def _run_assistants(  # noqa: PLR0917 - the run command's options, passed on
     from cigate.console import ConsoleObserver
 
     if container is not None:
-        raise click.UsageError("--container applies to the Responses API, not --api assistants")
+        raise BadInputError("--container applies to the Responses API, not --api assistants")
     with ConsoleObserver() as observer:
         result = run_assistants(
             prompt,
@@ -259,8 +331,7 @@ def fetch(  # noqa: PLR0917 - one parameter per click option
         return
     if not container_id:
         raise BadInputError("give CONTAINER_ID (cntr_…) or --response RESP_ID")
-    if not container_id.startswith("cntr_") and not container_id.startswith("cntr-"):
-        raise BadInputError(f"{container_id!r} is not a container id (cntr_…)")
+    _container_id(container_id)
     if not file_ids and not fetch_all:
         raise BadInputError("give FILE_IDs to fetch, or --all for every file of the container")
     refs = _container_refs(container_id, file_ids, fetch_all, config, list_files)
@@ -317,7 +388,7 @@ def ls(container_id: str, as_json: bool, **options: Any) -> None:
     from cigate.render import container_table
     from cigate.runner import list_files
 
-    records = list_files(container_id, config=_config(**options))
+    records = list_files(_container_id(container_id), config=_config(**options))
     if as_json:
         click.echo(json.dumps({"container_id": container_id, "data": records}, indent=2))
     else:

@@ -26,8 +26,10 @@ Settings and their environment variables: [configuration.md](configuration.md).
 def _walk(
     command: click.Command, name: str, parent: click.Context | None
 ) -> Iterator[tuple[str, str]]:
+    settings = {"terminal_width": WIDTH, "max_content_width": WIDTH}
+    # The command's own context settings (``-h`` for help) apply as they do on a real run.
     ctx = click.Context(
-        command, info_name=name, parent=parent, terminal_width=WIDTH, max_content_width=WIDTH
+        command, info_name=name, parent=parent, **{**command.context_settings, **settings}
     )
     yield ctx.command_path, command.get_help(ctx)
     if isinstance(command, click.Group):

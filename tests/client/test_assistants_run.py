@@ -103,7 +103,7 @@ def test_a_container_is_refused_with_api_assistants(emulator: RunningEmulator) -
     env = {"CIGATE_ENDPOINT": emulator.base_url, "CIGATE_API_KEY": emulator.api_key}
     args = ["run", "--api", "assistants", "hi", "--container", "cntr_x", "--model", "m"]
     result = CliRunner().invoke(main, args, env=env)
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # bad input, as docs/troubleshooting.md says
     assert "--container applies to the Responses API" in result.output
 
 
