@@ -4,8 +4,8 @@ Each round is one response through the gateway whose cell writes ``FILES`` new f
 starts a thread that exchanges (``renameat2(RENAME_EXCHANGE)``) each of them with a symlink to
 a host file outside the workdir, to the emulator's ``/proc/self/environ`` and to another
 container's file (all the same size as the real files), with a directory and with a FIFO, and
-back, while the gateway copies them (citations during the response, the
-container's listing at its end). A copy may fail (the upstream answered 404 while the name was
+back, while the gateway copies them (citations during the response, the container's listing
+at its end). A copy may fail (the upstream answered 404 while the name was
 a decoy), but whatever the gateway stored and serves must be exactly the file's own bytes.
 Both storage backends. Bounded: ``ROUNDS`` x ``FILES`` files; each swapper makes at most
 ``MAX_SWAPS`` swaps, and all of them are stopped (their kernel shut down) at the end.
@@ -124,6 +124,8 @@ def test_a_harvest_racing_symlink_swaps_never_stores_a_foreign_body(
         container = backend.get(container_id)
         stopped = emulator.run_on_loop(backend.run_code(container, STOP, timeout=60))
         swaps = int(stopped.result.stdout)
+        upstream.containers.delete(container_id)  # and its kernel with it
+        upstream.containers.delete(other.id)
     http = live_gateway.http()
     counts: Counter[str] = Counter()
     for row in rows:
