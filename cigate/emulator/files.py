@@ -251,6 +251,8 @@ async def file_content_endpoint(request: Request) -> Response:
     record = _lookup(request, request.path_params["file_id"])
     opened = open_stored(record.path)
     if opened is None:  # removed between the lookup and the open (deleted, expired)
+        if request.state.azure:
+            raise azure_entity_not_found()
         raise NotFoundError(f"No such File object: {record.id}", param="id")
     return serve_open_file(request, opened, record.filename)
 
