@@ -172,9 +172,11 @@ class ContainerBackend:
         self.clock = clock
         self.idle_minutes = idle_minutes
         self._containers: dict[str, Container] = {}
-        #: Where uploads are written before they are renamed into a container (server-only).
+        #: Where uploads are written before they are renamed into a container (server-only;
+        #: what a crashed process left there is removed).
         self._staging = root / ".staging"
-        self._staging.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self._staging, ignore_errors=True)
+        self._staging.mkdir(parents=True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
