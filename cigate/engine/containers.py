@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
@@ -274,6 +276,19 @@ class ContainerBackend:
 
     # -- files ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _directory(self, container: Container) -> Iterator[int]:
+        """A descriptor of the container's directory; 404 when it is gone (deleted or
+        expired while this request ran)."""
+        try:
+            fd = workdir.open_directory(container.directory)
+        except FileNotFoundError:
+            raise container_not_found(container.id) from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
     def add_file(
         self, container: Container, filename: str, data: bytes, *, source: FileSource = "user"
     ) -> ContainerFile:
@@ -289,7 +304,7 @@ class ContainerBackend:
         raw = _fit(f"{digest}-".encode() + name if source == "user" else name)
         try:
             with (
-                workdir.directory(container.directory) as dir_fd,
+                self._directory(container) as dir_fd,
                 workdir.directory(self._staging) as staging_fd,
             ):
                 st = workdir.write_file(dir_fd, raw, data, staging_fd=staging_fd)
@@ -321,7 +336,7 @@ class ContainerBackend:
         record = container.files.get(file_id)
         if record is None:
             raise container_file_not_found(container.id, file_id)
-        with workdir.directory(container.directory) as dir_fd:
+        with self._directory(container) as dir_fd:
             st = workdir.stat_regular(dir_fd, record.raw)
         if st is None:
             raise container_file_not_found(container.id, file_id)
@@ -331,7 +346,7 @@ class ContainerBackend:
     def list_files(self, container: Container) -> builtins.list[ContainerFile]:
         """Records whose name is a regular file now, in creation order, sizes as they are."""
         out = []
-        with workdir.directory(container.directory) as dir_fd:
+        with self._directory(container) as dir_fd:
             for record in container.files.values():
                 st = workdir.stat_regular(dir_fd, record.raw)
                 if st is not None:
@@ -342,7 +357,7 @@ class ContainerBackend:
     def open_file(self, container: Container, record: ContainerFile) -> workdir.RegularFile:
         """The file open for reading (the caller closes it), or 404: opened by descriptor
         beneath the container's directory, no symlink followed, regular files only."""
-        with workdir.directory(container.directory) as dir_fd:
+        with self._directory(container) as dir_fd:
             opened = workdir.open_regular(dir_fd, record.raw)
         if opened is None:
             raise container_file_not_found(container.id, record.id)
@@ -357,7 +372,7 @@ class ContainerBackend:
         record = container.files.get(file_id)
         if record is None:
             raise container_file_not_found(container.id, file_id)
-        with workdir.directory(container.directory) as dir_fd:
+        with self._directory(container) as dir_fd:
             workdir.unlink(dir_fd, record.raw)
         container.drop_record(file_id)
         return record
@@ -425,7 +440,7 @@ class ContainerBackend:
         unseen = [r for r in container.files.values() if r.raw not in after.files]
         if unseen and not after.complete:
             # The walk stopped at its bound: keep records whose file is still there.
-            with workdir.directory(container.directory) as dir_fd:
+            with self._directory(container) as dir_fd:
                 unseen = [r for r in unseen if workdir.stat_regular(dir_fd, r.raw) is None]
         for record in unseen:
             container.drop_record(record.id)

@@ -55,6 +55,7 @@ __all__ = [
     "MAX_ENTRIES",
     "RegularFile",
     "Scan",
+    "directory",
     "move_files",
     "open_directory",
     "open_regular",
