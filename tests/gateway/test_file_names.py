@@ -10,6 +10,7 @@ bytes that are not UTF-8). The name is kept verbatim in the file's record.
 
 from __future__ import annotations
 
+import openai
 import pytest
 
 from cigate.testing.plugin import RunningEmulator
@@ -114,3 +115,17 @@ async def _same_response(gateway: GatewayHarness, tenant_id: str, file_id: str) 
         filename=row.filename,
         origin="citation",
     )
+
+
+@pytest.mark.parametrize("name", ["..", "."], ids=["dot-dot", "dot"])
+def test_an_upload_the_service_refuses_by_name_is_refused_through_the_gateway(
+    live_gateway: LiveGateway, name: str
+) -> None:
+    sdk = live_gateway.openai()
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.files.create(file=(name, b"x"), purpose="assistants")
+    assert info.value.body["code"] == "invalid_value"  # type: ignore[index]
+    container = sdk.containers.create(name="uploads")
+    with pytest.raises(openai.BadRequestError):
+        sdk.containers.files.create(container.id, file=(name, b"x"))
+    assert list(sdk.files.list()) == []
