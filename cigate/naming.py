@@ -45,7 +45,9 @@ def safe_name(name: str, *, fallback: str = "file") -> str:
     text = unicodedata.normalize("NFC", name)
     # Take the last component under both POSIX and Windows separators.
     text = re.split(r"[\\/]", text)[-1]
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp"))
+    text = "".join(
+        ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
+    )
     text = _BAD_CHARS.sub("_", text)
     text = text.strip().rstrip(". ")  # Windows drops trailing dots and spaces
     text = text.lstrip(".")  # no hidden files, no "." or ".."

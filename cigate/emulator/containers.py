@@ -7,6 +7,10 @@ does not carry these routes.
 
 Expired containers: retrieve and list show ``status: "expired"``; every file endpoint answers
 404 (``ContainerBackend.get_live``), as downloads from a gone container do on Azure.
+
+A file whose name the code turned into something else than a regular file (a symlink, a
+directory, a FIFO) is not listed and answers 404 ``File … not found on container ….`` on
+retrieve and download, exactly as a file the code deleted: to a client, the file is gone.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from starlette.routing import BaseRoute, Route
 from cigate.emulator.errors import invalid_json
 from cigate.emulator.files import FilesBackend
 from cigate.emulator.pagination import page, parse_page_query
-from cigate.emulator.serving import file_content
+from cigate.emulator.serving import serve_open_file
 from cigate.engine.containers import Container, ContainerBackend, ContainerFile
-from cigate.engine.errors import BadRequestError
+from cigate.engine.errors import BadRequestError, container_file_not_found
+from cigate.engine.upload_names import check_upload_name
 
 
 def _containers(request: Request) -> ContainerBackend:
@@ -167,8 +172,8 @@ async def create_container_file(request: Request) -> Response:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise _missing("file")
+            filename = check_upload_name(upload.filename)
             data = await upload.read()
-            filename = upload.filename or "file"
     else:
         body = await json_body(request)
         file_id = body.get("file_id")
@@ -185,7 +190,7 @@ async def create_container_file(request: Request) -> Response:
 async def list_container_files(request: Request) -> Response:
     query = parse_page_query(request.query_params)
     container = _live(request)
-    files = sorted(container.files.values(), key=lambda f: f.created_at)  # stable: creation order
+    files = _containers(request).list_files(container)
     return JSONResponse(page(files, query, key=lambda f: f.id, render=ContainerFile.to_api))
 
 
@@ -207,9 +212,15 @@ async def delete_container_file(request: Request) -> Response:
 
 
 async def container_file_content(request: Request) -> Response:
-    container, record = _file(request)
-    path = _containers(request).file_path(container, record)
-    return file_content(path, record.filename)
+    """The bytes of the regular file the record names, from one descriptor (race-free, see
+    :mod:`cigate.emulator.serving`); 404 when the name is not a regular file right now."""
+    container = _live(request)
+    backend = _containers(request)
+    record = container.files.get(request.path_params["file_id"])
+    if record is None:
+        raise container_file_not_found(container.id, request.path_params["file_id"])
+    opened = backend.open_file(container, record)
+    return serve_open_file(request, opened, record.filename)
 
 
 ROUTES: list[BaseRoute] = [

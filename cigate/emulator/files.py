@@ -5,6 +5,10 @@ Files live on disk under ``<data_dir>/files/<id>``. Ids follow the path the uplo
 (container file) id is not a Files id: on Azure paths any unknown id answers exactly
 ``404 {"error":{"code":"notFound","message":"The specified entity cannot be found."}}``.
 ``assistants_output`` files are made by the Assistants engine through ``FilesBackend.create``.
+
+Upload names are checked as the service checks them (:mod:`cigate.engine.upload_names`: no
+``.``/``..``, separators, control characters...) and then kept exactly; files the service makes
+keep the name the code gave them. Names never reach the disk: a file is stored under its id.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from cigate import ids
 from cigate.clock import Clock
 from cigate.emulator.errors import azure_entity_not_found
 from cigate.emulator.pagination import page, parse_page_query
-from cigate.emulator.serving import file_content
+from cigate.emulator.serving import open_stored, serve_open_file
 from cigate.engine.errors import BadRequestError, NotFoundError
+from cigate.engine.upload_names import check_upload_name
 
 #: Purposes a client may upload with (SDK ``FilePurpose``).
 OPENAI_UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -90,7 +95,7 @@ class FilesBackend:
         now = self.clock.now_int()
         record = FileRecord(
             id=file_id,
-            filename=_basename(filename),
+            filename=filename,
             bytes=len(data),
             purpose=purpose,
             created_at=now,
@@ -138,11 +143,6 @@ class FilesBackend:
         record.path.unlink(missing_ok=True)
 
 
-def _basename(filename: str) -> str:
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return name or "file"
-
-
 # -- handlers: parse, call the backend, serialise ------------------------------------------
 
 
@@ -181,8 +181,8 @@ async def upload_file(request: Request) -> Response:
         seconds = _expiry_seconds(
             form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
         )
+        filename = check_upload_name(upload.filename)
         data = await upload.read()
-        filename = upload.filename or "file"
     record = _backend(request).create(
         filename, data, purpose, azure=azure, expires_after_seconds=seconds
     )
@@ -249,7 +249,12 @@ async def delete_file(request: Request) -> Response:
 
 async def file_content_endpoint(request: Request) -> Response:
     record = _lookup(request, request.path_params["file_id"])
-    return file_content(record.path, record.filename)
+    opened = open_stored(record.path)
+    if opened is None:  # removed between the lookup and the open (deleted, expired)
+        if request.state.azure:
+            raise azure_entity_not_found()
+        raise NotFoundError(f"No such File object: {record.id}", param="id")
+    return serve_open_file(request, opened, record.filename)
 
 
 ROUTES: list[BaseRoute] = [

@@ -1,10 +1,17 @@
 """The containers backend: code-interpreter containers, their files on disk, kernels and expiry.
 
 A container is a directory (seen by code as ``/mnt/data``) plus, once code first runs, a kernel
-from the sandbox pool. Every file under the directory has a ``cfile_`` record; files the code
-writes are discovered by diffing the directory around each execution. A container expires after
-``expires_after_minutes`` without activity: its kernel is shut down and its files are deleted, as
-on the real service, so later downloads get 404 and later responses get 400.
+from the sandbox pool. Every regular file under the directory has a ``cfile_`` record; files the
+code writes are discovered by diffing the directory around each execution. A container expires
+after ``expires_after_minutes`` without activity: its kernel is shut down and its files are
+deleted, as on the real service, so later downloads get 404 and later responses get 400.
+
+The directory belongs to model-written code, which can swap any name for a symlink, a FIFO or a
+directory at any moment. Everything here touches it through :mod:`cigate.engine.workdir` only
+(descriptors, no symlink followed, bounded walks, writes renamed into place), and a record
+whose name is not a regular file any more is neither listed nor served: 404, as for a file the
+code deleted. Every name is kept: hidden files, any bytes; a name that is not UTF-8 is shown
+with U+FFFD in its place (JSON carries text), while the record keeps its bytes to open it.
 
 Shared by the emulator today and by the gateway's self-hosted interpreter later.
 """
@@ -25,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 from cigate import ids
 from cigate.clock import Clock
+from cigate.engine import workdir
 from cigate.engine.errors import (
     BadRequestError,
     container_expired,
@@ -36,9 +44,13 @@ from cigate.sandbox.base import MOUNT_POINT, ExecutionResult, KernelSession
 log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_MINUTES = 20
+#: The longest name (bytes) a Linux file can have: upload names are cut to fit.
+NAME_MAX = 255
 MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
 
 FileSource = Literal["user", "assistant"]
+#: (size, mtime_ns, inode) of a regular file when last seen.
+Signature = tuple[int, int, int]
 
 
 class KernelProvider(Protocol):
@@ -53,12 +65,19 @@ class ContainerFile:
 
     id: str
     container_id: str
-    relpath: str  # POSIX path relative to the container directory
+    #: POSIX path relative to the container directory, as the API shows it (valid Unicode).
+    relpath: str
     source: FileSource
     created_at: int
     bytes: int
-    #: (size, mtime_ns) when last seen; used to tell changed files from untouched ones.
-    signature: tuple[int, int] = (0, 0)
+    #: When last seen; used to tell changed files from untouched ones.
+    signature: Signature = (0, 0, 0)
+    #: The same path as bytes on disk (a name need not be UTF-8); defaults to ``relpath``'s.
+    raw: builtins.bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.raw:
+            self.raw = self.relpath.encode("utf-8")
 
     @property
     def path(self) -> str:
@@ -96,6 +115,8 @@ class Container:
     files: dict[str, ContainerFile] = field(default_factory=dict)
     session: KernelSession | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: File id by on-disk path, the index of ``files``.
+    by_raw: dict[bytes, str] = field(default_factory=dict)
 
     def to_api(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -112,11 +133,21 @@ class Container:
             body["network_policy"] = self.network_policy
         return body
 
-    def file_by_relpath(self, relpath: str) -> ContainerFile | None:
-        for f in self.files.values():
-            if f.relpath == relpath:
-                return f
-        return None
+    def file_by_raw(self, raw: bytes) -> ContainerFile | None:
+        file_id = self.by_raw.get(raw)
+        return None if file_id is None else self.files[file_id]
+
+    def add_record(self, record: ContainerFile) -> None:
+        self.files[record.id] = record
+        self.by_raw[record.raw] = record.id
+
+    def drop_record(self, file_id: str) -> None:
+        record = self.files.pop(file_id)
+        self.by_raw.pop(record.raw, None)
+
+    def clear_records(self) -> None:
+        self.files.clear()
+        self.by_raw.clear()
 
 
 @dataclass(frozen=True)
@@ -143,7 +174,11 @@ class ContainerBackend:
         self.clock = clock
         self.idle_minutes = idle_minutes
         self._containers: dict[str, Container] = {}
-        root.mkdir(parents=True, exist_ok=True)
+        #: Where uploads are written before they are renamed into a container (server-only;
+        #: what a crashed process left there is removed).
+        self._staging = root / ".staging"
+        shutil.rmtree(self._staging, ignore_errors=True)
+        self._staging.mkdir(parents=True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -241,51 +276,105 @@ class ContainerBackend:
 
     # -- files ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _directory(self, container: Container) -> Iterator[int]:
+        """A descriptor of the container's directory; 404 when it is gone (deleted or
+        expired while this request ran)."""
+        try:
+            fd = workdir.open_directory(container.directory)
+        except FileNotFoundError:
+            raise container_not_found(container.id) from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
     def add_file(
         self, container: Container, filename: str, data: bytes, *, source: FileSource = "user"
     ) -> ContainerFile:
-        """Store an uploaded file; uploads get a content-hash prefix as on the real service."""
-        safe = _upload_name(filename)
+        """Store an uploaded file; uploads get a content-hash prefix as on the real service.
+
+        ``filename`` must be one plain name (client uploads are checked by
+        :func:`cigate.engine.upload_names.check_upload_name` first). The bytes are renamed into
+        place whole: a symlink the code planted under the target name is replaced, never
+        followed; a directory there is a 400.
+        """
+        name = _component(filename)
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        relpath = f"{digest}-{safe}" if source == "user" else safe
-        target = container.directory / relpath
-        target.write_bytes(data)
-        existing = container.file_by_relpath(relpath)
+        raw = _fit(f"{digest}-".encode() + name if source == "user" else name)
+        try:
+            with (
+                self._directory(container) as dir_fd,
+                workdir.directory(self._staging) as staging_fd,
+            ):
+                st = workdir.write_file(dir_fd, raw, data, staging_fd=staging_fd)
+        except IsADirectoryError:
+            raise BadRequestError(
+                f"Cannot write {_show(raw)!r}: a directory of that name exists in the container.",
+                param="file",
+            ) from None
+        existing = container.file_by_raw(raw)
         if existing is not None:
-            existing.bytes, existing.signature = len(data), _signature(target)
+            existing.bytes, existing.signature = len(data), _signature(st)
             return existing
         record = ContainerFile(
             id=ids.container_file_id(),
             container_id=container.id,
-            relpath=relpath,
+            relpath=_show(raw),
             source=source,
             created_at=self.clock.now_int(),
             bytes=len(data),
-            signature=_signature(target),
+            signature=_signature(st),
+            raw=raw,
         )
-        container.files[record.id] = record
+        container.add_record(record)
         self.touch(container)
         return record
 
     def get_file(self, container: Container, file_id: str) -> ContainerFile:
+        """The record, or 404 when there is none or its name is not a regular file now."""
         record = container.files.get(file_id)
-        if record is None or not (container.directory / record.relpath).is_file():
+        if record is None:
             raise container_file_not_found(container.id, file_id)
+        with self._directory(container) as dir_fd:
+            st = workdir.stat_regular(dir_fd, record.raw)
+        if st is None:
+            raise container_file_not_found(container.id, file_id)
+        record.bytes = st.st_size
         return record
 
-    def file_path(self, container: Container, record: ContainerFile) -> Path:
-        """Host path of a file, guarded against escaping the container directory."""
-        base = container.directory.resolve()
-        path = (base / record.relpath).resolve()
-        if os.path.commonpath([base, path]) != str(base):
+    def list_files(self, container: Container) -> builtins.list[ContainerFile]:
+        """Records whose name is a regular file now, in creation order, sizes as they are."""
+        out = []
+        with self._directory(container) as dir_fd:
+            for record in container.files.values():
+                st = workdir.stat_regular(dir_fd, record.raw)
+                if st is not None:
+                    record.bytes = st.st_size
+                    out.append(record)
+        return sorted(out, key=lambda f: f.created_at)  # stable: creation order
+
+    def open_file(self, container: Container, record: ContainerFile) -> workdir.RegularFile:
+        """The file open for reading (the caller closes it), or 404: opened by descriptor
+        beneath the container's directory, no symlink followed, regular files only."""
+        with self._directory(container) as dir_fd:
+            opened = workdir.open_regular(dir_fd, record.raw)
+        if opened is None:
             raise container_file_not_found(container.id, record.id)
-        return path
+        return opened
+
+    def read_file(self, container: Container, record: ContainerFile) -> bytes:
+        """Every byte of the file as it is now (see :meth:`open_file`)."""
+        with self.open_file(container, record) as opened:
+            return opened.read_all()
 
     def delete_file(self, container: Container, file_id: str) -> ContainerFile:
-        record = self.get_file(container, file_id)
-        with contextlib.suppress(FileNotFoundError):
-            (container.directory / record.relpath).unlink()
-        del container.files[file_id]
+        record = container.files.get(file_id)
+        if record is None:
+            raise container_file_not_found(container.id, file_id)
+        with self._directory(container) as dir_fd:
+            workdir.unlink(dir_fd, record.raw)
+        container.drop_record(file_id)
         return record
 
     # -- code ----------------------------------------------------------------------------
@@ -303,49 +392,58 @@ class ContainerBackend:
                 raise container_expired()
             session = await self._session(container)
             self.touch(container)
-            before = _snapshot(container.directory)
+            before = await asyncio.to_thread(_snapshot, container.directory)
             result = await session.execute(code, timeout=timeout)
             self.touch(container)
-            changed = self._register_changes(container, before)
+            after = await asyncio.to_thread(_snapshot, container.directory)
+            changed = self._register_changes(container, before, after)
         return CodeRun(result=result, changed=changed)
 
     async def _session(self, container: Container) -> KernelSession:
         if container.session is None:
             session = await self.kernels.acquire()
             # The kernel's workdir is where /mnt/data lives: move what was uploaded in.
-            for entry in container.directory.iterdir():
-                shutil.move(str(entry), session.workdir / entry.name)
-            container.directory.rmdir()
+            with (
+                workdir.directory(container.directory) as src,
+                workdir.directory(session.workdir) as dst,
+                workdir.directory(self._staging) as staging,
+            ):
+                workdir.move_files(src, dst, staging_fd=staging)
+            shutil.rmtree(container.directory, ignore_errors=True)
             container.directory = session.workdir
             container.session = session
         return container.session
 
     def _register_changes(
-        self, container: Container, before: dict[str, tuple[int, int]]
+        self, container: Container, before: workdir.Scan, after: workdir.Scan
     ) -> builtins.list[ContainerFile]:
-        after = _snapshot(container.directory)
         changed: list[ContainerFile] = []
-        for relpath in sorted(after):
-            sig = after[relpath]
-            record = container.file_by_relpath(relpath)
+        for raw in sorted(after.files):
+            sig = _signature(after.files[raw])
+            record = container.file_by_raw(raw)
             if record is None:
                 record = ContainerFile(
                     id=ids.container_file_id(),
                     container_id=container.id,
-                    relpath=relpath,
+                    relpath=_show(raw),
                     source="assistant",
                     created_at=self.clock.now_int(),
                     bytes=sig[0],
                     signature=sig,
+                    raw=raw,
                 )
-                container.files[record.id] = record
+                container.add_record(record)
                 changed.append(record)
-            elif before.get(relpath) != sig or record.signature != sig:
+            elif _signature_of(before, raw) != sig or record.signature != sig:
                 record.bytes, record.signature = sig[0], sig
                 changed.append(record)
-        for fid, record in list(container.files.items()):
-            if record.relpath not in after:
-                del container.files[fid]
+        unseen = [r for r in container.files.values() if r.raw not in after.files]
+        if unseen and not after.complete:
+            # The walk stopped at its bound: keep records whose file is still there.
+            with self._directory(container) as dir_fd:
+                unseen = [r for r in unseen if workdir.stat_regular(dir_fd, r.raw) is None]
+        for record in unseen:
+            container.drop_record(record.id)
         return changed
 
     # -- expiry --------------------------------------------------------------------------
@@ -360,7 +458,7 @@ class ContainerBackend:
     def _mark_expired(self, container: Container) -> None:
         log.info("container %s expired", container.id)
         container.status = "expired"
-        container.files.clear()
+        container.clear_records()
 
     async def _release(self, container: Container) -> None:
         session, container.session = container.session, None
@@ -372,32 +470,56 @@ class ContainerBackend:
         shutil.rmtree(container.directory, ignore_errors=True)
 
 
-def _upload_name(filename: str) -> str:
-    name = PurePosixPath(filename.replace("\\", "/")).name.strip()
-    name = "".join(ch for ch in name if ch.isprintable())
-    if name in ("", ".", ".."):
-        raise BadRequestError("Invalid file name.", param="file")
-    return name[:200]
+def _component(filename: str) -> bytes:
+    """``filename`` as one on-disk name; a 400 for what cannot be one."""
+    try:
+        raw = filename.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = b""
+    if raw in (b"", b".", b"..") or b"/" in raw or b"\0" in raw:
+        raise BadRequestError(f"Invalid file name {filename!r:.300}.", param="file")
+    return raw
 
 
-def _signature(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return (st.st_size, st.st_mtime_ns)
+def _fit(raw: bytes) -> bytes:
+    """``raw`` cut to the 255 bytes a Linux name may have, keeping a short extension and
+    never splitting a UTF-8 character."""
+    if len(raw) <= NAME_MAX:
+        return raw
+    stem, dot, ext = raw.rpartition(b".")
+    if not dot or not stem or len(ext) > 16:
+        stem, dot, ext = raw, b"", b""
+    keep = NAME_MAX - len(dot) - len(ext)
+    cut = stem[:keep].decode("utf-8", "ignore").encode("utf-8")
+    return cut + dot + ext
 
 
-def _walk(directory: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+def _show(raw: bytes) -> str:
+    """How the API shows an on-disk path: UTF-8, with U+FFFD for bytes that are not."""
+    return raw.decode("utf-8", "replace")
 
 
-def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
-    """Regular files under the directory (hidden ones and symlinks skipped) -> signature."""
-    out: dict[str, tuple[int, int]] = {}
-    for path in _walk(directory):
-        if path.is_symlink() or not path.is_file():
-            continue
-        out[path.relative_to(directory).as_posix()] = _signature(path)
-    return out
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _signature_of(scan: workdir.Scan, raw: bytes) -> Signature | None:
+    st = scan.files.get(raw)
+    return None if st is None else _signature(st)
+
+
+def _snapshot(directory: Path) -> workdir.Scan:
+    """Every regular file under the directory, hidden ones included (bounded: see
+    :func:`cigate.engine.workdir.scan`); a walk cut short is logged."""
+    with workdir.directory(directory) as dir_fd:
+        found = workdir.scan(dir_fd, max_entries=workdir.MAX_ENTRIES, max_depth=workdir.MAX_DEPTH)
+    if not found.complete:
+        log.warning(
+            "%s: stopped listing after %d entries (bounds: %d entries, %d levels); "
+            "files past the bound are not registered",
+            directory,
+            found.entries,
+            workdir.MAX_ENTRIES,
+            workdir.MAX_DEPTH,
+        )
+    return found

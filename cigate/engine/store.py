@@ -26,6 +26,7 @@ from cigate.engine.items import input_item_resource
 from cigate.engine.model import Conversation, Model, ScriptedModel
 from cigate.engine.request import AutoContainer, CreateRequest, parse_create
 from cigate.engine.runner import ResponseRun, RunPlan
+from cigate.engine.upload_names import check_upload_name
 
 __all__ = ["FileRecord", "FilesLookup", "ResponsesBackend", "StoredResponse"]
 
@@ -185,7 +186,9 @@ class ResponsesBackend:
                     self._copy_file(container, part["file_id"], f"{param}.file_id")
                 elif isinstance(part.get("file_data"), str):
                     data = _decode_data_url(part["file_data"], f"{param}.file_data")
-                    name = str(part.get("filename") or "file")
+                    name = check_upload_name(
+                        str(part.get("filename") or "file"), param=f"{param}.filename"
+                    )
                     self.containers.add_file(container, name, data, source="user")
 
     def _copy_file(self, container: Container, file_id: str, param: str) -> None:

@@ -41,7 +41,7 @@ def container_file_json(row: FileRow) -> dict[str, Any]:
         "created_at": int(row.created_at.timestamp()),
         "bytes": row.size or 0,
         "container_id": row.container_id,
-        "path": f"/mnt/data/{row.filename}",
+        "path": row.path or f"/mnt/data/{row.filename}",
         "source": "assistant",
     }
 

@@ -45,6 +45,7 @@ def file_json(row: FileRow, base: str) -> dict[str, Any]:
         "container_id": row.container_id,
         "response_id": row.response_id,
         "filename": row.filename,
+        "path": row.path,
         "origin": row.origin,
         "state": row.state,
         "bytes": row.size,
@@ -126,8 +127,8 @@ async def file_by_path(request: Request) -> Response:
     """``GET /responses/{id}/files/by-path/{path}``: the file a response wrote at a path.
 
     The target of rewritten ``sandbox:/mnt/data/<path>`` links (:mod:`cigate.gateway.rewrite`),
-    which can be computed before the file's id is known. Matched on the name the file was
-    recorded with (a citation's ``filename``, the basename of the path); cited files first.
+    which can be computed before the file's id is known. Matched on the path the container's
+    listing gave, else on the name a citation gave (:func:`_by_path`).
     """
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
@@ -135,18 +136,36 @@ async def file_by_path(request: Request) -> Response:
     if await svc.meta.get_response(tenant_id, response_id) is None:
         raise not_found("response", response_id)
     path = request.path_params["path"]
-    name = posixpath.basename(path)
     deadline = asyncio.get_running_loop().time() + _BY_PATH_WAIT
     while True:
         rows = await svc.meta.list_files(tenant_id, response_id=response_id)
-        matches = [r for r in rows if r.filename in (name, path) or r.filename.endswith("/" + path)]
-        if matches or asyncio.get_running_loop().time() >= deadline:
+        row = _by_path(rows, path)
+        if row is not None or asyncio.get_running_loop().time() >= deadline:
             break
         await asyncio.sleep(0.1)
-    if not matches:
+    if row is None:
         raise not_found("file", path)
-    row = min(matches, key=lambda r: (r.origin != "citation", r.created_at))
     return await serve_file(request, svc, row, actor=f"tenant:{tenant_id}", tenant_id=tenant_id)
+
+
+def _by_path(rows: list[FileRow], path: str) -> FileRow | None:
+    """The row of the file at ``/mnt/data/<path>``: the one listed at that path, else the one
+    file of that name whose path is not known yet (a citation names only the basename).
+    Several such files are ambiguous (``a/x.csv``, ``b/x.csv`` before the listing): ``None``,
+    never one of them by chance."""
+    exact = [r for r in rows if r.path == f"/mnt/data/{path}"]
+    if not exact:
+        name = posixpath.basename(path)
+        exact = [
+            r
+            for r in rows
+            if r.path is None and (r.filename in (name, path) or r.filename.endswith("/" + path))
+        ]
+        if len({r.upstream_file_id for r in exact}) > 1:
+            return None
+    if not exact:
+        return None
+    return min(exact, key=lambda r: (r.origin != "citation", r.created_at))
 
 
 async def response_files(request: Request) -> Response:

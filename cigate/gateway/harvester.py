@@ -174,7 +174,8 @@ class Harvester:
                 complete = False
                 continue
             for item in listed:
-                path = str(item.get("path") or item["id"])
+                listed_path = item.get("path") if isinstance(item.get("path"), str) else None
+                path = listed_path or str(item["id"])
                 row = await self.meta.upsert_file(
                     tenant_id,
                     kind="container",
@@ -183,6 +184,7 @@ class Harvester:
                     response_id=response_id,
                     filename=path.rsplit("/", 1)[-1] or str(item["id"]),
                     origin="listing",
+                    path=listed_path,
                 )
                 size = item.get("bytes")
                 expected = size if isinstance(size, int) and size >= 0 else None

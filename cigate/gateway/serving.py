@@ -4,8 +4,9 @@ Follows the rules Starlette's static files follow (STYLE rule 5) and RFC 9110: a
 (the sha256), ``If-None-Match`` -> 304, a single ``Range`` -> 206 (``If-Range`` honoured), an
 unsatisfiable range -> 416 with ``Content-Range: bytes */SIZE``, ``HEAD`` without a body, and
 1 MiB chunks streamed from the blob store in constant memory. Names come from model-written
-code, so the file is always an attachment, the name is sanitised before it reaches a header,
-and ``nosniff`` plus a CSP that allows nothing keep HTML and SVG from running in the browser.
+code, so the file is always an attachment, the name reaches the header only percent-encoded
+(:mod:`cigate.http_files`, shared with the emulator), and ``nosniff`` plus a CSP that allows
+nothing keep HTML and SVG from running in the browser.
 Every download (complete or cut short) leaves an audit record.
 """
 
@@ -14,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -24,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from cigate.content_types import guess_type
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway.context import Services
-from cigate.naming import safe_name
+from cigate.http_files import content_disposition, etag_matches, parse_range
 from cigate.storage.records import FileRow
 
 __all__ = ["content_disposition", "parse_range", "serve_file"]
@@ -32,49 +31,6 @@ __all__ = ["content_disposition", "parse_range", "serve_file"]
 log = logging.getLogger(__name__)
 
 CSP = "default-src 'none'; sandbox; frame-ancestors 'none'"
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and an RFC 6266 / RFC 8187 ``filename*``."""
-    name = safe_name(filename)
-    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\%' else "_" for ch in name)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
-def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
-    """``(start, end_inclusive)`` for a satisfiable single range; ``False`` when unsatisfiable.
-
-    ``None`` means "ignore the header and send everything": RFC 9110 allows that for syntax
-    errors and for multiple ranges, which the gateway does not serve as multipart.
-    """
-    match = _RANGE.match(header)
-    if match is None:
-        return None
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:  # suffix range: the last N bytes
-        length = int(last)
-        if length == 0 or size == 0:
-            return False
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = int(last) if last else None
-    if end is not None and end < start:
-        return None
-    if start >= size:
-        return False
-    return start, size - 1 if end is None else min(end, size - 1)
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    """Weak comparison (RFC 9110 13.1.2): ``W/`` prefixes are ignored; ``*`` matches."""
-    for raw in header.split(","):
-        candidate = raw.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == etag:
-            return True
-    return False
 
 
 def _base_headers(row: FileRow, etag: str) -> dict[str, str]:
@@ -107,7 +63,7 @@ async def serve_file(
     size, etag = row.size, f'"{row.sha256}"'
     headers = _base_headers(row, etag)
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None and _etag_matches(if_none_match, etag):
+    if if_none_match is not None and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={k: headers[k] for k in ("etag", "cache-control")})
 
     start, end, status = 0, size - 1, 200

@@ -70,6 +70,7 @@ def _row(row: Row[Any]) -> FileRow:
         lease_expires_at=m["lease_expires_at"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        path=m["path"],
     )
 
 
@@ -86,13 +87,15 @@ class FileQueries(StoreBase):
         response_id: str | None,
         filename: str,
         origin: FileOrigin,
+        path: str | None = None,
     ) -> FileRow:
         """Record a file the gateway must copy; idempotent on (tenant, upstream ids).
 
         The first call mints a gateway id in state ``pending``; later calls return the same
-        row unchanged, except that a missing ``response_id`` is filled in (a file first seen
-        in a container listing, then cited). Concurrent calls from several processes agree
-        on one row. ``filename`` is kept verbatim (only NUL and lone surrogates replaced).
+        row unchanged, except that a missing ``response_id`` or ``path`` is filled in (a file
+        first cited, then seen in a container listing, or the other way round). Concurrent
+        calls from several processes agree on one row. ``filename`` and ``path`` are kept
+        verbatim (only NUL and lone surrogates replaced).
         """
         if kind not in get_args(FileKind) or origin not in get_args(FileOrigin):
             raise BadInputError(f"invalid file kind/origin: {kind!r}/{origin!r}")
@@ -112,6 +115,7 @@ class FileQueries(StoreBase):
             "container_id": container_id or "",
             "response_id": response_id,
             "filename": clean_text(filename),
+            "path": clean_text(path) if path is not None else None,
             "origin": origin,
             "state": "pending",
             "tries": 0,
@@ -145,6 +149,12 @@ class FileQueries(StoreBase):
                     update(files)
                     .where(key, files.c.response_id.is_(None))
                     .values(response_id=response_id, updated_at=now)
+                )
+            if path is not None:
+                await conn.execute(
+                    update(files)
+                    .where(key, files.c.path.is_(None))
+                    .values(path=values["path"], updated_at=now)
                 )
             row = (await conn.execute(select(files).where(key))).one()
         return _row(row)

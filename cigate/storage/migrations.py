@@ -212,6 +212,13 @@ def _m0004_response_listing(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_responses_unlisted ON responses (listed_at, created_at)"))
 
 
+def _m0005_file_paths(conn: Connection) -> None:
+    """Where each file was in its container, so files with one name in different directories
+    stay apart (by-path links, the facade's ``path``). Unknown (NULL) for files recorded before;
+    they keep the old behaviour (matched by name)."""
+    conn.execute(text("ALTER TABLE files ADD COLUMN path TEXT"))
+
+
 def _aware(value: Any) -> datetime:
     """A raw ``created_at`` read with plain SQL, as the aware UTC datetime the type expects."""
     if isinstance(value, str):  # SQLite hands back text for a raw SELECT
@@ -226,6 +233,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "owners of containers and files", _m0002_owners),
     Migration(3, "index for the resume sweep", _m0003_retry_index),
     Migration(4, "listing state of responses", _m0004_response_listing),
+    Migration(5, "container paths of files", _m0005_file_paths),
 )
 
 

@@ -77,7 +77,9 @@ class FileRow:
     """One generated file, whichever API it came from.
 
     ``id`` is the gateway's own unguessable id (``gwf_`` + 32 hex). ``filename`` is stored
-    verbatim as upstream sent it: sanitise it before putting it in a header or on a path.
+    verbatim as upstream sent it: sanitise it before putting it on a path (headers carry it
+    percent-encoded, :mod:`cigate.http_files`). ``path`` is where the file was in its container
+    (``/mnt/data/…``), verbatim from the upstream's listing, ``None`` until one was seen.
     ``sha256``/``size``/``content_type`` are set once the state is ``stored``.
     """
 
@@ -100,6 +102,7 @@ class FileRow:
     lease_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

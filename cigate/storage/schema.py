@@ -124,6 +124,9 @@ files = Table(
     Column("container_id", String(200), nullable=False),
     Column("response_id", String(200)),
     Column("filename", Text, nullable=False),
+    # Migration 5: where the file was in its container (``/mnt/data/…``), as the upstream's
+    # listing gave it; NULL until a listing was seen (a citation names only the basename).
+    Column("path", Text),
     Column("origin", String(16), nullable=False),
     Column("state", String(16), nullable=False),
     Column("sha256", String(64)),

@@ -110,9 +110,9 @@ class ValidationRecorder:
         self, response: httpx2.Response
     ) -> tuple[str, Callable[[bytes], None], Callable[[bytes], None]] | None:
         """What to do with this response's bytes: (kind, per-chunk, at-end) or None."""
-        if FAULT_HEADER in response.headers:
-            return None
         request = response.request
+        if FAULT_HEADER in response.headers or request.method == "HEAD":  # HEAD: no body
+            return None
         ctype = response.headers.get("content-type", "")
         where = f"{request.method} {request.url.path} -> {response.status_code}"
         if ctype.startswith("text/event-stream"):

@@ -28,6 +28,7 @@ from cigate.naming import MAX_NAME_BYTES, NameReserver, safe_name, unique_path
         ('a<b>c:d"e|f?g*h.txt', "a_b_c_d_e_f_g_h.txt"),
         ("résumé.pdf", "résumé.pdf"),
         ("rtl\u202egnp.exe", "rtlgnp.exe"),
+        ("lone\udcffsurrogate.txt", "lonesurrogate.txt"),
     ],
     ids=[
         "plain",
@@ -45,6 +46,7 @@ from cigate.naming import MAX_NAME_BYTES, NameReserver, safe_name, unique_path
         "windows-forbidden-characters",
         "unicode-kept",
         "bidi-override-removed",
+        "lone-surrogate-removed",
     ],
 )
 def test_safe_name_reduces_any_name_to_a_harmless_basename(name: str, expected: str) -> None:

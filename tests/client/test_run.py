@@ -321,3 +321,39 @@ def test_a_figure_the_code_only_displays_is_saved_too(
     if image.ref.source == "displayed":  # no file carried it: taken from the call's outputs
         assert image.ref.filename == "figure-1.png"
         assert image.strategy == "displayed"
+
+
+def test_every_hostile_name_is_saved_under_a_safe_local_name_and_reported_as_written(
+    emulator: RunningEmulator, config: ClientConfig, tmp_path: Path
+) -> None:
+    from tests.names import HOSTILE_PATHS, basename, content, write_cell
+
+    out = tmp_path / "out"
+    result = run(f"```python\n{write_cell()}```", model=MODEL, config=config, out=out)
+    _check_saved(result.results, out)
+    by_original = {r.original_name: r for r in result.results}
+    assert set(by_original) == {basename(p) for p in HOSTILE_PATHS}
+    for index, path in enumerate(HOSTILE_PATHS):
+        saved = by_original[basename(path)]
+        assert saved.path is not None
+        assert saved.path.read_bytes() == content(index, path)
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    names = os.listdir(out)
+    assert len(names) == len(HOSTILE_PATHS)
+    assert all(not any(ord(c) < 32 or c in '/\\:*?"<>|' for c in n) for n in names)
+    assert all(not n.startswith(".") and len(n.encode()) <= 200 for n in names)
+
+
+def test_cigate_run_reports_the_original_names_next_to_the_local_paths(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    from tests.names import HOSTILE_PATHS, basename, write_cell
+
+    env = {"CIGATE_ENDPOINT": emulator.base_url, "CIGATE_API_KEY": emulator.api_key}
+    prompt = f"```python\n{write_cell()}```"
+    args = ["run", prompt, "--model", MODEL, "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    files = json.loads(result.stdout)["files"]
+    assert {f["filename"] for f in files} == {basename(p) for p in HOSTILE_PATHS}
+    assert all(Path(f["path"]).parent == tmp_path for f in files)

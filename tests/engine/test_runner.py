@@ -114,7 +114,7 @@ async def test_the_sdk_stream_helper_accepts_the_stream_and_returns_the_citation
     container = containers.get(call.container_id)
     record = containers.get_file(container, citation.file_id)
     assert (record.source, record.path) == ("assistant", "/mnt/data/out.csv")
-    assert containers.file_path(container, record).read_bytes() == b"a,b\n1,2\n"
+    assert containers.read_file(container, record) == b"a,b\n1,2\n"
 
 
 @pytest.mark.sandbox

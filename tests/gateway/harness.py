@@ -76,6 +76,7 @@ class GatewayHarness:
         file_id: str | None = None,
         response_id: str | None = None,
         content_type: str | None = None,
+        path: str | None = None,
     ) -> FileRow:
         """A ``stored`` container file, as the harvester would leave it."""
 
@@ -93,6 +94,7 @@ class GatewayHarness:
                 response_id=response_id,
                 filename=filename,
                 origin="citation",
+                path=path,
             )
 
             async def chunks() -> AsyncIterator[bytes]:

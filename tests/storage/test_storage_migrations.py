@@ -154,3 +154,60 @@ async def test_opening_waits_for_another_connections_transaction_to_switch_to_wa
             assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
     finally:
         await store.close()
+
+
+async def test_migration_5_adds_file_paths_and_keeps_earlier_files_matched_by_name(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cigate.clock import Clock
+    from cigate.storage import migrations
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
+    engine = create_engine(empty_database)
+    try:
+        await migrations.apply_migrations(engine, Clock())
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO tenants VALUES ('ten_a', 'a', '2025-01-01 00:00:00')")
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO files (id, tenant_id, kind, upstream_file_id, container_id,"
+                    " filename, origin, state, tries, created_at, updated_at) VALUES"
+                    " ('gwf_1', 'ten_a', 'container', 'cfile_1', 'cntr_a', 'report.csv',"
+                    " 'citation', 'pending', 0, '2025-01-01 00:00:01', '2025-01-01 00:00:01')"
+                )
+            )
+    finally:
+        await engine.dispose()
+    monkeypatch.undo()
+    async with await MetadataStore.open(empty_database) as md:  # applies migration 5
+        before = await md.get_file("ten_a", "gwf_1")
+        assert before is not None
+        assert (before.filename, before.path) == ("report.csv", None)
+        kwargs = {
+            "kind": "container",
+            "upstream_file_id": "cfile_1",
+            "container_id": "cntr_a",
+            "response_id": None,
+            "filename": "report.csv",
+            "origin": "listing",
+        }
+        listed = await md.upsert_file("ten_a", path="/mnt/data/b/report.csv", **kwargs)  # type: ignore[arg-type]
+        assert (listed.id, listed.path) == ("gwf_1", "/mnt/data/b/report.csv")
+        again = await md.upsert_file("ten_a", path="/mnt/data/other", **kwargs)  # type: ignore[arg-type]
+        assert again.path == "/mnt/data/b/report.csv"  # filled once, never moved
+        odd = await md.upsert_file(
+            "ten_a",
+            kind="container",
+            upstream_file_id="cfile_2",
+            container_id="cntr_a",
+            response_id=None,
+            filename="x\x00\udcff",
+            origin="listing",
+            path="/mnt/data/d/x\x00\udcff",
+        )
+        assert odd.path is not None
+        assert odd.path.startswith("/mnt/data/d/x")  # kept, but for what no database can store
+        assert "\x00" not in odd.path
+        odd.path.encode("utf-8")

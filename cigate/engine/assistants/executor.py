@@ -190,8 +190,10 @@ class RunExecutor:
             self._figures.append(record.id)
             outputs.append({"type": "image", "image": {"file_id": record.id}})
         for cfile in changed:
-            path = self.containers.file_path(container, cfile)
-            data = path.read_bytes()
+            try:
+                data = self.containers.read_file(container, cfile)
+            except ApiError:  # no longer a regular file: nothing to copy
+                continue
             record = self.files.create(cfile.filename, data, OUTPUT_PURPOSE, azure=self.run_.azure)
             image = PurePosixPath(cfile.relpath).suffix.lower() in IMAGE_SUFFIXES
             self._generated[cfile.id] = _Generated(cfile, record.id, image)
