@@ -183,10 +183,11 @@ async def _owned_file(request: Request) -> Services:
 
 
 async def files_one(request: Request) -> Response:
-    """``GET /files/{id}``: the store's record, else the upstream's for the caller's own upload
-    (unchanged: its purpose and status matter to the client), else adoption on first use
-    (:func:`cigate.gateway.files.resolve`); ``DELETE`` of the caller's file is forwarded."""
-    if request.method != "GET":
+    """``GET``/``HEAD /files/{id}``: the store's record, else the upstream's for the caller's
+    own upload (unchanged: its purpose and status matter to the client), else adoption on
+    first use (:func:`cigate.gateway.files.resolve`); ``DELETE`` of the caller's file is
+    forwarded."""
+    if request.method not in ("GET", "HEAD"):
         return await relay(await _owned_file(request), request)
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
