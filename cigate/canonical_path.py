@@ -59,6 +59,7 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 #: Raw bytes that may stand for themselves in a segment: unreserved, and the sub-delimiters,
 #: ``:`` and ``@`` of RFC 3986 ``pchar`` except ``;`` (matrix parameters to some servers).
 _LITERAL = _UNRESERVED | frozenset(b"!$&'()*+,=:@")
+_LITERAL_BYTES = bytes(sorted(_LITERAL))
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 #: Decoded characters no segment may hold: separators, escapes, and what ends a path in a URL.
 _FORBIDDEN = frozenset("/\\%?#")
@@ -153,6 +154,14 @@ def check_segment(segment: str, raw_path: bytes | None = None) -> str:
     return segment
 
 
+def _segment(raw_path: bytes, raw: bytes) -> str:
+    if raw and not raw.translate(None, _LITERAL_BYTES):  # plain ASCII: nothing to decode or fold
+        if raw in (b".", b".."):
+            raise NonCanonicalPathError(raw_path, f"'{raw.decode()}' path segment")
+        return raw.decode("ascii")
+    return check_segment(_decode_segment(raw_path, raw), raw_path)
+
+
 def split(raw_path: bytes, *, prefixes: Iterable[str] = ()) -> tuple[str, ...]:
     """The decoded segments of ``raw_path``, or :class:`NonCanonicalPathError`.
 
@@ -165,9 +174,7 @@ def split(raw_path: bytes, *, prefixes: Iterable[str] = ()) -> tuple[str, ...]:
         raise NonCanonicalPathError(raw_path, "a path must start with '/' (origin form)")
     if raw_path == b"/":
         return ()
-    segments = tuple(
-        check_segment(_decode_segment(raw_path, raw), raw_path) for raw in raw_path[1:].split(b"/")
-    )
+    segments = tuple(_segment(raw_path, raw) for raw in raw_path[1:].split(b"/"))
     for prefix in prefixes:
         wanted = tuple(prefix.strip("/").split("/"))
         head = segments[: len(wanted)]
