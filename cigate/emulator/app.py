@@ -5,8 +5,10 @@ The lifespan owns every shared resource and stores it on ``app.state``: ``settin
 ``startup(app)`` hooks attach (``responses``). A reaper sweeps expired containers every
 ``settings.reaper_interval`` seconds; shutdown stops every kernel so none outlives the app.
 
-Layers, outermost first: request ids (so even crashes and faults carry them), faults (before
-routing), error rendering, then the control plane and the three API prefixes (``routing``).
+Layers, outermost first: request ids (so even crashes and faults carry them), the canonical
+path edge (``cigate.canonical_path``: a path any component could read differently is refused
+before faults or routing see it), faults (before routing), error rendering, then the control
+plane and the three API prefixes (``routing``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
+from cigate.canonical_path import CanonicalPathMiddleware
 from cigate.clock import Clock
 from cigate.emulator import containers, control, files
-from cigate.emulator.errors import EXCEPTION_HANDLERS
-from cigate.emulator.faults import FaultMiddleware, FaultStore
+from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_path
+from cigate.emulator.faults import CONTROL_PREFIX, FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
-from cigate.emulator.routing import api_mounts
+from cigate.emulator.routing import PREFIXES, api_mounts
 from cigate.emulator.settings import EmulatorSettings
 from cigate.engine.containers import ContainerBackend
 from cigate.sandbox.base import KernelSession, SandboxSettings
@@ -153,7 +156,14 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
             Mount("/_emulator", routes=control.ROUTES),
             *api_mounts(v1_routes, legacy_routes),
         ],
-        middleware=[Middleware(FaultMiddleware)],
+        middleware=[
+            Middleware(
+                CanonicalPathMiddleware,
+                refuse=refuse_path,
+                prefixes=(*PREFIXES.values(), CONTROL_PREFIX),
+            ),
+            Middleware(FaultMiddleware),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan,
     )

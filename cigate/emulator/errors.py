@@ -9,6 +9,7 @@ Two shapes exist on the wire (api-reference section 5):
   api-version, throttling. ``AzureError`` below.
 
 Handlers and middleware only raise; ``EXCEPTION_HANDLERS`` turns the exceptions into responses.
+:func:`refuse_path` answers for the canonical-path edge (which runs before any handler).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
+from cigate.canonical_path import AmbiguousQueryError, NonCanonicalPathError, shown
 from cigate.engine.errors import ApiError
 
 #: api-reference 5.2, copied verbatim.
@@ -122,6 +125,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"Invalid URL ({request.method} {request.url.path})"
         error = ApiError(exc.status_code, message, headers=headers)
     return render(error)
+
+
+def refuse_path(scope: Scope, exc: NonCanonicalPathError | AmbiguousQueryError) -> Response:
+    """The edge's refusal, shaped like the answer for an unknown path or api-version there.
+
+    Under ``/openai`` in any spelling (``//openai``, ``/OpenAI``) it is Azure's: 404
+    ``Resource not found`` for a path, and for ``api-version`` given twice what a bad
+    api-version gets on that surface (400 on v1, 404 on the dated one). Elsewhere OpenAI's
+    ``Invalid URL`` 404, or a 400 naming ``api-version``.
+    """
+    raw: bytes = scope.get("raw_path") or str(scope.get("path", "")).encode()
+    azure = raw.lstrip(b"/")[:6].lower() == b"openai"
+    if isinstance(exc, AmbiguousQueryError):
+        if not azure:
+            return render(ApiError(400, exc.message, param="api-version"))
+        if raw.startswith(b"/openai/v1/"):
+            return render(azure_api_version_not_supported())
+        return render(azure_not_found())
+    if azure:
+        return render(azure_not_found())
+    return render(ApiError(404, f"Invalid URL ({scope.get('method', 'GET')} {shown(raw)})"))
 
 
 EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_error}

@@ -20,12 +20,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import Literal
-from urllib.parse import parse_qsl
 
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cigate.canonical_path import api_versions
 from cigate.emulator import auth
 from cigate.emulator.auth import AZURE_ENTRA_401_MESSAGE
 from cigate.emulator.errors import (
@@ -45,11 +45,9 @@ _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 
 
 def api_version(scope: Scope) -> str | None:
-    query = scope.get("query_string", b"").decode("latin-1")
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name == "api-version":
-            return str(value)
-    return None
+    """The request's ``api-version``, its name in any case (the edge refused it twice)."""
+    versions = api_versions(scope.get("query_string", b""))
+    return versions[0] if versions else None
 
 
 class ApiGate:

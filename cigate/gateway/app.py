@@ -22,9 +22,11 @@ from starlette.routing import BaseRoute, Route
 from cigate.exceptions import CigateError
 from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
+from cigate.gateway.edge import PREFIXES, edge_middleware
 from cigate.gateway.errors import handle_cigate_error
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.tenancy import check_routes
 from cigate.gateway.tenants import TenantResolver
 from cigate.gateway.upstream import Upstream
 from cigate.storage.blobs import open_blob_store
@@ -34,7 +36,6 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-_V1_PREFIXES = ("/openai/v1", "/v1")
 #: Seconds each readiness check may take before it counts as unavailable.
 _READY_TIMEOUT = 5.0
 _GET_HEAD = ["GET", "HEAD"]
@@ -96,7 +97,7 @@ def _routes() -> list[BaseRoute]:
             methods=["GET", "POST"],
         ),
     ]
-    for prefix in _V1_PREFIXES:
+    for prefix in PREFIXES[:2]:  # /openai/v1, /v1 (the legacy form is above)
         routes += [
             Route(f"{prefix}/responses", proxy.create_response, methods=["POST"]),
             Route(
@@ -110,7 +111,7 @@ def _routes() -> list[BaseRoute]:
                 methods=["GET", "POST"],
             ),
         ]
-    return [
+    routes = [
         *routes,
         # Containers and Files-API files, tenant-scoped (store first where it has the bytes).
         *scoped.routes(),
@@ -118,6 +119,8 @@ def _routes() -> list[BaseRoute]:
         # Every other OpenAI path under /openai/v1, /v1 and /openai: relayed unchanged.
         *passthrough.catch_all_routes(),
     ]
+    check_routes(routes)  # a route the tenancy table does not classify fails start-up
+    return routes
 
 
 def create_app(
@@ -154,6 +157,8 @@ def create_app(
 
     return Starlette(
         routes=_routes(),
+        # Outermost: no route, not even the catch-all, sees a path that is not canonical.
+        middleware=[edge_middleware()],
         lifespan=lifespan,
         exception_handlers={
             CigateError: handle_cigate_error,

@@ -36,8 +36,9 @@ from starlette.routing import BaseRoute, Route
 from cigate.exceptions import CigateError
 from cigate.gateway import body_refs, fetch
 from cigate.gateway.context import Services, services
+from cigate.gateway.edge import PREFIXES, api_path
 from cigate.gateway.errors import UnknownIdError
-from cigate.gateway.passthrough import PREFIXES, target
+from cigate.gateway.passthrough import target
 from cigate.gateway.scoped import owned_root
 from cigate.gateway.sse import SSESplitter, parse_event
 from cigate.gateway.upstream import forwardable_headers
@@ -133,7 +134,7 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
     await body_refs.enforce(svc, tenant_id, request)  # file ids in tool_resources, attachments
     upstream_response = await svc.upstream.send(
         request.method,
-        target(svc, request.url.path),
+        target(svc, request),
         headers=request.headers,
         params=request.query_params.multi_items(),
         content=(await body_refs.read_capped(request, svc.settings.max_json_body)) or None,
@@ -141,7 +142,7 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
     )
     headers = forwardable_headers(upstream_response.headers)
     ok = upstream_response.status_code == 200
-    watch = ok and "/threads" in request.url.path
+    watch = ok and api_path(request).family == "threads"
     claim_thread = claim_thread and ok
     if upstream_response.headers.get("content-type", "").startswith("text/event-stream"):
         return StreamingResponse(

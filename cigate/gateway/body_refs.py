@@ -37,8 +37,8 @@ from starlette.requests import Request
 
 from cigate.exceptions import BadInputError
 from cigate.gateway.context import Services
+from cigate.gateway.edge import parse_api_path
 from cigate.gateway.errors import UnknownIdError
-from cigate.gateway.passthrough import PREFIXES
 
 __all__ = ["Group", "Operation", "enforce", "extract", "json_body", "operation", "read_capped"]
 
@@ -80,17 +80,12 @@ class Group:
 
 
 def operation(method: str, path: str) -> Operation | None:
-    """The body-carrying operation a client path names, in any of the three URL forms."""
-    if method != "POST":
-        return None
-    rest = next(
-        (path[len(p) + 1 :] for p in PREFIXES if path.startswith(p + "/")),
-        None,
-    )
-    if rest is None:
+    """The body-carrying operation a canonical client path names, in any of the URL forms."""
+    api = parse_api_path(path)
+    if method != "POST" or api is None:
         return None
     for pattern, op in _OPERATIONS:
-        if pattern.fullmatch(rest.rstrip("/")):
+        if pattern.fullmatch(api.rest):
             return op
     return None
 
@@ -141,7 +136,7 @@ async def enforce(svc: Services, tenant_id: str, request: Request) -> None:
     never for multipart uploads. Starlette keeps the body read here, so the forwarding call
     streams the same bytes upstream.
     """
-    op = operation(request.method, request.url.path)
+    op = operation(request.method, request.scope["path"])
     if op is None:
         return
     if request.headers.get("content-type", "").lower().startswith("multipart/"):

@@ -96,7 +96,7 @@ def open_container_file(
     upstream: Upstream, container_id: str, file_id: str
 ) -> contextlib.AbstractAsyncContextManager[Download]:
     """The content of a container file (``/containers/{c}/files/{f}/content``)."""
-    url = upstream.v1_url(f"containers/{container_id}/files/{file_id}/content")
+    url = upstream.v1_url("containers", container_id, "files", file_id, "content")
     return _open(upstream, url, f"{file_id} in {container_id}")
 
 
@@ -104,7 +104,7 @@ def open_files_api_content(
     upstream: Upstream, file_id: str
 ) -> contextlib.AbstractAsyncContextManager[Download]:
     """The content of a Files-API file (``assistant-…``/``file-…``)."""
-    return _open(upstream, upstream.v1_url(f"files/{file_id}/content"), file_id)
+    return _open(upstream, upstream.v1_url("files", file_id, "content"), file_id)
 
 
 async def _get_json(upstream: Upstream, url: str, what: str, params: Any = None) -> Any:
@@ -123,7 +123,7 @@ async def _get_json(upstream: Upstream, url: str, what: str, params: Any = None)
 
 async def files_api_metadata(upstream: Upstream, file_id: str) -> dict[str, Any]:
     """``GET /files/{id}``: the file object (filename, bytes, purpose)."""
-    data = await _get_json(upstream, upstream.v1_url(f"files/{file_id}"), file_id)
+    data = await _get_json(upstream, upstream.v1_url("files", file_id), file_id)
     if not isinstance(data, dict):
         raise UpstreamUnavailableError(f"{file_id}: unexpected file object")
     return data
@@ -133,7 +133,7 @@ async def list_container_files(
     upstream: Upstream, container_id: str, max_pages: int = 50
 ) -> list[dict[str, Any]]:
     """Every file of a container (``GET /containers/{c}/files``), following ``after`` cursors."""
-    url = upstream.v1_url(f"containers/{container_id}/files")
+    url = upstream.v1_url("containers", container_id, "files")
     files: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 100}
     for _ in range(max_pages):

@@ -1,10 +1,11 @@
 """Generic pass-through: every other OpenAI call, streamed both ways with the gateway's credential.
 
 Anything under ``/openai/v1/…``, ``/v1/…`` or the legacy ``/openai/…`` (its ``api-version`` kept
-in the query) that no other route answers is relayed here for an authenticated caller: the
-request body goes up as it arrives (multipart uploads are never buffered), the answer comes
-down chunk by chunk with its status, body and headers unchanged (hop-by-hop headers removed),
-and the upstream response is always closed, also when the client goes away (STYLE rule 4).
+in the query) that no other route answers comes here, and is relayed for an authenticated caller
+if :mod:`cigate.gateway.tenancy` classifies it as stateless or allowed: the request body goes up
+as it arrives (multipart uploads are never buffered), the answer comes down chunk by chunk with
+its status, body and headers unchanged (hop-by-hop headers removed), and the upstream response
+is always closed, also when the client goes away (STYLE rule 4).
 
 It also holds two helpers the scoped routes share: :func:`owned_list`, a listing filtered to
 the caller's own containers or files, and :func:`not_found_route`, the OpenAI-shaped answer for
@@ -24,16 +25,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from cigate.exceptions import AccessDeniedError, BadInputError, UpstreamUnavailableError
+from cigate.exceptions import BadInputError, UpstreamUnavailableError
 from cigate.gateway.context import Services, services
+from cigate.gateway.edge import PREFIXES, api_path
 from cigate.gateway.errors import error_response
+from cigate.gateway.tenancy import CATCH_ALL, require_forwardable
 from cigate.gateway.upstream import forwardable_headers
 from cigate.storage.metadata_owners import OwnedKind
 
 __all__ = [
     "ALL_METHODS",
-    "LEGACY",
-    "PREFIXES",
     "catch_all_routes",
     "has_body",
     "not_found_route",
@@ -44,23 +45,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LEGACY = "/openai"
-#: Longest first: ``/openai/v1/x`` must not be read as the legacy ``/openai`` + ``v1/x``.
-PREFIXES = ("/openai/v1", "/v1", LEGACY)
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # HEAD comes with GET
 #: Upstream pages a filtered listing reads at most before it answers ``has_more: true``.
 MAX_LIST_PAGES = 20
 
 
-def target(svc: Services, path: str) -> str:
-    """The upstream URL of a client path in any of the three URL forms."""
-    for prefix in PREFIXES:
-        if path.startswith(prefix + "/"):
-            rest = path[len(prefix) + 1 :]
-            if prefix == LEGACY:
-                return svc.upstream.legacy_url(rest)
-            return svc.upstream.v1_url(rest)
-    raise AssertionError(f"not an API path: {path}")  # the routes guarantee a prefix
+def target(svc: Services, request: Request) -> str:
+    """The upstream URL of a request under an API prefix: the same canonical segments, in the
+    URL form the client used (:meth:`~cigate.gateway.upstream.Upstream.url`)."""
+    api = api_path(request)
+    return svc.upstream.url(api.form, api.segments)
 
 
 def has_body(request: Request) -> bool:
@@ -75,7 +69,7 @@ async def relay(svc: Services, request: Request) -> Response:
     """Forward the request as it streams in; stream the upstream's answer back unchanged."""
     upstream_response = await svc.upstream.send(
         request.method,
-        target(svc, request.url.path),
+        target(svc, request),
         headers=request.headers,
         params=request.query_params.multi_items(),
         content=request.stream() if has_body(request) else None,
@@ -101,50 +95,22 @@ async def _chunks(upstream_response: httpx2.Response) -> AsyncIterator[bytes]:
         await upstream_response.aclose()
 
 
-#: Calls that keep nothing upstream another tenant could read back, by method and the first
-#: path segment after the API prefix (``audio`` and ``images`` cover their sub-paths).
-_STATELESS: dict[str, frozenset[str]] = {
-    "POST": frozenset(
-        {"chat", "completions", "embeddings", "audio", "images", "moderations", "deployments"}
-    ),
-    "GET": frozenset({"models"}),
-}
-
-
-def _stateless(method: str, rest: str) -> bool:
-    """``rest`` is the path after the prefix; stored chat completions (``GET /chat/…``) and
-    everything with an id of its own are stateful."""
-    family = rest.split("/", 1)[0]
-    return family in _STATELESS.get("GET" if method == "HEAD" else method, frozenset())
-
-
 async def forward_any(request: Request) -> Response:
-    """Catch-all for the API prefixes: an authenticated caller's call, relayed unchanged.
+    """Catch-all for the API prefixes: a call no specific route takes, classified first.
 
-    With ``unscoped = "refuse"`` only stateless calls are relayed; a call on an object the
-    gateway does not scope per tenant (vector stores, batches, …) gets a 403 that names the
-    setting, and never reaches the upstream.
+    Only a stateless call, or one of a family the operator allowed unscoped, is relayed; a
+    scoped family's unrouted call is a 404 and anything else a 403 naming the setting
+    (:func:`cigate.gateway.tenancy.require_forwardable`). Nothing refused reaches the upstream.
     """
     svc = services(request)
     await svc.tenants.tenant_id(request)
-    rest = request.path_params.get("rest", "")
-    if svc.settings.unscoped == "refuse" and not _stateless(request.method, rest):
-        family = rest.split("/", 1)[0] or "/"
-        raise AccessDeniedError(
-            f"{request.method} /{family}… is not scoped per tenant by this gateway, and its "
-            "operator refuses such calls (CIGATE_GATEWAY_UNSCOPED=refuse)",
-            hint="Containers, files, responses, assistants and threads are scoped; ask the "
-            "operator for direct access for anything else.",
-            status=403,
-        )
+    require_forwardable(request.method, api_path(request), svc.settings.allowed_unscoped)
     return await relay(svc, request)
 
 
 def catch_all_routes() -> list[BaseRoute]:
     """Mounted last, so every specific (scoped, harvesting, store-backed) route wins."""
-    return [
-        Route(f"{prefix}/{{rest:path}}", forward_any, methods=ALL_METHODS) for prefix in PREFIXES
-    ]
+    return [Route(f"{prefix}/{CATCH_ALL}", forward_any, methods=ALL_METHODS) for prefix in PREFIXES]
 
 
 async def owned_list(svc: Services, request: Request, tenant_id: str, kind: OwnedKind) -> Response:
@@ -161,7 +127,7 @@ async def owned_list(svc: Services, request: Request, tenant_id: str, kind: Owne
     except ValueError as exc:
         raise BadInputError("limit must be an integer between 1 and 100.") from exc
     after = params.pop("after", None)
-    url = target(svc, request.url.path)
+    url = target(svc, request)
     collected: list[dict[str, Any]] = []
     upstream_more = False
     for _ in range(MAX_LIST_PAGES):

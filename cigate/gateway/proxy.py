@@ -24,20 +24,13 @@ from cigate.gateway import body_refs, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.harvester import walk_response
+from cigate.gateway.passthrough import target
 from cigate.gateway.tap import ResponseTap
 from cigate.gateway.upstream import forwardable_headers
 
 __all__ = ["check_previous_response", "create_response", "forward", "response_subresource"]
 
 log = logging.getLogger(__name__)
-
-
-def _target(svc: Services, request: Request, rest: str) -> str:
-    """Upstream URL for ``rest`` in the URL form the client used (v1 or legacy)."""
-    path = request.url.path
-    if path.startswith("/openai/") and not path.startswith("/openai/v1/"):
-        return svc.upstream.legacy_url(rest)
-    return svc.upstream.v1_url(rest)
 
 
 async def create_response(request: Request) -> Response:
@@ -48,7 +41,7 @@ async def create_response(request: Request) -> Response:
     await scoped.check_response_containers(svc, tenant_id, body)
     await check_previous_response(svc, tenant_id, body)
     await body_refs.enforce(svc, tenant_id, request)
-    return await forward(svc, request, _target(svc, request, "responses"), tenant_id, harvest=True)
+    return await forward(svc, request, target(svc, request), tenant_id, harvest=True)
 
 
 async def check_previous_response(svc: Services, tenant_id: str, body: Any) -> None:
@@ -72,11 +65,8 @@ async def response_subresource(request: Request) -> Response:
     response_id = request.path_params["response_id"]
     if await svc.meta.get_response(tenant_id, response_id) is None:
         raise not_found("response", response_id)
-    rest = f"responses/{response_id}"
-    if sub := request.path_params.get("sub"):
-        rest += f"/{sub}"
     replay = request.method == "GET" and not request.path_params.get("sub")
-    return await forward(svc, request, _target(svc, request, rest), tenant_id, harvest=replay)
+    return await forward(svc, request, target(svc, request), tenant_id, harvest=replay)
 
 
 async def forward(

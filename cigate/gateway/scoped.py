@@ -31,15 +31,9 @@ from starlette.routing import BaseRoute, Route
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import body_refs, facade
 from cigate.gateway.context import Services, services
+from cigate.gateway.edge import PREFIXES
 from cigate.gateway.errors import container_not_found, not_found
-from cigate.gateway.passthrough import (
-    ALL_METHODS,
-    PREFIXES,
-    has_body,
-    owned_list,
-    relay,
-    target,
-)
+from cigate.gateway.passthrough import ALL_METHODS, has_body, owned_list, relay, target
 from cigate.gateway.upstream import forwardable_headers
 from cigate.storage.metadata_owners import OwnedKind
 
@@ -88,7 +82,7 @@ async def create_and_claim(request: Request, kind: OwnedKind) -> Response:
     await body_refs.enforce(svc, tenant_id, request)
     answer = await svc.upstream.send(
         "POST",
-        target(svc, request.url.path),
+        target(svc, request),
         headers=request.headers,
         params=request.query_params.multi_items(),
         content=request.stream() if has_body(request) else None,
@@ -138,7 +132,7 @@ async def container_files(request: Request) -> Response:
     try:
         live = await svc.upstream.send(
             "GET",
-            target(svc, request.url.path),
+            target(svc, request),
             headers=request.headers,
             params=request.query_params.multi_items(),
         )
@@ -189,10 +183,11 @@ async def _owned_file(request: Request) -> Services:
 
 
 async def files_one(request: Request) -> Response:
-    """``GET /files/{id}``: the store's record, else the upstream's for the caller's own upload
-    (unchanged: its purpose and status matter to the client), else adoption on first use
-    (:func:`cigate.gateway.files.resolve`); ``DELETE`` of the caller's file is forwarded."""
-    if request.method != "GET":
+    """``GET``/``HEAD /files/{id}``: the store's record, else the upstream's for the caller's
+    own upload (unchanged: its purpose and status matter to the client), else adoption on
+    first use (:func:`cigate.gateway.files.resolve`); ``DELETE`` of the caller's file is
+    forwarded."""
+    if request.method not in ("GET", "HEAD"):
         return await relay(await _owned_file(request), request)
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)

@@ -10,16 +10,17 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from cigate.exceptions import ConfigurationError
+from cigate.gateway.tenancy import parse_allowed
 
 __all__ = ["GatewaySettings", "cigate_home"]
 
 _ENV_PREFIX = "CIGATE_GATEWAY_"
 _AUTH_MODES = ("key", "entra", "none")
-_UNSCOPED_MODES = ("forward", "refuse")
 
 
 def cigate_home() -> Path:
@@ -77,11 +78,11 @@ class GatewaySettings:
     #: Upstream timeouts, seconds: connect, and read between two chunks (streams can idle).
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
-    #: Calls the gateway does not scope per tenant (vector stores, batches, fine-tuning, stored
-    #: chat completions, …): ``forward`` them for any caller, or ``refuse`` them (403), leaving
-    #: only stateless calls (chat and text completions, embeddings, models, audio, images,
-    #: moderations) next to the scoped ones.
-    unscoped: str = "forward"
+    #: Path families the gateway does not scope per tenant that it forwards anyway, for every
+    #: tenant: comma-separated (``vector_stores,batches``) or ``*`` for all. Empty (the
+    #: default): only the scoped and the stateless calls go upstream, the rest is refused (403).
+    #: See :mod:`cigate.gateway.tenancy`.
+    allow_unscoped: str = ""
     #: Identifies this process in leases; empty means host:pid.
     worker_id: str = ""
 
@@ -91,11 +92,7 @@ class GatewaySettings:
                 f"--upstream-auth must be one of {', '.join(_AUTH_MODES)}, "
                 f"not {self.upstream_auth!r}"
             )
-        if self.unscoped not in _UNSCOPED_MODES:
-            raise ConfigurationError(
-                f"CIGATE_GATEWAY_UNSCOPED must be one of {', '.join(_UNSCOPED_MODES)}, "
-                f"not {self.unscoped!r}"
-            )
+        parse_allowed(self.allow_unscoped)
         if self.upstream and not self.upstream.startswith(("http://", "https://")):
             raise ConfigurationError(f"--upstream must be an http(s) URL, not {self.upstream!r}")
         if self.harvest_concurrency < 1 or self.harvest_attempts < 1:
@@ -126,6 +123,11 @@ class GatewaySettings:
                 hint="Or use --upstream-auth entra to authenticate with Microsoft Entra ID.",
             )
 
+    @cached_property
+    def allowed_unscoped(self) -> frozenset[str]:
+        """The families named by ``allow_unscoped`` (``*`` for all)."""
+        return parse_allowed(self.allow_unscoped)
+
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite+aiosqlite:///{cigate_home() / 'gateway.db'}"
@@ -137,6 +139,13 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, **overrides: Any) -> GatewaySettings:
         """Settings from ``CIGATE_GATEWAY_*`` variables; explicit non-None ``overrides`` win."""
+        if os.environ.get(_ENV_PREFIX + "UNSCOPED"):
+            raise ConfigurationError(
+                "CIGATE_GATEWAY_UNSCOPED was replaced by CIGATE_GATEWAY_ALLOW_UNSCOPED",
+                hint="Unscoped calls are refused by default now; to forward some for every "
+                "tenant, name their families (CIGATE_GATEWAY_ALLOW_UNSCOPED=vector_stores) "
+                "or '*' (the old 'forward').",
+            )
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = os.environ.get(_ENV_PREFIX + f.name.upper())

@@ -2,7 +2,9 @@
 
 Clients authenticate to the gateway with gateway keys; the upstream only ever sees the gateway's
 own credential (an API key, or a Microsoft Entra ID token refreshed before it expires). Path
-mapping lives here so the proxy, the harvester and the Files-API fallback agree on it:
+mapping lives here, in :meth:`Upstream.url`, so every forwarding route, the harvester and the
+Files-API fallback agree on it. It takes decoded segments (a request's canonical ones, see
+:mod:`cigate.gateway.edge`, or ids) and spells them with :func:`cigate.canonical_path.encode`:
 
 * ``/openai/v1/X`` and ``/v1/X`` -> ``{upstream}/openai/v1/X`` (or ``{upstream}/X`` when the
   upstream URL already ends in ``/v1``, as ``https://api.openai.com/v1`` does);
@@ -15,19 +17,20 @@ exactly one place, :meth:`Upstream.send`.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
-from urllib.parse import unquote
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import httpx2
 
-from cigate.exceptions import BadInputError, ConfigurationError, UpstreamUnavailableError
+from cigate.canonical_path import encode
+from cigate.exceptions import ConfigurationError, UpstreamUnavailableError
 from cigate.gateway.settings import GatewaySettings
 
 __all__ = ["HOP_BY_HOP", "TokenCredential", "Upstream", "forwardable_headers", "unavailable"]
 
 #: Headers that describe one connection, never the message (RFC 9110 section 7.6.1), plus the
-#: ones the gateway owns (the caller's credential must never reach the upstream).
+#: ones the gateway owns (the caller's credential must never reach the upstream) and the ones
+#: that would override the method or path the gateway classified.
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -44,6 +47,14 @@ HOP_BY_HOP = frozenset(
         "api-key",
         "accept-encoding",
         "content-encoding",
+        # Headers some servers and proxies (IIS, ASP.NET, Spring, APIM policies) read as the
+        # real method or path: the gateway classified the request by its own method and path.
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
     }
 )
 
@@ -59,18 +70,6 @@ class TokenCredential(Protocol):
 def forwardable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers of one side that may be copied to the other."""
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
-
-
-def _checked_path(rest: str) -> str:
-    """``rest`` without its leading slashes, refused if a segment is ``.`` or ``..``.
-
-    The upstream client removes dot segments (RFC 3986 5.2.4), so ``containers/MINE/../THEIRS``
-    would reach a container other than the one the gateway checked the caller owns.
-    """
-    rest = rest.lstrip("/")
-    if any(unquote(segment) in (".", "..") for segment in rest.split("/")):
-        raise BadInputError(f"Invalid URL (path segment '.' or '..' in {rest!r:.200})", status=404)
-    return rest
 
 
 def unavailable(exc: httpx2.TransportError) -> UpstreamUnavailableError:
@@ -107,13 +106,18 @@ class Upstream:
         self._credential = credential
         self._token: tuple[str, float] | None = None
 
-    def v1_url(self, rest: str) -> str:
-        """URL of a v1 resource path such as ``responses`` or ``containers/c/files``."""
-        return f"{self._v1_base}/{_checked_path(rest)}"
+    def url(self, form: Literal["v1", "legacy"], segments: Sequence[str]) -> str:
+        """The upstream URL of decoded path ``segments`` (after the API prefix) in ``form``.
 
-    def legacy_url(self, rest: str) -> str:
-        """URL of a legacy ``/openai/...`` path (its api-version travels in the query)."""
-        return f"{self._legacy_base}/{_checked_path(rest)}"
+        Each segment is checked and escaped by :func:`cigate.canonical_path.encode`: an id
+        holding ``/``, ``..`` or an escape is refused (404), never read as more path.
+        """
+        base = self._legacy_base if form == "legacy" else self._v1_base
+        return f"{base}/{encode(segments)}"
+
+    def v1_url(self, *segments: str) -> str:
+        """URL of a v1 resource, e.g. ``v1_url("containers", cid, "files")``."""
+        return self.url("v1", segments)
 
     async def auth_headers(self) -> dict[str, str]:
         mode = self.settings.upstream_auth

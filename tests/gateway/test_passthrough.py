@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,9 @@ import openai
 import pytest
 
 from cigate.config import resolve_config
-from cigate.exceptions import ConfigurationError
-from cigate.gateway.settings import GatewaySettings
 from cigate.runner import run
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.conftest import Backend, live_settings
-from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.live import LiveGateway, code_input
 
 pytestmark = [pytest.mark.storage, pytest.mark.sandbox]
 
@@ -120,22 +116,6 @@ def test_another_tenant_gets_404_on_every_path_of_a_container(
     assert [f.id for f in a.containers.files.list(container_id=cid)] == [fid]
 
 
-def test_any_other_openai_path_is_forwarded_unchanged_in_every_url_form(
-    sqlite_live_gateway: LiveGateway, emulator: RunningEmulator
-) -> None:
-    http = sqlite_live_gateway.http()
-    direct = emulator.http_client()
-    for path in ("/openai/v1/no_such_resource", "/v1/no_such_resource"):
-        through = http.get(path)
-        upstream = direct.get("/openai/v1/no_such_resource", headers=emulator.auth_headers)
-        assert (through.status_code, through.json()) == (upstream.status_code, upstream.json())
-    legacy = http.get("/openai/files", params={"api-version": "2025-04-01-preview"})
-    assert legacy.status_code == 200
-    assert legacy.json()["object"] == "list"
-    unauthenticated = sqlite_live_gateway.raw_http().get(f"{sqlite_live_gateway.url}/v1/models")
-    assert unauthenticated.status_code == 401
-
-
 @pytest.mark.parametrize("method", ["GET", "POST"], ids=["get", "post"])
 def test_a_path_outside_the_api_gets_an_openai_shaped_404(
     sqlite_live_gateway: LiveGateway, method: str
@@ -168,52 +148,6 @@ def test_cigate_run_works_with_the_gateway_as_its_endpoint(
     assert result.response_id is not None
     harvested = gw.harvested(result.response_id, at_least=1)
     assert any(f["filename"].endswith("total.txt") for f in harvested)
-
-
-@pytest.mark.parametrize("mode", ["forward", "refuse"])
-def test_unscoped_calls_are_forwarded_or_refused_as_the_operator_chose(
-    emulator: RunningEmulator, tmp_path: Path, mode: str
-) -> None:
-    """A fault rule on the upstream counts the calls that reach it."""
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
-    settings = replace(live_settings(emulator, backend), unscoped=mode)
-    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
-    try:
-        emulator.control.add_fault(path="**/vector_stores**", status=503)
-        emulator.control.add_fault(path="**/embeddings", method="POST", status=503)
-        http = gw.http()
-        calls = [
-            http.get("/openai/v1/vector_stores"),
-            http.post("/v1/vector_stores", json={"name": "shared?"}),
-            http.delete("/openai/v1/vector_stores/vs_123"),
-        ]
-        if mode == "forward":
-            assert [r.status_code for r in calls] == [503, 503, 503]
-        else:
-            assert [r.status_code for r in calls] == [403, 403, 403]
-            error = calls[0].json()["error"]
-            assert "CIGATE_GATEWAY_UNSCOPED=refuse" in error["message"]
-            assert set(error) == {"message", "type", "param", "code"}
-            with pytest.raises(openai.PermissionDeniedError):
-                gw.openai().vector_stores.list()
-        # Stateless calls and the scoped APIs are relayed either way.
-        assert http.post("/openai/v1/embeddings", json={"input": "x"}).status_code == 503
-        assert gw.openai().containers.create(name="scoped").id.startswith("cntr_")
-        fired = {f["path"]: f["fired"] for f in emulator.control.faults()}
-        assert fired == {
-            "**/vector_stores**": 3 if mode == "forward" else 0,
-            "**/embeddings": 1,
-        }
-    finally:
-        emulator.control.clear_faults()
-        gw.close()
-
-
-def test_an_unknown_unscoped_mode_is_refused_at_start_up() -> None:
-    with pytest.raises(ConfigurationError, match="must be one of forward, refuse"):
-        GatewaySettings(unscoped="maybe")
 
 
 def test_two_tenants_asking_for_an_unowned_file_at_once_never_both_get_it(
