@@ -53,16 +53,36 @@ def main() -> None:
     """Run code with the Code Interpreter of Azure OpenAI / OpenAI and keep every file it makes."""
 
 
-def _register() -> None:
-    from cigate.emulator.cli import emulator
+def _unavailable(name: str, exc: ModuleNotFoundError) -> click.Command:
+    """Stands in for a noun group whose extra is not installed: says which one, in one line."""
 
-    main.add_command(emulator)
-    main.add_command(__import__("cigate.gateway.cli", fromlist=["gateway"]).gateway)
-    try:  # client verbs arrive with the client library
-        from cigate.commands import register
-    except ImportError:
-        return
-    register(main)
+    def explain(args: tuple[str, ...]) -> None:
+        raise missing_extra(name, exc)
+
+    return click.Command(
+        name,
+        callback=explain,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        help=f"(needs the '{EXTRAS[name]}' extra: pip install '{DISTRIBUTION}[{EXTRAS[name]}]')",
+        add_help_option=False,
+    )
+
+
+def _register() -> None:
+    import importlib
+
+    from cigate.commands import register
+
+    register(main)  # the client verbs: the core installs everything they need
+    for name in ("emulator", "gateway"):
+        try:
+            command = getattr(importlib.import_module(f"cigate.{name}.cli"), name)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "cigate").partition(".")[0] == "cigate":
+                raise
+            command = _unavailable(name, exc)
+        main.add_command(command, name)
 
 
 _register()
