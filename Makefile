@@ -70,7 +70,7 @@ bench: $(STAMP_DEV) system-deps node-deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 docs: $(STAMP_DEV)
-	$(PY) -m cigate.docgen
+	$(PY) -m cigate.cli.docgen
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

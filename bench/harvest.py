@@ -54,8 +54,8 @@ from pathlib import Path
 from _gateway import ChildEmulator
 
 from cigate import adownload
-from cigate.config import ClientConfig, resolve_config
-from cigate.refs import FileRef, find_files
+from cigate.client._config import ClientConfig, resolve_config
+from cigate.harvest.refs import FileRef, find_files
 
 FILES = 10
 SIZE = 10 * 1024 * 1024

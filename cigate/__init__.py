@@ -12,13 +12,22 @@ The public surface is what ``__all__`` lists (a test pins it); everything else i
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # type checkers and IDEs see the real names; runtime loads them on first use
-    from cigate.assistants_runner import arun_assistants, run_assistants
-    from cigate.config import ClientConfig, resolve_config
+    from cigate.client._assistants import arun_assistants, run_assistants
+    from cigate.client._config import ClientConfig, resolve_config
+    from cigate.client._responses import (
+        adownload,
+        afetch_response,
+        alist_files,
+        arun,
+        download,
+        fetch_response,
+        list_files,
+        run,
+    )
+    from cigate.client._results import DownloadResult, Harvest, RunResult
     from cigate.exceptions import (
         AccessDeniedError,
         ApiVersionError,
@@ -34,26 +43,15 @@ if TYPE_CHECKING:  # type checkers and IDEs see the real names; runtime loads th
         UnsafeFilenameError,
         UpstreamUnavailableError,
     )
-    from cigate.refs import FileRef, RefCollector, find_files
-    from cigate.results import DownloadResult, Harvest, RunResult
-    from cigate.runner import (
-        adownload,
-        afetch_response,
-        alist_files,
-        arun,
-        download,
-        fetch_response,
-        list_files,
-        run,
-    )
+    from cigate.harvest.refs import FileRef, RefCollector, find_files
 
 #: Public name -> the module that defines it. Loaded on first attribute access (PEP 562), so
 #: ``import cigate.gateway`` or ``cigate.storage`` does not pay for the ``openai`` SDK.
 _LAZY = {
-    "arun_assistants": "cigate.assistants_runner",
-    "run_assistants": "cigate.assistants_runner",
-    "ClientConfig": "cigate.config",
-    "resolve_config": "cigate.config",
+    "arun_assistants": "cigate.client._assistants",
+    "run_assistants": "cigate.client._assistants",
+    "ClientConfig": "cigate.client._config",
+    "resolve_config": "cigate.client._config",
     **dict.fromkeys(
         (
             "AccessDeniedError",
@@ -72,12 +70,12 @@ _LAZY = {
         ),
         "cigate.exceptions",
     ),
-    "FileRef": "cigate.refs",
-    "RefCollector": "cigate.refs",
-    "find_files": "cigate.refs",
-    "DownloadResult": "cigate.results",
-    "Harvest": "cigate.results",
-    "RunResult": "cigate.results",
+    "FileRef": "cigate.harvest.refs",
+    "RefCollector": "cigate.harvest.refs",
+    "find_files": "cigate.harvest.refs",
+    "DownloadResult": "cigate.client._results",
+    "Harvest": "cigate.client._results",
+    "RunResult": "cigate.client._results",
     **dict.fromkeys(
         (
             "adownload",
@@ -89,7 +87,7 @@ _LAZY = {
             "list_files",
             "run",
         ),
-        "cigate.runner",
+        "cigate.client._responses",
     ),
 }
 
@@ -127,23 +125,6 @@ __all__ = [
     "run",
     "run_assistants",
 ]
-
-
-class _PublicModule(types.ModuleType):
-    """Keeps a public function from being shadowed by its same-named submodule.
-
-    ``cigate.download`` is both a function (public) and a module (internal). Importing the
-    module makes the import system bind it on this package, which eager imports used to
-    overwrite right away; with lazy loading the function must win by refusing that binding.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _PublicModule
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import subprocess
 import sys
 
@@ -79,7 +80,9 @@ def test_an_unknown_attribute_is_an_attribute_error() -> None:
         _ = cigate.no_such_name  # type: ignore[attr-defined]
 
 
-def test_the_download_function_is_not_shadowed_by_the_download_module() -> None:
-    importlib.import_module("cigate.download")  # binds the submodule, which must not win
-
+def test_no_module_of_the_package_shares_a_name_with_a_public_function() -> None:
+    """``cigate.download`` once was both; importing the module then rebound the name."""
+    modules = {info.name for info in pkgutil.iter_modules(cigate.__path__)}
+    assert modules & set(cigate.__all__) == set()
+    importlib.import_module("cigate.client._download")
     assert callable(cigate.download)

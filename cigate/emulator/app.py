@@ -6,7 +6,7 @@ The lifespan owns every shared resource and stores it on ``app.state``: ``settin
 ``settings.reaper_interval`` seconds; shutdown stops every kernel so none outlives the app.
 
 Layers, outermost first: request ids (so even crashes and faults carry them), the canonical
-path edge (``cigate.canonical_path``: a path any component could read differently is refused
+path edge (``cigate.web.paths``: a path any component could read differently is refused
 before faults or routing see it), faults (before routing), error rendering, then the control
 plane and the three API prefixes (``routing``).
 """
@@ -26,7 +26,6 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
-from cigate.canonical_path import CanonicalPathMiddleware
 from cigate.clock import Clock
 from cigate.emulator import containers, control, files
 from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_path
@@ -36,6 +35,7 @@ from cigate.emulator.routing import PREFIXES, api_mounts
 from cigate.emulator.settings import EmulatorSettings
 from cigate.engine.containers import ContainerBackend
 from cigate.sandbox.base import KernelSession, SandboxSettings
+from cigate.web.paths import CanonicalPathMiddleware
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
-from cigate.canonical_path import AmbiguousQueryError, NonCanonicalPathError, shown
 from cigate.engine.errors import ApiError
+from cigate.web.paths import AmbiguousQueryError, NonCanonicalPathError, shown
 
 #: api-reference 5.2, copied verbatim.
 AZURE_401_MESSAGE = (

@@ -25,7 +25,6 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cigate.canonical_path import api_versions
 from cigate.emulator import auth
 from cigate.emulator.auth import AZURE_ENTRA_401_MESSAGE
 from cigate.emulator.errors import (
@@ -35,6 +34,7 @@ from cigate.emulator.errors import (
     azure_unauthorized,
     openai_unauthorized,
 )
+from cigate.web.paths import api_versions
 
 Flavor = Literal["v1", "legacy", "openai"]
 

@@ -7,7 +7,7 @@ A container file is opened once, by descriptor, beneath the container's director
 download runs can never change which bytes are sent. Starlette's ``FileResponse`` is not used:
 it stats a path and opens it again later, which is exactly that race.
 
-The HTTP rules are the gateway's (:mod:`cigate.http_files`): ``HEAD`` without a body, a strong
+The HTTP rules are the gateway's (:mod:`cigate.web.files`): ``HEAD`` without a body, a strong
 ETag (inode, size and mtime) with ``If-None-Match`` -> 304, a single ``Range`` -> 206
 (``If-Range`` honoured), an unsatisfiable range -> 416 with ``Content-Range: bytes */SIZE``,
 other ``Range`` forms ignored (the whole file, 200), ``attachment`` with an exact RFC 8187
@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cigate.engine.workdir import RegularFile
-from cigate.http_files import content_disposition, etag_matches, parse_range
+from cigate.web.files import content_disposition, etag_matches, parse_range
 
 __all__ = ["CHUNK_SIZE", "content_type_for", "open_stored", "serve_open_file"]
 

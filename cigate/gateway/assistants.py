@@ -40,9 +40,9 @@ from cigate.gateway.edge import PREFIXES, api_path
 from cigate.gateway.errors import UnknownIdError
 from cigate.gateway.passthrough import target
 from cigate.gateway.scoped import owned_root
-from cigate.gateway.sse import SSESplitter, parse_event
 from cigate.gateway.upstream import forwardable_headers
-from cigate.refs import RefCollector
+from cigate.harvest.refs import RefCollector
+from cigate.harvest.sse import SSESplitter, parse_event
 from cigate.storage.metadata_owners import OwnedKind
 
 __all__ = ["harvest_assistants_body", "routes"]

@@ -1,6 +1,6 @@
 """The gateway's edge: every request path made canonical once, and the API path it names.
 
-:class:`~cigate.canonical_path.CanonicalPathMiddleware` runs before any route (outermost of
+:class:`~cigate.web.paths.CanonicalPathMiddleware` runs before any route (outermost of
 the app's middleware), so the scoped routes, the pass-through catch-all and every prefix see
 only canonical paths; a refusal is a 404 in the OpenAI envelope (``code: "invalid_path"``)
 and never reaches a route or the upstream.
@@ -8,7 +8,7 @@ and never reaches a route or the upstream.
 :func:`api_path` reads the one canonical path back as an :class:`ApiPath` (URL form and
 decoded segments after the prefix). Every forwarding handler builds its upstream URL from
 exactly those segments with :meth:`~cigate.gateway.upstream.Upstream.url`, so the path the
-gateway checked is the path the upstream gets, spelled by :func:`cigate.canonical_path.encode`.
+gateway checked is the path the upstream gets, spelled by :func:`cigate.web.paths.encode`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from cigate.canonical_path import (
+from cigate.gateway.errors import render
+from cigate.web.paths import (
     AmbiguousQueryError,
     CanonicalPathMiddleware,
     NonCanonicalPathError,
 )
-from cigate.gateway.errors import render
 
 __all__ = [
     "LEGACY",

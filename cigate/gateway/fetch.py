@@ -1,9 +1,9 @@
 """The harvester's fetch seam: upstream container files and Files-API files as byte streams.
 
 Everything that talks to the upstream on the harvester's behalf is here, behind four functions,
-so that the client's download chain (``cigate.download``) can replace them without touching the
-harvester. Each upstream failure is classified into the error tree once, here: the harvester
-only decides *whether to retry* from the class (:func:`retryable`).
+so that the client's download chain (``cigate.client._download``) can replace them without
+touching the harvester. Each upstream failure is classified into the error tree once, here: the
+harvester only decides *whether to retry* from the class (:func:`retryable`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx2
 
-from cigate.classify import from_http
 from cigate.exceptions import (
     CigateError,
     FileNotFoundInContainerError,
@@ -24,7 +23,8 @@ from cigate.exceptions import (
     UpstreamUnavailableError,
 )
 from cigate.gateway.upstream import Upstream
-from cigate.retry import parse_retry_after
+from cigate.harvest.classify import from_http
+from cigate.harvest.retry import parse_retry_after
 
 __all__ = [
     "Download",

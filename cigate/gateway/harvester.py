@@ -24,7 +24,6 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from cigate.content_types import guess_type
 from cigate.exceptions import (
     CigateError,
     ContainerExpiredError,
@@ -36,7 +35,8 @@ from cigate.exceptions import (
 from cigate.gateway import fetch
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
-from cigate.retry import RetryPolicy
+from cigate.harvest.content_types import guess_type
+from cigate.harvest.retry import RetryPolicy
 from cigate.storage.blobs import BlobStore
 from cigate.storage.metadata import MetadataStore
 from cigate.storage.records import BlobInfo, FileRow

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from cigate.gateway.sse import SSESplitter, parse_event
+from cigate.harvest.sse import SSESplitter, parse_event
 
 __all__ = [
     "SANDBOX_PREFIX",

@@ -5,7 +5,7 @@ Follows the rules Starlette's static files follow (STYLE rule 5) and RFC 9110: a
 unsatisfiable range -> 416 with ``Content-Range: bytes */SIZE``, ``HEAD`` without a body, and
 1 MiB chunks streamed from the blob store in constant memory. Names come from model-written
 code, so the file is always an attachment, the name reaches the header only percent-encoded
-(:mod:`cigate.http_files`, shared with the emulator), and ``nosniff`` plus a CSP that allows
+(:mod:`cigate.web.files`, shared with the emulator), and ``nosniff`` plus a CSP that allows
 nothing keep HTML and SVG from running in the browser.
 Every download (complete or cut short) leaves an audit record.
 """
@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from cigate.content_types import guess_type
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway.context import Services
-from cigate.http_files import content_disposition, etag_matches, parse_range
+from cigate.harvest.content_types import guess_type
 from cigate.storage.records import FileRow
+from cigate.web.files import content_disposition, etag_matches, parse_range
 
 __all__ = ["content_disposition", "parse_range", "serve_file"]
 

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from cigate.gateway.harvester import Harvester, walk_response
-from cigate.gateway.sse import SSESplitter, parse_event
+from cigate.harvest.sse import SSESplitter, parse_event
 
 __all__ = ["ResponseTap"]
 

@@ -4,7 +4,7 @@ Clients authenticate to the gateway with gateway keys; the upstream only ever se
 own credential (an API key, or a Microsoft Entra ID token refreshed before it expires). Path
 mapping lives here, in :meth:`Upstream.url`, so every forwarding route, the harvester and the
 Files-API fallback agree on it. It takes decoded segments (a request's canonical ones, see
-:mod:`cigate.gateway.edge`, or ids) and spells them with :func:`cigate.canonical_path.encode`:
+:mod:`cigate.gateway.edge`, or ids) and spells them with :func:`cigate.web.paths.encode`:
 
 * ``/openai/v1/X`` and ``/v1/X`` -> ``{upstream}/openai/v1/X`` (or ``{upstream}/X`` when the
   upstream URL already ends in ``/v1``, as ``https://api.openai.com/v1`` does);
@@ -22,9 +22,9 @@ from typing import Any, Literal, Protocol
 
 import httpx2
 
-from cigate.canonical_path import encode
 from cigate.exceptions import ConfigurationError, UpstreamUnavailableError
 from cigate.gateway.settings import GatewaySettings
+from cigate.web.paths import encode
 
 __all__ = ["HOP_BY_HOP", "TokenCredential", "Upstream", "forwardable_headers", "unavailable"]
 
@@ -109,7 +109,7 @@ class Upstream:
     def url(self, form: Literal["v1", "legacy"], segments: Sequence[str]) -> str:
         """The upstream URL of decoded path ``segments`` (after the API prefix) in ``form``.
 
-        Each segment is checked and escaped by :func:`cigate.canonical_path.encode`: an id
+        Each segment is checked and escaped by :func:`cigate.web.paths.encode`: an id
         holding ``/``, ``..`` or an escape is refused (404), never read as more path.
         """
         base = self._legacy_base if form == "legacy" else self._v1_base

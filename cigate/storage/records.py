@@ -78,7 +78,7 @@ class FileRow:
 
     ``id`` is the gateway's own unguessable id (``gwf_`` + 32 hex). ``filename`` is stored
     verbatim as upstream sent it: sanitise it before putting it on a path (headers carry it
-    percent-encoded, :mod:`cigate.http_files`). ``path`` is where the file was in its container
+    percent-encoded, :mod:`cigate.web.files`). ``path`` is where the file was in its container
     (``/mnt/data/…``), verbatim from the upstream's listing, ``None`` until one was seen.
     ``sha256``/``size``/``content_type`` are set once the state is ``stored``.
     """

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cigate.config import ClientConfig, resolve_config
-from cigate.refs import FileRef
+from cigate.client._config import ClientConfig, resolve_config
+from cigate.harvest.refs import FileRef
 from cigate.testing.plugin import RunningEmulator
 
 AUDIENCE = "https://cognitiveservices.azure.com"

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 import cigate
-from cigate.assistants_runner import _retrieve
 from cigate.cli import main
-from cigate.config import ClientConfig
+from cigate.client._assistants import _retrieve
+from cigate.client._config import ClientConfig
 from cigate.emulator.assistants import POLL_AFTER_MS
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.testing.plugin import RunningEmulator

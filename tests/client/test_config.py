@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cigate.config import DEFAULT_SCOPE, TokenSource, normalise_base_url, resolve_config
+from cigate.client._config import DEFAULT_SCOPE, TokenSource, normalise_base_url, resolve_config
 from cigate.exceptions import AccessDeniedError, ApiVersionError, ConfigurationError
 
 

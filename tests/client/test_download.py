@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from cigate.config import ClientConfig
+from cigate.client._config import ClientConfig
+from cigate.client._responses import adownload, download, list_files
 from cigate.exceptions import (
     AccessDeniedError,
     ApiVersionError,
@@ -20,8 +21,7 @@ from cigate.exceptions import (
     RateLimitedError,
     UpstreamUnavailableError,
 )
-from cigate.refs import FileRef
-from cigate.runner import adownload, download, list_files
+from cigate.harvest.refs import FileRef
 from cigate.testing.plugin import RunningEmulator
 
 from .conftest import leftovers, upload
@@ -73,7 +73,7 @@ def test_entra_id_tokens_download_too(
 def test_a_token_for_the_wrong_audience_is_access_denied_with_the_scope_hint(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    from cigate.config import resolve_config
+    from cigate.client._config import resolve_config
 
     from .conftest import FakeCredential, fast
 

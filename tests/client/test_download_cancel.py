@@ -10,11 +10,11 @@ import anyio
 import httpx2
 import pytest
 
-from cigate.atomic import TempFile
-from cigate.config import resolve_config
-from cigate.download import Downloader
+from cigate.client._atomic import TempFile
+from cigate.client._config import resolve_config
+from cigate.client._download import Downloader
 from cigate.exceptions import CigateError, StorageError
-from cigate.refs import FileRef
+from cigate.harvest.refs import FileRef
 
 from .conftest import fast, leftovers
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx2
 
-from cigate.config import ClientConfig
-from cigate.download import CHUNK
-from cigate.refs import FileRef
-from cigate.results import DownloadResult
-from cigate.runner import adownload
+from cigate.client._config import ClientConfig
+from cigate.client._download import CHUNK
+from cigate.client._responses import adownload
+from cigate.client._results import DownloadResult
+from cigate.harvest.refs import FileRef
 from cigate.testing.plugin import RunningEmulator
 
 from .conftest import upload

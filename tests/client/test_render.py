@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from cigate.client._render import container_table, files_table
+from cigate.client._results import DownloadResult
 from cigate.exceptions import FileNotFoundInContainerError
-from cigate.refs import FileRef
-from cigate.render import container_table, files_table
-from cigate.results import DownloadResult
+from cigate.harvest.refs import FileRef
 
 NAMES = ["a[/]b.png", "[bold]x.csv", "[link=http://127.0.0.1/]c.txt"]
 
@@ -41,7 +41,7 @@ def test_a_container_path_that_looks_like_markup_is_shown_as_is(name: str) -> No
 
 
 def test_the_answer_renders_as_markdown_with_the_models_html_escaped() -> None:
-    from cigate.render import markdown_html
+    from cigate.client._render import markdown_html
 
     html = markdown_html(
         "# Result\n\nSee [the chart](downloads/chart.png).\n\n"

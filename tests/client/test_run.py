@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 import cigate
 from cigate.cli import main
-from cigate.config import ClientConfig, resolve_config
+from cigate.client._config import ClientConfig, resolve_config
+from cigate.client._responses import arun, download, run
+from cigate.client._results import DownloadResult
 from cigate.exceptions import UpstreamUnavailableError
-from cigate.refs import FileRef
-from cigate.results import DownloadResult
-from cigate.runner import arun, download, run
+from cigate.harvest.refs import FileRef
 from cigate.testing.plugin import RunningEmulator
 
 from .conftest import leftovers

@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from cigate.assistants_runner import arun_assistants
-from cigate.config import resolve_config
+from cigate.client._assistants import arun_assistants
+from cigate.client._config import resolve_config
+from cigate.client._responses import arun
 from cigate.exceptions import UpstreamUnavailableError
-from cigate.runner import arun
 
 from .conftest import fast
 

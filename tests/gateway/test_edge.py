@@ -15,13 +15,13 @@ from typing import Any
 import httpx2
 import pytest
 
-from cigate.canonical_path import NonCanonicalPathError, split
 from cigate.gateway.edge import PREFIXES
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
 from cigate.testing.plugin import RunningEmulator
 from cigate.testing.rawhttp import RawClient
 from cigate.testing.spellings import spellings
+from cigate.web.paths import NonCanonicalPathError, split
 from tests.gateway.conftest import Backend, live_settings
 from tests.gateway.harness import GatewayHarness
 from tests.gateway.live import LiveGateway, add_tenant, start_gateway

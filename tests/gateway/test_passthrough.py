@@ -14,8 +14,8 @@ from typing import Any
 import openai
 import pytest
 
-from cigate.config import resolve_config
-from cigate.runner import run
+from cigate.client._config import resolve_config
+from cigate.client._responses import run
 from cigate.testing.plugin import RunningEmulator
 from tests.gateway.live import LiveGateway, code_input
 

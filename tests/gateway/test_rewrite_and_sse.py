@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cigate.gateway.rewrite import by_path_url, rewrite_part
-from cigate.gateway.sse import SSESplitter, parse_event
+from cigate.harvest.sse import SSESplitter, parse_event
 
 
 def _citation(text: str, name: str, file_id: str) -> dict:

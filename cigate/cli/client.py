@@ -1,8 +1,9 @@
 """Client verbs of the ``cigate`` command: ``run``, ``fetch``, ``ls`` and ``demo``.
 
-Thin on purpose: options become a ``ClientConfig`` (one precedence rule, in ``cigate.config``),
-the library does the work, and this module only draws progress and tables. Errors are
-``CigateError``s, which the root group prints as one line plus a hint with a per-class status.
+Thin on purpose: options become a ``ClientConfig`` (one precedence rule, in
+``cigate.client._config``), the library does the work, and this module only draws progress and
+tables. Errors are ``CigateError``s, which the root group prints as one line plus a hint with a
+per-class status.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import click
 from rich.console import Console
 from rich.markdown import Markdown
 
-from cigate.config import ClientConfig, resolve_config
+from cigate.client._config import ClientConfig, resolve_config
+from cigate.client._results import Harvest, RunResult
 from cigate.exceptions import BadInputError
-from cigate.refs import FileRef
-from cigate.results import Harvest, RunResult
+from cigate.harvest.refs import FileRef
 
 __all__ = ["register"]
 
@@ -137,7 +138,7 @@ def _print_result(result: Harvest, as_json: bool, *, answer: bool = True) -> Non
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        from cigate.render import TABLE_MIN_WIDTH, files_lines
+        from cigate.client._render import TABLE_MIN_WIDTH, files_lines
 
         console = Console()
         plain = not console.is_terminal or console.width < TABLE_MIN_WIDTH
@@ -233,8 +234,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
       cigate run - --file sales.csv < prompt.md
       cigate run "Now as a bar chart" --previous-response resp_abc
     """
-    from cigate.console import ConsoleObserver
-    from cigate.runner import run as run_prompt
+    from cigate.cli.console import ConsoleObserver
+    from cigate.client._responses import run as run_prompt
 
     text = _read_prompt(prompt, prompt_file)
     config = _config(model=model, out=out, **options)
@@ -275,9 +276,9 @@ def _run_assistants(  # noqa: PLR0917 - the run command's options, passed on
     config: ClientConfig,
     as_json: bool,
 ) -> None:
-    """``cigate run --api assistants``: seed 004's flow (``cigate.assistants_runner``)."""
-    from cigate.assistants_runner import run_assistants
-    from cigate.console import ConsoleObserver
+    """``cigate run --api assistants``: seed 004's flow (``cigate.client._assistants``)."""
+    from cigate.cli.console import ConsoleObserver
+    from cigate.client._assistants import run_assistants
 
     if container is not None:
         raise BadInputError("--container applies to the Responses API, not --api assistants")
@@ -318,8 +319,8 @@ def fetch(  # noqa: PLR0917 - one parameter per click option
       cigate fetch cntr_abc --all --out ./downloads
       cigate fetch --response resp_abc
     """
-    from cigate.console import ConsoleObserver
-    from cigate.runner import download, fetch_response, list_files
+    from cigate.cli.console import ConsoleObserver
+    from cigate.client._responses import download, fetch_response, list_files
 
     if response_id and (container_id or file_ids or fetch_all):
         raise BadInputError("use either --response RESP_ID or CONTAINER_ID [FILE_ID ...]")
@@ -385,8 +386,8 @@ def ls(container_id: str, as_json: bool, **options: Any) -> None:
 
     Example: cigate ls cntr_682e0e7318108198aa783fd921ff305e08e78805b9fdbb04
     """
-    from cigate.render import container_table
-    from cigate.runner import list_files
+    from cigate.client._render import container_table
+    from cigate.client._responses import list_files
 
     records = list_files(_container_id(container_id), config=_config(**options))
     if as_json:
@@ -406,9 +407,9 @@ def demo(out: Path | None, as_json: bool) -> None:
 
     Example: cigate demo --out ./downloads
     """
-    from cigate.console import ConsoleObserver
-    from cigate.demo import DEMO_PROMPT, demo_data, emulated_endpoint
-    from cigate.runner import run as run_prompt
+    from cigate.cli.console import ConsoleObserver
+    from cigate.cli.demo import DEMO_PROMPT, demo_data, emulated_endpoint
+    from cigate.client._responses import run as run_prompt
 
     console = Console(stderr=True)
     console.print("Starting the local emulator (no Azure account needed)…")

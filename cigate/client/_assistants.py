@@ -25,17 +25,23 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import anyio
 import openai
 
-from cigate import classify
-from cigate._sync import run_sync
-from cigate.config import ClientConfig
-from cigate.download import Downloader
+from cigate.client._config import ClientConfig
+from cigate.client._download import Downloader
+from cigate.client._responses import (
+    DEFAULT_INSTRUCTIONS,
+    RunObserver,
+    client_for,
+    local_paths,
+    prepare,
+)
+from cigate.client._results import RunResult
+from cigate.client._sync import run_sync
 from cigate.exceptions import (
     CigateError,
     UpstreamUnavailableError,
 )
-from cigate.refs import RefCollector, rewrite_sandbox_links, to_jsonable
-from cigate.results import RunResult
-from cigate.runner import DEFAULT_INSTRUCTIONS, RunObserver, client_for, local_paths, prepare
+from cigate.harvest import classify
+from cigate.harvest.refs import RefCollector, rewrite_sandbox_links, to_jsonable
 
 if TYPE_CHECKING:
     import httpx2

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
-from cigate.results import DownloadResult
+from cigate.client._results import DownloadResult
 
 __all__ = [
     "INLINE_IMAGE_LIMIT",

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from cigate.classify import from_http, looks_like_error_body
 from cigate.exceptions import (
     AccessDeniedError,
     ApiVersionError,
@@ -17,7 +16,8 @@ from cigate.exceptions import (
     RateLimitedError,
     UpstreamUnavailableError,
 )
-from cigate.retry import RetryPolicy, parse_retry_after
+from cigate.harvest.classify import from_http, looks_like_error_body
+from cigate.harvest.retry import RetryPolicy, parse_retry_after
 
 CHECKACCESS = (
     "ApiId openai-api-2025-03-01-preview OperationId get-container not supported for CheckAccess."

@@ -12,8 +12,7 @@ from cigate import docgen
 from cigate.cli import main
 from cigate.exceptions import AccessDeniedError, BadInputError, ConfigurationError
 from cigate.testing.plugin import RunningEmulator
-
-from .conftest import upload
+from tests.client.conftest import upload
 
 
 @pytest.fixture

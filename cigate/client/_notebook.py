@@ -14,8 +14,8 @@ import time
 from html import escape
 from typing import Any, cast
 
-from cigate.refs import FileRef
-from cigate.results import DownloadResult
+from cigate.client._results import DownloadResult
+from cigate.harvest.refs import FileRef
 
 __all__ = ["NotebookObserver", "in_notebook"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cigate.http_files import content_disposition, parse_range
+from cigate.web.files import content_disposition, parse_range
 from tests.names import HOSTILE_PATHS, basename, filename_from
 
 NAMES = [basename(p) for p in HOSTILE_PATHS]

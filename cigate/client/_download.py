@@ -20,10 +20,9 @@ from urllib.parse import quote
 import anyio
 import httpx2
 
-from cigate import classify
-from cigate.atomic import TempFile
-from cigate.config import ClientConfig
-from cigate.content_types import extension_for, guess_type, is_json_name
+from cigate.client._atomic import TempFile
+from cigate.client._config import ClientConfig
+from cigate.client._results import DownloadResult, Harvest
 from cigate.exceptions import (
     AccessDeniedError,
     ApiVersionError,
@@ -35,10 +34,11 @@ from cigate.exceptions import (
     StorageError,
     UpstreamUnavailableError,
 )
-from cigate.naming import NameReserver
-from cigate.refs import FileRef
-from cigate.results import DownloadResult, Harvest
-from cigate.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from cigate.harvest import classify
+from cigate.harvest.content_types import extension_for, guess_type, is_json_name
+from cigate.harvest.naming import NameReserver
+from cigate.harvest.refs import FileRef
+from cigate.harvest.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 __all__ = ["CHUNK", "DownloadObserver", "Downloader"]
 

@@ -1,8 +1,8 @@
 """The ``cigate`` command: a thin click front end.
 
-Noun groups (``emulator``, ``gateway``) live next to what they drive; client verbs (``run``,
-``fetch``, ``ls``, ``demo``) live in ``cigate.commands``. Expected errors print one line and a hint,
-never a traceback, and exit with the error class's status.
+Client verbs (``run``, ``fetch``, ``ls``, ``demo``) live in :mod:`cigate.cli.client`, the noun
+groups in :mod:`cigate.cli.emulator` and :mod:`cigate.cli.gateway`. Expected errors print one
+line and a hint, never a traceback, and exit with the error class's status.
 """
 
 from __future__ import annotations
@@ -72,12 +72,12 @@ def _unavailable(name: str, exc: ModuleNotFoundError) -> click.Command:
 def _register() -> None:
     import importlib
 
-    from cigate.commands import register
+    from cigate.cli.client import register
 
     register(main)  # the client verbs: the core installs everything they need
     for name in ("emulator", "gateway"):
         try:
-            command = getattr(importlib.import_module(f"cigate.{name}.cli"), name)
+            command = getattr(importlib.import_module(f"cigate.cli.{name}"), name)
         except ModuleNotFoundError as exc:
             if (exc.name or "cigate").partition(".")[0] == "cigate":
                 raise

@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from cigate.exceptions import StorageError
-from cigate.naming import NameReserver, existing_variants
+from cigate.harvest.naming import NameReserver, existing_variants
 
 __all__ = ["TempFile"]
 

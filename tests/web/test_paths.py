@@ -10,7 +10,8 @@ import httpx2
 import pytest
 from starlette.requests import Request
 
-from cigate.canonical_path import (
+from cigate.testing.spellings import spellings
+from cigate.web.paths import (
     AmbiguousQueryError,
     NonCanonicalPathError,
     check_query,
@@ -18,7 +19,6 @@ from cigate.canonical_path import (
     encode,
     split,
 )
-from cigate.testing.spellings import spellings
 
 PREFIXES = ("/openai/v1", "/v1", "/openai")
 SAMPLE = "/openai/v1/containers/cntr_1/files"

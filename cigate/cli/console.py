@@ -23,8 +23,8 @@ from rich.progress import (
 from rich.syntax import Syntax
 from rich.text import Text
 
-from cigate.refs import FileRef
-from cigate.results import DownloadResult
+from cigate.client._results import DownloadResult
+from cigate.harvest.refs import FileRef
 
 __all__ = ["ConsoleObserver"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cigate.content_types import extension_for, guess_type, sniff
-from cigate.naming import MAX_NAME_BYTES, NameReserver, safe_name, unique_path
+from cigate.harvest.content_types import extension_for, guess_type, sniff
+from cigate.harvest.naming import MAX_NAME_BYTES, NameReserver, safe_name, unique_path
 
 
 @pytest.mark.parametrize(

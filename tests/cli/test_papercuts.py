@@ -21,8 +21,7 @@ from cigate.exceptions import (
     UpstreamUnavailableError,
 )
 from cigate.testing.emulator import RunningEmulator
-
-from .conftest import upload
+from tests.client.conftest import upload
 
 MODEL = "gpt-4.1"
 WRITE = "```python\nopen('/mnt/data/{name}', 'w').write({text!r})\n```\n"

@@ -7,7 +7,7 @@ from typing import Any
 
 from openai.types.responses import Response, ResponseOutputTextAnnotationAddedEvent
 
-from cigate.refs import FileRef, RefCollector, find_files, rewrite_sandbox_links
+from cigate.harvest.refs import FileRef, RefCollector, find_files, rewrite_sandbox_links
 
 CID = "cntr_6903bf2c0470819090b2b1e63e0b66800c139a5d654a42ec"
 FID = "cfile_6903bf45e3288191af3d56e6d23c3a4d"

@@ -1,7 +1,7 @@
 """Generate ``docs/cli.md`` from the ``--help`` of every command.
 
-The reference cannot drift from the code: ``python -m cigate.docgen`` (``make docs``) rewrites it,
-and a test fails when the committed file differs from what this module produces.
+The reference cannot drift from the code: ``python -m cigate.cli.docgen`` (``make docs``)
+rewrites it, and a test fails when the committed file differs from what this module produces.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 WIDTH = 100
 _HEADER = """# CLI reference
 
-Generated from `--help` by `python -m cigate.docgen` (`make docs`); do not edit by hand.
+Generated from `--help` by `python -m cigate.cli.docgen` (`make docs`); do not edit by hand.
 Settings and their environment variables: [configuration.md](configuration.md).
 """
 

@@ -11,7 +11,7 @@ downloads by the same rules (RFC 9110, RFC 6266, RFC 8187), so they live here on
 * :func:`content_disposition`: always ``attachment``; ``filename*`` (RFC 8187) carries the
   file's own name exactly, percent-encoded, so a receiver gets back the name the code wrote
   (``.htaccess``, ``..x``, a newline, ``;``, quotes, any script) and nothing in it can break
-  the header; ``filename`` is an ASCII fallback from :func:`cigate.naming.safe_name` for
+  the header; ``filename`` is an ASCII fallback from :func:`cigate.harvest.naming.safe_name` for
   receivers that do not read ``filename*``. A name no file can have (empty, over 255 UTF-8
   bytes, NUL, not valid Unicode) is sent as its safe name in both.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from cigate.naming import safe_name
+from cigate.harvest.naming import safe_name
 
 __all__ = ["NAME_MAX", "content_disposition", "etag_matches", "header_name", "parse_range"]
 

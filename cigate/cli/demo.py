@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from cigate.config import ClientConfig, resolve_config
+from cigate.client._config import ClientConfig, resolve_config
 
 __all__ = ["DEMO_CSV", "DEMO_PROMPT", "demo_data", "emulated_endpoint"]
 

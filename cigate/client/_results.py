@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cigate.exceptions import CigateError
-from cigate.refs import FileRef
+from cigate.harvest.refs import FileRef
 
 __all__ = ["DownloadResult", "Harvest", "RunResult"]
 
@@ -40,12 +40,12 @@ class DownloadResult:
         return self.ref.filename
 
     def _repr_html_(self) -> str:
-        from cigate.render import html_table
+        from cigate.client._render import html_table
 
         return html_table([self])
 
     def __rich__(self) -> Any:
-        from cigate.render import files_table
+        from cigate.client._render import files_table
 
         return files_table([self], title=None)
 
@@ -99,12 +99,12 @@ class Harvest:
         return {"files": [r.to_dict() for r in self.results]}
 
     def _repr_html_(self) -> str:
-        from cigate.render import html_table
+        from cigate.client._render import html_table
 
         return html_table(self.results)
 
     def __rich__(self) -> Any:
-        from cigate.render import files_table
+        from cigate.client._render import files_table
 
         return files_table(self.results)
 
@@ -132,6 +132,6 @@ class RunResult(Harvest):
         }
 
     def _repr_html_(self) -> str:
-        from cigate.render import html_table, markdown_html
+        from cigate.client._render import html_table, markdown_html
 
         return markdown_html(self.local_text or self.text) + html_table(self.results)

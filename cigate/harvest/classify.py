@@ -22,7 +22,7 @@ from cigate.exceptions import (
     RateLimitedError,
     UpstreamUnavailableError,
 )
-from cigate.retry import parse_retry_after
+from cigate.harvest.retry import parse_retry_after
 
 __all__ = ["error_message", "from_http", "from_sdk", "from_transport", "looks_like_error_body"]
 

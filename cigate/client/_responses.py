@@ -19,18 +19,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import openai
 
-from cigate import classify
-from cigate._sync import run_sync
-from cigate.config import ClientConfig, resolve_config
-from cigate.download import Downloader, DownloadObserver
+from cigate.client._config import ClientConfig, resolve_config
+from cigate.client._download import Downloader, DownloadObserver
+from cigate.client._results import DownloadResult, Harvest, RunResult
+from cigate.client._sync import run_sync
 from cigate.exceptions import (
     BadInputError,
     CigateError,
     ConfigurationError,
     UpstreamUnavailableError,
 )
-from cigate.refs import FileRef, RefCollector, find_files, rewrite_sandbox_links, to_jsonable
-from cigate.results import DownloadResult, Harvest, RunResult
+from cigate.harvest import classify
+from cigate.harvest.refs import (
+    FileRef,
+    RefCollector,
+    find_files,
+    rewrite_sandbox_links,
+    to_jsonable,
+)
 
 if TYPE_CHECKING:
     import httpx2
@@ -93,7 +99,7 @@ class QuietObserver:
 
 def default_observer() -> RunObserver:
     """Live progress in a Jupyter notebook; silence anywhere else (the library default)."""
-    from cigate.notebook import NotebookObserver, in_notebook
+    from cigate.client._notebook import NotebookObserver, in_notebook
 
     return NotebookObserver() if in_notebook() else QuietObserver()
 
