@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cigate import docgen
-from cigate.cli import main
+from cigate.cli import docgen, main
 from cigate.exceptions import AccessDeniedError, BadInputError, ConfigurationError
 from cigate.testing.plugin import RunningEmulator
 from tests.client.conftest import upload
