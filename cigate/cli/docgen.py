@@ -14,7 +14,7 @@ import click
 
 __all__ = ["DOC_PATH", "generate", "main"]
 
-DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 WIDTH = 100
 _HEADER = """# CLI reference
 
