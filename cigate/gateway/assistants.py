@@ -34,14 +34,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
-from cigate.gateway import body_refs, fetch
+from cigate.gateway import body_refs
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, api_path
 from cigate.gateway.errors import UnknownIdError
 from cigate.gateway.passthrough import target
 from cigate.gateway.scoped import owned_root
 from cigate.gateway.upstream import forwardable_headers
-from cigate.harvest.refs import RefCollector
+from cigate.harvest.refs import FileRef, RefCollector
 from cigate.harvest.sse import SSESplitter, parse_event
 from cigate.storage.metadata_owners import OwnedKind
 
@@ -242,7 +242,7 @@ async def _filename(svc: Services, file_id: str, cited: str) -> str:
     if cited != file_id:
         return cited
     try:
-        meta = await fetch.files_api_metadata(svc.upstream, file_id)
+        meta = await svc.harvester.fetcher.record(FileRef(file_id, file_id, source="assistants"))
     except CigateError as exc:
         log.info("no metadata for %s: %s", file_id, exc.message)
         return file_id

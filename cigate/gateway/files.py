@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cigate.exceptions import CigateError, FileNotFoundInContainerError
-from cigate.gateway import fetch
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import not_found
 from cigate.gateway.serving import serve_file
+from cigate.harvest.refs import FileRef
 from cigate.storage.records import FileRow
 
 __all__ = [
@@ -83,7 +83,7 @@ async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> 
     if await svc.meta.files_api_owner(file_id) not in (None, tenant_id):
         raise not_found("file", file_id)
     try:
-        meta = await fetch.files_api_metadata(svc.upstream, file_id)
+        meta = await svc.harvester.fetcher.record(FileRef(file_id, file_id, source="assistants"))
     except FileNotFoundInContainerError as exc:
         raise not_found("file", file_id) from exc
     except CigateError as exc:

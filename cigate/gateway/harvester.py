@@ -13,7 +13,9 @@ back for another round after a backoff, until their tries reach a cap or the con
 (then the row ends ``failed`` as ``container_expired`` and is not tried again). A response
 whose containers were never listed (its process died mid-stream) is listed by the same loop
 once it is ``harvest_relist_after`` seconds old, so uncited files survive a crash too. Fetching
-goes through :mod:`cigate.gateway.fetch`, the one seam to the upstream.
+goes through the harvest core (:mod:`cigate.harvest.fetch`), the client's chain: a file is
+``stored`` only when its bytes passed the client's checks (status, no error document delivered
+with 200, size against the container's record), and its sha256 is the one of exactly those bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from cigate.exceptions import (
@@ -29,13 +31,12 @@ from cigate.exceptions import (
     ContainerExpiredError,
     FileNotFoundInContainerError,
     IntegrityError,
-    RateLimitedError,
-    UpstreamUnavailableError,
 )
-from cigate.gateway import fetch
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
-from cigate.harvest.content_types import guess_type
+from cigate.harvest import classify
+from cigate.harvest.fetch import Body, Fetcher
+from cigate.harvest.refs import FileRef
 from cigate.harvest.retry import RetryPolicy
 from cigate.storage.blobs import BlobStore
 from cigate.storage.metadata import MetadataStore
@@ -45,9 +46,10 @@ __all__ = ["TRANSIENT_KINDS", "Harvester", "walk_response"]
 
 log = logging.getLogger(__name__)
 
-#: Error kinds of a failed copy that the resume loop tries again later. Never an expired
-#: container, a missing file, a refused credential or bad input: those do not heal.
-TRANSIENT_KINDS = (UpstreamUnavailableError.kind, RateLimitedError.kind, IntegrityError.kind)
+#: Error kinds of a failed copy that the resume loop tries again later: the harvest core's
+#: transient classes. Never an expired container, a missing file, a refused credential or bad
+#: input: those do not heal.
+TRANSIENT_KINDS = tuple(error.kind for error in classify.TRANSIENT)
 #: Responses older than this are not listed by the sweep: their containers expired long ago.
 RELIST_HORIZON = 24 * 3600.0
 #: Seconds between clean-ups of the blob store's leftovers (also run at start-up).
@@ -91,6 +93,7 @@ class Harvester:
         self.policy = RetryPolicy(
             attempts=settings.harvest_attempts, backoff=settings.harvest_backoff
         )
+        self.fetcher = Fetcher(upstream, self.policy)
         self._slots = asyncio.Semaphore(settings.harvest_concurrency)
         self._copies: dict[str, asyncio.Task[FileRow]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -163,9 +166,7 @@ class Harvester:
         complete = True
         for container_id in sorted(set(container_ids)):
             try:
-                listed = await self._with_retries(
-                    lambda cid=container_id: fetch.list_container_files(self.upstream, cid)
-                )
+                listed = await self.fetcher.list_files(container_id)
             except (ContainerExpiredError, FileNotFoundInContainerError) as exc:
                 log.info("container %s is gone: %s", container_id, exc.message)
                 continue
@@ -290,64 +291,32 @@ class Harvester:
             )
 
     async def _copy_claimed(self, row: FileRow, expected_size: int | None = None) -> FileRow:
-        tries = row.tries
-        attempt = 0
-        while True:
-            tries += 1
-            attempt += 1
-            try:
-                info, content_type = await self._copy_once(row, expected_size)
-            except CigateError as exc:
-                delay = getattr(exc, "retry_after", None)
-                if fetch.retryable(exc) and self.policy.should_retry(attempt, delay):
-                    await self.meta.mark_retrying(
-                        row.id, tries, error_kind=exc.kind, message=exc.message
-                    )
-                    await asyncio.sleep(self.policy.delay(attempt, delay))
-                    continue
-                log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
-                return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
-            return await self.meta.mark_stored(row.id, info.sha256, info.size, content_type)
+        """Fetch through the harvest core into the blob store; record the outcome."""
 
-    async def _copy_once(
-        self, row: FileRow, expected_size: int | None = None
-    ) -> tuple[BlobInfo, str]:
-        if row.kind == "files_api":
-            opener = fetch.open_files_api_content(self.upstream, row.upstream_file_id)
-        else:
-            assert row.container_id is not None
-            opener = fetch.open_container_file(
-                self.upstream, row.container_id, row.upstream_file_id
+        async def retrying(attempt: int, exc: CigateError) -> None:
+            await self.meta.mark_retrying(
+                row.id, row.tries + attempt, error_kind=exc.kind, message=exc.message
             )
-        async with opener as download:
-            if None not in (expected_size, download.size) and expected_size != download.size:
-                raise IntegrityError(
-                    f"{row.upstream_file_id}: the upstream sends {download.size} bytes, "
-                    f"the container lists {expected_size}"
-                )
-            head = bytearray()
 
-            async def tee() -> AsyncIterator[bytes]:
-                async for chunk in download.chunks:
-                    if len(head) < 512:
-                        head.extend(chunk[:512])
-                    yield chunk
+        fetched = await self.fetcher.fetch(
+            _ref(row, expected_size), self._into_blobs, on_retry=retrying
+        )
+        tries = row.tries + max(fetched.attempts, 1)
+        if fetched.error is not None or fetched.stored is None:
+            exc = fetched.error or IntegrityError(f"{row.upstream_file_id}: nothing was stored")
+            log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
+            return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
+        info = fetched.stored
+        return await self.meta.mark_stored(row.id, info.sha256, info.size, fetched.content_type)
 
-            expected = download.size if download.size is not None else expected_size
-            info = await self.blobs.put_stream(tee(), expected_size=expected)
-        return info, guess_type(row.filename, bytes(head))
-
-    async def _with_retries(self, call: Any) -> Any:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await call()
-            except CigateError as exc:
-                delay = getattr(exc, "retry_after", None)
-                if not fetch.retryable(exc) or not self.policy.should_retry(attempt, delay):
-                    raise
-                await asyncio.sleep(self.policy.delay(attempt, delay))
+    async def _into_blobs(self, body: Body) -> BlobInfo:
+        """The harvest core's sink: the checked bytes into the blob store (nothing on failure)."""
+        info = await self.blobs.put_stream(aiter(body), expected_size=body.expected)
+        if info.size != body.size:
+            raise IntegrityError(
+                f"{body.what}: the blob store kept {info.size} of {body.size} bytes"
+            )
+        return info
 
     # -- crash recovery --------------------------------------------------------------------
 
@@ -419,3 +388,16 @@ class Harvester:
             return
         if removed:
             log.info("blob store clean-up removed %d leftover(s) of interrupted copies", removed)
+
+
+def _ref(row: FileRow, expected_size: int | None) -> FileRef:
+    """The harvest core's description of a file row."""
+    return FileRef(
+        file_id=row.upstream_file_id,
+        filename=row.filename,
+        container_id=row.container_id if row.kind == "container" else None,
+        source="assistants" if row.kind == "files_api" else "citation",
+        response_id=row.response_id,
+        path=row.path,
+        bytes=expected_size,
+    )

@@ -11,7 +11,9 @@ Files-API fallback agree on it. It takes decoded segments (a request's canonical
 * legacy ``/openai/X?api-version=...`` -> ``{upstream}/openai/X`` with the query kept.
 
 Connection failures become ``UpstreamUnavailableError`` with status 502 (504 for timeouts) in
-exactly one place, :meth:`Upstream.send`.
+exactly one place, :meth:`Upstream.send`. The class is also the harvest core's
+:class:`~cigate.harvest.fetch.UpstreamAPI`: file downloads go through the same client and
+credential.
 """
 
 from __future__ import annotations
@@ -118,6 +120,15 @@ class Upstream:
     def v1_url(self, *segments: str) -> str:
         """URL of a v1 resource, e.g. ``v1_url("containers", cid, "files")``."""
         return self.url("v1", segments)
+
+    @property
+    def default_query(self) -> Mapping[str, str]:
+        """None: the v1 paths the harvest uses need no ``api-version`` (harvest core protocol)."""
+        return {}
+
+    @property
+    def uses_entra(self) -> bool:
+        return self.settings.upstream_auth == "entra"
 
     async def auth_headers(self) -> dict[str, str]:
         mode = self.settings.upstream_auth

@@ -270,8 +270,13 @@ class Fetcher:
             after = str(fresh[-1]["id"])
         return records
 
-    async def file_record(self, ref: FileRef) -> dict[str, Any] | None:
-        """The upstream's record of ``ref`` (its ``bytes`` above all), best effort."""
+    async def record(self, ref: FileRef) -> dict[str, Any]:
+        """The upstream's record of ``ref`` (one attempt); raises a CigateError.
+
+        A container file's record comes from a listing this fetcher holds when it holds one
+        (``reuse_listings``), else from ``GET /containers/{c}/files/{f}``; a Files-API file's
+        from ``GET /files/{id}``.
+        """
         if ref.is_container_file:
             assert ref.container_id is not None
             if self.reuse_listings:
@@ -285,8 +290,12 @@ class Fetcher:
             url = self.upstream.v1_url("containers", ref.container_id, "files", ref.file_id)
         else:
             url = self.upstream.v1_url("files", ref.file_id)
+        return await self.get_json(url, dict(self.upstream.default_query), "retrieve file")
+
+    async def file_record(self, ref: FileRef) -> dict[str, Any] | None:
+        """:meth:`record`, best effort: ``None`` when the upstream does not give it."""
         try:
-            return await self.get_json(url, dict(self.upstream.default_query), "retrieve file")
+            return await self.record(ref)
         except CigateError:
             return None
 
