@@ -48,6 +48,7 @@ def file_json(row: FileRow, base: str) -> dict[str, Any]:
         "path": row.path,
         "origin": row.origin,
         "state": row.state,
+        "verified": row.verified_at is not None,
         "bytes": row.size,
         "sha256": row.sha256,
         "content_type": row.content_type,

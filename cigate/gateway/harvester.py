@@ -35,10 +35,12 @@ from cigate.exceptions import (
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
 from cigate.harvest import classify
-from cigate.harvest.fetch import Body, Fetcher
+from cigate.harvest.content_types import is_json_name
+from cigate.harvest.fetch import HEAD_BYTES, Body, Fetcher, suspect
 from cigate.harvest.refs import FileRef
 from cigate.harvest.retry import RetryPolicy
 from cigate.storage.blobs import BlobStore
+from cigate.storage.errors import BlobNotFoundError
 from cigate.storage.metadata import MetadataStore
 from cigate.storage.records import BlobInfo, FileRow
 
@@ -253,7 +255,10 @@ class Harvester:
         self._copies.pop(file_id, None)
 
     async def ensure_stored(self, row: FileRow, wait: float = 60.0) -> FileRow:
-        """The row once its bytes are stored (copying now if needed) or its failure recorded."""
+        """The row once its bytes are stored and verified (checking or copying now if needed)
+        or its failure recorded."""
+        if row.state == "stored" and row.verified_at is None:
+            row = await self.verify(row)
         if row.state == "stored":
             return row
         task = self.start_copy(row, retry_failed=True)
@@ -318,6 +323,65 @@ class Harvester:
             )
         return info
 
+    # -- verification of rows stored before the harvest core ---------------------------------
+
+    async def verify(self, row: FileRow) -> FileRow:
+        """Check the bytes of a row stored before they were checked; returns the row as it is.
+
+        Bytes that look like an error document (and a file whose name does not allow such
+        content) are suspect: the row goes back to ``pending`` and is copied again through the
+        core. For a JSON-named file only the upstream's record can tell: a size that differs
+        from it is suspect; a container that is gone leaves the bytes as they are (they may be a
+        JSON file with an ``error`` key); an upstream that cannot answer now leaves the row
+        unverified, and unverified rows are not served.
+        """
+        if row.state != "stored" or row.sha256 is None or row.verified_at is not None:
+            return row
+        try:
+            head = await self._blob_head(row.sha256, row.size or 0)
+        except BlobNotFoundError:
+            head = None
+        problem: str | None = None
+        if head is None:
+            problem = "the stored bytes are missing from the blob store"
+        elif suspect(head, row.filename):
+            problem = "the stored bytes are an upstream error document, not the file"
+        elif classify.looks_like_error_body(head) and is_json_name(row.filename):
+            try:
+                record = await self.fetcher.record(_ref(row, None))
+            except (ContainerExpiredError, FileNotFoundInContainerError):
+                record = {}  # nothing left to compare with: keep the bytes
+            except CigateError as exc:
+                log.info("cannot check %s against the upstream now: %s", row.id, exc.message)
+                return row
+            size = record.get("bytes")
+            if isinstance(size, int) and size != row.size:
+                problem = f"the stored {row.size} bytes differ from the upstream's {size}"
+        if problem is None:
+            return await self.meta.mark_verified(row.id, row.sha256)
+        log.warning("%s: %s; copying it again", row.id, problem)
+        again = await self.meta.mark_suspect(
+            row.id, row.sha256, problem, self.settings.worker_id, self.settings.lease_seconds
+        )
+        if again.state == "pending":
+            self.start_copy(again)
+        return again
+
+    async def _blob_head(self, sha256: str, size: int) -> bytes:
+        if size <= 0:
+            return b"".join([chunk async for chunk in await self.blobs.open(sha256)])
+        end = min(size, HEAD_BYTES) - 1
+        return b"".join([chunk async for chunk in await self.blobs.open(sha256, 0, end)])
+
+    async def verify_stored(self) -> int:
+        """Check a batch of rows stored before verification existed; returns how many."""
+        rows = await self.meta.claim_unverified(
+            self.settings.worker_id, self.settings.lease_seconds
+        )
+        for row in rows:
+            await self.verify(row)
+        return len(rows)
+
     # -- crash recovery --------------------------------------------------------------------
 
     async def resume_once(self) -> int:
@@ -339,6 +403,7 @@ class Harvester:
                 self.start_copy(row)
                 started += 1
         await self._relist(worker, lease)
+        await self.verify_stored()
         return started
 
     async def _relist(self, worker: str, lease: float) -> None:

@@ -71,6 +71,7 @@ def _row(row: Row[Any]) -> FileRow:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         path=m["path"],
+        verified_at=m["verified_at"],
     )
 
 
@@ -362,7 +363,8 @@ class FileQueries(StoreBase):
     async def mark_stored(
         self, file_id: str, sha256: str, size: int, content_type: str | None
     ) -> FileRow:
-        """The bytes are in the blob store: ``stored``, lease and last error cleared."""
+        """The bytes passed every check and are in the blob store: ``stored`` and verified,
+        lease and last error cleared."""
         return await self._set(
             file_id,
             state="stored",
@@ -373,6 +375,79 @@ class FileQueries(StoreBase):
             error_message=None,
             lease_owner=None,
             lease_expires_at=None,
+            verified_at=self._now(),
+        )
+
+    async def claim_unverified(
+        self, worker_id: str, lease_seconds: float, *, limit: int = 100
+    ) -> list[FileRow]:
+        """Lease up to ``limit`` stored rows never verified (stored before migration 6).
+
+        Each row is taken with its own conditional UPDATE, so of two racing processes exactly
+        one checks it; a lease that runs out (the checker died) frees it again.
+        """
+        now = self._now()
+        unverified = and_(
+            files.c.state == "stored", files.c.verified_at.is_(None), self._lease_free(now)
+        )
+        async with self._read("finding unverified files") as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(files.c.id)
+                        .where(unverified)
+                        .order_by(files.c.created_at, files.c.id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+        claimed = []
+        for file_id in ids:
+            async with self._write("claiming an unverified file") as conn:
+                result = await conn.execute(
+                    update(files)
+                    .where(files.c.id == file_id, unverified)
+                    .values(
+                        lease_owner=worker_id,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    )
+                )
+                if cast(Any, result).rowcount != 1:
+                    continue
+                row = (await conn.execute(select(files).where(files.c.id == file_id))).one()
+            claimed.append(_row(row))
+        return claimed
+
+    async def mark_verified(self, file_id: str, sha256: str) -> FileRow:
+        """The stored bytes (still ``sha256``) were checked and are the file's."""
+        return await self._set(
+            file_id,
+            files.c.state == "stored",
+            files.c.sha256 == sha256,
+            verified_at=self._now(),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+    async def mark_suspect(
+        self, file_id: str, sha256: str, message: str, worker_id: str, lease_seconds: float
+    ) -> FileRow:
+        """The stored bytes (still ``sha256``) are not the file's: back to ``pending``, leased
+        to ``worker_id`` for the copy that replaces them, with ``message`` as the last error.
+        """
+        return await self._set(
+            file_id,
+            files.c.state == "stored",
+            files.c.sha256 == sha256,
+            state="pending",
+            sha256=None,
+            size=None,
+            content_type=None,
+            verified_at=None,
+            error_kind="integrity",
+            error_message=clean_text(message)[:4000],
+            lease_owner=worker_id,
+            lease_expires_at=self._now() + timedelta(seconds=lease_seconds),
         )
 
     async def mark_failed(self, file_id: str, error_kind: str, message: str, tries: int) -> FileRow:
