@@ -174,7 +174,8 @@ async def response_files(request: Request) -> Response:
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     response_id = request.path_params["response_id"]
-    if await svc.meta.get_response(tenant_id, response_id) is None:
+    record = await svc.meta.get_response(tenant_id, response_id)
+    if record is None:
         raise not_found("response", response_id)
     rows = await svc.meta.list_files(tenant_id, response_id=response_id)
     base = svc.public_base(request)
@@ -182,6 +183,8 @@ async def response_files(request: Request) -> Response:
         {
             "object": "list",
             "response_id": response_id,
+            # Every file of the response's containers is recorded (the listing is done).
+            "listed": record.listed_at is not None,
             "data": [file_json(row, base) for row in rows],
         }
     )

@@ -107,7 +107,7 @@ async def _audited(
             yield chunk
             sent += len(chunk)
     finally:
-        svc.harvester.spawn(
+        svc.tasks.spawn(
             svc.meta.record_download(
                 tenant_id, file_id, actor=actor, bytes_sent=sent, status=status
             ),

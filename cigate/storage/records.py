@@ -64,12 +64,16 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True)
 class ResponseRecord:
+    """A response a tenant made; ``listed_at`` is set once every file of its containers was
+    recorded (the response is over and its containers were listed)."""
+
     tenant_id: str
     response_id: str
     upstream: str
     model: str | None
     container_ids: tuple[str, ...]
     created_at: datetime
+    listed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,8 +86,10 @@ class LiveGateway:
         at_least: int = 1,
         timeout: float = 60,
         tenant: Tenant | None = None,
+        listed: bool = True,
     ) -> list[dict[str, Any]]:
-        """``/responses/{id}/files`` once at least N files exist and none is pending."""
+        """``/responses/{id}/files`` once the response is listed (unless ``listed=False``), at
+        least N files exist and none is pending."""
         client = self.http(tenant)
         deadline = time.monotonic() + timeout
         files: list[dict[str, Any]] = []
@@ -95,7 +97,9 @@ class LiveGateway:
             r = client.get(f"/responses/{response_id}/files")
             if r.status_code == 200:
                 files = r.json()["data"]
-                if len(files) >= at_least and all(f["state"] != "pending" for f in files):
+                over = r.json()["listed"] or not listed
+                done = over and all(f["state"] != "pending" for f in files)
+                if len(files) >= at_least and done:
                     return files
             time.sleep(0.1)
         raise AssertionError(f"harvest of {response_id} did not finish: {files}")
