@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import body_refs
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, api_path
@@ -207,7 +208,8 @@ async def _relay(
                     )
         if recording:
             await asyncio.gather(*(asyncio.shield(t) for t in recording), return_exceptions=True)
-    except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop
+    except httpx2.TransportError as exc:  # broken off for the client too, never a clean end
         log.warning("upstream Assistants stream broke off: %s", exc)
+        raise UpstreamUnavailableError(f"the upstream stream broke off: {exc}") from exc
     finally:
         await upstream_response.aclose()

@@ -21,6 +21,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import body_refs, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
@@ -107,22 +108,43 @@ async def forward(
     return Response(content, status_code=upstream_response.status_code, headers=headers)
 
 
+#: Bytes the relay holds back at most while it waits for the stream's first event.
+_FIRST_EVENT_CAP = 1024 * 1024
+
+
 async def _relay(
     upstream_response: httpx2.Response,
     keeper: Keeper | None,
     rewriter: rewrite.StreamRewriter | None = None,
 ) -> AsyncIterator[bytes]:
     """Chunks as they arrive; with ``rewriter``, whole events with their links rewritten (the
-    tap always sees the upstream's own bytes)."""
+    tap always sees the upstream's own bytes).
+
+    The first event (``response.created``) is held back until the response is recorded: a
+    client that holds a response id can always find it in the store, also if this process
+    dies at once. An upstream that breaks the stream off breaks the client's stream off too
+    (the connection is aborted): never a clean end without ``response.completed``.
+    """
     tap = ResponseTap(keeper.sighting) if keeper is not None else None
+    held: list[bytes] | None = [] if keeper is not None else None
     try:
         async for chunk in upstream_response.aiter_bytes():
-            if rewriter is None:
-                yield chunk
-            elif out := rewriter.feed(chunk):
+            if held is not None and tap is not None and keeper is not None:
+                tap.feed(chunk)
+                held.append(chunk)
+                if not tap.events and sum(map(len, held)) < _FIRST_EVENT_CAP:
+                    continue
+                await keeper.flush()  # the response row, before its first byte goes out
+                first, held = b"".join(held), None
+                if out := _out(first, rewriter):
+                    yield out
+                continue
+            if out := _out(chunk, rewriter):
                 yield out
             if tap is not None:
                 tap.feed(chunk)
+        if held and (out := _out(b"".join(held), rewriter)):
+            yield out
         if rewriter is not None and (rest := rewriter.flush()):
             yield rest
         if tap is not None and keeper is not None:
@@ -130,12 +152,17 @@ async def _relay(
             # (``previous_response_id``, ``GET /responses/{id}``, a rewritten link).
             tap.flush()
             await keeper.flush()
-    except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop
+    except httpx2.TransportError as exc:
         log.warning("upstream stream broke off: %s", exc)
+        raise UpstreamUnavailableError(f"the upstream stream broke off: {exc}") from exc
     finally:
         await upstream_response.aclose()
         if tap is not None:
             tap.sighting.end()
+
+
+def _out(chunk: bytes, rewriter: rewrite.StreamRewriter | None) -> bytes:
+    return chunk if rewriter is None else rewriter.feed(chunk)
 
 
 async def _close(upstream_response: httpx2.Response, sighting: Sighting | None) -> None:

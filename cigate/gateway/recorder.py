@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Statuses of a response the upstream is still working on.
 UNFINISHED = ("queued", "in_progress")
+#: Seconds a keeper waits for the upstream to finish a response whose stream ended early;
+#: after that the resume sweep looks at it again, once per lease.
+SETTLE_WAIT = 3600.0
 
 
 def walk_response(response: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -94,7 +97,7 @@ class Sighting:
             self.see_container(container_id)
         for annotation in citations:
             self.see_citation(annotation)
-        if response.get("status") not in (None, *UNFINISHED):
+        if response.get("status") not in UNFINISHED:  # a Response without status too
             self.final = response
             self._bump()
 
@@ -241,15 +244,55 @@ class Recorder:
     # -- concluding ----------------------------------------------------------------------------
 
     async def conclude(self, s: Sighting) -> None:
-        """The answer is over: record every file of the response's containers."""
+        """The answer is over: record every file of the response's containers.
+
+        An answer that ended without the final Response (the stream broke off, the client
+        left) does not mean the response is over: the upstream keeps running its code. Its
+        containers are listed only once the upstream says it is done (:meth:`settle`).
+        """
         try:
             if s.final is not None:
                 await self.conclude_final(s.tenant_id, s.final)
             elif s.response_id:
-                await self.reconcile(s.tenant_id, s.response_id, s.containers)
+                await self.settle(s.tenant_id, s.response_id, s.containers, wait=SETTLE_WAIT)
         finally:
             if s.response_id:
                 self.live.discard(s.response_id)
+
+    async def settle(
+        self, tenant_id: str, response_id: str, containers: Iterable[str], *, wait: float
+    ) -> bool:
+        """Read the response from the upstream and conclude it once it is over.
+
+        While it is ``queued`` or ``in_progress`` (or cannot be read) it is read again, with
+        backoff, for up to ``wait`` seconds; then it is left unlisted for a later sweep and
+        ``False`` returned. A response the upstream does not keep (404: ``store: false``, or
+        deleted) is concluded with the containers known here.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        delay = 0.25
+        while True:
+            try:
+                response = await self.harvester.fetcher.get_json(
+                    self.harvester.fetcher.upstream.v1_url("responses", response_id),
+                    {},
+                    f"retrieve response {response_id}",
+                )
+            except CigateError as exc:
+                if exc.status == 404:
+                    log.info("%s is not kept upstream: listing what is known", response_id)
+                    await self.reconcile(tenant_id, response_id, containers)
+                    return True
+                log.info("cannot read %s now: %s", response_id, exc.message)
+                response = None
+            if response is not None and response.get("status") not in UNFINISHED:
+                await self.conclude_final(tenant_id, response)
+                return True
+            if loop.time() + delay > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def conclude_final(self, tenant_id: str, response: dict[str, Any]) -> None:
         """A finished Response object: its citations, then every file of its containers."""
@@ -316,8 +359,8 @@ class Recorder:
                 continue  # still kept here; the lease runs out and its keeper concludes it
             log.info("concluding %s: its relaying process never did", record.response_id)
             self.tasks.spawn(
-                self.reconcile(record.tenant_id, record.response_id, record.container_ids),
-                name=f"cigate-relist-{record.response_id}",
+                self.settle(record.tenant_id, record.response_id, record.container_ids, wait=0.0),
+                name=f"cigate-settle-{record.response_id}",
             )
 
     # -- Assistants ----------------------------------------------------------------------------

@@ -24,10 +24,13 @@ class ResponseTap:
 
     def __init__(self, sighting: Sighting) -> None:
         self.sighting = sighting
+        #: Complete events seen so far (decoded or not).
+        self.events = 0
         self._splitter = SSESplitter()
 
     def feed(self, chunk: bytes) -> None:
         for raw in self._splitter.feed(chunk):
+            self.events += 1
             self._event(raw)
 
     def flush(self) -> None:

@@ -312,7 +312,7 @@ class Fetcher:
             data = resp.json()
         except ValueError:
             data = None
-        if not isinstance(data, dict) or "error" in data:
+        if not isinstance(data, dict) or data.get("error"):  # a Response has "error": null
             raise classify.from_http(502, resp.content, dict(resp.headers.items()), what=what)
         return data
 

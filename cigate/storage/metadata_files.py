@@ -94,7 +94,9 @@ class FileQueries(StoreBase):
 
         The first call mints a gateway id in state ``pending``; later calls return the same
         row unchanged, except that a missing ``response_id`` or ``path`` is filled in (a file
-        first cited, then seen in a container listing, or the other way round). Concurrent
+        first cited, then seen in a container listing, or the other way round), and that a
+        citation of a row a listing recorded makes it the citing response's, under the cited
+        name. Concurrent
         calls from several processes agree on one row. ``filename`` and ``path`` are kept
         verbatim (only NUL and lone surrogates replaced).
         """
@@ -145,6 +147,19 @@ class FileQueries(StoreBase):
                 else ("file", upstream_file_id)
             )
             await claim_in(conn, self.dialect, owned[0], [owned[1]], tenant_id=tenant_id, now=now)
+            if origin == "citation":
+                # A listing only guesses which response wrote a file (a container serves many);
+                # the response that cites it made it, under the name it gave.
+                await conn.execute(
+                    update(files)
+                    .where(key, files.c.origin == "listing")
+                    .values(
+                        origin="citation",
+                        filename=values["filename"],
+                        updated_at=now,
+                        **({"response_id": response_id} if response_id is not None else {}),
+                    )
+                )
             if response_id is not None:
                 await conn.execute(
                     update(files)

@@ -192,7 +192,8 @@ def test_a_gateway_killed_mid_stream_keeps_the_uncited_files_after_a_restart(
     emulator: RunningEmulator, backend: Backend, tmp_path: Path, processes
 ) -> None:
     """Killed while the second cell runs: the first cell's file was never cited and its
-    container never listed. The restarted gateway's sweep lists it."""
+    container never listed. The restarted gateway's sweep reads the response upstream, waits
+    while it runs, and records its file from the final answer (and the container's listing)."""
     settings = live_settings(emulator, backend)
     tenant = add_tenant(settings.database_url, "acme")
     port = free_port()
@@ -225,8 +226,9 @@ def test_a_gateway_killed_mid_stream_keeps_the_uncited_files_after_a_restart(
         processes.append(_serve(settings, port, tmp_path / "home", harvest_relist_after="1"))
         rows = _rows_once_stored(http, response_id)
         assert [(r["filename"], r["state"], r["origin"]) for r in rows] == [
-            ("f.bin", "stored", "listing")
+            ("f.bin", "stored", "citation")
         ]
+        assert http.get(f"/responses/{response_id}/files").json()["listed"]
         assert http.get(f"/files/{rows[0]['id']}/content").content == DATA
 
 

@@ -91,9 +91,10 @@ async def test_adding_a_key_to_an_unknown_tenant_fails(stores: Stores) -> None:
         await stores.metadata.add_key("ten_missing")
 
 
-async def test_upserting_a_file_twice_returns_the_same_row_and_fills_the_response(
+async def test_upserting_a_file_twice_returns_the_same_row_and_the_citation_wins(
     stores: Stores,
 ) -> None:
+    """A listing only guesses which response wrote a file; the one that cites it made it."""
     md = stores.metadata
     tenant = await md.create_tenant("acme")
     first = await md.upsert_file(
@@ -120,8 +121,22 @@ async def test_upserting_a_file_twice_returns_the_same_row_and_fills_the_respons
     assert (again.state, again.response_id, again.filename, again.origin) == (
         "pending",
         "resp_1",
-        "a.csv",
-        "listing",
+        "renamed.csv",
+        "citation",
+    )
+    later = await md.upsert_file(
+        tenant.id,
+        kind="container",
+        upstream_file_id="cfile_1",
+        container_id="cntr_1",
+        response_id="resp_2",
+        filename="other.csv",
+        origin="listing",
+    )
+    assert (later.response_id, later.filename, later.origin) == (
+        "resp_1",
+        "renamed.csv",
+        "citation",
     )
 
 
