@@ -16,11 +16,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cigate.exceptions import CigateError, FileNotFoundInContainerError
+from cigate.exceptions import BadInputError, CigateError, FileNotFoundInContainerError
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import not_found
 from cigate.gateway.serving import serve_file
 from cigate.harvest.refs import FileRef
+from cigate.storage.errors import NotFoundError
 from cigate.storage.records import FileRow
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "file_content",
     "file_json",
     "file_metadata",
+    "page_params",
     "resolve",
     "response_files",
 ]
@@ -139,7 +141,7 @@ async def file_by_path(request: Request) -> Response:
     path = request.path_params["path"]
     deadline = asyncio.get_running_loop().time() + _BY_PATH_WAIT
     while True:
-        rows = await svc.meta.list_files(tenant_id, response_id=response_id)
+        rows = await svc.meta.files_at_path(tenant_id, response_id, path)
         row = _by_path(rows, path)
         if row is not None or asyncio.get_running_loop().time() >= deadline:
             break
@@ -177,14 +179,32 @@ async def response_files(request: Request) -> Response:
     record = await svc.meta.get_response(tenant_id, response_id)
     if record is None:
         raise not_found("response", response_id)
-    rows = await svc.meta.list_files(tenant_id, response_id=response_id)
-    base = svc.public_base(request)
+    limit, after = page_params(request, default=100, most=1000)
+    try:
+        rows = await svc.meta.list_files(
+            tenant_id, response_id=response_id, after=after, limit=limit + 1
+        )
+    except NotFoundError:
+        rows = []  # an ``after`` of no file of the caller's: nothing after it
+    page, base = rows[:limit], svc.public_base(request)
     return JSONResponse(
         {
             "object": "list",
             "response_id": response_id,
             # Every file of the response's containers is recorded (the listing is done).
             "listed": record.listed_at is not None,
-            "data": [file_json(row, base) for row in rows],
+            "data": [file_json(row, base) for row in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": len(rows) > limit,
         }
     )
+
+
+def page_params(request: Request, *, default: int, most: int) -> tuple[int, str | None]:
+    """``limit`` (1..``most``) and ``after`` of a paginated list request."""
+    try:
+        limit = max(1, min(most, int(request.query_params.get("limit", str(default)))))
+    except ValueError as exc:
+        raise BadInputError(f"limit must be an integer between 1 and {most}.") from exc
+    return limit, request.query_params.get("after") or None

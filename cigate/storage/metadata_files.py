@@ -245,6 +245,32 @@ class FileQueries(StoreBase):
             rows = (await conn.execute(query.limit(limit))).all()
         return [_row(r) for r in rows]
 
+    async def files_at_path(
+        self, tenant_id: str, response_id: str, relpath: str, *, limit: int = 50
+    ) -> list[FileRow]:
+        """The tenant's files of a response that may be the one at ``/mnt/data/<relpath>``:
+        those listed at that path, else those whose path is unknown and whose name is the
+        path's (a citation names only the basename). Looked up directly, however many files
+        the response has."""
+        name = relpath.rsplit("/", 1)[-1]
+        unknown_path = and_(
+            files.c.path.is_(None),
+            or_(
+                files.c.filename == name,
+                files.c.filename == relpath,
+                files.c.filename.endswith("/" + relpath, autoescape=True),
+            ),
+        )
+        query = (
+            select(files)
+            .where(files.c.tenant_id == tenant_id, files.c.response_id == response_id)
+            .where(or_(files.c.path == f"/mnt/data/{relpath}", unknown_path))
+            .order_by(files.c.created_at, files.c.id)
+            .limit(limit)
+        )
+        async with self._read("finding a file by path") as conn:
+            return [_row(r) for r in (await conn.execute(query)).all()]
+
     async def list_pending(self, limit: int = 100) -> list[FileRow]:
         """Pending rows of every tenant, oldest first, leased or not (resume after restart)."""
         query = (
