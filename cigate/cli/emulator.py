@@ -24,7 +24,17 @@ def emulator() -> None:
     show_default=True,
     help="Interface to bind. The control plane needs no key: keep it on loopback.",
 )
-@click.option("--port", default=8089, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port", default=8089, show_default=True, type=int, help="Port to listen on (0: any free)."
+)
+@click.option(
+    "--log-level",
+    envvar="CIGATE_EMULATOR_LOG_LEVEL",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+    help="How much the server logs (info: one line per request).",
+)
 @click.option(
     "--api-key",
     envvar="CIGATE_EMULATOR_API_KEY",
@@ -53,6 +63,7 @@ def emulator() -> None:
 def serve(  # noqa: PLR0917 - one parameter per click option
     host: str,
     port: int,
+    log_level: str,
     api_key: str | None,
     idle_minutes: int | None,
     pool_size: int | None,
@@ -63,8 +74,7 @@ def serve(  # noqa: PLR0917 - one parameter per click option
 
     Example: cigate emulator serve --port 8089 --api-key local-key
     """
-    import uvicorn
-
+    from cigate.cli.serving import serve_app
     from cigate.emulator.app import create_app
 
     keys = tuple(k.strip() for k in api_key.split(",") if k.strip()) if api_key else None
@@ -75,10 +85,14 @@ def serve(  # noqa: PLR0917 - one parameter per click option
         isolation=isolation,
         data_dir=data_dir,
     )
-    root = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    click.echo(f"Azure resource endpoint: {root}   (AzureOpenAI(azure_endpoint=...))")
-    click.echo(f"Azure v1 base URL:       {root}/openai/v1/")
-    click.echo(f"OpenAI-style base URL:   {root}/v1/")
-    click.echo(f"API key:                 {settings.api_key}")
-    click.echo(f"Control plane:           {root}/_emulator/ (no key; keep it on loopback)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+    def banner(root: str) -> list[str]:
+        return [
+            f"Azure resource endpoint: {root}   (AzureOpenAI(azure_endpoint=...))",
+            f"Azure v1 base URL:       {root}/openai/v1/",
+            f"OpenAI-style base URL:   {root}/v1/",
+            f"API key:                 {settings.api_key}",
+            f"Control plane:           {root}/_emulator/ (no key; keep it on loopback)",
+        ]
+
+    serve_app(create_app(settings), host=host, port=port, log_level=log_level, banner=banner)
