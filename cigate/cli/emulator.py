@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from cigate.cli.serving import log_level_option
 from cigate.emulator.settings import EmulatorSettings
 
 
@@ -27,14 +28,7 @@ def emulator() -> None:
 @click.option(
     "--port", default=8089, show_default=True, type=int, help="Port to listen on (0: any free)."
 )
-@click.option(
-    "--log-level",
-    envvar="CIGATE_EMULATOR_LOG_LEVEL",
-    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-    default="info",
-    show_default=True,
-    help="How much the server logs (info: one line per request).",
-)
+@log_level_option("CIGATE_EMULATOR_LOG_LEVEL")
 @click.option(
     "--api-key",
     envvar="CIGATE_EMULATOR_API_KEY",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from cigate.cli.serving import log_level_option
 from cigate.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -51,14 +52,7 @@ def gateway() -> None:
 @click.option("--blobs", envvar=_env("blobs"), help="Blob store: a path or azure://CONTAINER?...")
 @click.option("--host", envvar=_env("host"), help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", envvar=_env("port"), type=int, help="Port (default 8080; 0: any free).")
-@click.option(
-    "--log-level",
-    envvar=_env("log_level"),
-    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-    default="info",
-    show_default=True,
-    help="How much the gateway logs.",
-)
+@log_level_option(_env("log_level"))
 @click.option(
     "--rewrite-links/--no-rewrite-links",
     envvar=_env("rewrite_links"),

@@ -18,9 +18,21 @@ import click
 
 from cigate.exceptions import ConfigurationError
 
-__all__ = ["LOG_LEVELS", "bind", "serve_app", "url_root"]
+__all__ = ["bind", "log_level_option", "serve_app", "url_root"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def log_level_option(envvar: str) -> Callable[[Any], Any]:
+    """``--log-level`` for a server command (``info``: a line per request)."""
+    return click.option(
+        "--log-level",
+        envvar=envvar,
+        type=click.Choice(LOG_LEVELS),
+        default="info",
+        show_default=True,
+        help="How much the server logs (info: a line per request).",
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
