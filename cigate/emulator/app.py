@@ -6,7 +6,8 @@ The lifespan owns every shared resource and stores it on ``app.state``: ``settin
 ``settings.reaper_interval`` seconds; shutdown stops every kernel so none outlives the app.
 
 Layers, outermost first: request ids (so even crashes and faults carry them), faults (before
-routing), error rendering, then the control plane and the three API prefixes (``routing``).
+routing), the body guard (``cigate.http_bodies``: size caps, ``Content-Length``, strict JSON),
+error rendering, then the control plane and the three API prefixes (``routing``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from starlette.types import ASGIApp
 
 from cigate.clock import Clock
 from cigate.emulator import containers, control, files
-from cigate.emulator.errors import EXCEPTION_HANDLERS
+from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_body
 from cigate.emulator.faults import FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
 from cigate.emulator.routing import api_mounts
 from cigate.emulator.settings import EmulatorSettings
 from cigate.engine.containers import ContainerBackend
+from cigate.http_bodies import BodyGuard
 from cigate.sandbox.base import KernelSession, SandboxSettings
 
 log = logging.getLogger(__name__)
@@ -153,7 +155,15 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
             Mount("/_emulator", routes=control.ROUTES),
             *api_mounts(v1_routes, legacy_routes),
         ],
-        middleware=[Middleware(FaultMiddleware)],
+        middleware=[
+            Middleware(FaultMiddleware),
+            Middleware(
+                BodyGuard,
+                json_limit=settings.max_json_body,
+                upload_limit=settings.max_upload_body,
+                refuse=refuse_body,
+            ),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan,
     )
