@@ -3,6 +3,11 @@
 The lifespan opens the metadata store (applying migrations), the blob store and the upstream
 client, starts the harvester's resume loop, and closes all of them again; tests enter the app
 as a context manager so both run (STYLE rule 3). Misconfiguration fails here, at start-up.
+
+Every request body passes :class:`cigate.http_bodies.BodyGuard` (``Content-Length`` checked,
+JSON and other non-multipart bodies capped at ``max_json_body``, a body sent as JSON parsed
+strictly when a handler first reads it): a body the gateway cannot read one way only is
+refused here with a 400/413 and never reaches the upstream.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import AsyncIterator
 import httpx2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,11 +28,12 @@ from starlette.routing import BaseRoute, Route
 from cigate.exceptions import CigateError
 from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
-from cigate.gateway.errors import handle_cigate_error
+from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tenants import TenantResolver
 from cigate.gateway.upstream import Upstream
+from cigate.http_bodies import BodyGuard
 from cigate.storage.blobs import open_blob_store
 from cigate.storage.metadata import MetadataStore
 
@@ -154,6 +161,12 @@ def create_app(
 
     return Starlette(
         routes=_routes(),
+        middleware=[
+            # Multipart uploads stream to the upstream unparsed: its own caps apply to them.
+            Middleware(
+                BodyGuard, json_limit=settings.max_json_body, upload_limit=None, refuse=render
+            ),
+        ],
         lifespan=lifespan,
         exception_handlers={
             CigateError: handle_cigate_error,
