@@ -10,6 +10,7 @@ a 4xx in the OpenAI envelope or the right download status, never a 5xx.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,12 +18,23 @@ from typing import Any
 
 import httpx2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cigate.emulator.server import ServerHandle
 from cigate.emulator.settings import EmulatorSettings
 from cigate.gateway.settings import GatewaySettings
 from cigate.http_bodies import INVALID_JSON_MESSAGE
 from cigate.testing.plugin import RunningEmulator, current_mode
+from tests.fuzzing import (
+    FUZZ,
+    JSON_OPERATIONS,
+    Tally,
+    hostile_bodies,
+    hostile_header_values,
+    hostile_queries,
+    schema_cases,
+)
 from tests.gateway.conftest import make_backend
 from tests.gateway.harness import GatewayHarness, Tenant
 from tests.hostile import (
@@ -196,6 +208,46 @@ def test_a_hostile_json_body_is_refused_by_the_gateway_and_never_forwarded(
     assert world.upstream_calls[before:] == []
 
 
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/openai/v1/responses", {"model": "m", "input": "hi", "previous_response_id": "r\x00"}),
+        (
+            "/openai/v1/responses",
+            {
+                "model": "m",
+                "input": "hi",
+                "tools": [{"type": "code_interpreter", "container": "\x00"}],
+            },
+        ),
+        ("/openai/v1/containers", {"name": "x", "file_ids": ["file-\x00", "\x07"]}),
+        ("/openai/v1/containers/{c}/files", {"file_id": "file-\x00"}),
+        ("/openai/v1/threads/{t}/runs", {"assistant_id": "asst_\x00"}),
+        (
+            "/openai/v1/threads",
+            {"messages": [{"role": "user", "content": "x", "attachments": [{"file_id": "\x00"}]}]},
+        ),
+    ],
+    ids=[
+        "previous-response",
+        "container",
+        "container-file-ids",
+        "container-file",
+        "assistant",
+        "attachment",
+    ],
+)
+def test_an_id_no_service_issues_is_an_unknown_id_on_every_backend(
+    world: World, route: str, body: dict[str, Any]
+) -> None:
+    """NUL and other control characters in ids: PostgreSQL cannot even compare them."""
+    before = len(world.upstream_calls)
+    response = world.request("POST", route, json=body)
+    assert response.status_code in (400, 404), response.text[:300]
+    assert_error_shape(response)
+    assert world.upstream_calls[before:] == []
+
+
 _LENGTHS = [
     ("declared-over-cap", "99999999999999999999999", "request_too_large", 413),
     ("non-numeric", "abc", "invalid_content_length", 400),
@@ -353,3 +405,102 @@ def test_hostile_credentials_are_a_401(
     response = world.gw.client.get("/openai/v1/containers", headers=httpx2.Headers(headers))
     assert response.status_code == 401, response.text[:300]
     assert_error_shape(response)
+
+
+# -- fuzzing through the gateway: generated requests, bounded in count, the same every run -----
+
+BASES: dict[str, dict[str, Any]] = {
+    "/responses": {"model": "gpt-4o-mini", "input": "hi"},
+    "/containers": {"name": "fuzz"},
+    "/containers/{container_id}/files": {"file_id": "{f}"},
+    "/assistants": {"model": "gpt-4o-mini"},
+    "/threads/{thread_id}/messages": {"role": "user", "content": "hi"},
+    "/threads/{thread_id}/runs": {"assistant_id": "{a}"},
+    "/threads/runs": {"assistant_id": "{a}"},
+    "/chat/completions": {"model": "gpt-4o-mini", "messages": []},
+}
+OPERATIONS = {**JSON_OPERATIONS, "/chat/completions": "/chat/completions"}
+TALLIES: dict[str, Tally] = {}
+
+
+def _tally(world: World) -> Tally:
+    return TALLIES.setdefault(world.gw.settings.database.split(":", 1)[0], Tally())
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+@pytest.mark.parametrize("template", list(JSON_OPERATIONS))
+def test_schema_generated_requests_never_get_a_5xx_from_the_gateway(
+    world: World, template: str, mode: str
+) -> None:
+    path = "/openai/v1" + JSON_OPERATIONS[template]
+    tally = _tally(world)
+
+    @FUZZ(6)
+    @given(case=schema_cases(template, mode))
+    def run(case: Any) -> None:
+        body = case.body if isinstance(case.body, dict | list) else {}
+        query = case.query if isinstance(case.query, dict) else None
+        response = world.request(
+            "POST",
+            path,
+            content=json.dumps(body).encode(),
+            params=query,
+            headers={"content-type": "application/json"},
+        )
+        tally.check(response)
+
+    run()
+
+
+@pytest.mark.parametrize("template", list(OPERATIONS))
+def test_hostile_bodies_never_get_a_5xx_from_the_gateway(world: World, template: str) -> None:
+    path = "/openai/v1" + OPERATIONS[template]
+    base = {
+        k: world.fill(v) if isinstance(v, str) else v for k, v in BASES.get(template, {}).items()
+    }
+    tally = _tally(world)
+
+    @FUZZ(25)
+    @given(body=hostile_bodies(template, base), json_type=st.booleans())
+    def run(body: bytes, json_type: bool) -> None:
+        ctype = "application/json" if json_type else "text/plain"
+        response = world.request("POST", path, content=body, headers={"content-type": ctype})
+        tally.check(response)
+
+    run()
+
+
+@pytest.mark.parametrize("route", [*LISTS, "/openai/v1/responses/{resp}"])
+def test_hostile_query_strings_never_get_a_5xx_from_the_gateway(world: World, route: str) -> None:
+    tally = _tally(world)
+
+    @FUZZ(10)
+    @given(query=hostile_queries())
+    def run(query: list[tuple[str, str]]) -> None:
+        tally.check(world.request("GET", route, params=query))
+
+    run()
+
+
+@pytest.mark.parametrize("route", DOWNLOADS)
+def test_hostile_download_headers_never_get_a_5xx_from_the_gateway(
+    world: World, route: str
+) -> None:
+    tally = _tally(world)
+
+    @FUZZ(20)
+    @given(headers=hostile_header_values())
+    def run(headers: list[tuple[bytes, bytes]]) -> None:
+        raw = [(b"authorization", world.tenant.headers["authorization"].encode()), *headers]
+        response = world.gw.client.get(world.fill(route), headers=httpx2.Headers(raw))
+        tally.check(response, download=True)
+
+    run()
+
+
+def test_the_gateway_fuzz_run_sent_what_it_should_and_got_no_5xx(world: World) -> None:
+    """Runs last in this module, once per backend: the figures of that backend's fuzz run."""
+    tally = _tally(world)
+    print(f"\ngateway fuzz ({world.gw.settings.database.split(':', 1)[0]}): {tally.summary()}")
+    assert tally.sent >= 600
+    assert all(status < 500 for status in tally.statuses)
