@@ -5,6 +5,8 @@ control plane included) gets the service's refusal, in the OpenAI envelope, with
 status and code; ``Range``, conditional headers, ``Content-Length`` lies, query parameters,
 credentials, other headers and multipart uploads get a 4xx in the error shape (or the right
 download status), never a 5xx. One emulator and one set of objects serve the whole module.
+The requests go in-process in both test modes: many of them cannot be sent by an HTTP client
+library, or would be refused by the HTTP server before the app saw them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from cigate.emulator.server import ServerHandle
 from cigate.emulator.settings import EmulatorSettings
 from cigate.http_bodies import INVALID_JSON_MESSAGE
 from cigate.testing.plugin import RunningEmulator, current_mode
+from cigate.testing.transport import InProcessTransport
 from tests.fuzzing import (
     FUZZ,
     JSON_OPERATIONS,
@@ -96,10 +99,13 @@ def world(emulator_server: ServerHandle, emulator_settings: EmulatorSettings) ->
     message = client.beta.threads.messages.create(thread.id, role="user", content="hello")
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
     response = client.responses.create(model="gpt-4o-mini", input="hello")
-    http = emulator.http_client(headers=emulator.auth_headers)
+    # In-process in both test modes: most of these inputs cannot be sent by an HTTP client
+    # library, or are refused by the HTTP server (h11) before the app sees them.
+    asgi = InProcessTransport(emulator.app, emulator.handle.loop)
+    http = emulator.http_client(headers=emulator.auth_headers, transport=asgi)
     # Generated bodies are not validated against the description: the emulator echoes some
     # Responses parameters as sent (see docs/security.md, Hostile input: not done).
-    fuzz = emulator.http_client(headers=emulator.auth_headers, event_hooks={})
+    fuzz = emulator.http_client(headers=emulator.auth_headers, event_hooks={}, transport=asgi)
     try:
         yield World(
             emulator,
@@ -280,7 +286,9 @@ def test_hostile_header_values_never_fail_the_server(
 def test_hostile_credentials_are_a_401(
     world: World, prefix: str, name: str, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    bare = world.emulator.http_client()
+    bare = world.emulator.http_client(
+        transport=InProcessTransport(world.emulator.app, world.emulator.handle.loop)
+    )
     response = bare.get(f"{prefix}/containers", headers=httpx2.Headers(headers))
     assert response.status_code == 401, response.text[:300]
     assert_error_shape(response)
