@@ -8,7 +8,6 @@ only parse and serialise: state lives in the backends, the clock and the ``Fault
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.clock import Clock
+from cigate.emulator.bodies import json_object
 from cigate.emulator.faults import SWITCHES, FaultRule, FaultStore
 from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
 
@@ -40,12 +40,8 @@ async def reset_state(state: Any) -> None:
     clock.reset()
 
 
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw or b"{}")
-    except ValueError:
-        raise BadRequestError("The control plane expects a JSON body.") from None
+async def _json(request: Request) -> dict[str, Any]:
+    return await json_object(request, empty={})
 
 
 def _faults(request: Request) -> FaultStore:

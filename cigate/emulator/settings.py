@@ -29,8 +29,14 @@ class EmulatorSettings:
     reaper_interval: float = 5.0
     #: Deployment names accepted as ``model``; empty accepts any.
     deployments: tuple[str, ...] = ()
+    #: Largest request body that is not a multipart upload (bytes): the gateway's JSON cap.
+    max_json_body: int = 64 * 1024 * 1024
+    #: Largest multipart upload request (bytes; OpenAI's per-file limit is 512 MB).
+    max_upload_body: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
+        if self.max_json_body < 1 or self.max_upload_body < 1:
+            raise ValueError("max_json_body and max_upload_body must be at least 1 byte")
         if not self.api_keys:
             object.__setattr__(self, "api_keys", ("emu-" + secrets.token_urlsafe(24),))
 
@@ -53,6 +59,8 @@ class EmulatorSettings:
             ("pool_size", int),
             ("isolation", str),
             ("exec_timeout", float),
+            ("max_json_body", int),
+            ("max_upload_body", int),
         ):
             raw = env.get(f"CIGATE_EMULATOR_{name.upper()}")
             if raw:
