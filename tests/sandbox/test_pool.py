@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -34,8 +33,7 @@ async def test_acquired_kernels_get_fresh_workdirs_under_root_and_the_pool_refil
         assert plain_pool.idle_count == plain_pool.settings.pool_size
     finally:
         for kernel in (first, second):
-            await kernel.shutdown()
-            shutil.rmtree(kernel.workdir, ignore_errors=True)
+            await kernel.discard()
 
 
 async def test_a_pooled_kernel_has_the_preload_modules_imported(plain_pool: SandboxPool) -> None:
@@ -48,8 +46,20 @@ async def test_a_pooled_kernel_has_the_preload_modules_imported(plain_pool: Sand
         )
         assert result.result_text == "(True, [])"
     finally:
-        await kernel.shutdown()
-        shutil.rmtree(kernel.workdir, ignore_errors=True)
+        await kernel.discard()
+
+
+async def test_forked_kernels_share_no_state_with_each_other(plain_pool: SandboxPool) -> None:
+    first, second = await plain_pool.acquire(), await plain_pool.acquire()
+    try:
+        await first.execute("import sys; sys.cigate_mark = 'first'; marked = True", timeout=10)
+        result = await second.execute(
+            "import sys; getattr(sys, 'cigate_mark', None), 'marked' in dir()", timeout=10
+        )
+        assert result.result_text == "(None, False)"
+    finally:
+        await first.discard()
+        await second.discard()
 
 
 async def test_an_empty_pool_starts_a_kernel_on_demand(tmp_path: Path) -> None:
