@@ -240,7 +240,8 @@ def template_command(
             cmd += ["--ro-bind", source(f), f]
     cmd += ["--ro-bind", source(str(runtime_dir / "passwd")), "/etc/passwd"]
     cmd += ["--ro-bind", source(str(runtime_dir / "group")), "/etc/group"]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
+    # /dev read-only: one tmpfs shared by every container (each mounts its own shm and pts).
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
     # After the tmpfs: a venv or checkout under /tmp must stay visible on top of it.
     for d in python_dirs():
         if not _covered(d, [s for s in SYSTEM_DIRS if not os.path.islink(s)]):

@@ -180,7 +180,7 @@ class OutStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        return None
+        self._channel.flush()
 
 
 class FdCapture:
