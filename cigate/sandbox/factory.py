@@ -254,7 +254,7 @@ class Template:
                     raise SandboxError(f"the container's init failed: {error[-1500:]}")
                 pidfd = fds[0]
                 pid = linux.pid_of_pidfd(pidfd)
-                place(pid)
+                await asyncio.to_thread(place, pid)  # cgroup migrations wait on RCU in v1
                 protocol.send_packet(init_ours, {"op": "go"})
                 kernel_ours.setblocking(False)
                 started, fds = await protocol.recv_packet_async(init_ours)

@@ -38,6 +38,9 @@ from cigate.sandbox.limits import Enforcement, format_size
 
 log = logging.getLogger(__name__)
 
+#: Kernels the refill starts at the same time.
+REFILL_PARALLEL = 4
+
 
 class SandboxPool:
     """Hands out started kernels (``acquire``) and guarantees none outlives it (``close``)."""
@@ -93,7 +96,7 @@ class SandboxPool:
         await asyncio.to_thread(_sweep)
         settings.root.mkdir(parents=True, exist_ok=True)
         self._runtime_dir = await asyncio.to_thread(reaper.make_runtime_dir)
-        self._cgroups = await asyncio.to_thread(_probe_cgroups)
+        self._cgroups = await asyncio.to_thread(_probe_cgroups, not plan.isolated)
         self._volumes = await asyncio.to_thread(self._probe_volumes, plan)
         self._plan = plan
         self.enforcement = self._report()
@@ -362,22 +365,40 @@ class SandboxPool:
             self._refill_task = asyncio.create_task(self._refill_loop(), name="sandbox-refill")
 
     async def _refill_loop(self) -> None:
-        """Fork kernels one after another until ``pool_size`` are idle; stop on a failure."""
+        """Fork kernels until ``pool_size`` are idle, up to ``REFILL_PARALLEL`` at a time (most
+        of a start is waiting on other processes); stop on a failure."""
+        starting: set[asyncio.Task[Kernel]] = set()
         try:
-            while not self._closed and len(self._idle) < self.settings.pool_size:
-                try:
-                    kernel = await self._make_kernel()
-                except SandboxError as exc:
-                    self.last_error = exc
-                    log.warning("could not pre-start a kernel: %s", exc)
+            while not self._closed:
+                wanted = self.settings.pool_size - len(self._idle) - len(starting)
+                while wanted > 0 and len(starting) < REFILL_PARALLEL:
+                    starting.add(asyncio.create_task(self._make_kernel()))
+                    wanted -= 1
+                if not starting:
                     return
-                if self.closed:  # closed while the kernel started
-                    await kernel.discard()
+                done, starting = await asyncio.wait(starting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    try:
+                        kernel = task.result()
+                    except SandboxError as exc:
+                        self.last_error = exc
+                        log.warning("could not pre-start a kernel: %s", exc)
+                        continue
+                    if self.closed:  # closed while the kernel started
+                        await kernel.discard()
+                        continue
+                    self.last_error = None
+                    self._idle.append(kernel)
+                    self._warm.set()
+                if self.last_error is not None and not starting:
                     return
-                self.last_error = None
-                self._idle.append(kernel)
-                self._warm.set()
         finally:
+            for task in starting:
+                task.cancel()
+            for task in starting:
+                with contextlib.suppress(BaseException):
+                    kernel = await task
+                    await kernel.discard()
             if self._refill_task is asyncio.current_task():
                 self._refill_task = None
             self._warm.set()
@@ -448,8 +469,8 @@ class SandboxPool:
         return report
 
 
-def _probe_cgroups() -> cgroups.CgroupSystem | None:
-    system = cgroups.CgroupSystem.probe()
+def _probe_cgroups(freezer: bool) -> cgroups.CgroupSystem | None:
+    system = cgroups.CgroupSystem.probe(freezer=freezer)
     if not system.mechanisms:
         system.close()
         return None

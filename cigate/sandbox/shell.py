@@ -290,6 +290,8 @@ def create_shell() -> KernelShell:
     config.InteractiveShell.colors = "nocolor"
     config.InteractiveShell.autocall = 0
     config.InteractiveShell.xmode = "Context"
+    # Only what a result carries (text/plain and images): fewer formatters to run per value.
+    config.DisplayFormatter.active_types = ["text/plain", "image/png", "image/jpeg"]
     shell = KernelShell.instance(config=config)
     assert isinstance(shell, KernelShell)
     return shell
@@ -305,6 +307,9 @@ def serve(shell: KernelShell, sock: socket.socket) -> None:
     capture = FdCapture(channel)
     signal.signal(signal.SIGINT, channel.on_sigint)
     threading.Thread(target=_flusher, args=(channel,), name="cigate-flush", daemon=True).start()
+    # The first cell of a fork copies the ~1,000 pages IPython's machinery writes to: do it
+    # now, while the kernel waits in the pool, not in the first request's time.
+    shell.run_cell("pass", store_history=False, silent=True)  # type: ignore[no-untyped-call]
     channel.sock.sendall(protocol.encode({"msg_type": "ready", "parent": None, "content": {}}))
     while True:
         try:
