@@ -428,29 +428,32 @@ class ContainerBackend:
 
     async def _acquire(self, container: Container) -> KernelSession:
         """A kernel with the container's memory tier; at the host's cap, the longest-idle
-        container that is not running code expires to make room (as it would have later)."""
+        container that is not running code expires to make room (as it would have later),
+        and when every live container is running code the answer is the service's 429."""
         memory = int(container.memory_limit.removesuffix("g")) << 30
-        try:
-            return await self.kernels.acquire(memory=memory)
-        except SandboxCapacityError as exc:
+        for _ in range(2):
+            try:
+                return await self.kernels.acquire(memory=memory)
+            except SandboxCapacityError as exc:
+                full = exc
             idle = [
                 c
                 for c in self._containers.values()
                 if c is not container and c.session is not None and not c.lock.locked()
             ]
             if not idle:
-                raise ApiError(
-                    429,
-                    f"Too many active containers: {exc} and every one is running code. "
-                    "Try again later, or delete containers you no longer need.",
-                    type="requests",
-                    code="rate_limit_exceeded",
-                ) from None
+                break
             victim = min(idle, key=lambda c: c.last_active_at)
             log.info("container %s expired early: the live-container cap was reached", victim.id)
             self._mark_expired(victim)
             await self._release(victim)
-        return await self.kernels.acquire(memory=memory)
+        raise ApiError(
+            429,
+            f"Too many active containers: {full} and every one is running code. "
+            "Try again later, or delete containers you no longer need.",
+            type="requests",
+            code="rate_limit_exceeded",
+        )
 
     def _register_changes(
         self, container: Container, before: workdir.Scan, after: workdir.Scan
