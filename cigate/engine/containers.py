@@ -504,10 +504,12 @@ class ContainerBackend:
     async def _release(self, container: Container) -> None:
         session, container.session = container.session, None
         if session is not None:
-            try:  # stops every process of the container and removes its directory
+            try:  # stops every process; its directory (container.directory) goes with it
                 await session.discard()
             except Exception:  # a kernel that will not stop must not block the others
                 log.exception("kernel of %s did not shut down cleanly", container.id)
+            if container.directory == session.workdir:
+                return
         shutil.rmtree(container.directory, ignore_errors=True)
 
 

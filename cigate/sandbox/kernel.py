@@ -250,17 +250,19 @@ class Kernel:
             return step
 
     async def discard(self) -> None:
-        """Shut down, then remove the container's cgroup and directory (its volume too)."""
+        """Shut down, then give the cgroup and the directory (its volume too) back to the pool,
+        which removes them in the background (``SandboxPool.settle`` waits for that): once this
+        returns no process of the container is left and its files are the pool's."""
         await self.shutdown()
         if self._discarded:
             return
         self._discarded = True
-        if self.cgroup is not None:
-            await asyncio.to_thread(self.cgroup.remove)
         if self._release is not None:
             await self._release(self)
-        else:
-            await asyncio.to_thread(shutil.rmtree, self.workdir, True)
+            return
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
+        await asyncio.to_thread(shutil.rmtree, self.workdir, True)
 
 
 def _describe(status: int | None) -> str:

@@ -64,6 +64,7 @@ class SandboxPool:
         self._idle: list[Kernel] = []
         self._handed: dict[Kernel, str | None] = {}  # kernel -> owner
         self._reserved = 0
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._refill_task: asyncio.Task[None] | None = None
         self._warm = asyncio.Event()
         self._closed = False
@@ -229,6 +230,7 @@ class SandboxPool:
                 key = result
             steps[key] = steps.get(key, 0) + 1
         await asyncio.gather(*(k.discard() for k in kernels), return_exceptions=True)
+        await self.settle()
         if self._template is not None:
             await self._template.close()
         if self._cgroups is not None:
@@ -289,10 +291,9 @@ class SandboxPool:
     def _undo_prepare(self, done: asyncio.Future[cgroups.Cgroup | None], workdir: Path) -> None:
         if done.cancelled() or done.exception() is not None:
             return
-        group = done.result()
-        if group is not None:
-            group.remove()
-        self._release_workdir_path(workdir)
+        task = asyncio.ensure_future(asyncio.to_thread(self._remove, done.result(), workdir))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def _make_workdir(self, workdir: Path) -> None:
         assert self._plan is not None
@@ -316,8 +317,23 @@ class SandboxPool:
         return group
 
     async def _release_workdir(self, kernel: Kernel) -> None:
+        """A discarded kernel's cgroup and directory go in the background: unmounting and
+        removing cgroups wait on the kernel (RCU), and nothing needs them any more."""
         self._handed.pop(kernel, None)
-        await asyncio.to_thread(self._release_workdir_path, kernel.workdir)
+        group, workdir = kernel.cgroup, kernel.workdir
+        task = asyncio.create_task(asyncio.to_thread(self._remove, group, workdir))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    def _remove(self, group: cgroups.Cgroup | None, workdir: Path) -> None:
+        if group is not None:
+            group.remove()
+        self._release_workdir_path(workdir)
+
+    async def settle(self) -> None:
+        """Wait until every discarded kernel's cgroup and directory are removed."""
+        while self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     def _release_workdir_path(self, workdir: Path) -> None:
         image = self._images.pop(workdir, None)

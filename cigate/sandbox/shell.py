@@ -307,9 +307,7 @@ def serve(shell: KernelShell, sock: socket.socket) -> None:
     capture = FdCapture(channel)
     signal.signal(signal.SIGINT, channel.on_sigint)
     threading.Thread(target=_flusher, args=(channel,), name="cigate-flush", daemon=True).start()
-    # The first cell of a fork copies the ~1,000 pages IPython's machinery writes to: do it
-    # now, while the kernel waits in the pool, not in the first request's time.
-    shell.run_cell("pass", store_history=False, silent=True)  # type: ignore[no-untyped-call]
+    _take_first_cell_copies(shell)
     channel.sock.sendall(protocol.encode({"msg_type": "ready", "parent": None, "content": {}}))
     while True:
         try:
@@ -329,6 +327,20 @@ def serve(shell: KernelShell, sock: socket.socket) -> None:
         except OSError:
             break
     os._exit(0)
+
+
+def _take_first_cell_copies(shell: KernelShell) -> None:
+    """The first cell of a fork copies the ~1,000 pages IPython's machinery writes to (a cell,
+    then a value through the display hook): take those copies now, while the kernel waits in
+    the pool, not in the first request's time; then leave no trace of the warm-up."""
+    shell.run_cell("pass", store_history=False, silent=True)  # type: ignore[no-untyped-call]
+    shell.run_cell("0", store_history=False, silent=False)  # type: ignore[no-untyped-call]
+    namespace = shell.user_ns
+    for name in ("_", "__", "___"):
+        namespace[name] = ""
+    for name in [n for n in namespace if n[:1] == "_" and n[1:].isdigit()]:
+        del namespace[name]
+    namespace.get("_oh", {}).clear()
 
 
 def _run_cell(

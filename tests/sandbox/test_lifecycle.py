@@ -17,6 +17,7 @@ from cigate.exceptions import SandboxError
 from cigate.sandbox import reaper, volumes
 from cigate.sandbox.bwrap import probe_bwrap
 from cigate.sandbox.kernel import Kernel
+from cigate.sandbox.pool import SandboxPool
 
 from .conftest import descendants, process_alive, require_bwrap, tmp_pool
 
@@ -43,7 +44,7 @@ def _container_pids(kernel: Kernel) -> list[int]:
 
 
 async def test_shutdown_leaves_no_container_process_keeps_the_files_and_is_idempotent(
-    fresh_kernel: Kernel,
+    fresh_kernel: Kernel, bwrap_pool: SandboxPool
 ) -> None:
     await fresh_kernel.execute("open('/mnt/data/kept.txt', 'w').write('kept')", timeout=10)
     pids = _container_pids(fresh_kernel)
@@ -57,8 +58,9 @@ async def test_shutdown_leaves_no_container_process_keeps_the_files_and_is_idemp
         await fresh_kernel.execute("1", timeout=5)
     # A container's files outlive its kernel (readable until the container expires) ...
     assert (fresh_kernel.workdir / "kept.txt").read_text() == "kept"
-    # ... and go with discard().
+    # ... and go with discard() (in the background: settle() waits for that).
     await fresh_kernel.discard()
+    await bwrap_pool.settle()
     assert not fresh_kernel.workdir.exists()
 
 
@@ -189,6 +191,7 @@ async def test_an_acquire_cancelled_mid_start_leaves_no_process_directory_or_cgr
             else:
                 await kernel.discard()
         await asyncio.sleep(0.5)  # done-callbacks undo what threads made after the cancel
+        await pool.settle()
         assert await _wait_gone(sorted(set(descendants(template.pid)) - before)) == []
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith("kernel-")] == []
         assert pool.live_count == 0
