@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: The kernel's frame queue gets this after its stream ended (the kernel is gone).
 GONE = None
+#: Frames of the running cell read ahead of the collector before the reader waits for it.
+FRAME_BACKLOG = 8
 #: After the init's exit is seen, how long the kernel's last frames may take to arrive.
 _DRAIN_AFTER_EXIT = 0.05
 
@@ -53,7 +55,10 @@ class Process:
         self.status: int | None = None  # the kernel's wait status, reported by the init
         self.exited = asyncio.Event()
         self.frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        #: The request whose frames are wanted; every other frame is dropped as it arrives.
+        self.expecting: str | None = None
         self.protocol_error: str | None = None
+        self._drained = asyncio.Event()
         self._init = init
         self._writer = writer
         self._loop = asyncio.get_running_loop()
@@ -66,12 +71,20 @@ class Process:
         return not self.exited.is_set()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Frames of the running cell into ``frames``, at most ``FRAME_BACKLOG`` ahead of the
+        collector: a kernel writing without end is slowed down (its socket fills), never
+        buffered by the manager."""
         try:
             while True:
                 frame = await protocol.read_frame(reader)
                 if frame is None:
                     break
+                if self.expecting is None or frame.get("parent") != self.expecting:
+                    continue  # nobody asked for it (a late frame, or noise from the code)
                 self.frames.put_nowait(frame)
+                while self.frames.qsize() >= FRAME_BACKLOG:
+                    self._drained.clear()
+                    await self._drained.wait()
         except (protocol.ProtocolError, OSError) as exc:
             self.protocol_error = str(exc)
             log.warning("kernel %s broke the protocol: %s; stopping it", self.pid, exc)
@@ -99,6 +112,13 @@ class Process:
                 return
             if message.get("op") == "exit" and isinstance(message.get("status"), int):
                 self.status = message["status"]
+
+    async def next_frame(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
+        """The next frame of the running cell (``GONE`` once the kernel is gone); raises
+        ``TimeoutError``."""
+        frame = await asyncio.wait_for(self.frames.get(), timeout)
+        self._drained.set()
+        return frame
 
     async def send(self, message: dict[str, Any]) -> None:
         self._writer.write(protocol.encode(message))

@@ -148,6 +148,7 @@ class Kernel:
             "content": {"code": self._rewriter.to_kernel(code)},
         }
         collector = Collector()
+        process.expecting = msg_id
         try:
             await process.send(request)
         except (OSError, ConnectionError):
@@ -183,7 +184,7 @@ class Kernel:
             if remaining <= 0:
                 return "timeout"
             try:
-                frame = await asyncio.wait_for(process.frames.get(), remaining)
+                frame = await process.next_frame(remaining)
             except TimeoutError:
                 return "timeout"
             if frame is GONE:

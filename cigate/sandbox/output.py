@@ -18,8 +18,9 @@ IMAGE_TYPES = ("image/png", "image/jpeg")
 #: stops sending there (with a note); the manager enforces it again, with room for the note.
 MAX_STREAM = 1 << 20
 _NOTE_ROOM = 1024
-#: Images one cell keeps.
+#: Images one cell keeps, and their bytes together.
 MAX_IMAGES = 100
+MAX_IMAGE_BYTES = 64 << 20
 TRUNCATED = "\n[output truncated: this cell wrote more than {limit} characters to {name}]\n"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
@@ -34,7 +35,7 @@ class Collector:
 
     Messages come from a process that runs model-written code, so each field is type-checked
     (anything unexpected is ignored) and what one cell can make the manager hold is bounded:
-    ``MAX_STREAM`` characters per stream, ``MAX_IMAGES`` images.
+    ``MAX_STREAM`` characters per stream, ``MAX_IMAGES`` images of ``MAX_IMAGE_BYTES``.
     """
 
     def __init__(self) -> None:
@@ -74,6 +75,8 @@ class Collector:
 
     def _images(self, data: dict[str, Any]) -> None:
         if len(self.result.images) >= MAX_IMAGES:
+            return
+        if sum(len(i.data) for i in self.result.images) >= MAX_IMAGE_BYTES:
             return
         for mime in IMAGE_TYPES:
             encoded = data.get(mime)

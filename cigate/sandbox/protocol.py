@@ -23,7 +23,7 @@ import struct
 from typing import Any
 
 #: A frame larger than this is a protocol violation (an image is base64 in JSON).
-MAX_FRAME = 64 << 20
+MAX_FRAME = 16 << 20
 #: A control datagram larger than this is a protocol violation.
 MAX_PACKET = 64 << 10
 #: Descriptors a control datagram may carry.

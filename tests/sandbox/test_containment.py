@@ -744,3 +744,52 @@ def test_other_containers_directories_are_not_reachable(
     assert found["parent"] == "False"
     assert found["mounts"] == "/mnt/data"
     assert found["found"] == "0"
+
+
+FLOOD = """
+import json, os, stat, struct, threading
+def is_socket(fd):
+    try:
+        return fd > 2 and stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+sock = next(fd for fd in map(int, os.listdir('/proc/self/fd')) if is_socket(fd))
+def frame(parent):
+    body = json.dumps({'msg_type': 'stream', 'parent': parent,
+                       'content': {'name': 'stdout', 'text': 'x' * 1000}}).encode()
+    return struct.pack('!I', len(body)) + body
+def flood(parent, count):
+    blob = frame(parent) * 100
+    for _ in range(count // 100):
+        os.write(sock, blob)
+line = 'y' * 999
+for _ in range(50_000):  # ~50 MB printed the ordinary way
+    print(line)
+flood(get_ipython().channel.parent, 50_000)  # ~50 MB more, forged as this cell's output
+threading.Thread(target=flood, args=('not-asked-for', 200_000), daemon=True).start()
+"""
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_kernel_flooding_its_channel_costs_the_manager_bounded_memory(
+    client: openai.OpenAI, emulator: RunningEmulator
+) -> None:
+    """Today: a cell's output is collected without a bound (50 MB printed, 50 MB in the
+    response). Now one cell's output is capped, and the channel is read only for the running
+    cell, a few frames ahead: forged and unasked-for frames cost the manager nothing."""
+    _, other, _ = run(client, "'other'")
+    before = _rss()
+    logs, cid, response = run(client, FLOOD)
+    assert response.status == "completed"
+    assert len(logs) <= (1 << 20) + 2048  # output.MAX_STREAM, plus the truncation note
+    assert "[output truncated" in logs
+    time.sleep(1.0)  # the background flood keeps writing: nobody reads it, nothing queues
+    assert run(client, "3 + 3", other)[0] == "6"
+    assert run(client, "4 + 4", cid)[0] == "8"
+    assert _rss() - before < 96 * MIB  # the emulator runs in this process

@@ -296,3 +296,21 @@ def _cgroup_dirs(pid: int) -> list[Path]:
     for base in Path("/sys/fs/cgroup").glob("*"):
         found += list(base.rglob(f"cigate-sbx-{pid}-*"))
     return found
+
+
+async def test_a_template_that_dies_takes_its_kernels_along_and_is_started_again(
+    tmp_path: Path,
+) -> None:
+    async with tmp_pool(tmp_path) as pool:
+        kernel = await pool.acquire()
+        await kernel.execute("x = 1", timeout=10)
+        template = pool._template
+        assert template is not None
+        assert template.pid is not None
+        pids = [template.pid, *descendants(template.pid)]
+        os.killpg(template.pid, signal.SIGKILL)
+        assert await _wait_gone(pids) == []  # every container went with its pid namespace
+        result = await kernel.execute("'x' in dir(), 6 * 7", timeout=30)
+        assert result.result_text == "(False, 42)"  # a new template, a new kernel
+        assert template.starts == 2
+        assert kernel.restarts == 1
