@@ -60,6 +60,9 @@ class Channel:
         self.running = False
         self._sending = False  # the main thread is writing a frame: an interrupt must wait
         self._deferred = False
+        #: Set while a cell runs: the flusher thread sleeps on it between cells (an idle
+        #: kernel wakes up for nothing).
+        self.busy = threading.Event()
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """The SIGINT handler: never tears a frame in half, never fires between cells."""
@@ -76,6 +79,7 @@ class Channel:
             self.parent = parent
             self._sent = {"stdout": 0, "stderr": 0}
             self._truncated = set()
+        self.busy.set()
 
     def stream(self, name: str, text: str) -> None:
         if not text:
@@ -122,6 +126,7 @@ class Channel:
             self._send(msg_type, content)
 
     def end(self) -> None:
+        self.busy.clear()
         with self.lock:
             self.flush()
             self._send("status", {"execution_state": "idle"})
@@ -364,7 +369,9 @@ def _run_cell(
 
 
 def _flusher(channel: Channel) -> None:
+    """Send what a running cell wrote every FLUSH_INTERVAL; asleep between cells."""
     while True:
+        channel.busy.wait()
         time.sleep(FLUSH_INTERVAL)
         try:
             channel.flush()
