@@ -421,7 +421,8 @@ class ContainerBackend:
                     st = workdir.stat_regular(dst, record.raw)
                     if st is not None:
                         record.signature = _signature(st)
-            shutil.rmtree(container.directory, ignore_errors=True)
+            # Off the event loop: removing a directory can wait on the file system's journal.
+            await asyncio.to_thread(shutil.rmtree, container.directory, True)
             container.directory = session.workdir
             container.session = session
         return container.session

@@ -232,6 +232,9 @@ class Kernel:
 
         Idempotent: later calls return the same step. The directory stays (see ``discard``).
         """
+        return await self._stop(wait=True)
+
+    async def _stop(self, *, wait: bool) -> str:
         async with self._stop_lock:
             if self._stopped is not None:
                 return self._stopped
@@ -242,19 +245,20 @@ class Kernel:
                 if process.alive:
                     process.kill()
                     step = "kill"
-                    if not await process.wait_exit(KILL_WAIT):
+                    if wait and not await process.wait_exit(KILL_WAIT):
                         log.error("kernel of %s survived SIGKILL", self.workdir.name)
                 await process.close()
-            if self.cgroup is not None:
+            if wait and self.cgroup is not None:
                 await asyncio.to_thread(self.cgroup.kill_all)
             self._stopped = step
             return step
 
     async def discard(self) -> None:
-        """Shut down, then give the cgroup and the directory (its volume too) back to the pool,
-        which removes them in the background (``SandboxPool.settle`` waits for that): once this
-        returns no process of the container is left and its files are the pool's."""
-        await self.shutdown()
+        """Kill the container and give its cgroup and directory (its volume too) back to the
+        pool, which waits for the processes to be gone and removes both in the background
+        (``SandboxPool.settle`` waits for that; ``close()`` does): the kernel can no longer
+        run code once this returns, and the caller no longer owns its files."""
+        await self._stop(wait=self._release is None)
         if self._discarded:
             return
         self._discarded = True

@@ -327,6 +327,7 @@ class SandboxPool:
 
     def _remove(self, group: cgroups.Cgroup | None, workdir: Path) -> None:
         if group is not None:
+            group.kill_all()  # returns once the (already killed) processes are gone
             group.remove()
         self._release_workdir_path(workdir)
 
