@@ -41,15 +41,24 @@ _RLIMITS = {
 }
 
 
-def enter_container(tree_fd: int, spec: dict[str, Any]) -> None:
-    """Namespaces and mounts of the container's init (pid 1 of a fresh pid namespace)."""
+def enter_container(tree_fd: int, spec: dict[str, Any], *, keep: tuple[str, ...] = ()) -> None:
+    """Namespaces and mounts of the container's init (pid 1 of a fresh pid namespace).
+
+    ``keep``: read-only binds under /tmp (a venv or checkout there) that the container's own
+    /tmp must not hide: they are cloned first and attached again on top of it.
+    """
     linux.unshare(_NS_FLAGS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     linux.move_mount(tree_fd, MOUNT_POINT)
     nosuid = linux.MS_NOSUID | linux.MS_NODEV
     linux.mount(None, MOUNT_POINT, None, linux.MS_REMOUNT | linux.MS_BIND | nosuid)
     tmp = f"size={int(spec['tmp_size'])},nr_inodes={int(spec['tmp_inodes'])},mode=1777"
+    kept = [(path, linux.open_tree(path)) for path in keep]
     linux.mount("tmpfs", "/tmp", "tmpfs", nosuid, tmp)  # noqa: S108 - the container's own
+    for path, tree in kept:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        linux.move_mount(tree, path)
+        os.close(tree)
     shm_dir = "/dev/shm"  # noqa: S108 - the container's own, mounted here
     if os.path.isdir(shm_dir):
         shm = f"size={int(spec['shm_size'])},nr_inodes=4096,mode=1777"

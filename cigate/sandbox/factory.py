@@ -25,7 +25,7 @@ from typing import Any
 
 from cigate.exceptions import SandboxError
 from cigate.sandbox import linux, protocol, reaper
-from cigate.sandbox.bwrap import LaunchPlan, template_command
+from cigate.sandbox.bwrap import LaunchPlan, python_dirs, template_command
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,11 @@ class Template:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         command = template_command(
             self.plan,
-            config={"isolated": self.plan.isolated, "preload": list(self.preload)},
+            config={
+                "isolated": self.plan.isolated,
+                "preload": list(self.preload),
+                "under_tmp": [d for d in python_dirs() if d.startswith("/tmp/")],  # noqa: S108
+            },
             control_fd=theirs.fileno(),
             runtime_dir=self.runtime_dir,
         )

@@ -173,7 +173,11 @@ class SandboxPool:
             if self._closed:  # closed while we were starting it
                 await kernel.discard()
                 raise SandboxError("the sandbox pool is closed")
-            kernel.set_memory(limit)
+            try:
+                kernel.set_memory(limit)
+            except OSError as exc:
+                await kernel.discard()
+                raise SandboxError(f"could not set the container's memory limit: {exc}") from exc
         finally:
             self._reserved -= 1
         self._handed[kernel] = owner

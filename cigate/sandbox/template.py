@@ -56,7 +56,8 @@ def main(argv: list[str]) -> None:
         control, {"ready": True, "loaded": loaded, "failed": failed, "threads": threads}
     )
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    template = _Template(bool(config.get("isolated")), kernel_shell, control, own_pidns)
+    under_tmp = tuple(str(p) for p in config.get("under_tmp") or ())
+    template = _Template(bool(config.get("isolated")), kernel_shell, control, own_pidns, under_tmp)
     while True:
         try:
             request, fds = protocol.recv_packet(control)
@@ -117,6 +118,8 @@ class _Template:
     shell: Any
     control: socket.socket
     own_pidns: int
+    #: Read-only binds under /tmp that each container's own /tmp must not hide.
+    under_tmp: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def _init(template: _Template, spec: dict[str, Any], fds: _Fds) -> None:
             signal.signal(sig, signal.SIG_IGN)  # from inside, nothing but SIGKILL of the ns
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if template.isolated:
-            confine.enter_container(fds.tree, spec)
+            confine.enter_container(fds.tree, spec, keep=template.under_tmp)
         else:
             linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
             linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
