@@ -437,7 +437,7 @@ class SandboxPool:
                 "uid": f"1000 in the container's own user namespace, host uid {plan.uid}",
                 "capabilities": "none",
                 "namespaces": "user, pid, mount, network, ipc, uts (one set per container)",
-                "seccomp": f"{len(seccomp.DENIED)} system calls refused, no new namespaces",
+                "seccomp": f"{len(seccomp.denied_here())} system calls refused, no new namespaces",
                 "network": "loopback only",
             }
         else:

@@ -237,6 +237,12 @@ class _Fprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+def denied_here(machine: str = linux.MACHINE) -> list[str]:
+    """The calls refused outright on ``machine`` (some exist on one architecture only)."""
+    slot = 0 if machine == "x86_64" else 1
+    return [name for name, numbers in DENIED.items() if numbers[slot] is not None]
+
+
 @functools.cache
 def program() -> bytes:
     """This machine's filter, built once (the template builds it before forking)."""
