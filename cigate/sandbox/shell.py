@@ -338,7 +338,6 @@ def _take_first_cell_copies(shell: KernelShell) -> None:
     """The first cell of a fork copies the ~1,000 pages IPython's machinery writes to (a cell,
     then a value through the display hook): take those copies now, while the kernel waits in
     the pool, not in the first request's time; then leave no trace of the warm-up."""
-    shell.run_cell("pass", store_history=False, silent=True)  # type: ignore[no-untyped-call]
     shell.run_cell("0", store_history=False, silent=False)  # type: ignore[no-untyped-call]
     namespace = shell.user_ns
     for name in ("_", "__", "___"):

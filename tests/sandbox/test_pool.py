@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cigate.exceptions import SandboxError
+from cigate.exceptions import SandboxCapacityError, SandboxError
 from cigate.sandbox.base import SandboxSettings
 from cigate.sandbox.pool import SandboxPool
 
@@ -77,3 +77,24 @@ async def test_a_pool_with_an_unknown_isolation_mode_fails_at_start(tmp_path: Pa
     with pytest.raises(SandboxError, match="unknown sandbox isolation"):
         await pool.start()
     await pool.close()
+
+
+async def test_live_kernels_are_capped_per_host_and_per_owner(tmp_path: Path) -> None:
+    settings = SandboxSettings(
+        root=tmp_path, pool_size=0, isolation="none", preload=(), max_containers=3
+    )
+    limits = {"tenant-a": 1}
+    async with SandboxPool(settings, owner_limit=limits.get) as pool:
+        first = await pool.acquire(owner="tenant-a")
+        with pytest.raises(SandboxCapacityError, match="'tenant-a' already runs its maximum of 1"):
+            await pool.acquire(owner="tenant-a")
+        others = [await pool.acquire(owner="tenant-b"), await pool.acquire()]
+        assert pool.live_count == 3
+        with pytest.raises(SandboxCapacityError, match="maximum of 3 live containers"):
+            await pool.acquire(owner="tenant-b")
+        await first.discard()  # a slot is free again, and tenant-a may have one more
+        again = await pool.acquire(owner="tenant-a")
+        assert pool.live_count == 3
+        for kernel in (again, *others):
+            await kernel.shutdown()  # stopped kernels do not count
+        assert pool.live_count == 0
