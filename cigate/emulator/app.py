@@ -61,7 +61,10 @@ class MissingPool:
     async def close(self) -> None:
         return None
 
-    async def acquire(self) -> KernelSession:
+    def status(self) -> dict[str, Any]:
+        return {"isolation": {"mode": "unavailable"}, "limits": {}, "warnings": []}
+
+    async def acquire(self, *, memory: int | None = None) -> KernelSession:
         raise RuntimeError(
             "the emulator cannot run code: cigate.sandbox.pool is not importable "
             "(install cigate-toolkit[emulator] and check the sandbox package)"
@@ -74,6 +77,7 @@ def make_pool(settings: EmulatorSettings) -> Any:
         root=settings.data_dir / "containers",
         pool_size=settings.pool_size,
         isolation=settings.isolation,
+        **settings.sandbox_overrides(),
     )
     try:
         from cigate.sandbox.pool import SandboxPool  # type: ignore[import-not-found,unused-ignore]

@@ -113,8 +113,16 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def status(request: Request) -> Response:
+    """What the sandbox enforces on this machine (and by which mechanism), and how full it is."""
+    pool = getattr(request.app.state, "pool", None)
+    sandbox = pool.status() if pool is not None else None
+    return JSONResponse({"status": "ok", "sandbox": sandbox})
+
+
 ROUTES: list[BaseRoute] = [
     Route("/health", health, methods=["GET"]),
+    Route("/status", status, methods=["GET"]),
     Route("/reset", reset, methods=["POST"]),
     Route("/clock", get_clock, methods=["GET"]),
     Route("/clock/advance", advance_clock, methods=["POST"]),

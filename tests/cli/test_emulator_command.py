@@ -84,3 +84,34 @@ def test_a_port_in_use_is_one_line_and_a_hint(served: list[dict[str, Any]]) -> N
     assert "hint: Choose another --port" in result.stderr
     assert "Traceback" not in result.output
     assert served == []
+
+
+def test_serve_passes_the_sandbox_limits_from_options_and_the_environment(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIGATE_EMULATOR_TMP_SIZE", "64m")
+    monkeypatch.setenv("CIGATE_EMULATOR_SANDBOX_UID", "4242")
+    options = ["--memory-cap", "512m", "--pids-max", "64", "--cpu-limit", "0.5"]
+    options += ["--disk-quota", "1.5GiB", "--max-containers", "9"]
+    result = CliRunner().invoke(main, ["emulator", "serve", "--port", "0", *options])
+    assert result.exit_code == 0, result.output
+    settings = served[0]["app"].state.settings
+    assert settings.sandbox_overrides() == {
+        "memory_cap": 512 << 20,
+        "pids_max": 64,
+        "cpu_limit": 0.5,
+        "disk_quota": 3 << 29,
+        "tmp_size": 64 << 20,
+        "max_containers": 9,
+        "sandbox_uid": 4242,
+    }
+    assert "/_emulator/status" in result.output
+
+
+@pytest.mark.parametrize(
+    "size", ["lots", "-1g", "1x", ""], ids=["word", "negative", "unit", "empty"]
+)
+def test_serve_refuses_a_size_that_is_not_one(size: str) -> None:
+    result = CliRunner().invoke(main, ["emulator", "serve", "--disk-quota", size])
+    assert result.exit_code == 2
+    assert "not a size" in result.output
