@@ -17,6 +17,7 @@ __all__ = [
     "FileNotFoundInContainerError",
     "IntegrityError",
     "RateLimitedError",
+    "SandboxCapacityError",
     "SandboxError",
     "StorageError",
     "UnsafeFilenameError",
@@ -175,3 +176,10 @@ class SandboxError(CigateError):
     kind = "sandbox"
     exit_code = 12
     default_hint = "Install bubblewrap (apt-get install bubblewrap) and check the kernel's logs."
+
+
+class SandboxCapacityError(SandboxError):
+    """Every container slot of this host (or of this owner) holds a live kernel."""
+
+    kind = "sandbox_capacity"
+    default_hint = "Delete containers you no longer need, or raise the live-container cap."

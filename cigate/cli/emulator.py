@@ -5,11 +5,45 @@ Prints the three base URLs and the key it accepts, then serves until interrupted
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
+from cigate.cli.serving import log_level_option
 from cigate.emulator.settings import EmulatorSettings
+from cigate.sandbox.limits import parse_size
+
+
+class _Size(click.ParamType[int]):
+    """A size such as 512m, 2g or a number of bytes."""
+
+    name = "size"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = _Size()
+
+
+def _show_sandbox_report() -> None:
+    """The sandbox logs what it enforces (one line per limit, a warning per fallback) when it
+    starts, before the first request: print those lines with the server's own."""
+    sandbox_log = logging.getLogger("cigate.sandbox")
+    if not any(getattr(h, "cigate_report", False) for h in sandbox_log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        handler.cigate_report = True  # type: ignore[attr-defined]
+        sandbox_log.addHandler(handler)
+    sandbox_log.setLevel(logging.INFO)
 
 
 @click.group()
@@ -24,7 +58,10 @@ def emulator() -> None:
     show_default=True,
     help="Interface to bind. The control plane needs no key: keep it on loopback.",
 )
-@click.option("--port", default=8089, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port", default=8089, show_default=True, type=int, help="Port to listen on (0: any free)."
+)
+@log_level_option("CIGATE_EMULATOR_LOG_LEVEL")
 @click.option(
     "--api-key",
     envvar="CIGATE_EMULATOR_API_KEY",
@@ -50,21 +87,49 @@ def emulator() -> None:
     default=None,
     help="Where containers and files live [default: a new temporary directory].",
 )
+@click.option(
+    "--memory-cap",
+    type=SIZE,
+    default=None,
+    help="Most memory a container gets, whatever tier it asks for [default: 4g].",
+)
+@click.option("--pids-max", type=int, default=None, help="Processes per container [default: 256].")
+@click.option("--cpu-limit", type=float, default=None, help="CPU cores per container [default: 1].")
+@click.option(
+    "--disk-quota", type=SIZE, default=None, help="Size of a container's /mnt/data [default: 2g]."
+)
+@click.option(
+    "--tmp-size", type=SIZE, default=None, help="Size of a container's /tmp [default: 1g]."
+)
+@click.option(
+    "--max-containers",
+    type=int,
+    default=None,
+    help="Live containers on this host; idle ones expire early at the cap [default: 128].",
+)
 def serve(  # noqa: PLR0917 - one parameter per click option
     host: str,
     port: int,
+    log_level: str,
     api_key: str | None,
     idle_minutes: int | None,
     pool_size: int | None,
     isolation: str | None,
     data_dir: Path | None,
+    memory_cap: int | None,
+    pids_max: int | None,
+    cpu_limit: float | None,
+    disk_quota: int | None,
+    tmp_size: int | None,
+    max_containers: int | None,
 ) -> None:
     """Serve the emulator until Ctrl-C.
 
+    Prints what the sandbox enforces on this machine (and by which mechanism) once it started.
+
     Example: cigate emulator serve --port 8089 --api-key local-key
     """
-    import uvicorn
-
+    from cigate.cli.serving import serve_app
     from cigate.emulator.app import create_app
 
     keys = tuple(k.strip() for k in api_key.split(",") if k.strip()) if api_key else None
@@ -74,11 +139,23 @@ def serve(  # noqa: PLR0917 - one parameter per click option
         pool_size=pool_size,
         isolation=isolation,
         data_dir=data_dir,
+        memory_cap=memory_cap,
+        pids_max=pids_max,
+        cpu_limit=cpu_limit,
+        disk_quota=disk_quota,
+        tmp_size=tmp_size,
+        max_containers=max_containers,
     )
-    root = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    click.echo(f"Azure resource endpoint: {root}   (AzureOpenAI(azure_endpoint=...))")
-    click.echo(f"Azure v1 base URL:       {root}/openai/v1/")
-    click.echo(f"OpenAI-style base URL:   {root}/v1/")
-    click.echo(f"API key:                 {settings.api_key}")
-    click.echo(f"Control plane:           {root}/_emulator/ (no key; keep it on loopback)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+    def banner(root: str) -> list[str]:
+        return [
+            f"Azure resource endpoint: {root}   (AzureOpenAI(azure_endpoint=...))",
+            f"Azure v1 base URL:       {root}/openai/v1/",
+            f"OpenAI-style base URL:   {root}/v1/",
+            f"API key:                 {settings.api_key}",
+            f"Control plane:           {root}/_emulator/ (no key; keep it on loopback)",
+            f"Sandbox status:          {root}/_emulator/status",
+        ]
+
+    _show_sandbox_report()
+    serve_app(create_app(settings), host=host, port=port, log_level=log_level, banner=banner)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from cigate.cli.serving import log_level_option
 from cigate.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -50,7 +51,8 @@ def gateway() -> None:
 @click.option("--database", envvar=_env("database"), help="Metadata store URL (default SQLite).")
 @click.option("--blobs", envvar=_env("blobs"), help="Blob store: a path or azure://CONTAINER?...")
 @click.option("--host", envvar=_env("host"), help="Interface to listen on (default 127.0.0.1).")
-@click.option("--port", envvar=_env("port"), type=int, help="Port (default 8080).")
+@click.option("--port", envvar=_env("port"), type=int, help="Port (default 8080; 0: any free).")
+@log_level_option(_env("log_level"))
 @click.option(
     "--rewrite-links/--no-rewrite-links",
     envvar=_env("rewrite_links"),
@@ -58,19 +60,45 @@ def gateway() -> None:
     help="Rewrite sandbox: links in answers to gateway URLs.",
 )
 @click.option("--public-url", envvar=_env("public_url"), help="Base URL clients reach us at.")
-def serve(**options: Any) -> None:
+def serve(log_level: str, **options: Any) -> None:
     """Serve the gateway.
+
+    The metadata store (its migrations applied) and the blob store are opened and checked
+    before the gateway listens: a bad --database or --blobs, or a database that cannot be
+    reached, is one line and a hint.
 
     Example: cigate gateway serve --upstream https://RES.openai.azure.com --upstream-key KEY
     """
-    import uvicorn
-
+    from cigate.cli.serving import serve_app
     from cigate.gateway.app import create_app
 
     settings = GatewaySettings.from_env(**options)
     app = create_app(settings)
-    click.echo(f"cigate gateway on http://{settings.host}:{settings.port} -> {settings.upstream}")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    serve_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        banner=lambda root: [f"cigate gateway on {root} -> {settings.upstream}"],
+        preflight=lambda: _check_stores(settings),
+    )
+
+
+async def _check_stores(settings: GatewaySettings) -> None:
+    """Open both stores as the gateway will (migrations included) and check them, once."""
+    from cigate.storage.blobs import open_blob_store
+    from cigate.storage.metadata import MetadataStore
+
+    meta = await MetadataStore.open(settings.database_url)
+    try:
+        await meta.check()
+        blobs = open_blob_store(settings.blobs_url)
+        try:
+            await blobs.check()
+        finally:
+            await blobs.close()
+    finally:
+        await meta.close()
 
 
 @gateway.group()

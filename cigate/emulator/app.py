@@ -7,8 +7,9 @@ The lifespan owns every shared resource and stores it on ``app.state``: ``settin
 
 Layers, outermost first: request ids (so even crashes and faults carry them), the canonical
 path edge (``cigate.web.paths``: a path any component could read differently is refused
-before faults or routing see it), faults (before routing), error rendering, then the control
-plane and the three API prefixes (``routing``).
+before faults or routing see it), faults (before routing), the body guard
+(``cigate.web.bodies``: size caps, ``Content-Length``, strict JSON), error rendering, then the
+control plane and the three API prefixes (``routing``).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from starlette.types import ASGIApp
 
 from cigate.clock import Clock
 from cigate.emulator import containers, control, files
-from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_path
+from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_body, refuse_path
 from cigate.emulator.faults import CONTROL_PREFIX, FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
 from cigate.emulator.routing import PREFIXES, api_mounts
 from cigate.emulator.settings import EmulatorSettings
 from cigate.engine.containers import ContainerBackend
 from cigate.sandbox.base import KernelSession, SandboxSettings
+from cigate.web.bodies import BodyGuard
 from cigate.web.paths import CanonicalPathMiddleware
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,10 @@ class MissingPool:
     async def close(self) -> None:
         return None
 
-    async def acquire(self) -> KernelSession:
+    def status(self) -> dict[str, Any]:
+        return {"isolation": {"mode": "unavailable"}, "limits": {}, "warnings": []}
+
+    async def acquire(self, *, memory: int | None = None) -> KernelSession:
         raise RuntimeError(
             "the emulator cannot run code: cigate.sandbox.pool is not importable "
             "(install cigate-toolkit[emulator] and check the sandbox package)"
@@ -72,6 +77,7 @@ def make_pool(settings: EmulatorSettings) -> Any:
         root=settings.data_dir / "containers",
         pool_size=settings.pool_size,
         isolation=settings.isolation,
+        **settings.sandbox_overrides(),
     )
     try:
         from cigate.sandbox.pool import SandboxPool  # type: ignore[import-not-found,unused-ignore]
@@ -163,6 +169,12 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
                 prefixes=(*PREFIXES.values(), CONTROL_PREFIX),
             ),
             Middleware(FaultMiddleware),
+            Middleware(
+                BodyGuard,
+                json_limit=settings.max_json_body,
+                upload_limit=settings.max_upload_body,
+                refuse=refuse_body,
+            ),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan,

@@ -10,7 +10,6 @@ does, and optional on Azure paths, whose documented REST calls omit it. Run bodi
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from cigate.emulator.errors import invalid_json
+from cigate.emulator.bodies import json_object
 from cigate.emulator.pagination import parse_page_query
 from cigate.engine.assistants import AssistantsBackend
 from cigate.engine.assistants.executor import RunExecutor
@@ -69,14 +68,8 @@ def _backend(request: Request) -> AssistantsBackend:
     return backend
 
 
-async def _body(request: Request, *, optional: bool = False) -> Any:
-    raw = await request.body()
-    if optional and not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid_json() from exc
+async def _body(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    return await json_object(request, empty={} if optional else None)
 
 
 def _page_query(request: Request) -> PageQuery:

@@ -10,13 +10,14 @@ by the emulator's movable clock, because token lifetimes belong to the client's 
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from cigate.web.bodies import BodyError, parse_json
 
 #: ``aud`` values of tokens for the scopes ``https://cognitiveservices.azure.com/.default`` and
 #: ``https://ai.azure.com/.default``.
@@ -82,8 +83,8 @@ def decode_jwt_claims(token: str) -> dict[str, Any] | None:
         return None
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (binascii.Error, ValueError):
+        claims = parse_json(base64.urlsafe_b64decode(payload))
+    except (ValueError, BodyError):  # binascii.Error is a ValueError
         return None
     return claims if isinstance(claims, dict) else None
 

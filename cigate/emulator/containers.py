@@ -15,7 +15,6 @@ retrieve and download, exactly as a file the code deleted: to a client, the file
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -23,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from cigate.emulator.errors import invalid_json
+from cigate.emulator.bodies import json_object, upload_form
 from cigate.emulator.files import FilesBackend
 from cigate.emulator.pagination import page, parse_page_query
 from cigate.emulator.serving import serve_open_file
@@ -40,18 +39,6 @@ def _containers(request: Request) -> ContainerBackend:
 def _files(request: Request) -> FilesBackend:
     backend: FilesBackend = request.app.state.files
     return backend
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, or OpenAI's 400 for anything else."""
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise invalid_json() from None
-    if not isinstance(body, dict):
-        raise invalid_json()
-    return body
 
 
 def _missing(param: str) -> BadRequestError:
@@ -112,7 +99,7 @@ def _expiry_minutes(body: dict[str, Any]) -> int | None:
 
 
 async def create_container(request: Request) -> Response:
-    body = await json_body(request)
+    body = await json_object(request, empty={})
     name = body.get("name")
     if name is None:
         raise _missing("name")
@@ -168,14 +155,14 @@ async def create_container_file(request: Request) -> Response:
     backend = _containers(request)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        async with request.form() as form:
+        async with upload_form(request) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise _missing("file")
             filename = check_upload_name(upload.filename)
             data = await upload.read()
     else:
-        body = await json_body(request)
+        body = await json_object(request, empty={})
         file_id = body.get("file_id")
         if file_id is None:
             raise _missing("file_id")

@@ -8,7 +8,6 @@ only parse and serialise: state lives in the backends, the clock and the ``Fault
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.clock import Clock
+from cigate.emulator.bodies import json_object
 from cigate.emulator.faults import SWITCHES, FaultRule, FaultStore
 from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
 
@@ -40,12 +40,8 @@ async def reset_state(state: Any) -> None:
     clock.reset()
 
 
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw or b"{}")
-    except ValueError:
-        raise BadRequestError("The control plane expects a JSON body.") from None
+async def _json(request: Request) -> dict[str, Any]:
+    return await json_object(request, empty={})
 
 
 def _faults(request: Request) -> FaultStore:
@@ -117,8 +113,16 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def status(request: Request) -> Response:
+    """What the sandbox enforces on this machine (and by which mechanism), and how full it is."""
+    pool = getattr(request.app.state, "pool", None)
+    sandbox = pool.status() if pool is not None else None
+    return JSONResponse({"status": "ok", "sandbox": sandbox})
+
+
 ROUTES: list[BaseRoute] = [
     Route("/health", health, methods=["GET"]),
+    Route("/status", status, methods=["GET"]),
     Route("/reset", reset, methods=["POST"]),
     Route("/clock", get_clock, methods=["GET"]),
     Route("/clock/advance", advance_clock, methods=["POST"]),

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
 from cigate.engine.errors import ApiError
+from cigate.web.bodies import INVALID_JSON_MESSAGE, BodyError
 from cigate.web.paths import AmbiguousQueryError, NonCanonicalPathError, shown
 
 #: api-reference 5.2, copied verbatim.
@@ -91,13 +92,19 @@ def openai_unauthorized(*, missing: bool) -> ApiError:
 
 def invalid_json() -> ApiError:
     """OpenAI's message for a body that is not JSON."""
-    return ApiError(
-        400,
-        "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-        "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
-        "sent was not valid JSON. If you have trouble figuring out how to fix this, please "
-        "contact us through our help center at help.openai.com.)",
-    )
+    return ApiError(400, INVALID_JSON_MESSAGE)
+
+
+def body_refusal(exc: BodyError) -> ApiError:
+    """A refused request body (:mod:`cigate.web.bodies`) in the OpenAI envelope: a syntax
+    error exactly as OpenAI words it (null ``code``), a broken limit with its own code."""
+    code = None if exc.kind == "invalid_json" else exc.kind
+    return ApiError(exc.status or 400, exc.message, code=code)
+
+
+def refuse_body(exc: BodyError) -> Response:
+    """The body guard's answer before any route runs (bad ``Content-Length``, too large)."""
+    return render(body_refusal(exc))
 
 
 def is_azure_path(path: str) -> bool:
@@ -111,6 +118,11 @@ def render(exc: ApiError) -> Response:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return render(exc)
+
+
+async def _body_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyError)
+    return render(body_refusal(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -148,4 +160,4 @@ def refuse_path(scope: Scope, exc: NonCanonicalPathError | AmbiguousQueryError) 
     return render(ApiError(404, f"Invalid URL ({scope.get('method', 'GET')} {shown(raw)})"))
 
 
-EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_error}
+EXCEPTION_HANDLERS = {ApiError: _api_error, BodyError: _body_error, HTTPException: _http_error}

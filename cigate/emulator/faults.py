@@ -57,6 +57,63 @@ _DEFAULT_MESSAGES = {
 _OPENAI_TYPES = {429: "requests", 401: "invalid_request_error"}
 
 
+#: The integer fields of a rule and their ranges (``None`` is allowed where the field is).
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "status": (100, 599),
+    "count": (0, 10**9),
+    "latency_ms": (0, 600_000),
+    "truncate_after_bytes": (0, 2**53),
+    "rate_bytes_per_s": (1, 2**40),
+}
+_NULLABLE = {
+    "method",
+    "status",
+    "message",
+    "code",
+    "count",
+    "truncate_after_bytes",
+    "rate_bytes_per_s",
+}
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+
+
+def _check_field(name: str, value: object) -> None:
+    """One field of a fault rule: its JSON type and range; 400 naming it otherwise."""
+    if value is None and name in _NULLABLE:
+        return
+    if name in _INT_RANGES:
+        low, high = _INT_RANGES[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise BadRequestError(f"'{name}' must be an integer from {low} to {high}.", param=name)
+    elif name == "probability":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise BadRequestError("'probability' must be between 0 and 1.", param=name)
+    elif name in ("drop_mid_body", "error_in_200"):
+        if not isinstance(value, bool):
+            raise BadRequestError(f"'{name}' must be a boolean.", param=name)
+    elif name == "headers":
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str) and _TOKEN.match(k) and _header_value(v) for k, v in value.items()
+        ):
+            raise BadRequestError(
+                "'headers' must be an object of header names to Latin-1 values without "
+                "control characters.",
+                param=name,
+            )
+    elif name == "method":
+        if not isinstance(value, str) or not _TOKEN.match(value):
+            raise BadRequestError("'method' must be an HTTP method.", param=name)
+    elif not isinstance(value, str):  # path, body, message, code
+        raise BadRequestError(f"'{name}' must be a string.", param=name)
+
+
+def _header_value(value: str) -> bool:
+    """A value a header can carry as it is: Latin-1, no control characters but tab."""
+    return len(value) <= 8192 and all(
+        ch == "\t" or (" " <= ch <= "~") or ("\xa0" <= ch <= "\xff") for ch in value
+    )
+
+
 class FaultAbort(Exception):
     """Raised mid-response so the server drops the connection (truncation, drops)."""
 
@@ -90,33 +147,27 @@ class FaultRule:
 
     @classmethod
     def from_json(cls, data: object) -> FaultRule:
-        """Validate a control-plane request body into a rule (400 on anything odd)."""
+        """Validate a control-plane request body into a rule (400 on anything odd).
+
+        Every field is checked for its type and range here, so no value a client sends can
+        fail later, when the rule fires on some other request.
+        """
         if not isinstance(data, dict):
             raise BadRequestError("A fault rule must be a JSON object.")
         allowed = {f.name for f in fields(cls)} - {"id", "fired", "switch"}
         unknown = sorted(set(data) - allowed)
         if unknown:
-            raise BadRequestError(f"Unknown fault rule field(s): {', '.join(unknown)}.")
+            shown = ", ".join(repr(name)[:80] for name in unknown[:10])
+            raise BadRequestError(f"Unknown fault rule field(s): {shown}.")
         if not isinstance(data.get("path"), str) or not data["path"].startswith(("/", "*")):
             raise BadRequestError(
                 "A fault rule needs a 'path' glob starting with '/'.", param="path"
             )
         if data.get("body", "openai") not in BODY_KINDS:
             raise BadRequestError(f"'body' must be one of {', '.join(BODY_KINDS)}.", param="body")
-        try:
-            rule = cls(**data)
-        except TypeError as exc:
-            raise BadRequestError(f"Invalid fault rule: {exc}.") from None
-        if rule.status is not None and not 100 <= int(rule.status) <= 599:
-            raise BadRequestError("'status' must be an HTTP status code.", param="status")
-        if not 0.0 <= float(rule.probability) <= 1.0:
-            raise BadRequestError("'probability' must be between 0 and 1.", param="probability")
-        rate = rule.rate_bytes_per_s
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate < 1):
-            raise BadRequestError(
-                "'rate_bytes_per_s' must be a positive integer.", param="rate_bytes_per_s"
-            )
-        return rule
+        for name, value in data.items():
+            _check_field(name, value)
+        return cls(**data)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():

@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from cigate import ids
 from cigate.clock import Clock
+from cigate.emulator.bodies import upload_form
 from cigate.emulator.errors import azure_entity_not_found
 from cigate.emulator.pagination import page, parse_page_query
 from cigate.emulator.serving import open_stored, serve_open_file
@@ -162,7 +163,7 @@ def _lookup(request: Request, file_id: str) -> FileRecord:
 
 async def upload_file(request: Request) -> Response:
     azure: bool = request.state.azure
-    async with request.form(max_part_size=8 * 1024 * 1024) as form:
+    async with upload_form(request) as form:
         purpose = form.get("purpose")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

@@ -8,7 +8,6 @@ the OpenAI error envelope by the app's one error handler.
 
 from __future__ import annotations
 
-import json
 import random
 import string
 from collections.abc import AsyncIterator
@@ -19,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from cigate.engine.errors import ApiError, BadRequestError
+from cigate.emulator.bodies import json_object
+from cigate.engine.errors import BadRequestError
 from cigate.engine.events import encode_sse
 from cigate.engine.items import INCLUDE_CODE_OUTPUTS
 from cigate.engine.request import INCLUDABLE
@@ -27,12 +27,6 @@ from cigate.engine.store import ResponsesBackend
 
 __all__ = ["ROUTES", "shutdown", "startup"]
 
-_BAD_JSON = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
-    "sent was not valid JSON. If you have trouble figuring out how to fix this, please "
-    "contact us through our help center at help.openai.com.)"
-)
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -69,7 +63,7 @@ def _backend(request: Request) -> ResponsesBackend:
 
 
 async def create_response(request: Request) -> Response:
-    body = await _json_body(request)
+    body = await json_object(request)
     run = await _backend(request).create(body)
     req = run.plan.request
     if req.stream:
@@ -138,14 +132,6 @@ def _obfuscated(event: dict[str, Any]) -> dict[str, Any]:
         return event
     size = _PAD - len(delta.encode()) % _PAD
     return {**event, "obfuscation": "".join(random.choices(_PAD_CHARS, k=size))}
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, _BAD_JSON) from exc
 
 
 def _include(request: Request) -> list[str]:

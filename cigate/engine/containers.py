@@ -34,11 +34,13 @@ from cigate import ids
 from cigate.clock import Clock
 from cigate.engine import workdir
 from cigate.engine.errors import (
+    ApiError,
     BadRequestError,
     container_expired,
     container_file_not_found,
     container_not_found,
 )
+from cigate.exceptions import SandboxCapacityError
 from cigate.sandbox.base import MOUNT_POINT, ExecutionResult, KernelSession
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,14 @@ Signature = tuple[int, int, int]
 
 
 class KernelProvider(Protocol):
-    """What the backend needs from the sandbox: a kernel whose workdir we then own."""
+    """What the backend needs from the sandbox: a kernel whose workdir we then own.
 
-    async def acquire(self) -> KernelSession: ...
+    ``memory`` is the container's memory limit in bytes (its ``memory_limit`` tier; the
+    provider may cap it). At its live-container cap the provider raises
+    ``SandboxCapacityError``.
+    """
+
+    async def acquire(self, *, memory: int | None = None) -> KernelSession: ...
 
 
 @dataclass
@@ -401,7 +408,7 @@ class ContainerBackend:
 
     async def _session(self, container: Container) -> KernelSession:
         if container.session is None:
-            session = await self.kernels.acquire()
+            session = await self._acquire(container)
             # The kernel's workdir is where /mnt/data lives: move what was uploaded in.
             with (
                 workdir.directory(container.directory) as src,
@@ -409,10 +416,45 @@ class ContainerBackend:
                 workdir.directory(self._staging) as staging,
             ):
                 workdir.move_files(src, dst, staging_fd=staging)
-            shutil.rmtree(container.directory, ignore_errors=True)
+                # Copied onto the kernel's volume (another file system): new inodes, same files.
+                for record in container.files.values():
+                    st = workdir.stat_regular(dst, record.raw)
+                    if st is not None:
+                        record.signature = _signature(st)
+            # Off the event loop: removing a directory can wait on the file system's journal.
+            await asyncio.to_thread(shutil.rmtree, container.directory, True)
             container.directory = session.workdir
             container.session = session
         return container.session
+
+    async def _acquire(self, container: Container) -> KernelSession:
+        """A kernel with the container's memory tier; at the host's cap, the longest-idle
+        container that is not running code expires to make room (as it would have later),
+        and when every live container is running code the answer is the service's 429."""
+        memory = int(container.memory_limit.removesuffix("g")) << 30
+        for _ in range(2):
+            try:
+                return await self.kernels.acquire(memory=memory)
+            except SandboxCapacityError as exc:
+                full = exc
+            idle = [
+                c
+                for c in self._containers.values()
+                if c is not container and c.session is not None and not c.lock.locked()
+            ]
+            if not idle:
+                break
+            victim = min(idle, key=lambda c: c.last_active_at)
+            log.info("container %s expired early: the live-container cap was reached", victim.id)
+            self._mark_expired(victim)
+            await self._release(victim)
+        raise ApiError(
+            429,
+            f"Too many active containers: {full} and every one is running code. "
+            "Try again later, or delete containers you no longer need.",
+            type="requests",
+            code="rate_limit_exceeded",
+        )
 
     def _register_changes(
         self, container: Container, before: workdir.Scan, after: workdir.Scan
@@ -463,10 +505,12 @@ class ContainerBackend:
     async def _release(self, container: Container) -> None:
         session, container.session = container.session, None
         if session is not None:
-            try:
-                await session.shutdown()
+            try:  # stops every process; its directory (container.directory) goes with it
+                await session.discard()
             except Exception:  # a kernel that will not stop must not block the others
                 log.exception("kernel of %s did not shut down cleanly", container.id)
+            if container.directory == session.workdir:
+                return
         shutil.rmtree(container.directory, ignore_errors=True)
 
 

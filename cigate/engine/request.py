@@ -162,10 +162,13 @@ def parse_create(body: Any) -> CreateRequest:
         raise BadRequestError(
             "Background mode requires 'store' to be true.", param="background", code=None
         )
+    _check_echoed_shapes(body)
     echo = {
         k: v
         for k, v in body.items()
-        if k not in ("input", "stream", "stream_options", "include", "store", "background")
+        # ``moderation`` on a response is the moderation *result*, not the request's setting.
+        if k
+        not in ("input", "stream", "stream_options", "include", "store", "background", "moderation")
     }
     return CreateRequest(
         model=model,
@@ -386,6 +389,27 @@ def _max_output_tokens(value: Any) -> int | None:
             code="integer_below_min_value",
         )
     return value  # type: ignore[no-any-return]
+
+
+#: ``prompt_cache_options`` values the service knows (the response echoes them).
+_CACHE_TTLS = ("30m",)
+_CACHE_MODES = ("implicit", "explicit")
+
+
+def _check_echoed_shapes(body: dict[str, Any]) -> None:
+    """Parameters the response echoes must have the shape the response gives them, or the
+    service's 400: an echoed value of another shape would make the response itself invalid."""
+    conversation = body.get("conversation")
+    ok = conversation is None or isinstance(conversation, str)
+    ok = ok or (isinstance(conversation, dict) and isinstance(conversation.get("id"), str))
+    _expect(ok, "conversation", "a string or an object with an id", conversation)
+    options = body.get("prompt_cache_options")
+    if options is not None:
+        _expect(isinstance(options, dict), "prompt_cache_options", "an object", options)
+        if options.get("ttl") not in _CACHE_TTLS:
+            raise _invalid_value("prompt_cache_options.ttl", options.get("ttl"), _CACHE_TTLS)
+        if options.get("mode") not in _CACHE_MODES:
+            raise _invalid_value("prompt_cache_options.mode", options.get("mode"), _CACHE_MODES)
 
 
 def _expect(ok: bool, param: str, expected: str, value: Any) -> None:

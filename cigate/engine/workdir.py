@@ -435,6 +435,7 @@ def _write_via(tmp_dir_fd: int, dir_fd: int, name: bytes, data: bytes) -> os.sta
     fd = os.open(tmp, flags, 0o666, dir_fd=tmp_dir_fd)
     try:
         try:
+            _give_to_owner_of(dir_fd, fd)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -449,6 +450,22 @@ def _write_via(tmp_dir_fd: int, dir_fd: int, name: bytes, data: bytes) -> os.sta
     return st
 
 
+def _owner_of(dir_fd: int) -> tuple[int, int] | None:
+    """The (uid, gid) files written into ``dir_fd`` should get: its owner's, when the server
+    runs as root and the directory belongs to someone else (a sandbox's unprivileged uid, so
+    the code can change the files it was given); else None (nothing to change)."""
+    if os.geteuid() != 0:
+        return None
+    st = os.fstat(dir_fd)
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
+def _give_to_owner_of(dir_fd: int, fd: int) -> None:
+    owner = _owner_of(dir_fd)
+    if owner is not None:
+        os.fchown(fd, *owner)
+
+
 def move_files(src_fd: int, dst_fd: int, *, staging_fd: int) -> int:
     """Move the regular files at the top of ``src_fd`` into ``dst_fd`` (``renameat``; a copy
     through :func:`write_file` across file systems); return how many. Anything else in
@@ -459,6 +476,9 @@ def move_files(src_fd: int, dst_fd: int, *, staging_fd: int) -> int:
     for name in names:
         try:
             os.rename(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            owner = _owner_of(dst_fd)
+            if owner is not None:
+                os.chown(name, *owner, dir_fd=dst_fd, follow_symlinks=False)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise

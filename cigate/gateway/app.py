@@ -4,6 +4,11 @@ The lifespan opens the metadata store (applying migrations), the blob store and 
 client, starts the resume sweep, and closes all of them again (every background task of the
 process lives in one registry, cancelled first); tests enter the app
 as a context manager so both run (STYLE rule 3). Misconfiguration fails here, at start-up.
+
+Every request body passes :class:`cigate.web.bodies.BodyGuard` (``Content-Length`` checked,
+JSON and other non-multipart bodies capped at ``max_json_body``, a body sent as JSON parsed
+strictly when a handler first reads it): a body the gateway cannot read one way only is
+refused here with a 400/413 and never reaches the upstream.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import AsyncIterator
 import httpx2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -24,7 +30,7 @@ from cigate.exceptions import CigateError
 from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, edge_middleware
-from cigate.gateway.errors import handle_cigate_error
+from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.recorder import Recorder
 from cigate.gateway.settings import GatewaySettings
@@ -35,6 +41,7 @@ from cigate.gateway.tenants import TenantResolver
 from cigate.gateway.upstream import Upstream
 from cigate.storage.blobs import open_blob_store
 from cigate.storage.metadata import MetadataStore
+from cigate.web.bodies import BodyGuard
 
 __all__ = ["create_app"]
 
@@ -165,8 +172,14 @@ def create_app(
 
     return Starlette(
         routes=_routes(),
-        # Outermost: no route, not even the catch-all, sees a path that is not canonical.
-        middleware=[edge_middleware()],
+        middleware=[
+            # Outermost: no route, not even the catch-all, sees a path that is not canonical.
+            edge_middleware(),
+            # Multipart uploads stream to the upstream unparsed: its own caps apply to them.
+            Middleware(
+                BodyGuard, json_limit=settings.max_json_body, upload_limit=None, refuse=render
+            ),
+        ],
         lifespan=lifespan,
         exception_handlers={
             CigateError: handle_cigate_error,

@@ -88,8 +88,9 @@ async def _require(
 async def _require_run_assistant(svc: Services, tenant_id: str, request: Request) -> None:
     """A run names its assistant in the body: another tenant's is refused like an unknown one.
 
-    A body that is not JSON, or has no string ``assistant_id``, goes up unchanged: the upstream
-    answers it in its own words (400), and no assistant of anyone is used.
+    A body that is not strict JSON is the gateway's 400 (:func:`body_refs.json_body`); one
+    without a string ``assistant_id`` goes up unchanged: the upstream answers it in its own
+    words (400), and no assistant of anyone is used.
     """
     body = await body_refs.json_body(request, svc.settings.max_json_body)
     assistant_id = body.get("assistant_id") if isinstance(body, dict) else None

@@ -21,13 +21,14 @@ an id nobody owns (that would let a leaked id of a file made directly upstream b
 container file ids (``cfile_…``) and the gateway's own ids are not Files-API ids and are
 refused like unknown ones, as the upstream would.
 
-Multipart uploads are never read here (they carry bytes, not ids), and a body that is not JSON
-goes up unchanged: the upstream answers it in its own words.
+Multipart uploads are never read here (they carry bytes, not ids). A body of these operations
+that is not JSON by the strict rules of :mod:`cigate.web.bodies` (whatever its content type
+says) is refused with a 400 and never forwarded: the upstream must not read a body the gateway
+checked in a different way.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,10 +36,18 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 
-from cigate.exceptions import BadInputError
 from cigate.gateway.context import Services
 from cigate.gateway.edge import parse_api_path
 from cigate.gateway.errors import UnknownIdError
+from cigate.web.bodies import (
+    NOT_PARSED,
+    STATE_KEY,
+    content_length,
+    parse_json_async,
+    parsed,
+    require_object,
+    too_large,
+)
 
 __all__ = ["Group", "Operation", "enforce", "extract", "json_body", "operation", "read_capped"]
 
@@ -242,15 +251,18 @@ def _strings(value: Any) -> list[str]:
 async def json_body(request: Request, limit: int) -> Any:
     """The request's JSON body, parsed once per request however many checks read it.
 
-    ``None`` when it is not JSON (the upstream answers malformed bodies in its own words);
-    the bytes stay on the request for forwarding (see :func:`read_capped`).
+    Parsed by the strict rules of :mod:`cigate.web.bodies` (the body guard already did when
+    the body was sent as JSON); anything else, or a value that is not an object, is a
+    :class:`~cigate.web.bodies.BodyError` (400). An empty body is ``None``: it names nothing,
+    and whether the operation takes one is the upstream's to say. The bytes stay on the request
+    for forwarding (see :func:`read_capped`).
     """
-    if not hasattr(request.state, "cigate_json"):
-        try:
-            request.state.cigate_json = json.loads(await read_capped(request, limit))
-        except ValueError:
-            request.state.cigate_json = None
-    return request.state.cigate_json
+    raw = await read_capped(request, limit)
+    value = parsed(request.scope)
+    if value is NOT_PARSED:
+        value = require_object(await parse_json_async(raw)) if raw.strip(b" \t\r\n") else None
+        request.scope.setdefault("state", {})[STATE_KEY] = value
+    return value
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
@@ -262,18 +274,15 @@ async def read_capped(request: Request, limit: int) -> bytes:
     cached = getattr(request, "_body", None)
     if isinstance(cached, bytes):
         return cached
-    too_large = BadInputError(
-        f"Request body too large for the gateway (limit {limit} bytes).", status=413
-    )
-    declared = request.headers.get("content-length", "").strip()
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
+    declared = content_length(request.scope["headers"])
+    if declared is not None and declared > limit:
+        raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise too_large(limit)
         chunks.append(chunk)
     body = b"".join(chunks)
     request._body = body  # Starlette's cache: request.body() now returns these bytes

@@ -48,6 +48,13 @@ _DEFAULT_STATUS: list[tuple[type[CigateError], int, str]] = [
 ]
 
 
+#: What a tenant is told when the gateway's own side fails; the details go to the log.
+_INTERNAL_MESSAGES: dict[type[CigateError], str] = {
+    StorageError: "The gateway's storage is unavailable right now; try again later.",
+    ConfigurationError: "The gateway is misconfigured; its operator can see why in its log.",
+}
+
+
 class UnknownIdError(BadInputError):
     """An id the caller may not see, answered in the upstream's own words for an unknown id.
 
@@ -104,6 +111,13 @@ def render(exc: CigateError) -> JSONResponse:
         headers["retry-after"] = str(int(exc.retry_after))
     if status >= 500:
         log.warning("gateway error %s: %s", exc.kind, exc.message)
+    if isinstance(exc, StorageError | ConfigurationError):
+        # The operator's side failed: its details (SQL, paths, host names, connection
+        # strings) are for the log above, never for a tenant.
+        kind = ConfigurationError if isinstance(exc, ConfigurationError) else StorageError
+        return error_response(
+            status, _INTERNAL_MESSAGES[kind], type_=type_, code=exc.kind, headers=headers
+        )
     if isinstance(exc, UnknownIdError):
         return error_response(
             status, exc.message, type_=type_, code=None, headers=headers, param=exc.param

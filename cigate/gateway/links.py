@@ -16,13 +16,12 @@ import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cigate.exceptions import AccessDeniedError, BadInputError
-from cigate.gateway.body_refs import read_capped
+from cigate.gateway.body_refs import json_body, read_capped
 from cigate.gateway.context import services
 from cigate.gateway.errors import not_found
 from cigate.gateway.files import resolve
@@ -69,13 +68,12 @@ async def create_link(request: Request) -> Response:
     tenant_id = await svc.tenants.tenant_id(request)
     row = await resolve(svc, tenant_id, request.path_params["file_id"])
     ttl = svc.settings.link_ttl
-    raw = await read_capped(request, 64 * 1024)
-    if raw.strip():
-        try:
-            body: Any = await request.json()
-            ttl = int(body.get("expires_in", ttl))
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise BadInputError('Body must be JSON like {"expires_in": 3600}.') from exc
+    if (await read_capped(request, 64 * 1024)).strip():
+        body = await json_body(request, 64 * 1024)
+        given = body.get("expires_in", ttl) if isinstance(body, dict) else None
+        if isinstance(given, bool) or not isinstance(given, int):
+            raise BadInputError('Body must be a JSON object like {"expires_in": 3600}.')
+        ttl = given
     if not 1 <= ttl <= _MAX_TTL:
         raise BadInputError(f"expires_in must be between 1 and {_MAX_TTL} seconds.")
     expires = int(time.time()) + ttl

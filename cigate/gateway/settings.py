@@ -17,6 +17,9 @@ from typing import Any
 from cigate.exceptions import ConfigurationError
 from cigate.gateway.tenancy import parse_allowed
 
+#: Where every gateway setting is explained (the hint of every configuration error here).
+SETTINGS_HINT = "See the settings table in docs/gateway.md."
+
 __all__ = ["GatewaySettings", "cigate_home"]
 
 _ENV_PREFIX = "CIGATE_GATEWAY_"
@@ -91,13 +94,18 @@ class GatewaySettings:
         if self.upstream_auth not in _AUTH_MODES:
             raise ConfigurationError(
                 f"--upstream-auth must be one of {', '.join(_AUTH_MODES)}, "
-                f"not {self.upstream_auth!r}"
+                f"not {self.upstream_auth!r}",
+                hint=SETTINGS_HINT,
             )
         parse_allowed(self.allow_unscoped)
         if self.upstream and not self.upstream.startswith(("http://", "https://")):
-            raise ConfigurationError(f"--upstream must be an http(s) URL, not {self.upstream!r}")
+            raise ConfigurationError(
+                f"--upstream must be an http(s) URL, not {self.upstream!r}", hint=SETTINGS_HINT
+            )
         if self.harvest_concurrency < 1 or self.harvest_attempts < 1:
-            raise ConfigurationError("harvest concurrency and attempts must be at least 1")
+            raise ConfigurationError(
+                "harvest concurrency and attempts must be at least 1", hint=SETTINGS_HINT
+            )
         if (
             self.harvest_retry_delay < 0
             or self.harvest_retry_max_delay < self.harvest_retry_delay
@@ -105,7 +113,8 @@ class GatewaySettings:
         ):
             raise ConfigurationError(
                 "harvest retry delay must be at least 0 and at most the max delay, "
-                "and max tries at least 0"
+                "and max tries at least 0",
+                hint=SETTINGS_HINT,
             )
         if not self.worker_id:
             object.__setattr__(self, "worker_id", f"{socket.gethostname()}:{os.getpid()}")
@@ -166,7 +175,8 @@ def _convert(name: str, raw: str, kind: type) -> Any:
         return kind(raw)
     except ValueError as exc:
         raise ConfigurationError(
-            f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+            f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}",
+            hint=SETTINGS_HINT,
         ) from exc
 
 

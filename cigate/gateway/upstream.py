@@ -19,13 +19,14 @@ credential.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import httpx2
 
-from cigate.exceptions import ConfigurationError, UpstreamUnavailableError
+from cigate.exceptions import BadInputError, ConfigurationError, UpstreamUnavailableError
 from cigate.gateway.settings import GatewaySettings
 from cigate.web.paths import encode
 
@@ -89,6 +90,21 @@ class TokenCredential(Protocol):
 def forwardable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers of one side that may be copied to the other."""
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _wire_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Headers as the bytes the client sent (Starlette decoded them as Latin-1), so a value
+    with bytes beyond ASCII goes up unchanged instead of failing to encode; a value with a
+    control character (NUL, CR, LF, ...) no HTTP connection can carry is the client's 400."""
+    out = []
+    for name, value in headers.items():
+        if _CONTROL.search(value):
+            raise BadInputError(f"Invalid value in the request header {name[:100]!r}.")
+        out.append((name.encode("latin-1"), value.encode("latin-1")))
+    return out
 
 
 def unavailable(exc: httpx2.TransportError) -> UpstreamUnavailableError:
@@ -196,7 +212,7 @@ class Upstream:
         replayable = method.upper() in IDEMPOTENT and not isinstance(content, AsyncIterator)
         for attempt in (1, 2):
             request = self.client.build_request(
-                method, url, headers=merged, params=params, content=content
+                method, url, headers=_wire_headers(merged), params=params, content=content
             )
             try:
                 return await self.client.send(request, stream=stream)

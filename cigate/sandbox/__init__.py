@@ -1,7 +1,7 @@
-"""Jupyter kernels as code-interpreter containers: isolation, a warm pool, limits.
+"""Code-interpreter containers: kernels forked from a preloaded template, isolated and limited.
 
-``SandboxPool`` is imported lazily: it needs the ``emulator`` extra (jupyter_client, ipykernel),
-while the contract in ``cigate.sandbox.base`` must stay importable without it.
+``SandboxPool`` is imported lazily: it needs the ``emulator`` extra (IPython, numpy...), while
+the contract in ``cigate.sandbox.base`` must stay importable without it. See docs/sandbox.md.
 """
 
 from __future__ import annotations

@@ -74,21 +74,56 @@ class KernelSession(Protocol):
         ...
 
     async def shutdown(self) -> str:
-        """Stop the kernel, escalating request -> SIGTERM -> SIGKILL; return the ending step."""
+        """Stop every process of the container; return "kill", or "exited" if none was left.
+        The workdir and its files stay (a container's files outlive its kernel)."""
         ...
+
+    async def discard(self) -> None:
+        """Shut down and remove the workdir with its files (its disk-quota volume too)."""
+        ...
+
+
+GIB = 1 << 30
+MIB = 1 << 20
 
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """How kernels are started and pooled."""
+    """How kernels are started, pooled and limited (sizes in bytes).
+
+    Each limit is enforced by the kernel where this machine allows it (cgroups, a sized ext4
+    volume, tmpfs sizes, rlimits); ``SandboxPool.enforcement`` reports the mechanism used.
+    """
 
     #: Parent of every container's directory.
     root: Path
-    #: Kernels kept started and idle, ready to hand out.
+    #: Kernels kept forked and idle, ready to hand out.
     pool_size: int = 2
     #: "auto": bubblewrap when available, else unisolated with a warning; "bwrap"; "none".
     isolation: str = "auto"
-    #: Seconds a kernel may take to start before it counts as failed.
+    #: Seconds the template (including its preload) or a kernel may take to start.
     start_timeout: float = 30.0
-    #: Modules imported while a pooled kernel waits, so first cells are fast.
+    #: Modules the template imports once; every kernel is forked with them loaded.
     preload: tuple[str, ...] = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
+    #: Memory of a container that asks for no tier (the API's default "1g").
+    memory_default: int = GIB
+    #: The most memory any container gets, whatever tier it asks for (operator cap).
+    memory_cap: int = 4 * GIB
+    #: Processes and threads of one container together.
+    pids_max: int = 256
+    #: CPU cores one container may use (a quota per 100 ms period).
+    cpu_limit: float = 1.0
+    #: Bytes of /mnt/data (a container's files) and files/directories in it.
+    disk_quota: int = 2 * GIB
+    disk_inodes: int = 65_536
+    #: Bytes and inodes of the container's private /tmp (counted in its memory too).
+    tmp_size: int = GIB
+    tmp_inodes: int = 65_536
+    #: Bytes of /dev/shm (counted in memory too).
+    shm_size: int = 64 * MIB
+    #: Open files per process.
+    nofile: int = 4096
+    #: Live containers (kernels handed out and not discarded) on this host.
+    max_containers: int = 128
+    #: Host uid (and gid) of sandboxed code when the manager runs as root; never 0.
+    sandbox_uid: int = 65534

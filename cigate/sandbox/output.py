@@ -14,6 +14,14 @@ from typing import Any
 from cigate.sandbox.base import MOUNT_POINT, DisplayImage, ExecutionError, ExecutionResult
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
+#: Characters of one stream (and of a value or an error message) one cell keeps. The kernel
+#: stops sending there (with a note); the manager enforces it again, with room for the note.
+MAX_STREAM = 1 << 20
+_NOTE_ROOM = 1024
+#: Images one cell keeps, and their bytes together.
+MAX_IMAGES = 100
+MAX_IMAGE_BYTES = 64 << 20
+TRUNCATED = "\n[output truncated: this cell wrote more than {limit} characters to {name}]\n"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 
@@ -23,7 +31,12 @@ def strip_ansi(text: str) -> str:
 
 
 class Collector:
-    """Accumulates the messages of one request; ``idle`` turns true when the kernel is done."""
+    """Accumulates the messages of one request; ``idle`` turns true when the kernel is done.
+
+    Messages come from a process that runs model-written code, so each field is type-checked
+    (anything unexpected is ignored) and what one cell can make the manager hold is bounded:
+    ``MAX_STREAM`` characters per stream, ``MAX_IMAGES`` images of ``MAX_IMAGE_BYTES``.
+    """
 
     def __init__(self) -> None:
         self.result = ExecutionResult()
@@ -31,28 +44,40 @@ class Collector:
 
     def feed(self, msg: dict[str, Any]) -> None:
         kind = msg.get("msg_type") or msg.get("header", {}).get("msg_type", "")
-        content: dict[str, Any] = msg.get("content") or {}
+        content = msg.get("content")
+        if not isinstance(content, dict):
+            return
         if kind == "stream":
-            text = str(content.get("text", ""))
+            text = content.get("text")
+            if not isinstance(text, str):
+                return
             if content.get("name") == "stderr":
-                self.result.stderr += text
+                self.result.stderr = _append(self.result.stderr, text, "stderr")
             else:
-                self.result.stdout += text
+                self.result.stdout = _append(self.result.stdout, text, "stdout")
         elif kind in ("execute_result", "display_data"):
-            data: dict[str, Any] = content.get("data") or {}
+            data = content.get("data")
+            if not isinstance(data, dict):
+                return
             self._images(data)
-            if kind == "execute_result" and "text/plain" in data:
-                self.result.result_text = str(data["text/plain"])
+            if kind == "execute_result" and isinstance(data.get("text/plain"), str):
+                self.result.result_text = data["text/plain"][:MAX_STREAM]
         elif kind == "error":
+            lines = content.get("traceback")
+            lines = lines if isinstance(lines, list) else []
             self.result.error = ExecutionError(
-                ename=str(content.get("ename", "")),
-                evalue=str(content.get("evalue", "")),
-                traceback=[strip_ansi(str(line)) for line in content.get("traceback", [])],
+                ename=str(content.get("ename", ""))[:1000],
+                evalue=str(content.get("evalue", ""))[:MAX_STREAM],
+                traceback=[strip_ansi(str(line)) for line in lines[:1000]],
             )
         elif kind == "status" and content.get("execution_state") == "idle":
             self.idle = True
 
     def _images(self, data: dict[str, Any]) -> None:
+        if len(self.result.images) >= MAX_IMAGES:
+            return
+        if sum(len(i.data) for i in self.result.images) >= MAX_IMAGE_BYTES:
+            return
         for mime in IMAGE_TYPES:
             encoded = data.get(mime)
             if not isinstance(encoded, str):
@@ -63,6 +88,16 @@ class Collector:
                 continue
             self.result.images.append(DisplayImage(mime_type=mime, data=raw))
             return  # one image per message: the richest of the types we keep
+
+
+def _append(current: str, text: str, name: str) -> str:
+    """``current + text`` up to ``MAX_STREAM`` characters, then one truncation note."""
+    room = MAX_STREAM + _NOTE_ROOM - len(current)
+    if room <= 0:
+        return current
+    if len(text) <= room:
+        return current + text
+    return current + text[:room] + TRUNCATED.format(limit=MAX_STREAM + _NOTE_ROOM, name=name)
 
 
 class PathRewriter:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: Kernel runtime directories (connection file, ipc sockets) are ``<tmp>/cigate-k-*``.
+#: Pool runtime directories (template log, /etc files) are ``<tmp>/cigate-k-*``.
 RUNTIME_PREFIX = "cigate-k-"
 #: File in a runtime directory holding the pid of the process that manages the kernel.
 OWNER_FILE = "owner"
@@ -76,6 +76,18 @@ def raise_nofile_limit() -> int:
     return target
 
 
+def make_runtime_dir() -> Path:
+    """A private directory for one pool (template log, synthetic /etc files), marked with our
+    pid so a later sweep can tell it was orphaned."""
+    base = tempfile.gettempdir()
+    if len(base) > 70:
+        base = "/tmp"  # noqa: S108 - keep paths short
+    path = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX, dir=base))
+    path.chmod(0o755)  # the sandbox's uid reads the files staged from here
+    (path / OWNER_FILE).write_text(str(os.getpid()))
+    return path
+
+
 def sweep_orphaned_runtime_dirs() -> int:
     """Remove runtime dirs whose managing process is gone (it was SIGKILLed); return how many."""
     removed = 0
@@ -85,14 +97,15 @@ def sweep_orphaned_runtime_dirs() -> int:
                 owner = int((path / OWNER_FILE).read_text())
             except (OSError, ValueError):
                 continue  # not ours to judge
-            if owner == os.getpid() or _pid_exists(owner):
+            if owner == os.getpid() or pid_exists(owner):
                 continue
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """True while a process with this pid exists (ours to signal or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -29,6 +29,7 @@ from sqlalchemy.pool import StaticPool
 
 from cigate.clock import Clock
 from cigate.exceptions import CigateError, ConfigurationError, StorageError
+from cigate.storage.errors import STORAGE_HINT
 
 __all__ = ["StoreBase", "create_engine", "db_errors", "default_database_url"]
 
@@ -45,14 +46,15 @@ def _normalise(url: str) -> URL:
     try:
         sa_url = make_url(url)
     except ArgumentError as exc:
-        raise ConfigurationError(f"not a database URL: {url!r}") from exc
+        raise ConfigurationError(f"not a database URL: {url!r}", hint=STORAGE_HINT) from exc
     backend = sa_url.get_backend_name()
     if backend == "sqlite":
         return sa_url.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
         return sa_url.set(drivername="postgresql+asyncpg")
     raise ConfigurationError(
-        f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+asyncpg://…"
+        f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+asyncpg://…",
+        hint=STORAGE_HINT,
     )
 
 
@@ -74,7 +76,9 @@ def create_engine(url: str) -> AsyncEngine:
         try:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigurationError(f"cannot create the directory for {database}") from exc
+            raise ConfigurationError(
+                f"cannot create the directory for {database}", hint=STORAGE_HINT
+            ) from exc
     extra: dict[str, Any] = {"poolclass": StaticPool} if memory else {}
     engine = create_async_engine(sa_url, connect_args={"timeout": 30}, **extra)
 

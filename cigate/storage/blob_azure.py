@@ -31,7 +31,7 @@ from typing import Any
 
 from cigate.exceptions import CigateError, ConfigurationError, IntegrityError, StorageError
 from cigate.storage.blobs import CHUNK_SIZE, check_range, check_sha256
-from cigate.storage.errors import BlobNotFoundError
+from cigate.storage.errors import STORAGE_HINT, BlobNotFoundError
 from cigate.storage.records import BlobInfo
 
 __all__ = ["AzureBlobStore", "azurite_connection_string"]
@@ -102,7 +102,9 @@ class AzureBlobStore:
     ) -> AzureBlobStore:
         """Build from the parts of an ``azure://`` URL (see :func:`open_blob_store`)."""
         if not _CONTAINER_NAME.fullmatch(container or ""):
-            raise ConfigurationError(f"not a valid Azure container name: {container!r}")
+            raise ConfigurationError(
+                f"not a valid Azure container name: {container!r}", hint=STORAGE_HINT
+            )
         try:
             from azure.storage.blob.aio import BlobServiceClient
         except ImportError as exc:  # pragma: no cover - the azure extra is a dev dependency
@@ -123,14 +125,17 @@ class AzureBlobStore:
         if not connection_string:
             raise ConfigurationError(
                 "azure:// blob URLs need ?account=NAME (Microsoft Entra ID) or a connection "
-                "string (?connection_string=… or CIGATE_BLOB_CONNECTION_STRING)"
+                "string (?connection_string=… or CIGATE_BLOB_CONNECTION_STRING)",
+                hint=STORAGE_HINT,
             )
         if connection_string.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
             connection_string = azurite_connection_string()
         try:
             service = BlobServiceClient.from_connection_string(connection_string, **sizes)
         except ValueError as exc:
-            raise ConfigurationError(f"invalid Azure connection string: {exc}") from exc
+            raise ConfigurationError(
+                f"invalid Azure connection string: {exc}", hint=STORAGE_HINT
+            ) from exc
         return cls(service, container)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cigate.exceptions import BadInputError, ConfigurationError
+from cigate.storage.errors import STORAGE_HINT
 from cigate.storage.records import BlobInfo
 
 __all__ = [
@@ -136,7 +137,7 @@ def open_blob_store(url: str) -> BlobStore:
     Opening does not touch the network; the Azure container is checked on first use.
     """
     if not url:
-        raise ConfigurationError("the blob store URL is empty")
+        raise ConfigurationError("the blob store URL is empty", hint=STORAGE_HINT)
     if url.startswith("azure://"):
         from cigate.storage.blob_azure import AzureBlobStore
 
@@ -145,7 +146,9 @@ def open_blob_store(url: str) -> BlobStore:
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         unknown = set(query) - {"account", "connection_string", "endpoint"}
         if unknown:
-            raise ConfigurationError(f"unknown azure:// blob URL options: {sorted(unknown)}")
+            raise ConfigurationError(
+                f"unknown azure:// blob URL options: {sorted(unknown)}", hint=STORAGE_HINT
+            )
         conn = query.get("connection_string") or os.environ.get("CIGATE_BLOB_CONNECTION_STRING")
         return AzureBlobStore.from_settings(
             container,
@@ -156,11 +159,12 @@ def open_blob_store(url: str) -> BlobStore:
     if url.startswith("file://"):
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
-            raise ConfigurationError(f"file:// blob URLs must be local: {url!r}")
+            raise ConfigurationError(f"file:// blob URLs must be local: {url!r}", hint=STORAGE_HINT)
         path = Path(unquote(parts.path))
     elif "://" in url:
         raise ConfigurationError(
-            f"unsupported blob store URL {url!r}: use a path, file:///path or azure://CONTAINER"
+            f"unsupported blob store URL {url!r}: use a path, file:///path or azure://CONTAINER",
+            hint=STORAGE_HINT,
         )
     else:
         path = Path(url).expanduser()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from cigate.exceptions import BadInputError, StorageError
 
+#: The hint of every storage configuration error: where the URLs are explained.
+STORAGE_HINT = "See docs/storage.md for the --database and --blobs URL forms."
+
 __all__ = ["BlobNotFoundError", "NotFoundError"]
 
 

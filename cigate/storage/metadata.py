@@ -242,6 +242,8 @@ class MetadataStore(FileQueries, OwnerQueries):
         return record
 
     async def get_response(self, tenant_id: str, response_id: str) -> ResponseRecord | None:
+        if not response_id or len(response_id) > 200 or not response_id.isprintable():
+            return None  # no such id can be stored (see check_id); PostgreSQL refuses a NUL
         key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
         async with self._read("reading a response") as conn:
             row = (await conn.execute(select(responses).where(*key))).first()

@@ -183,7 +183,7 @@ class FileQueries(StoreBase):
 
         Another tenant's id answers ``None`` exactly like an unknown one.
         """
-        if not any_id or len(any_id) > _MAX_ID:
+        if not any_id or len(any_id) > _MAX_ID or not any_id.isprintable():
             return None
         async with self._read("reading a file") as conn:
             return await self._get_file(conn, tenant_id, any_id, container_id)

@@ -32,6 +32,12 @@ OwnedKind = Literal["container", "file", "assistant", "thread"]
 _MAX_ID = 200
 
 
+def _usable(upstream_id: str) -> bool:
+    """An id the store can hold (and so may hold): no service issues an empty, huge or
+    non-printable one, and PostgreSQL text cannot even be compared with a NUL (it errors)."""
+    return bool(upstream_id) and len(upstream_id) <= _MAX_ID and upstream_id.isprintable()
+
+
 async def claim_in(
     conn: AsyncConnection,
     dialect: str,
@@ -45,7 +51,7 @@ async def claim_in(
     values = [
         {"kind": kind, "upstream_id": uid, "tenant_id": tenant_id, "created_at": now}
         for uid in dict.fromkeys(upstream_ids)
-        if uid and len(uid) <= _MAX_ID
+        if _usable(uid)
     ]
     if not values:
         return
@@ -59,7 +65,11 @@ class OwnerQueries(StoreBase):
     """The ownership half of :class:`~cigate.storage.metadata.MetadataStore`."""
 
     async def claim(self, tenant_id: str, kind: OwnedKind, upstream_id: str) -> str | None:
-        """Claim one id for the tenant; returns its owner afterwards (maybe another tenant)."""
+        """Claim one id for the tenant; returns its owner afterwards (maybe another tenant).
+
+        An id no service can issue is nobody's: ``None``, nothing written."""
+        if not _usable(upstream_id):
+            return None
         async with self._write("claiming an id") as conn:
             await claim_in(
                 conn, self.dialect, kind, [upstream_id], tenant_id=tenant_id, now=self._now()
@@ -79,7 +89,7 @@ class OwnerQueries(StoreBase):
 
     async def owner(self, kind: OwnedKind, upstream_id: str) -> str | None:
         """The tenant owning an id, or ``None``. Unscoped on purpose: callers compare it."""
-        if not upstream_id or len(upstream_id) > _MAX_ID:
+        if not _usable(upstream_id):
             return None
         query = select(owners.c.tenant_id).where(
             owners.c.kind == kind, owners.c.upstream_id == upstream_id
@@ -91,7 +101,7 @@ class OwnerQueries(StoreBase):
         self, tenant_id: str, kind: OwnedKind, upstream_ids: Iterable[str]
     ) -> set[str]:
         """Which of ``upstream_ids`` the tenant owns (one query per page of a listing)."""
-        wanted = [uid for uid in dict.fromkeys(upstream_ids) if uid and len(uid) <= _MAX_ID]
+        wanted = [uid for uid in dict.fromkeys(upstream_ids) if _usable(uid)]
         if not wanted:
             return set()
         query = select(owners.c.upstream_id).where(

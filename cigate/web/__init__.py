@@ -2,6 +2,7 @@
 
 They never import each other, so the rules each must apply the same way live here:
 :mod:`~cigate.web.paths` (one canonical spelling of a request path, decided once before any
-routing) and :mod:`~cigate.web.files` (the HTTP rules of a file download: ETag, Range, HEAD,
+routing), :mod:`~cigate.web.bodies` (request bodies: size caps, ``Content-Length``, strict JSON)
+and :mod:`~cigate.web.files` (the HTTP rules of a file download: ETag, Range, HEAD,
 ``Content-Disposition``).
 """

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from cigate.cli import main
-from cigate.exceptions import BadInputError, ConfigurationError
+from cigate.exceptions import BadInputError, ConfigurationError, StorageError
 from cigate.gateway.app import create_app
 from cigate.gateway.settings import GatewaySettings
 from cigate.storage.metadata import MetadataStore
@@ -133,3 +135,53 @@ def test_tenant_keys_lists_without_secrets_and_revoke_stops_only_that_key(tmp_pa
     code, out = invoke("revoke", "finance", drop_id)  # another tenant's key id
     assert code == BadInputError.exit_code
     assert asyncio.run(owners())[keep] == "analytics"
+
+
+UPSTREAM = ["--upstream", "http://127.0.0.1:9", "--upstream-key", "k"]
+
+
+@pytest.mark.parametrize(
+    ("database", "status", "hint"),
+    [
+        ("postgresql://nobody@127.0.0.1:1/db", StorageError.exit_code, "--database and --blobs"),
+        ("mysql://somewhere/db", ConfigurationError.exit_code, "docs/storage.md"),
+        ("not a url at all ://", ConfigurationError.exit_code, "docs/storage.md"),
+    ],
+    ids=["postgres-unreachable", "unsupported-scheme", "garbage"],
+)
+def test_a_bad_database_fails_before_listening_with_one_line_and_a_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str, status: int, hint: str
+) -> None:
+    monkeypatch.setattr("uvicorn.Server.run", _never_serves)
+    args = ["gateway", "serve", *UPSTREAM, "--port", "0", "--database", database]
+    result = CliRunner().invoke(main, args, env={"CIGATE_HOME": str(tmp_path)})
+    assert result.exit_code == status, result.output
+    assert "cigate gateway on" not in result.output  # no "listening" line before the failure
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ")
+    assert lines[-1].startswith("hint: ")
+    assert hint in lines[-1]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.storage
+def test_serve_on_port_0_prints_the_port_it_listens_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound: list[int] = []
+
+    def record(server: Any, sockets: list[socket.socket]) -> None:
+        bound.append(sockets[0].getsockname()[1])
+        sockets[0].close()
+
+    monkeypatch.setattr("uvicorn.Server.run", record)
+    args = ["gateway", "serve", *UPSTREAM, "--port", "0"]
+    result = CliRunner().invoke(main, args, env={"CIGATE_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert bound
+    assert bound[0] != 0
+    assert f"cigate gateway on http://127.0.0.1:{bound[0]} -> http://127.0.0.1:9" in result.output
+
+
+def _never_serves(server: Any, sockets: list[socket.socket]) -> None:
+    raise AssertionError("the gateway started serving despite a bad setting")

@@ -254,7 +254,9 @@ def test_a_run_whose_kernel_dies_fails_with_a_server_error(emulator: RunningEmul
     client = emulator.openai(max_retries=0)
     assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "code_interpreter"}])
     kill = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": prompt(kill)}])
+    # A killed kernel is replaced; one that dies on all its lives (MAX_RESTARTS + 1) fails.
+    content = "".join(prompt(kill) for _ in range(12))
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": content}])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run = client.beta.threads.runs.create_and_poll(
@@ -264,7 +266,7 @@ def test_a_run_whose_kernel_dies_fails_with_a_server_error(emulator: RunningEmul
     assert run.last_error is not None
     assert run.last_error.code == "server_error"
     assert run.last_error.message.startswith(
-        "The run failed: the kernel process died while running code"
+        "The run failed: cannot run code: the kernel died 11 times"
     )
 
 

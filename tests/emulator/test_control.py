@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import openai
 import pytest
 
@@ -98,3 +100,32 @@ def test_request_ids_differ_per_request_and_reach_sdk_errors(emulator: RunningEm
 
 def test_the_health_endpoint_answers_ok(emulator: RunningEmulator) -> None:
     assert emulator.http_client().get("/_emulator/health").json() == {"status": "ok"}
+
+
+@pytest.mark.sandbox
+def test_the_status_endpoint_says_what_the_sandbox_enforces_and_by_which_mechanism(
+    emulator: RunningEmulator,
+) -> None:
+    body = emulator.http_client().get("/_emulator/status").json()
+    assert body["status"] == "ok"
+    sandbox = body["sandbox"]
+    assert set(sandbox["limits"]) == {
+        "memory",
+        "processes",
+        "cpu",
+        "disk",
+        "tmp",
+        "containers",
+        "kill",
+    }
+    for entry in sandbox["limits"].values():
+        assert entry["mechanism"]  # never silently without one
+    assert sandbox["max_containers"] == sandbox["limits"]["containers"]["value"]
+    assert sandbox["live_containers"] >= 0
+    if os.geteuid() == 0 and sandbox["isolation"]["mode"] == "bubblewrap":
+        # What CI and the development VMs offer (machine-notes): all of it by the kernel.
+        assert sandbox["limits"]["memory"]["mechanism"].startswith("cgroup")
+        assert sandbox["limits"]["processes"]["mechanism"].startswith("cgroup")
+        assert sandbox["limits"]["cpu"]["mechanism"].startswith("cgroup")
+        assert sandbox["limits"]["disk"]["mechanism"].startswith("ext4 volume")
+        assert sandbox["warnings"] == []

@@ -24,7 +24,10 @@ OUTPUTS: list[Any] = ["code_interpreter_call.outputs"]
 WRITE = "with open('/mnt/data/{name}', 'w') as f:\n    f.write({text!r})"
 #: A cell whose kernel really dies: SIGKILL cannot be caught, the sandbox notices at once.
 KILL_KERNEL = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
-KERNEL_DIED = "The code interpreter failed: the kernel process died while running code"
+#: A killed kernel is reported to the model and replaced; one killed on every one of its
+#: eleven lives (MAX_RESTARTS + 1) fails the response.
+KILLS = (KILL_KERNEL,) * 12
+KERNEL_DIED = "The code interpreter failed: cannot run code: the kernel died 11 times"
 
 
 def cells(*codes: str) -> str:
@@ -224,8 +227,26 @@ def test_an_expired_container_fails_before_the_stream_starts(emulator: RunningEm
     assert caught.value.message == "Error code: 400 - Container is expired."
 
 
+def test_a_killed_kernel_is_reported_in_the_cells_logs_and_the_next_cell_gets_a_new_one(
+    emulator: RunningEmulator,
+) -> None:
+    events = raw_events(
+        emulator,
+        input=cells("kept = 1", KILL_KERNEL, "'kept' in dir()"),
+        tools=AUTO,
+        include=["code_interpreter_call.outputs"],
+    )
+    assert stream_problems(events) == []
+    assert events[-1]["type"] == "response.completed"
+    calls = [i for i in events[-1]["response"]["output"] if i["type"] == "code_interpreter_call"]
+    assert [c["status"] for c in calls] == ["completed"] * 3
+    logs = [c["outputs"][0]["logs"] if c["outputs"] else "" for c in calls]
+    assert logs[1].startswith("KernelDied: The Python kernel died (killed by SIGKILL)")
+    assert logs[2] == "False"  # a new kernel: state reset
+
+
 def test_a_failure_mid_stream_ends_with_response_failed(emulator: RunningEmulator) -> None:
-    events = raw_events(emulator, input=cells(KILL_KERNEL, "print('never')"), tools=AUTO)
+    events = raw_events(emulator, input=cells(*KILLS, "print('never')"), tools=AUTO)
     assert stream_problems(events) == []
     assert [e["type"] for e in events][-3:] == [
         "response.code_interpreter_call_code.done",
@@ -237,13 +258,14 @@ def test_a_failure_mid_stream_ends_with_response_failed(emulator: RunningEmulato
     assert set(failed["error"]) == {"code", "message"}
     assert failed["error"]["code"] == "server_error"
     assert failed["error"]["message"].startswith(KERNEL_DIED)
-    assert [item["status"] for item in failed["output"]] == ["failed"]  # the 2nd cell never ran
+    statuses = [item["status"] for item in failed["output"]]
+    assert statuses == ["completed"] * 11 + ["failed"]  # the last cell never ran
 
 
 def test_a_failure_without_streaming_is_a_server_error(emulator: RunningEmulator) -> None:
     client = emulator.openai(max_retries=0)
     with pytest.raises(openai.InternalServerError) as caught:
-        client.responses.create(model=MODEL, input=cells(KILL_KERNEL), tools=AUTO)
+        client.responses.create(model=MODEL, input=cells(*KILLS), tools=AUTO)
     assert caught.value.status_code == 500
     assert caught.value.type == "server_error"
     assert caught.value.message.startswith(f"Error code: 500 - {KERNEL_DIED}")

@@ -120,3 +120,26 @@ def test_tool_choice_decides_whether_code_may_run(tool_choice: Any, mode: str) -
     req = parse_create({"model": "m", "tools": [CI], "tool_choice": tool_choice})
     assert req.tool_mode == mode
     assert req.tool_choice == tool_choice  # echoed as sent
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("conversation", 5),
+        ("conversation", {"name": "x"}),
+        ("prompt_cache_options", "30m"),
+        ("prompt_cache_options", {"ttl": "1h", "mode": "implicit"}),
+        ("prompt_cache_options", {"ttl": "30m", "mode": "sideways"}),
+    ],
+    ids=["conversation-number", "conversation-no-id", "cache-string", "cache-ttl", "cache-mode"],
+)
+def test_an_echoed_parameter_of_the_wrong_shape_is_the_services_400(field: str, value: Any) -> None:
+    with pytest.raises(ApiError) as raised:
+        parse_create({"model": "m", "input": "hi", field: value})
+    assert raised.value.status == 400
+    assert str(raised.value.param).startswith(field)
+
+
+def test_moderation_settings_are_not_echoed_as_the_moderation_result() -> None:
+    request = parse_create({"model": "m", "input": "hi", "moderation": {"anything": [1]}})
+    assert "moderation" not in request.echo

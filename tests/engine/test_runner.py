@@ -288,10 +288,32 @@ async def test_without_the_tool_code_is_not_run_and_no_container_is_made(
 
 
 @pytest.mark.sandbox
+async def test_a_kernel_killed_mid_run_is_reported_to_the_model_and_replaced(
+    backend: ResponsesBackend, containers: ContainerBackend
+) -> None:
+    response, _ = await create(
+        backend,
+        input=KILL_KERNEL + "\n```python\n6 * 7\n```",
+        tools=AUTO,
+        include=["code_interpreter_call.outputs"],
+    )
+    assert response["status"] == "completed"
+    killed, answered = (i for i in response["output"] if i["type"] == "code_interpreter_call")
+    assert killed["status"] == "completed"
+    assert killed["outputs"][0]["logs"].startswith("KernelDied: The Python kernel died")
+    assert answered["outputs"][0]["logs"] == "42"
+    [container] = containers.list()
+    assert isinstance(container.session, Kernel)
+    assert container.session.restarts == 1
+
+
 async def test_a_kernel_failure_mid_run_ends_the_stream_with_response_failed(
     backend: ResponsesBackend, containers: ContainerBackend
 ) -> None:
-    run = await backend.create({"model": "m", "input": KILL_KERNEL, "tools": AUTO})
+    # A kernel that dies on every one of its lives (MAX_RESTARTS + 1) cannot run the 12th cell.
+    run = await backend.create(
+        {"model": "m", "input": "\n".join([KILL_KERNEL] * 13), "tools": AUTO}
+    )
     events = [e async for e in run.events.follow()]
     assert stream_problems(events) == []
     assert events[-1]["type"] == "response.failed"
@@ -300,9 +322,9 @@ async def test_a_kernel_failure_mid_run_ends_the_stream_with_response_failed(
     assert set(failed["error"]) == {"code", "message"}
     assert failed["error"]["code"] == "server_error"
     assert failed["error"]["message"].startswith(
-        "The code interpreter failed: the kernel process died while running code"
+        "The code interpreter failed: cannot run code: the kernel died 11 times"
     )
-    assert failed["output"][0]["status"] == "failed"
+    assert failed["output"][-1]["status"] == "failed"
     assert run.failure is not None
     assert run.failure.status == 500
     [container] = containers.list()

@@ -259,7 +259,9 @@ def test_a_file_the_gateway_harvested_for_the_tenant_can_be_referenced_by_it_onl
         world.b.beta.threads.messages.create(world.b_thread, **_attached(output))
 
 
-def test_a_body_that_is_not_json_goes_up_as_is(world: World) -> None:
+def test_a_body_that_is_not_json_is_refused_by_the_gateway_in_the_upstreams_words(
+    world: World,
+) -> None:
     path = "/openai/v1/containers"
     through = world.gw.http().post(
         path, content=b"{not json", headers={"content-type": "application/json"}
@@ -272,7 +274,9 @@ def test_a_body_that_is_not_json_goes_up_as_is(world: World) -> None:
             "authorization": f"Bearer {world.emulator.api_key}",
         },
     )
-    assert (through.status_code, through.json()) == (direct.status_code, direct.json())
+    assert through.status_code == direct.status_code == 400
+    assert through.json()["error"]["message"] == direct.json()["error"]["message"]
+    assert through.json()["error"]["code"] == "invalid_json"  # the gateway's: never forwarded
 
 
 @pytest.mark.parametrize(

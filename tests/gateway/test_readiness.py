@@ -95,3 +95,23 @@ def test_a_starting_gateway_removes_what_a_crashed_copy_left_in_azure(
                 break
             time.sleep(0.1)
     assert names == [new]
+
+
+def test_a_failing_store_tells_the_tenant_nothing_of_its_paths_or_credentials(
+    gateway: GatewayHarness, backend: Backend
+) -> None:
+    tenant = gateway.add_tenant("t")
+    row = gateway.put_file(tenant, b"secret", "a.txt")
+    if backend.name == "sqlite-disk":
+        shutil.rmtree(Path(backend.blobs))
+    else:
+        blobs = gateway.services.blobs
+        gateway.call(blobs._container.delete_container)  # type: ignore[attr-defined]
+    r = gateway.client.get(f"/files/{row.id}/content", headers=tenant.headers)
+    assert r.status_code in (404, 503)
+    if r.status_code == 503:
+        error = r.json()["error"]
+        assert error["message"].startswith("The gateway's storage is unavailable right now")
+        assert error["code"] in ("storage", "blob_not_found")
+    for leak in (str(backend.blobs), "connection_string", "AccountKey", "/tmp/", "127.0.0.1"):
+        assert leak not in r.text

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -59,6 +59,15 @@ async def _pool(root: Path, isolation: str) -> AsyncIterator[SandboxPool]:
         yield pool
 
 
+def tmp_pool(root: Path, isolation: str = "bwrap", **settings: Any) -> SandboxPool:
+    """A pool of its own for one test (nothing preloaded unless asked, nothing pre-forked)."""
+    if isolation == "bwrap":
+        require_bwrap()
+    settings.setdefault("pool_size", 0)
+    settings.setdefault("preload", ())
+    return SandboxPool(SandboxSettings(root=root, isolation=isolation, **settings))
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def bwrap_pool(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SandboxPool]:
     require_bwrap()
@@ -77,8 +86,7 @@ async def shared_kernel(bwrap_pool: SandboxPool) -> AsyncIterator[Kernel]:
     """One bwrap kernel for a whole module of tests that do not break it."""
     kernel = await bwrap_pool.acquire()
     yield kernel
-    await kernel.shutdown()
-    shutil.rmtree(kernel.workdir, ignore_errors=True)
+    await kernel.discard()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -86,5 +94,4 @@ async def fresh_kernel(bwrap_pool: SandboxPool) -> AsyncIterator[Kernel]:
     """A bwrap kernel of its own, for tests that time out, kill or stop it."""
     kernel = await bwrap_pool.acquire()
     yield kernel
-    await kernel.shutdown()
-    shutil.rmtree(kernel.workdir, ignore_errors=True)
+    await kernel.discard()

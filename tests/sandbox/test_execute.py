@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from cigate.sandbox.kernel import Kernel
+
+from .conftest import descendants
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -85,3 +88,24 @@ async def test_a_cell_past_its_timeout_is_interrupted_and_the_kernel_keeps_worki
     after = await fresh_kernel.execute("kept", timeout=10)
     assert after.result_text == "'still here'"
     assert not after.timed_out
+
+
+def _switches(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+async def test_an_idle_container_does_not_wake_up(fresh_kernel: Kernel) -> None:
+    """Hundreds of idle containers must cost no CPU: no thread polls between cells."""
+    await fresh_kernel.execute("print('done')", timeout=10)
+    assert fresh_kernel.pid is not None
+    pids = [fresh_kernel.pid, *descendants(fresh_kernel.pid)]
+    await asyncio.sleep(0.2)  # the cell's last flush
+    before = _switches(pids)
+    await asyncio.sleep(1.0)
+    assert _switches(pids) - before == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,11 +10,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from cigate.sandbox.bwrap import plan_launch
 from cigate.sandbox.kernel import Kernel
 from cigate.sandbox.pool import SandboxPool
 
-from .conftest import require_bwrap
+from .conftest import tmp_pool
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -28,13 +26,11 @@ SECRET = "sk-test-do-not-leak-0123456789"
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def secret_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Kernel]:
-    """A kernel started while the host process holds secrets in its environment."""
-    require_bwrap()
+    """A kernel of a pool started while the host process holds secrets in its environment."""
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("CIGATE_TEST_SECRET", SECRET)
-    kernel = await Kernel.start(plan=plan_launch("bwrap"), workdir=tmp_path / "work")
-    yield kernel
-    await kernel.shutdown()
+    async with tmp_pool(tmp_path) as pool:
+        yield await pool.acquire()
 
 
 async def test_the_kernel_reports_that_it_is_isolated(shared_kernel: Kernel) -> None:
@@ -50,6 +46,11 @@ async def test_host_secrets_in_the_environment_are_not_visible(secret_kernel: Ke
     assert "CIGATE_TEST_SECRET" not in env
     assert SECRET not in result.stdout
     assert env["HOME"] == "/tmp"
+    cmdline = await secret_kernel.execute(
+        "open('/proc/1/environ', 'rb').read() + open('/proc/self/environ', 'rb').read()",
+        timeout=10,
+    )
+    assert SECRET not in (cmdline.result_text or "") + cmdline.logs
 
 
 async def test_the_hosts_loopback_services_are_unreachable(shared_kernel: Kernel) -> None:
@@ -108,6 +109,7 @@ async def test_another_containers_workdir_is_not_visible(
     other = await bwrap_pool.acquire()
     try:
         (other.workdir / "private.txt").write_text("theirs")
+        await other.execute("open('/tmp/theirs-tmp', 'w').write('x')", timeout=10)
         code = (
             "import os\n"
             f"print(os.path.exists({str(other.workdir)!r}), "
@@ -116,11 +118,11 @@ async def test_another_containers_workdir_is_not_visible(
             "print(sorted(os.listdir('/tmp')))\n"
         )
         result = await shared_kernel.execute(code, timeout=10)
-        first, _ = result.stdout.splitlines()
+        first, tmp = result.stdout.splitlines()
         assert first == "False False False"
+        assert "theirs-tmp" not in tmp  # each container has a /tmp of its own
     finally:
-        await other.shutdown()
-        shutil.rmtree(other.workdir, ignore_errors=True)
+        await other.discard()
 
 
 async def test_mnt_data_is_the_workdir_and_the_working_directory(shared_kernel: Kernel) -> None:

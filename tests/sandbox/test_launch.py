@@ -15,19 +15,17 @@ from pathlib import Path
 import pytest
 
 from cigate.exceptions import SandboxError
-from cigate.sandbox import bwrap, reaper
+from cigate.sandbox import bwrap, launch, reaper
 from cigate.sandbox.bwrap import (
     UNISOLATED_WARNING,
     LaunchPlan,
     kernel_env,
     plan_launch,
-    wrap_command,
+    template_command,
 )
 from cigate.sandbox.output import Collector, PathRewriter, strip_ansi
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(30)]
-
-ARGV = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
 def test_auto_without_bubblewrap_warns_once_and_runs_unisolated(
@@ -58,26 +56,56 @@ def test_an_unknown_isolation_mode_is_refused() -> None:
         plan_launch("docker")
 
 
-def test_the_bwrap_command_isolates_network_environment_and_files(tmp_path: Path) -> None:
-    env = kernel_env(mplconfigdir="/tmp/matplotlib", home="/tmp")
-    workdir, runtime = tmp_path / "work", tmp_path / "run"
-    cmd = wrap_command(
-        LaunchPlan(bwrap="/usr/bin/bwrap"), ARGV, workdir=workdir, runtime_dir=runtime, env=env
-    )
+def _resolved(command: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The bwrap part of a template command, with launcher-staged sources mapped back."""
+    if command[0] != sys.executable:
+        return command, {}
+    at = command.index("--")
+    count = int(command[6])
+    sources = command[7 : 7 + count]
+    staged = {launch.stage_path(i): src for i, src in enumerate(sources)}
+    return command[at + 1 :], staged
+
+
+def test_the_template_runs_in_bubblewrap_with_nothing_of_the_host_but_read_only_code(
+    tmp_path: Path,
+) -> None:
+    plan = LaunchPlan(bwrap="/usr/bin/bwrap", uid=65534, gid=65534)
+    command = template_command(plan, config={"isolated": True}, control_fd=9, runtime_dir=tmp_path)
+    cmd, staged = _resolved(command.argv)
     assert cmd[0] == "/usr/bin/bwrap"
-    for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv"):
+    for flag in ("--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc"):
         assert flag in cmd
-    joined = " ".join(cmd)
-    assert f"--bind {workdir} /mnt/data" in joined
-    assert f"--bind {runtime} {runtime}" in joined
-    assert "--tmpfs /tmp" in joined
-    assert "--chdir /mnt/data" in joined
-    assert f"--ro-bind {sys.prefix} {sys.prefix}" in joined
-    assert "--ro-bind /root " not in joined
-    assert "--bind / " not in joined
-    assert cmd[-len(ARGV) :] == ARGV
+    for flag in ("--die-with-parent", "--new-session", "--clearenv"):
+        assert flag in cmd
+    binds = {
+        cmd[i + 2]: staged.get(cmd[i + 1], cmd[i + 1])
+        for i, part in enumerate(cmd)
+        if part in ("--ro-bind", "--bind")
+    }
+    assert "--bind" not in cmd  # nothing of the host is writable
+    assert binds[sys.prefix] == sys.prefix
+    assert binds["/etc/passwd"] == str(tmp_path / "passwd")  # synthetic: host users hidden
+    assert "/root" not in binds
+    assert "/" not in binds
+    assert "/mnt/data" not in binds  # each container attaches its own directory later
+    remounted = [cmd[i + 1] for i, part in enumerate(cmd) if part == "--remount-ro"]
+    assert remounted == ["/dev", "/"]  # one /dev shared by every container: read-only
     setenv = {cmd[i + 1] for i, part in enumerate(cmd) if part == "--setenv"}
-    assert setenv == set(env)
+    assert setenv == set(kernel_env(mplconfigdir="/tmp/matplotlib", home="/tmp"))
+    assert command.env == {}
+    if os.geteuid() == 0:  # bwrap is started through the launcher, as the sandbox's uid
+        assert command.argv[4:7] == ["65534", "65534", str(len(staged))]
+
+
+def test_a_root_manager_never_maps_the_sandbox_to_host_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bwrap, "probe_bwrap", lambda: "/usr/bin/bwrap")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(SandboxError, match="host root"):
+        plan_launch("bwrap", sandbox_uid=0)
+    assert plan_launch("bwrap", sandbox_uid=4242).uid == 4242
 
 
 def test_the_kernel_environment_is_explicit_and_has_no_secrets(
@@ -92,10 +120,17 @@ def test_the_kernel_environment_is_explicit_and_has_no_secrets(
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
-def test_unisolated_commands_only_add_a_parent_death_signal(tmp_path: Path) -> None:
-    cmd = wrap_command(LaunchPlan(bwrap=None), ARGV, workdir=tmp_path, runtime_dir=tmp_path, env={})
-    assert cmd[-len(ARGV) :] == ARGV
-    assert cmd == ARGV or cmd[1:4] == ["--pdeathsig", "KILL", sys.executable]
+def test_an_unisolated_template_is_a_plain_python_with_a_clean_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-host")
+    command = template_command(
+        LaunchPlan(bwrap=None), config={"isolated": False}, control_fd=7, runtime_dir=tmp_path
+    )
+    assert command.argv[:3] == [sys.executable, "-I", "-c"]
+    assert command.argv[-1] == "7"
+    assert "OPENAI_API_KEY" not in command.env
+    assert command.env["HOME"] == str(tmp_path)
 
 
 def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
@@ -165,19 +200,21 @@ def test_an_interpreter_under_tmp_stays_visible_inside_the_sandbox() -> None:
         pytest.skip("needs bubblewrap (scripts/install-system-deps.sh installs it)")
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:  # the case under test: a venv in /tmp
         base = Path(tmp)
+        base.chmod(0o755)
         venv = base / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        workdir, runtime = base / "work", base / "rt"
-        workdir.mkdir()
+        runtime = base / "rt"
         runtime.mkdir()
         script = (
-            "import subprocess, sys\n"
+            "import os, subprocess, sys\n"
             "from pathlib import Path\n"
-            "from cigate.sandbox.bwrap import kernel_env, plan_launch, wrap_command\n"
-            "cmd = wrap_command(plan_launch('bwrap'), [sys.executable, '-c', 'print(6 * 7)'],\n"
-            f"    workdir=Path({str(workdir)!r}), runtime_dir=Path({str(runtime)!r}),\n"
-            "    env=kernel_env(mplconfigdir='/tmp/mpl', home='/tmp'))\n"
-            "done = subprocess.run(cmd, capture_output=True, text=True, timeout=20)\n"
+            "from cigate.sandbox.bwrap import plan_launch, template_command\n"
+            "command = template_command(plan_launch('bwrap'), config={}, control_fd=0,\n"
+            f"    runtime_dir=Path({str(runtime)!r}))\n"
+            "last = len(command.argv) - 1 - command.argv[::-1].index('--')\n"
+            "argv = command.argv[: last + 1]\n"
+            "argv += [sys.executable, '-c', 'print(6 * 7)']\n"
+            "done = subprocess.run(argv, capture_output=True, text=True, timeout=20, env={})\n"
             "print(done.stdout, done.stderr)\n"
         )
         repo = Path(__file__).resolve().parents[2]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from cigate.exceptions import SandboxError
+from cigate.exceptions import SandboxCapacityError, SandboxError
 from cigate.sandbox.base import SandboxSettings
 from cigate.sandbox.pool import SandboxPool
 
@@ -34,8 +33,7 @@ async def test_acquired_kernels_get_fresh_workdirs_under_root_and_the_pool_refil
         assert plain_pool.idle_count == plain_pool.settings.pool_size
     finally:
         for kernel in (first, second):
-            await kernel.shutdown()
-            shutil.rmtree(kernel.workdir, ignore_errors=True)
+            await kernel.discard()
 
 
 async def test_a_pooled_kernel_has_the_preload_modules_imported(plain_pool: SandboxPool) -> None:
@@ -48,8 +46,20 @@ async def test_a_pooled_kernel_has_the_preload_modules_imported(plain_pool: Sand
         )
         assert result.result_text == "(True, [])"
     finally:
-        await kernel.shutdown()
-        shutil.rmtree(kernel.workdir, ignore_errors=True)
+        await kernel.discard()
+
+
+async def test_forked_kernels_share_no_state_with_each_other(plain_pool: SandboxPool) -> None:
+    first, second = await plain_pool.acquire(), await plain_pool.acquire()
+    try:
+        await first.execute("import sys; sys.cigate_mark = 'first'; marked = True", timeout=10)
+        result = await second.execute(
+            "import sys; getattr(sys, 'cigate_mark', None), 'marked' in dir()", timeout=10
+        )
+        assert result.result_text == "(None, False)"
+    finally:
+        await first.discard()
+        await second.discard()
 
 
 async def test_an_empty_pool_starts_a_kernel_on_demand(tmp_path: Path) -> None:
@@ -67,3 +77,24 @@ async def test_a_pool_with_an_unknown_isolation_mode_fails_at_start(tmp_path: Pa
     with pytest.raises(SandboxError, match="unknown sandbox isolation"):
         await pool.start()
     await pool.close()
+
+
+async def test_live_kernels_are_capped_per_host_and_per_owner(tmp_path: Path) -> None:
+    settings = SandboxSettings(
+        root=tmp_path, pool_size=0, isolation="none", preload=(), max_containers=3
+    )
+    limits = {"tenant-a": 1}
+    async with SandboxPool(settings, owner_limit=limits.get) as pool:
+        first = await pool.acquire(owner="tenant-a")
+        with pytest.raises(SandboxCapacityError, match="'tenant-a' already runs its maximum of 1"):
+            await pool.acquire(owner="tenant-a")
+        others = [await pool.acquire(owner="tenant-b"), await pool.acquire()]
+        assert pool.live_count == 3
+        with pytest.raises(SandboxCapacityError, match="maximum of 3 live containers"):
+            await pool.acquire(owner="tenant-b")
+        await first.discard()  # a slot is free again, and tenant-a may have one more
+        again = await pool.acquire(owner="tenant-a")
+        assert pool.live_count == 3
+        for kernel in (again, *others):
+            await kernel.shutdown()  # stopped kernels do not count
+        assert pool.live_count == 0

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from cigate.sandbox.bwrap import plan_launch
 from cigate.sandbox.kernel import Kernel
 from cigate.sandbox.pool import SandboxPool
+
+from .conftest import tmp_pool
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -25,8 +25,7 @@ pytestmark = [
 async def plain_kernel(plain_pool: SandboxPool) -> AsyncIterator[Kernel]:
     kernel = await plain_pool.acquire()
     yield kernel
-    await kernel.shutdown()
-    shutil.rmtree(kernel.workdir, ignore_errors=True)
+    await kernel.discard()
 
 
 async def test_an_unisolated_kernel_says_so(plain_kernel: Kernel) -> None:
@@ -67,12 +66,10 @@ async def test_an_unisolated_kernel_still_gets_a_clean_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-unisolated-secret")
-    kernel = await Kernel.start(plan=plan_launch("none"), workdir=tmp_path / "w")
-    try:
+    async with tmp_pool(tmp_path, "none") as pool:
+        kernel = await pool.acquire()
         result = await kernel.execute(
             "import os, json; print(json.dumps(dict(os.environ)))", timeout=10
         )
-    finally:
-        await kernel.shutdown()
     env = json.loads(result.stdout)
     assert "OPENAI_API_KEY" not in env

@@ -7,6 +7,7 @@ naming ``file_search`` or ``function`` is refused loudly instead of being silent
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,67 @@ def _string(body: dict[str, Any], name: str, *, required: bool = False) -> str |
             param=name,
             code="invalid_type",
         )
+    return value
+
+
+def _invalid(name: str, expected: str) -> BadRequestError:
+    return BadRequestError(
+        f"Invalid value for '{name}': expected {expected}.", param=name, code="invalid_value"
+    )
+
+
+def _number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
+def _typed(value: Any, types: tuple[str, ...]) -> bool:
+    return isinstance(value, dict) and value.get("type") in types
+
+
+def check_echoed(name: str, value: Any) -> Any:
+    """A sampling or run option stored and echoed on objects as sent, checked first: the
+    echoed object must stay one the SDK can read (the description's shapes and ranges)."""
+    ok: dict[str, Callable[[Any], bool]] = {
+        "temperature": lambda v: _number(v, 0, 2),
+        "top_p": lambda v: _number(v, 0, 1),
+        "max_prompt_tokens": lambda v: _number(v, 256, 2**31) and isinstance(v, int),
+        "max_completion_tokens": lambda v: _number(v, 256, 2**31) and isinstance(v, int),
+        "parallel_tool_calls": lambda v: isinstance(v, bool),
+        "truncation_strategy": lambda v: (
+            _typed(v, ("auto", "last_messages"))
+            and (v.get("last_messages") is None or _number(v["last_messages"], 1, 2**31))
+        ),
+        "tool_choice": lambda v: (
+            v in ("none", "auto", "required")
+            or _typed(v, ("code_interpreter", "file_search"))
+            or (
+                _typed(v, ("function",))
+                and isinstance(v.get("function"), dict)
+                and isinstance(v["function"].get("name"), str)
+            )
+        ),
+        "response_format": lambda v: (
+            v == "auto"
+            or _typed(v, ("text", "json_object"))
+            or (
+                _typed(v, ("json_schema",))
+                and isinstance(v.get("json_schema"), dict)
+                and isinstance(v["json_schema"].get("name"), str)
+            )
+        ),
+    }
+    expected = {
+        "temperature": "a number between 0 and 2",
+        "top_p": "a number between 0 and 1",
+        "max_prompt_tokens": "an integer of at least 256",
+        "max_completion_tokens": "an integer of at least 256",
+        "parallel_tool_calls": "a boolean",
+        "truncation_strategy": "an object with type 'auto' or 'last_messages'",
+        "tool_choice": "'none', 'auto', 'required' or a tool object",
+        "response_format": "'auto' or an object with type 'text', 'json_object' or 'json_schema'",
+    }
+    if not ok[name](value):
+        raise _invalid(name, expected[name])
     return value
 
 
@@ -174,7 +236,7 @@ def parse_assistant(body: dict[str, Any], *, create: bool) -> dict[str, Any]:
         fields["metadata"] = parse_metadata(body.get("metadata"))
     for name in ("temperature", "top_p", "response_format"):
         if body.get(name) is not None:
-            fields[name] = body[name]
+            fields[name] = check_echoed(name, body[name])
     return fields
 
 
@@ -245,5 +307,7 @@ def parse_run(body: dict[str, Any]) -> RunParams:
         tools=parse_tools(body["tools"]) if body.get("tools") is not None else None,
         metadata=parse_metadata(body.get("metadata")),
         stream=bool(body.get("stream")),
-        echo={name: body[name] for name in _ECHOED if body.get(name) is not None},
+        echo={
+            name: check_echoed(name, body[name]) for name in _ECHOED if body.get(name) is not None
+        },
     )
