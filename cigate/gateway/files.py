@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -201,10 +202,18 @@ async def response_files(request: Request) -> Response:
     )
 
 
+#: What an ``after`` cursor may hold: printable ASCII, as every upstream id is.
+_CURSOR = re.compile(r"[\x21-\x7e]{1,512}")
+
+
 def page_params(request: Request, *, default: int, most: int) -> tuple[int, str | None]:
     """``limit`` (1..``most``) and ``after`` of a paginated list request."""
     try:
         limit = max(1, min(most, int(request.query_params.get("limit", str(default)))))
     except ValueError as exc:
         raise BadInputError(f"limit must be an integer between 1 and {most}.") from exc
-    return limit, request.query_params.get("after") or None
+    after = request.query_params.get("after") or None
+    if after is not None and not _CURSOR.fullmatch(after):
+        # An id the upstream could have made: the stores compare it, some (PostgreSQL) refuse NUL.
+        raise BadInputError("after must be the id of an object of the previous page.")
+    return limit, after
