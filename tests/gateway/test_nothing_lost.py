@@ -100,6 +100,8 @@ def _batch(
     base_url: str, tenant: Tenant, numbers: list[int], during: Callable[[threading.Event], None]
 ) -> list[Outcome]:
     """Run the streams concurrently; ``during`` runs meanwhile (it may kill the gateway)."""
+    if not numbers:  # e.g. every stream had its response id before the kill
+        return []
     lock = threading.Lock()
     started = threading.Event()
     ids = [0]
