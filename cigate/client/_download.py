@@ -39,7 +39,9 @@ class DownloadObserver(Protocol):
     def finished(self, result: DownloadResult) -> None: ...
 
 
-class _Quiet:
+class QuietDownloadObserver:
+    """Observes no download (the default); :class:`QuietObserver` extends it to whole runs."""
+
     def started(self, ref: FileRef, total: int | None) -> None:
         pass
 
@@ -97,7 +99,7 @@ class Downloader:
         self.policy = RetryPolicy(
             config.retries, config.backoff, config.backoff_max, config.max_retry_wait
         )
-        self.observer: DownloadObserver = observer or _Quiet()
+        self.observer: DownloadObserver = observer or QuietDownloadObserver()
         self._client = client
         self._owns_client = client is None
         self._names = NameReserver(self.out)
