@@ -34,6 +34,7 @@ from openai import OpenAI
 from cigate.emulator.app import create_app
 from cigate.emulator.server import run_in_thread
 from cigate.emulator.settings import EmulatorSettings
+from cigate.emulator.state import emulator_state
 
 CELL = "```python\n1+1\n```"
 MODEL = "bench"
@@ -85,7 +86,7 @@ def density(app: Any, container_ids: list[str]) -> None:
     """Memory of idle containers, measured from /proc and their cgroups."""
     uss, pss, charged = [], [], []
     for cid in container_ids:
-        session = app.state.containers.get(cid).session
+        session = emulator_state(app).backends().containers.get(cid).session
         if session is None or session.pid is None:
             continue
         pids = [session.pid, *_children(session.pid)]

@@ -29,7 +29,8 @@ class CigateError(Exception):
     """Base of every error cigate raises on purpose.
 
     ``kind`` is a stable machine-readable class name (used in JSON output, the gateway's
-    ``failed`` records and logs); ``hint`` says what to do about it.
+    ``failed`` records and logs); ``hint`` says what to do about it; ``retry_after`` is the
+    delay in seconds the server asked for (``retry-after``), when it named one.
     """
 
     kind = "error"
@@ -43,12 +44,14 @@ class CigateError(Exception):
         hint: str | None = None,
         status: int | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
         self.status = status
         self.request_id = request_id
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.message
@@ -138,10 +141,6 @@ class RateLimitedError(CigateError):
     kind = "rate_limited"
     exit_code = 8
     default_hint = "The deployment is throttled: wait and retry, or raise its quota."
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
-        super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.retry_after = retry_after
 
 
 class UpstreamUnavailableError(CigateError):

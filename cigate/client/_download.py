@@ -1,21 +1,19 @@
-"""FileRef -> verified bytes on disk, surviving Azure's download failures.
+"""FileRef -> verified bytes on disk, through the harvest core.
 
-The strategy chain follows api-reference §6.4: fetch from the same base URL and credential that
-produced the response, on the v1 container content path (``api-version=preview`` only when the
-setup asks for it); retry 429/5xx/cut-off bodies with backoff that honours the server's delay;
-when the content endpoint keeps failing (404, empty body, 5xx), list the container's files and
-match by path; never send a ``cfile_`` id to ``/files``. Every body streams in ~1 MiB batches to a
-temporary file, is checked against the container's file record (size) and hashed, then renamed
-atomically — an error body is never saved as if it were the file.
+The download chain itself (content endpoint, listing fallback, retries with the server's delay,
+error-in-200 and size checks) is :mod:`cigate.harvest.fetch`, shared with the gateway. This
+module is its disk sink: each attempt's body streams in ~1 MiB batches to a temporary file,
+hashed on the way, and only a body that passed every check is renamed into place
+(:mod:`cigate.client._atomic`) — an error body is never saved as if it were the file. On top it
+adds what a run needs: bounded concurrency, one download per file however often it is cited,
+safe unique names, and progress callbacks.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import anyio
 import httpx2
@@ -23,30 +21,14 @@ import httpx2
 from cigate.client._atomic import TempFile
 from cigate.client._config import ClientConfig
 from cigate.client._results import DownloadResult, Harvest
-from cigate.exceptions import (
-    AccessDeniedError,
-    ApiVersionError,
-    CigateError,
-    ContainerExpiredError,
-    FileNotFoundInContainerError,
-    IntegrityError,
-    RateLimitedError,
-    StorageError,
-    UpstreamUnavailableError,
-)
-from cigate.harvest import classify
-from cigate.harvest.content_types import extension_for, guess_type, is_json_name
+from cigate.exceptions import CigateError
+from cigate.harvest.content_types import extension_for
+from cigate.harvest.fetch import CHUNK, Body, Fetcher, quoted_url
 from cigate.harvest.naming import NameReserver
 from cigate.harvest.refs import FileRef
-from cigate.harvest.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from cigate.harvest.retry import RetryPolicy
 
 __all__ = ["CHUNK", "DownloadObserver", "Downloader"]
-
-CHUNK = 1024 * 1024
-#: Errors another attempt cannot fix, and errors a container listing cannot route around.
-_FINAL = (AccessDeniedError, ApiVersionError, ContainerExpiredError)
-_NO_FALLBACK = (*_FINAL, IntegrityError, RateLimitedError, StorageError)
-_ERROR_BODY_CAP = 64 * 1024
 
 
 class DownloadObserver(Protocol):
@@ -57,7 +39,9 @@ class DownloadObserver(Protocol):
     def finished(self, result: DownloadResult) -> None: ...
 
 
-class _Quiet:
+class QuietDownloadObserver:
+    """Observes no download (the default); :class:`QuietObserver` extends it to whole runs."""
+
     def started(self, ref: FileRef, total: int | None) -> None:
         pass
 
@@ -68,14 +52,30 @@ class _Quiet:
         pass
 
 
-class _Failure(Exception):
-    """One failed attempt; ``retryable`` says whether another attempt may help."""
+class _ConfigUpstream:
+    """The client's settings as the harvest core's :class:`~cigate.harvest.fetch.UpstreamAPI`."""
 
-    def __init__(self, error: CigateError, *, retryable: bool, delay: float | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retryable = retryable
-        self.delay = delay
+    def __init__(self, config: ClientConfig, downloader: Downloader) -> None:
+        self._config = config
+        self._downloader = downloader
+
+    @property
+    def client(self) -> httpx2.AsyncClient:
+        return self._downloader.client
+
+    @property
+    def default_query(self) -> Mapping[str, str]:
+        return self._config.default_query
+
+    @property
+    def uses_entra(self) -> bool:
+        return self._config.uses_entra
+
+    def v1_url(self, *segments: str) -> str:
+        return quoted_url(self._config.base_url, *segments)
+
+    async def auth_headers(self) -> Mapping[str, str]:
+        return await self._config.aauth_headers()
 
 
 class Downloader:
@@ -99,13 +99,12 @@ class Downloader:
         self.policy = RetryPolicy(
             config.retries, config.backoff, config.backoff_max, config.max_retry_wait
         )
-        self.observer: DownloadObserver = observer or _Quiet()
+        self.observer: DownloadObserver = observer or QuietDownloadObserver()
         self._client = client
         self._owns_client = client is None
         self._names = NameReserver(self.out)
         self._limit = anyio.CapacityLimiter(config.concurrency)
-        self._listings: dict[str, list[dict[str, Any]] | CigateError] = {}
-        self._listing_locks: dict[str, asyncio.Lock] = {}
+        self.fetcher = Fetcher(_ConfigUpstream(config, self), self.policy, reuse_listings=True)
         self.done: dict[tuple[str | None, str], DownloadResult] = {}
         self._inflight: dict[tuple[str | None, str], anyio.Event] = {}
 
@@ -125,9 +124,6 @@ class Downloader:
         if self._client is None:
             raise RuntimeError("use Downloader inside `async with`")
         return self._client
-
-    def _url(self, *parts: str) -> str:
-        return self.config.base_url + "/".join(quote(p, safe="") for p in parts)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -162,17 +158,19 @@ class Downloader:
         previous = self.done.get(ref.key)
         if previous is not None and previous.ok:
             return previous
-        result = DownloadResult(ref=ref)
         self._inflight[ref.key] = event = anyio.Event()
         try:
             async with self._limit:
-                try:
-                    if ref.is_container_file:
-                        await self._fetch_container_file(ref, result)
-                    else:
-                        await self._fetch_files_api(ref, result)
-                except CigateError as exc:
-                    result.error = exc
+                fetched = await self.fetcher.fetch(ref, self._to_disk)
+            result = DownloadResult(
+                ref=fetched.ref,
+                strategy=fetched.strategy,
+                attempts=fetched.attempts,
+                error=fetched.error,
+            )
+            if fetched.stored is not None and fetched.error is None:
+                result.path, result.sha256 = fetched.stored
+                result.bytes, result.content_type = fetched.size, fetched.content_type
             self.done[ref.key] = result
         finally:
             del self._inflight[ref.key]
@@ -203,263 +201,26 @@ class Downloader:
 
     async def list_files(self, container_id: str) -> list[dict[str, Any]]:
         """The container's file records (all pages), with retries; raises a CigateError."""
-        records: list[dict[str, Any]] = []
-        seen: set[Any] = set()
-        after: str | None = None
-        while True:
-            params: dict[str, str] = {"limit": "100", "order": "asc", **self.config.default_query}
-            if after:
-                params["after"] = after
-            page = await self._retrying(
-                lambda p=params: self._get_json(
-                    self._url("containers", container_id, "files"), p, "list container files"
-                )
-            )
-            data = [r for r in page.get("data", []) if isinstance(r, dict)]
-            fresh = [r for r in data if r.get("id") not in seen]
-            records.extend(fresh)
-            seen.update(r.get("id") for r in fresh)
-            # Stop on the last page, and on a server that ignores ``after`` (the same page
-            # again with has_more: true would otherwise loop forever).
-            if not fresh or not page.get("has_more"):
-                return records
-            after = str(fresh[-1].get("id"))
+        return await self.fetcher.list_files(container_id)
 
-    # -- strategies ----------------------------------------------------------------------------
-
-    async def _fetch_container_file(self, ref: FileRef, result: DownloadResult) -> None:
-        assert ref.container_id is not None
-        record = await self._record(ref)
-        size = _size(record) if record else ref.bytes
-        url = self._url("containers", ref.container_id, "files", ref.file_id, "content")
+    async def _to_disk(self, body: Body) -> tuple[Path, str]:
+        """The core's sink: one attempt's body into a temporary file, renamed once it passed
+        every check (the core stops the ``async for`` before the end otherwise)."""
+        ref = body.ref
+        self.observer.started(ref, body.expected)
+        tmp = await TempFile.create(self.out)
+        path: Path | None = None
         try:
-            await self._download(url, ref, size, result, "container")
-            return
-        except CigateError as first:
-            if isinstance(first, _NO_FALLBACK) or (
-                first.status is not None and first.status not in (404, *RETRYABLE_STATUSES)
-            ):
-                raise
-            error: CigateError = first
-        # Fallback: list the container and match by id, then by path basename.
-        try:
-            listing = await self._listing(ref.container_id, refresh=True)
-        except (ContainerExpiredError, UpstreamUnavailableError) as exc:
-            raise exc if isinstance(exc, ContainerExpiredError) else error from None
-        except CigateError:
-            raise error from None
-        match = _match(listing, ref)
-        if match is None:
-            raise FileNotFoundInContainerError(
-                f"{ref.filename} ({ref.file_id}) is not among the {len(listing)} files of "
-                f"container {ref.container_id}; the content endpoint said: {error.message}",
-                status=error.status,
-            ) from error
-        alt_url = self._url("containers", ref.container_id, "files", str(match["id"]), "content")
-        await self._download(alt_url, ref, _size(match), result, "container-listing")
-
-    async def _fetch_files_api(self, ref: FileRef, result: DownloadResult) -> None:
-        """``assistant-…``/``file-…`` ids (Assistants API): the Files content endpoint."""
-        size = ref.bytes
-        name = ref.filename
-        try:
-            record = await self._get_json(self._url("files", ref.file_id), {}, "retrieve file")
-            size = _size(record)
-            if name == ref.file_id and record.get("filename"):
-                name = PurePosixPath(str(record["filename"])).name
-        except _Failure:
-            record = None
-        if name != ref.filename:
-            ref = FileRef(ref.file_id, name, ref.container_id, ref.source, ref.response_id)
-            result.ref = ref
-        await self._download(self._url("files", ref.file_id, "content"), ref, size, result, "files")
-
-    async def _record(self, ref: FileRef) -> dict[str, Any] | None:
-        """The container's record of the file (for its size), best effort."""
-        assert ref.container_id is not None
-        try:
-            listing = await self._listing(ref.container_id)
-        except CigateError:
-            listing = None
-        if listing is not None:
-            found = next((r for r in listing if r.get("id") == ref.file_id), None)
-            if found is not None:
-                return found
-        url = self._url("containers", ref.container_id, "files", ref.file_id)
-        try:
-            return await self._get_json(url, dict(self.config.default_query), "retrieve file")
-        except _Failure:
-            return None
-
-    async def _listing(self, container_id: str, *, refresh: bool = False) -> list[dict[str, Any]]:
-        lock = self._listing_locks.setdefault(container_id, asyncio.Lock())
-        async with lock:
-            cached = self._listings.get(container_id)
-            if cached is None or refresh:
-                try:
-                    cached = await self.list_files(container_id)
-                except CigateError as exc:
-                    cached = exc
-                self._listings[container_id] = cached
-        if isinstance(cached, CigateError):
-            raise cached
-        return cached
-
-    # -- transfer ------------------------------------------------------------------------------
-
-    async def _download(
-        self, url: str, ref: FileRef, size: int | None, result: DownloadResult, strategy: str
-    ) -> None:
-        async def attempt() -> None:
-            result.attempts += 1
-            await self._stream_once(url, ref, size, result)
-
-        await self._retrying(attempt)
-        result.strategy = strategy
-
-    async def _stream_once(
-        self, url: str, ref: FileRef, size: int | None, result: DownloadResult
-    ) -> None:
-        what = f"download {ref.filename} ({ref.file_id})"
-        headers = {"Accept": "application/binary", **await self.config.aauth_headers()}
-        tmp: TempFile | None = None
-        try:
-            async with self.client.stream(
-                "GET", url, params=self.config.default_query, headers=headers
-            ) as resp:
-                if resp.status_code != 200:
-                    body = await _read_capped(resp)
-                    raise self._http_failure(resp.status_code, body, resp.headers, what)
-                length = resp.headers.get("content-length")
-                self.observer.started(ref, size if size is not None else _int(length))
-                tmp = await TempFile.create(self.out)
-                # Take the body as the socket delivers it and hand ~1 MiB batches (one join)
-                # to the writer thread: ``aiter_bytes(CHUNK)`` re-chunks through a BytesIO,
-                # copying each byte twice on the event loop that every download shares.
-                batch: list[bytes] = []
-                pending = 0
-                async for chunk in resp.aiter_bytes():
-                    batch.append(chunk)
-                    pending += len(chunk)
-                    if pending >= CHUNK:
-                        await tmp.write(b"".join(batch))
-                        self.observer.advanced(ref, pending)
-                        batch, pending = [], 0
-                if batch:
-                    await tmp.write(b"".join(batch))
-                    self.observer.advanced(ref, pending)
-            self._verify(tmp, ref, size, what)
-            mime = guess_type(ref.filename, tmp.head)
-            name = extension_for(ref.filename, mime)
-            sha, nbytes = tmp.sha256, tmp.size
-            result.path = await tmp.commit(self._names, name)
-            result.bytes, result.sha256, result.content_type = nbytes, sha, mime
-            result.error = None
-        except httpx2.RequestError as exc:  # transport, decoding, redirect loops
-            if tmp is None:  # nothing arrived: the service is unreachable or hung up at once
-                raise _Failure(classify.from_transport(exc, what=what), retryable=True) from exc
-            broke = (
-                "the body could not be decoded"
-                if isinstance(exc, httpx2.DecodingError)
-                else "the connection dropped"
-            )
-            cut = IntegrityError(
-                f"{what}: {broke} after {tmp.size:,} of "
-                f"{'?' if size is None else f'{size:,}'} bytes ({type(exc).__name__})"
-            )
-            raise _Failure(cut, retryable=True) from exc
+            async for batch in body:
+                await tmp.write(batch)
+                self.observer.advanced(ref, len(batch))
+            name = extension_for(ref.filename, body.content_type)
+            sha = tmp.sha256
+            path = await tmp.commit(self._names, name)
+            return path, sha
         finally:
-            if tmp is not None and result.path is None:
+            if path is None:
                 # Shielded: a cancelled download (Ctrl-C, a failed run) must still remove its
                 # temporary file; unshielded, this await is cancelled before the unlink runs.
                 with anyio.CancelScope(shield=True):
                     await tmp.discard()
-
-    def _verify(self, tmp: TempFile, ref: FileRef, size: int | None, what: str) -> None:
-        """Reject error bodies delivered with 200 and short or long bodies."""
-        if classify.looks_like_error_body(tmp.head) and not is_json_name(ref.filename):
-            message, _ = classify.error_message(tmp.head)
-            bad = UpstreamUnavailableError(f"{what}: HTTP 200 carrying an error: {message}")
-            raise _Failure(bad, retryable=True)
-        if size is not None and tmp.size != size:
-            err = IntegrityError(
-                f"{what}: received {tmp.size} bytes, the container's record says {size}"
-            )
-            raise _Failure(err, retryable=True)
-
-    def _http_failure(
-        self, status: int, body: bytes, headers: httpx2.Headers, what: str
-    ) -> _Failure:
-        hdrs = dict(headers.items())
-        error = classify.from_http(status, body, hdrs, what=what, uses_entra=self.config.uses_entra)
-        delay = parse_retry_after(hdrs)
-        retryable = (status in RETRYABLE_STATUSES or (status == 404 and not body.strip())) and (
-            not isinstance(error, _FINAL)
-        )
-        return _Failure(error, retryable=retryable, delay=delay)
-
-    async def _get_json(self, url: str, params: dict[str, str], what: str) -> dict[str, Any]:
-        headers = {"Accept": "application/json", **await self.config.aauth_headers()}
-        try:
-            resp = await self.client.get(url, params=params, headers=headers)
-        except httpx2.RequestError as exc:  # transport, decoding, redirect loops
-            raise _Failure(classify.from_transport(exc, what=what), retryable=True) from exc
-        if resp.status_code != 200:
-            raise self._http_failure(resp.status_code, resp.content, resp.headers, what)
-        try:
-            data = resp.json()
-        except ValueError as exc:
-            err = classify.from_http(502, resp.content, dict(resp.headers.items()), what=what)
-            raise _Failure(err, retryable=True) from exc
-        if not isinstance(data, dict) or "error" in data:
-            err = classify.from_http(502, resp.content, dict(resp.headers.items()), what=what)
-            raise _Failure(err, retryable=True)
-        return data
-
-    async def _retrying(self, op: Any) -> Any:
-        """Run ``op`` until it succeeds or the policy says stop; raise the CigateError."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await op()
-            except _Failure as failure:
-                if not failure.retryable or not self.policy.should_retry(attempt, failure.delay):
-                    if failure.delay is not None and failure.delay > self.policy.max_wait:
-                        failure.error.hint = (
-                            f"The service asks to wait {failure.delay:.0f} s, longer than "
-                            f"--max-retry-wait; {failure.error.hint}"
-                        )
-                    raise failure.error from None
-                await anyio.sleep(self.policy.delay(attempt, failure.delay))
-
-
-async def _read_capped(resp: httpx2.Response) -> bytes:
-    body = b""
-    async for chunk in resp.aiter_bytes():
-        body += chunk
-        if len(body) >= _ERROR_BODY_CAP:
-            break
-    return body[:_ERROR_BODY_CAP]
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _size(record: dict[str, Any] | None) -> int | None:
-    value = (record or {}).get("bytes")
-    return value if isinstance(value, int) and value >= 0 else None
-
-
-def _match(listing: list[dict[str, Any]], ref: FileRef) -> dict[str, Any] | None:
-    by_id = next((r for r in listing if r.get("id") == ref.file_id), None)
-    if by_id is not None:
-        return by_id
-    for record in listing:
-        if PurePosixPath(str(record.get("path", ""))).name == ref.filename:
-            return record
-    return None

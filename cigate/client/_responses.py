@@ -20,7 +20,7 @@ import anyio
 import openai
 
 from cigate.client._config import ClientConfig, resolve_config
-from cigate.client._download import Downloader, DownloadObserver
+from cigate.client._download import Downloader, DownloadObserver, QuietDownloadObserver
 from cigate.client._results import DownloadResult, Harvest, RunResult
 from cigate.client._sync import run_sync
 from cigate.exceptions import (
@@ -72,7 +72,7 @@ class RunObserver(DownloadObserver, Protocol):
     def warning(self, text: str) -> None: ...
 
 
-class QuietObserver:
+class QuietObserver(QuietDownloadObserver):
     """Observes nothing (the library default)."""
 
     def step(self, number: int, total: int, text: str) -> None:
@@ -85,15 +85,6 @@ class QuietObserver:
         pass
 
     def warning(self, text: str) -> None:
-        pass
-
-    def started(self, ref: FileRef, total: int | None) -> None:
-        pass
-
-    def advanced(self, ref: FileRef, nbytes: int) -> None:
-        pass
-
-    def finished(self, result: DownloadResult) -> None:
         pass
 
 

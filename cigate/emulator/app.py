@@ -1,9 +1,9 @@
 """``create_app(settings)``: the emulator as one Starlette app.
 
-The lifespan owns every shared resource and stores it on ``app.state``: ``settings``, ``clock``,
-``pool`` (warm kernels), ``containers``, ``files``, ``faults`` and whatever the resource modules'
-``startup(app)`` hooks attach (``responses``). A reaper sweeps expired containers every
-``settings.reaper_interval`` seconds; shutdown stops every kernel so none outlives the app.
+Shared state is one typed ``EmulatorState`` (``cigate.emulator.state``): settings and fault rules
+from the start, and the backends the lifespan builds (clock, warm kernel pool, containers, files,
+responses, assistants). A reaper sweeps expired containers every ``settings.reaper_interval``
+seconds; shutdown stops every run and kernel so none outlives the app.
 
 Layers, outermost first: request ids (so even crashes and faults carry them), the canonical
 path edge (``cigate.web.paths``: a path any component could read differently is refused
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator
-from types import ModuleType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,21 +26,22 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from cigate.clock import Clock
-from cigate.emulator import containers, control, files
+from cigate.emulator import assistants, containers, control, files, responses
 from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_body, refuse_path
 from cigate.emulator.faults import CONTROL_PREFIX, FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
 from cigate.emulator.routing import PREFIXES, api_mounts
 from cigate.emulator.settings import EmulatorSettings
+from cigate.emulator.state import Backends, EmulatorState, KernelPool, emulator_state
+from cigate.engine.assistants import AssistantsBackend
 from cigate.engine.containers import ContainerBackend
+from cigate.engine.model import Model
+from cigate.engine.store import ResponsesBackend
 from cigate.sandbox.base import KernelSession, SandboxSettings
 from cigate.web.bodies import BodyGuard
 from cigate.web.paths import CanonicalPathMiddleware
 
 log = logging.getLogger(__name__)
-
-#: Resource modules owned by other authors; each exports ``ROUTES`` and optional hooks.
-_PLUGGABLE = ("cigate.emulator.responses", "cigate.emulator.assistants")
 
 
 class EmulatorApp(Starlette):
@@ -71,7 +70,7 @@ class MissingPool:
         )
 
 
-def make_pool(settings: EmulatorSettings) -> Any:
+def make_pool(settings: EmulatorSettings) -> KernelPool:
     """The sandbox's warm kernel pool for these settings."""
     sandbox = SandboxSettings(
         root=settings.data_dir / "containers",
@@ -87,74 +86,70 @@ def make_pool(settings: EmulatorSettings) -> Any:
     return SandboxPool(sandbox)
 
 
-def _optional_modules() -> list[ModuleType]:
-    found = []
-    for name in _PLUGGABLE:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return found
-
-
-async def _reaper(app: Starlette, interval: float) -> None:
+async def _reaper(containers: ContainerBackend, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await app.state.containers.reap_expired()
+            await containers.reap_expired()
         except Exception:  # one bad sweep must not stop later ones
             log.exception("container reaper failed")
 
 
-@contextlib.asynccontextmanager
-async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    settings: EmulatorSettings = app.state.settings
+async def _start(settings: EmulatorSettings, model: Model | None) -> Backends:
+    """Every backend, each over the ones it needs; the data directory is made here."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clock = Clock()
-    app.state.clock = clock
     pool = make_pool(settings)
     await pool.start()
-    app.state.pool = pool
-    app.state.containers = ContainerBackend(
+    containers = ContainerBackend(
         root=settings.data_dir / "container-dirs",
         kernels=pool,
         clock=clock,
         idle_minutes=settings.idle_minutes,
     )
-    app.state.files = files.FilesBackend(root=settings.data_dir / "files", clock=clock)
-    modules: list[ModuleType] = app.state.resource_modules
-    started: list[ModuleType] = []
-    reaper: asyncio.Task[None] | None = None
+    stored = files.FilesBackend(root=settings.data_dir / "files", clock=clock)
+    common: dict[str, Any] = {
+        "containers": containers,
+        "clock": clock,
+        "exec_timeout": settings.exec_timeout,
+        "deployments": settings.deployments,
+        "model": model,
+    }
+    return Backends(
+        clock=clock,
+        pool=pool,
+        containers=containers,
+        files=stored,
+        responses=ResponsesBackend(files=stored, **common),
+        assistants=AssistantsBackend(files=stored, **common),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    state = emulator_state(app)
+    running = await _start(state.settings, state.model)
+    state.running = running
+    reaper = asyncio.create_task(_reaper(running.containers, state.settings.reaper_interval))
     try:
-        for module in modules:
-            startup = getattr(module, "startup", None)
-            if startup is not None:
-                await startup(app)
-            started.append(module)
-        reaper = asyncio.create_task(_reaper(app, settings.reaper_interval))
         yield
     finally:
-        if reaper is not None:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
-        for module in reversed(started):
-            shutdown = getattr(module, "shutdown", None)
-            if shutdown is not None:
-                try:
-                    await shutdown(app)
-                except Exception:
-                    log.exception("shutdown hook of %s failed", module.__name__)
-        await app.state.containers.close()
-        await pool.close()
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
+        await running.close()
+        state.running = None
 
 
-def create_app(settings: EmulatorSettings | None = None) -> Starlette:
-    """The emulator app; enter its lifespan (uvicorn, ``TestClient`` as a context manager)."""
+def create_app(
+    settings: EmulatorSettings | None = None, *, model: Model | None = None
+) -> Starlette:
+    """The emulator app; enter its lifespan (uvicorn, ``TestClient`` as a context manager).
+
+    ``model`` answers both the Responses and the Assistants API instead of the scripted model.
+    """
     settings = settings or EmulatorSettings.from_env()
-    modules = _optional_modules()
-    plugged: list[BaseRoute] = [r for m in modules for r in getattr(m, "ROUTES", [])]
+    plugged: list[BaseRoute] = [*responses.ROUTES, *assistants.ROUTES]
     v1_routes = [*plugged, *containers.ROUTES, *files.ROUTES]
     legacy_routes = [*plugged, *files.ROUTES]
     app = EmulatorApp(
@@ -179,7 +174,5 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan,
     )
-    app.state.settings = settings
-    app.state.faults = FaultStore()
-    app.state.resource_modules = modules
+    app.state.emulator = EmulatorState(settings=settings, faults=FaultStore(), model=model)
     return app

@@ -1,30 +1,31 @@
 """The Assistants v2 resource of the emulator (api-reference §4.2): routes and thin handlers.
 
-State and logic live in ``cigate.engine.assistants.AssistantsBackend`` (``app.state.assistants``);
-handlers parse, call, serialise. The app mounts these routes under ``/openai/v1``, ``/openai``
-(legacy, dated ``api-version`` required, where Azure's REST examples call the Assistants API) and
-``/v1``. ``OpenAI-Beta: assistants=v2`` is required on the OpenAI-style ``/v1`` prefix, as OpenAI
-does, and optional on Azure paths, whose documented REST calls omit it. Run bodies carry
-``openai-poll-after-ms`` so the SDK's ``create_and_poll`` polls quickly instead of every second.
+State and logic live in ``cigate.engine.assistants.AssistantsBackend``
+(``backends(request).assistants``); handlers parse, call, serialise. The app mounts these routes
+under ``/openai/v1``, ``/openai`` (legacy, dated ``api-version`` required, where Azure's REST
+examples call the Assistants API) and ``/v1``. ``OpenAI-Beta: assistants=v2`` is required on the
+OpenAI-style ``/v1`` prefix, as OpenAI does, and optional on Azure paths, whose documented REST
+calls omit it. Run bodies carry ``openai-poll-after-ms`` so the SDK's ``create_and_poll`` polls
+quickly instead of every second.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cigate.emulator.bodies import json_object
 from cigate.emulator.pagination import parse_page_query
+from cigate.emulator.state import backends
 from cigate.engine.assistants import AssistantsBackend
 from cigate.engine.assistants.executor import RunExecutor
 from cigate.engine.assistants.params import PageQuery
 from cigate.engine.errors import BadRequestError
 
-__all__ = ["POLL_AFTER_MS", "ROUTES", "shutdown", "startup"]
+__all__ = ["POLL_AFTER_MS", "ROUTES"]
 
 #: What run bodies advertise as the polling interval (the SDK's default is 1000 ms).
 POLL_AFTER_MS = 50
@@ -36,36 +37,12 @@ _BETA_MISSING = (
 )
 
 
-async def startup(app: Starlette) -> None:
-    """Create the backend over the app's containers, files and clock (set up before us)."""
-    state = app.state
-    for name in ("settings", "containers", "files", "clock"):
-        if not hasattr(state, name):
-            raise RuntimeError(f"assistants.startup needs app.state.{name}; set it up first")
-    state.assistants = AssistantsBackend(
-        containers=state.containers,
-        files=state.files,
-        clock=state.clock,
-        exec_timeout=state.settings.exec_timeout,
-        model=getattr(state, "assistants_model", None),
-        deployments=state.settings.deployments,
-    )
-
-
-async def shutdown(app: Starlette) -> None:
-    """Stop every running run before the kernels go away."""
-    backend: AssistantsBackend | None = getattr(app.state, "assistants", None)
-    if backend is not None:
-        await backend.close()
-
-
 def _backend(request: Request) -> AssistantsBackend:
     if not request.state.azure:
         beta = request.headers.get("openai-beta", "")
         if "assistants=v2" not in beta.replace(" ", ""):
             raise BadRequestError(_BETA_MISSING)
-    backend: AssistantsBackend = request.app.state.assistants
-    return backend
+    return backends(request).assistants
 
 
 async def _body(request: Request, *, optional: bool = False) -> dict[str, Any]:

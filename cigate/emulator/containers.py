@@ -26,19 +26,18 @@ from cigate.emulator.bodies import json_object, upload_form
 from cigate.emulator.files import FilesBackend
 from cigate.emulator.pagination import page, parse_page_query
 from cigate.emulator.serving import serve_open_file
+from cigate.emulator.state import backends
 from cigate.engine.containers import Container, ContainerBackend, ContainerFile
 from cigate.engine.errors import BadRequestError, container_file_not_found
 from cigate.engine.upload_names import check_upload_name
 
 
 def _containers(request: Request) -> ContainerBackend:
-    backend: ContainerBackend = request.app.state.containers
-    return backend
+    return backends(request).containers
 
 
 def _files(request: Request) -> FilesBackend:
-    backend: FilesBackend = request.app.state.files
-    return backend
+    return backends(request).files
 
 
 def _missing(param: str) -> BadRequestError:

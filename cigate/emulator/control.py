@@ -7,7 +7,6 @@ only parse and serialise: state lives in the backends, the clock and the ``Fault
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
@@ -18,26 +17,10 @@ from starlette.routing import BaseRoute, Route
 from cigate.clock import Clock
 from cigate.emulator.bodies import json_object
 from cigate.emulator.faults import SWITCHES, FaultRule, FaultStore
+from cigate.emulator.state import backends, emulator_state
 from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
 
 log = logging.getLogger(__name__)
-
-#: ``app.state`` attributes reset by ``POST /_emulator/reset``, in this order.
-RESETTABLE = ("responses", "assistants", "containers", "files", "faults")
-
-
-async def reset_state(state: Any) -> None:
-    """Every backend's ``reset()`` (sync or async), then the clock."""
-    for name in RESETTABLE:
-        backend = getattr(state, name, None)
-        reset = getattr(backend, "reset", None)
-        if reset is None:
-            continue
-        result = reset()
-        if inspect.isawaitable(result):
-            await result
-    clock: Clock = state.clock
-    clock.reset()
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -45,12 +28,11 @@ async def _json(request: Request) -> dict[str, Any]:
 
 
 def _faults(request: Request) -> FaultStore:
-    store: FaultStore = request.app.state.faults
-    return store
+    return emulator_state(request.app).faults
 
 
 async def reset(request: Request) -> Response:
-    await reset_state(request.app.state)
+    await emulator_state(request.app).reset()
     return JSONResponse({"reset": True})
 
 
@@ -59,7 +41,7 @@ def _clock_body(clock: Clock) -> dict[str, float]:
 
 
 async def get_clock(request: Request) -> Response:
-    return JSONResponse(_clock_body(request.app.state.clock))
+    return JSONResponse(_clock_body(backends(request).clock))
 
 
 async def advance_clock(request: Request) -> Response:
@@ -67,10 +49,10 @@ async def advance_clock(request: Request) -> Response:
     seconds = body.get("seconds") if isinstance(body, dict) else None
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
         raise BadRequestError("'seconds' must be a number >= 0.", param="seconds")
-    clock: Clock = request.app.state.clock
-    clock.advance(float(seconds))
-    expired = await request.app.state.containers.reap_expired()
-    return JSONResponse({**_clock_body(clock), "expired_containers": expired})
+    running = backends(request)
+    running.clock.advance(float(seconds))
+    expired = await running.containers.reap_expired()
+    return JSONResponse({**_clock_body(running.clock), "expired_containers": expired})
 
 
 async def add_fault(request: Request) -> Response:
@@ -115,8 +97,8 @@ async def health(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     """What the sandbox enforces on this machine (and by which mechanism), and how full it is."""
-    pool = getattr(request.app.state, "pool", None)
-    sandbox = pool.status() if pool is not None else None
+    running = emulator_state(request.app).running
+    sandbox = running.pool.status() if running is not None else None
     return JSONResponse({"status": "ok", "sandbox": sandbox})
 
 

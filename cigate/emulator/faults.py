@@ -25,6 +25,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cigate.emulator.errors import AZURE_401_MESSAGE, AZURE_404_MESSAGE
+from cigate.emulator.state import emulator_state
 from cigate.engine.errors import BadRequestError
 
 BODY_KINDS = ("openai", "azure", "empty", "text")
@@ -368,7 +369,7 @@ class FaultMiddleware:
         if scope["type"] != "http" or path.startswith(CONTROL_PREFIX):
             await self.app(scope, receive, send)
             return
-        store: FaultStore = scope["app"].state.faults
+        store = emulator_state(scope["app"]).faults
         rule = store.take(scope["method"], path)
         if rule is None:
             await self.app(scope, receive, send)

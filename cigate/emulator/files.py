@@ -30,6 +30,7 @@ from cigate.emulator.bodies import upload_form
 from cigate.emulator.errors import azure_entity_not_found
 from cigate.emulator.pagination import page, parse_page_query
 from cigate.emulator.serving import open_stored, serve_open_file
+from cigate.emulator.state import backends
 from cigate.engine.errors import BadRequestError, NotFoundError
 from cigate.engine.upload_names import check_upload_name
 
@@ -148,8 +149,7 @@ class FilesBackend:
 
 
 def _backend(request: Request) -> FilesBackend:
-    backend: FilesBackend = request.app.state.files
-    return backend
+    return backends(request).files
 
 
 def _lookup(request: Request, file_id: str) -> FileRecord:

@@ -1,8 +1,8 @@
 """The Responses resource of the emulator: route table and handlers that only parse and serialise.
 
-State and logic live in ``cigate.engine.store.ResponsesBackend`` (``app.state.responses``); the
-handlers turn HTTP into backend calls and back. Paths are relative to the API base, which the app
-mounts under ``/openai/v1``, ``/openai`` and ``/v1``. ``ApiError``s raised here are rendered as
+State and logic live in ``cigate.engine.store.ResponsesBackend`` (``backends(request).responses``);
+the handlers turn HTTP into backend calls and back. Paths are relative to the API base, which the
+app mounts under ``/openai/v1``, ``/openai`` and ``/v1``. ``ApiError``s raised here are rendered as
 the OpenAI error envelope by the app's one error handler.
 """
 
@@ -13,19 +13,19 @@ import string
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cigate.emulator.bodies import json_object
+from cigate.emulator.state import backends
 from cigate.engine.errors import BadRequestError
 from cigate.engine.events import encode_sse
 from cigate.engine.items import INCLUDE_CODE_OUTPUTS
 from cigate.engine.request import INCLUDABLE
 from cigate.engine.store import ResponsesBackend
 
-__all__ = ["ROUTES", "shutdown", "startup"]
+__all__ = ["ROUTES"]
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -34,32 +34,8 @@ _PAD = 16
 _PAD_CHARS = string.ascii_letters + string.digits
 
 
-async def startup(app: Starlette) -> None:
-    """Create the backend over the app's containers, files and clock (set up before us)."""
-    state = app.state
-    for name in ("settings", "containers", "clock"):
-        if not hasattr(state, name):
-            raise RuntimeError(f"responses.startup needs app.state.{name}; set it up first")
-    state.responses = ResponsesBackend(
-        containers=state.containers,
-        files=getattr(state, "files", None),
-        clock=state.clock,
-        exec_timeout=state.settings.exec_timeout,
-        model=getattr(state, "responses_model", None),
-        deployments=state.settings.deployments,
-    )
-
-
-async def shutdown(app: Starlette) -> None:
-    """Stop every running response before the kernels go away."""
-    backend: ResponsesBackend | None = getattr(app.state, "responses", None)
-    if backend is not None:
-        await backend.close()
-
-
 def _backend(request: Request) -> ResponsesBackend:
-    backend: ResponsesBackend = request.app.state.responses
-    return backend
+    return backends(request).responses
 
 
 async def create_response(request: Request) -> Response:

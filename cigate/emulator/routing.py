@@ -34,6 +34,7 @@ from cigate.emulator.errors import (
     azure_unauthorized,
     openai_unauthorized,
 )
+from cigate.emulator.state import emulator_state
 from cigate.web.paths import api_versions
 
 Flavor = Literal["v1", "legacy", "openai"]
@@ -64,7 +65,7 @@ class ApiGate:
         state = scope.setdefault("state", {})
         state["azure"] = self.flavor != "openai"
         state["api_flavor"] = self.flavor
-        keys: tuple[str, ...] = scope["app"].state.settings.api_keys
+        keys = emulator_state(scope["app"]).settings.api_keys
         result = auth.check(scope["headers"], keys)
         if not result.ok:
             if self.flavor == "openai":

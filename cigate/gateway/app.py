@@ -1,7 +1,8 @@
 """``create_app(settings)``: the gateway as an ASGI app, its routes and its lifespan.
 
 The lifespan opens the metadata store (applying migrations), the blob store and the upstream
-client, starts the harvester's resume loop, and closes all of them again; tests enter the app
+client, starts the resume sweep, and closes all of them again (every background task of the
+process lives in one registry, cancelled first); tests enter the app
 as a context manager so both run (STYLE rule 3). Misconfiguration fails here, at start-up.
 
 Every request body passes :class:`cigate.web.bodies.BodyGuard` (``Content-Length`` checked,
@@ -31,7 +32,10 @@ from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, edge_middleware
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
+from cigate.gateway.recorder import Recorder
 from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.sweep import Sweep
+from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.tenancy import check_routes
 from cigate.gateway.tenants import TenantResolver
 from cigate.gateway.upstream import Upstream
@@ -143,21 +147,25 @@ def create_app(
         meta = await MetadataStore.open(settings.database_url)
         blobs = open_blob_store(settings.blobs_url)
         upstream = Upstream(settings, client=upstream_client)
-        harvester = Harvester(meta, blobs, upstream, settings)
+        tasks = TaskRegistry()
+        harvester = Harvester(meta, blobs, upstream, settings, tasks)
+        recorder = Recorder(meta, harvester, tasks, settings)
         app.state.services = Services(
             settings=settings,
             meta=meta,
             blobs=blobs,
             upstream=upstream,
             harvester=harvester,
+            recorder=recorder,
+            tasks=tasks,
             tenants=TenantResolver(meta),
             link_secret=links.load_link_secret(settings),
         )
-        await harvester.start()
+        Sweep(harvester, recorder).start()
         try:
             yield
         finally:
-            await harvester.stop()
+            await tasks.shutdown()  # unfinished rows stay pending for the next process
             await upstream.aclose()
             await blobs.close()
             await meta.close()

@@ -22,6 +22,7 @@ each is reachable only through its thread, and the upstream checks they belong t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -33,19 +34,18 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from cigate.exceptions import CigateError
-from cigate.gateway import body_refs, fetch
+from cigate.exceptions import UpstreamUnavailableError
+from cigate.gateway import body_refs
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, api_path
 from cigate.gateway.errors import UnknownIdError
 from cigate.gateway.passthrough import target
 from cigate.gateway.scoped import owned_root
 from cigate.gateway.upstream import forwardable_headers
-from cigate.harvest.refs import RefCollector
 from cigate.harvest.sse import SSESplitter, parse_event
 from cigate.storage.metadata_owners import OwnedKind
 
-__all__ = ["harvest_assistants_body", "routes"]
+__all__ = ["routes"]
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
         if claim_thread and (thread_id := _thread_id(body)):
             await svc.meta.claim(tenant_id, "thread", thread_id)
         if body is not None:
-            await harvest_assistants_body(svc, tenant_id, body)
+            await svc.recorder.record_assistants(tenant_id, body)
     return Response(content, status_code=upstream_response.status_code, headers=headers)
 
 
@@ -182,7 +182,11 @@ async def _relay(
     watch: bool,
     claim_thread: bool = False,
 ) -> AsyncIterator[bytes]:
+    """Chunks as they arrive. The thread's claim is awaited (before the id reaches the
+    client); the files an event cites are recorded off the relay loop, and only the end of the
+    stream waits for them (a client that read it to its end may ask for a file at once)."""
     splitter = SSESplitter()
+    recording: list[asyncio.Task[int]] = []
     try:
         async for chunk in upstream_response.aiter_bytes():
             events = list(splitter.feed(chunk)) if watch or claim_thread else []
@@ -197,66 +201,16 @@ async def _relay(
             for raw in events if watch else ():
                 data = parse_event(raw, _CITING_EVENTS)
                 if data is not None:
-                    await harvest_assistants_body(svc, tenant_id, data)
-    except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop
+                    recording.append(
+                        svc.tasks.spawn(
+                            svc.recorder.record_assistants(tenant_id, data),
+                            name="cigate-assistants-files",
+                        )
+                    )
+        if recording:
+            await asyncio.gather(*(asyncio.shield(t) for t in recording), return_exceptions=True)
+    except httpx2.TransportError as exc:  # broken off for the client too, never a clean end
         log.warning("upstream Assistants stream broke off: %s", exc)
+        raise UpstreamUnavailableError(f"the upstream stream broke off: {exc}") from exc
     finally:
         await upstream_response.aclose()
-
-
-async def harvest_assistants_body(svc: Services, tenant_id: str, body: Any) -> int:
-    """Record and start copying every Files-API file cited in ``body``; returns how many.
-
-    Recording is awaited (a client may ask for the file next); copying runs in the background.
-    A file another tenant already owns is left alone, as for on-demand adoption.
-    """
-    collector = RefCollector()
-    refs = [r for r in collector.feed(body) if r.source == "assistants"]
-    if not refs:
-        return 0
-    run_ids = {str(rid) for rid in _run_ids(body)}
-    run_id = next(iter(run_ids)) if len(run_ids) == 1 else None
-    if run_id is not None:
-        await svc.meta.record_response(
-            tenant_id, run_id, upstream=svc.upstream_name, model=None, container_ids=[]
-        )
-    count = 0
-    for ref in refs:
-        if await svc.meta.files_api_owner(ref.file_id) not in (None, tenant_id):
-            continue
-        row = await svc.meta.upsert_file(
-            tenant_id,
-            kind="files_api",
-            upstream_file_id=ref.file_id,
-            container_id=None,
-            response_id=run_id,
-            filename=await _filename(svc, ref.file_id, ref.filename),
-            origin="assistants",
-        )
-        svc.harvester.start_copy(row)
-        count += 1
-    return count
-
-
-async def _filename(svc: Services, file_id: str, cited: str) -> str:
-    """The name the upstream gave the file (an ``image_file`` block cites only its id)."""
-    if cited != file_id:
-        return cited
-    try:
-        meta = await fetch.files_api_metadata(svc.upstream, file_id)
-    except CigateError as exc:
-        log.info("no metadata for %s: %s", file_id, exc.message)
-        return file_id
-    return str(meta.get("filename") or file_id)
-
-
-def _run_ids(node: Any) -> set[Any]:
-    """Every ``run_id`` in a message, step or list of them."""
-    if isinstance(node, list):
-        return set().union(*(_run_ids(x) for x in node)) if node else set()
-    if not isinstance(node, dict):
-        return set()
-    found = {node["run_id"]} if isinstance(node.get("run_id"), str) else set()
-    if isinstance(node.get("data"), list):
-        found |= _run_ids(node["data"])
-    return found

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from cigate.gateway.harvester import Harvester
+from cigate.gateway.recorder import Recorder
 from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.tenants import TenantResolver
 from cigate.gateway.upstream import Upstream
 from cigate.storage.blobs import BlobStore
@@ -27,6 +29,8 @@ class Services:
     blobs: BlobStore
     upstream: Upstream
     harvester: Harvester
+    recorder: Recorder
+    tasks: TaskRegistry
     tenants: TenantResolver
     link_secret: bytes
 

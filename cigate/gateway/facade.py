@@ -8,7 +8,7 @@ container expired. Only the caller tenant's files are visible.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,8 +16,9 @@ from starlette.responses import JSONResponse, Response
 from cigate.exceptions import BadInputError
 from cigate.gateway.context import services
 from cigate.gateway.errors import container_not_found
-from cigate.gateway.files import resolve
+from cigate.gateway.files import page_params, resolve
 from cigate.gateway.serving import serve_file
+from cigate.storage.errors import NotFoundError
 from cigate.storage.records import FileRow
 
 __all__ = [
@@ -46,51 +47,50 @@ def container_file_json(row: FileRow) -> dict[str, Any]:
     }
 
 
-def _page(request: Request, items: list[dict[str, Any]]) -> dict[str, Any]:
-    params = request.query_params
-    order = params.get("order", "desc")
-    try:
-        limit = max(1, min(100, int(params.get("limit", "20"))))
-    except ValueError as exc:
-        raise BadInputError("limit must be an integer between 1 and 100.") from exc
-    items = sorted(items, key=lambda i: (i["created_at"], i["id"]), reverse=order != "asc")
-    if after := params.get("after"):
-        ids = [i["id"] for i in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }
-
-
-async def _container_rows(request: Request) -> tuple[str, list[FileRow]]:
+async def _owned_rows(request: Request) -> tuple[str, str]:
+    """The caller's tenant and the container id, if the store holds a file of it for them."""
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     container_id = request.path_params["container_id"]
-    rows = await svc.meta.list_files(tenant_id, container_id=container_id)
-    if not rows:
+    if not await svc.meta.list_files(tenant_id, container_id=container_id, limit=1):
         raise container_not_found(container_id)
-    return tenant_id, rows
+    return tenant_id, container_id
 
 
 async def container_files(request: Request) -> Response:
-    """``GET /containers/{cid}/files``."""
-    _, rows = await _container_rows(request)
-    return JSONResponse(_page(request, [container_file_json(r) for r in rows]))
+    """``GET /containers/{cid}/files``: pages of the store's rows, as the upstream pages them
+    (``order`` desc by default, ``limit`` 1-100, ``after`` an id of the previous page)."""
+    svc = services(request)
+    tenant_id, container_id = await _owned_rows(request)
+    order: Literal["asc", "desc"] = "asc" if request.query_params.get("order") == "asc" else "desc"
+    limit, after = page_params(request, default=20, most=100)
+    try:
+        rows = await svc.meta.list_files(
+            tenant_id, container_id=container_id, after=after, limit=limit + 1, order=order
+        )
+    except NotFoundError:
+        rows = []  # an ``after`` the container does not hold: nothing after it
+    page = [container_file_json(r) for r in rows[:limit]]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(rows) > limit,
+        }
+    )
 
 
 async def _container_row(request: Request) -> tuple[str, FileRow]:
-    tenant_id, rows = await _container_rows(request)
-    container_id = request.path_params["container_id"]
+    """The caller's stored record of one container file, looked up directly by its id."""
+    svc = services(request)
+    tenant_id, container_id = await _owned_rows(request)
     file_id = request.path_params["file_id"]
-    for row in rows:
-        if file_id in (row.upstream_file_id, row.id):
-            return tenant_id, row
-    raise _file_not_found(container_id, file_id)
+    row = await svc.meta.get_file(tenant_id, file_id, container_id=container_id)
+    if row is None:
+        raise _file_not_found(container_id, file_id)
+    return tenant_id, row
 
 
 async def container_file(request: Request) -> Response:

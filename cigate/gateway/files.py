@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cigate.exceptions import CigateError, FileNotFoundInContainerError
-from cigate.gateway import fetch
+from cigate.exceptions import BadInputError, CigateError, FileNotFoundInContainerError
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import not_found
 from cigate.gateway.serving import serve_file
+from cigate.harvest.refs import FileRef
+from cigate.storage.errors import NotFoundError
 from cigate.storage.records import FileRow
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "file_content",
     "file_json",
     "file_metadata",
+    "page_params",
     "resolve",
     "response_files",
 ]
@@ -48,6 +51,7 @@ def file_json(row: FileRow, base: str) -> dict[str, Any]:
         "path": row.path,
         "origin": row.origin,
         "state": row.state,
+        "verified": row.verified_at is not None,
         "bytes": row.size,
         "sha256": row.sha256,
         "content_type": row.content_type,
@@ -83,7 +87,7 @@ async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> 
     if await svc.meta.files_api_owner(file_id) not in (None, tenant_id):
         raise not_found("file", file_id)
     try:
-        meta = await fetch.files_api_metadata(svc.upstream, file_id)
+        meta = await svc.harvester.fetcher.record(FileRef(file_id, file_id, source="assistants"))
     except FileNotFoundInContainerError as exc:
         raise not_found("file", file_id) from exc
     except CigateError as exc:
@@ -138,7 +142,7 @@ async def file_by_path(request: Request) -> Response:
     path = request.path_params["path"]
     deadline = asyncio.get_running_loop().time() + _BY_PATH_WAIT
     while True:
-        rows = await svc.meta.list_files(tenant_id, response_id=response_id)
+        rows = await svc.meta.files_at_path(tenant_id, response_id, path)
         row = _by_path(rows, path)
         if row is not None or asyncio.get_running_loop().time() >= deadline:
             break
@@ -173,14 +177,43 @@ async def response_files(request: Request) -> Response:
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     response_id = request.path_params["response_id"]
-    if await svc.meta.get_response(tenant_id, response_id) is None:
+    record = await svc.meta.get_response(tenant_id, response_id)
+    if record is None:
         raise not_found("response", response_id)
-    rows = await svc.meta.list_files(tenant_id, response_id=response_id)
-    base = svc.public_base(request)
+    limit, after = page_params(request, default=100, most=1000)
+    try:
+        rows = await svc.meta.list_files(
+            tenant_id, response_id=response_id, after=after, limit=limit + 1
+        )
+    except NotFoundError:
+        rows = []  # an ``after`` of no file of the caller's: nothing after it
+    page, base = rows[:limit], svc.public_base(request)
     return JSONResponse(
         {
             "object": "list",
             "response_id": response_id,
-            "data": [file_json(row, base) for row in rows],
+            # Every file of the response's containers is recorded (the listing is done).
+            "listed": record.listed_at is not None,
+            "data": [file_json(row, base) for row in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": len(rows) > limit,
         }
     )
+
+
+#: What an ``after`` cursor may hold: printable ASCII, as every upstream id is.
+_CURSOR = re.compile(r"[\x21-\x7e]{1,512}")
+
+
+def page_params(request: Request, *, default: int, most: int) -> tuple[int, str | None]:
+    """``limit`` (1..``most``) and ``after`` of a paginated list request."""
+    try:
+        limit = max(1, min(most, int(request.query_params.get("limit", str(default)))))
+    except ValueError as exc:
+        raise BadInputError(f"limit must be an integer between 1 and {most}.") from exc
+    after = request.query_params.get("after") or None
+    if after is not None and not _CURSOR.fullmatch(after):
+        # An id the upstream could have made: the stores compare it, some (PostgreSQL) refuse NUL.
+        raise BadInputError("after must be the id of an object of the previous page.")
+    return limit, after

@@ -86,11 +86,15 @@ async def relay(svc: Services, request: Request) -> Response:
 
 
 async def _chunks(upstream_response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives. One the upstream breaks off is broken off for the client too
+    (the connection is aborted): the headers are gone, and a clean end would pass a cut-off
+    body (a download, a stream) for a whole one."""
     try:
         async for chunk in upstream_response.aiter_bytes():
             yield chunk
-    except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop
+    except httpx2.TransportError as exc:
         log.warning("upstream body broke off: %s", exc)
+        raise UpstreamUnavailableError(f"the upstream body broke off: {exc}") from exc
     finally:
         await upstream_response.aclose()
 

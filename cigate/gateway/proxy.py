@@ -2,10 +2,11 @@
 
 Bodies are relayed unchanged. An SSE body is forwarded chunk by chunk as it arrives (never
 buffered) and each chunk is shown to a :class:`~cigate.gateway.tap.ResponseTap` only *after* it
-was handed to the client; a plain JSON body is forwarded as it came and harvested in the
-background. Upstream error answers keep their status and body; failures to reach the upstream
-become 502/504 in :meth:`~cigate.gateway.upstream.Upstream.send`. The upstream response is always
-closed, also when the client goes away mid-stream (STYLE rule 4).
+was handed to the client; a plain JSON body is forwarded as it came. Either way what the answer
+shows of the response is one :class:`~cigate.gateway.recorder.Sighting`, written and concluded
+by the recorder in the background. Upstream error answers keep their status and body; failures
+to reach the upstream become 502/504 in :meth:`~cigate.gateway.upstream.Upstream.send`. The
+upstream response is always closed, also when the client goes away mid-stream (STYLE rule 4).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import body_refs, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
-from cigate.gateway.harvester import walk_response
 from cigate.gateway.passthrough import target
+from cigate.gateway.recorder import Keeper, Sighting
 from cigate.gateway.tap import ResponseTap
 from cigate.gateway.upstream import forwardable_headers
 
@@ -86,18 +88,19 @@ async def forward(
     content_type = upstream_response.headers.get("content-type", "")
     ok = upstream_response.status_code == 200
     if content_type.startswith("text/event-stream"):
-        tap = ResponseTap(svc.harvester, tenant_id, svc.upstream_name) if harvest and ok else None
+        sighting = Sighting(tenant_id, svc.upstream_name) if harvest and ok else None
         rewriter = (
             rewrite.StreamRewriter(svc.public_base(request))
-            if tap is not None and svc.settings.rewrite_links
+            if sighting is not None and svc.settings.rewrite_links
             else None
         )
+        keeper = svc.recorder.keep(sighting) if sighting is not None else None
         return StreamingResponse(
-            _relay(upstream_response, tap, rewriter),
+            _relay(upstream_response, keeper, rewriter),
             status_code=upstream_response.status_code,
             headers=headers,
             # Runs also when the client left before the body started (the relay never ran).
-            background=BackgroundTask(_close, upstream_response, tap),
+            background=BackgroundTask(_close, upstream_response, sighting),
         )
     content = await svc.upstream.read(upstream_response)
     if harvest and ok:
@@ -105,60 +108,83 @@ async def forward(
     return Response(content, status_code=upstream_response.status_code, headers=headers)
 
 
+#: Bytes the relay holds back at most while it waits for the stream's first event.
+_FIRST_EVENT_CAP = 1024 * 1024
+
+
 async def _relay(
     upstream_response: httpx2.Response,
-    tap: ResponseTap | None,
+    keeper: Keeper | None,
     rewriter: rewrite.StreamRewriter | None = None,
 ) -> AsyncIterator[bytes]:
     """Chunks as they arrive; with ``rewriter``, whole events with their links rewritten (the
-    tap always sees the upstream's own bytes)."""
+    tap always sees the upstream's own bytes).
+
+    The first event (``response.created``) is held back until the response is recorded: a
+    client that holds a response id can always find it in the store, also if this process
+    dies at once. An upstream that breaks the stream off breaks the client's stream off too
+    (the connection is aborted): never a clean end without ``response.completed``.
+    """
+    tap = ResponseTap(keeper.sighting) if keeper is not None else None
+    held: list[bytes] | None = [] if keeper is not None else None
     try:
         async for chunk in upstream_response.aiter_bytes():
-            if rewriter is None:
-                yield chunk
-            elif out := rewriter.feed(chunk):
+            if held is not None and tap is not None and keeper is not None:
+                tap.feed(chunk)
+                held.append(chunk)
+                if not tap.events and sum(map(len, held)) < _FIRST_EVENT_CAP:
+                    continue
+                await keeper.flush()  # the response row, before its first byte goes out
+                first, held = b"".join(held), None
+                if out := _out(first, rewriter):
+                    yield out
+                continue
+            if out := _out(chunk, rewriter):
                 yield out
             if tap is not None:
                 tap.feed(chunk)
+        if held and (out := _out(b"".join(held), rewriter)):
+            yield out
         if rewriter is not None and (rest := rewriter.flush()):
             yield rest
-        if tap is not None:
-            await tap.recorded()
-    except httpx2.TransportError as exc:  # the headers are gone: all we can do is stop
+        if tap is not None and keeper is not None:
+            # A client that read the stream to its end can use the ids at once
+            # (``previous_response_id``, ``GET /responses/{id}``, a rewritten link).
+            tap.flush()
+            await keeper.flush()
+    except httpx2.TransportError as exc:
         log.warning("upstream stream broke off: %s", exc)
+        raise UpstreamUnavailableError(f"the upstream stream broke off: {exc}") from exc
     finally:
         await upstream_response.aclose()
         if tap is not None:
-            tap.finish()
+            tap.sighting.end()
 
 
-async def _close(upstream_response: httpx2.Response, tap: ResponseTap | None) -> None:
-    """Close the upstream stream and end the tap; both are idempotent."""
+def _out(chunk: bytes, rewriter: rewrite.StreamRewriter | None) -> bytes:
+    return chunk if rewriter is None else rewriter.feed(chunk)
+
+
+async def _close(upstream_response: httpx2.Response, sighting: Sighting | None) -> None:
+    """Close the upstream stream and end the sighting; both are idempotent."""
     await upstream_response.aclose()
-    if tap is not None:
-        tap.finish()
+    if sighting is not None:
+        sighting.end()
 
 
 async def _harvest_plain(svc: Services, request: Request, tenant_id: str, content: bytes) -> bytes:
-    """Record the response (awaited: the client may ask for it next), harvest in the background."""
+    """Record the response and its citations (awaited: the client may ask for them next);
+    the rest of the harvest runs in the background."""
     try:
         body: Any = json.loads(content)
     except ValueError:
         return content
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         return content
-    containers, _ = walk_response(body)  # claimed now: the client may list them next
-    await svc.meta.record_response(
-        tenant_id,
-        body["id"],
-        upstream=svc.upstream_name,
-        model=body.get("model"),
-        container_ids=sorted(containers),
-    )
-    svc.harvester.spawn(
-        svc.harvester.harvest_response(tenant_id, body, svc.upstream_name),
-        name=f"cigate-harvest-{body['id']}",
-    )
+    sighting = Sighting(tenant_id, svc.upstream_name)
+    sighting.see_response(body)
+    sighting.end()
+    await svc.recorder.keep(sighting).flush()
     if svc.settings.rewrite_links:
         return rewrite.rewrite_body(body, svc.public_base(request))
     return content

@@ -52,13 +52,16 @@ async def serve_file(
     request: Request, svc: Services, row: FileRow, *, actor: str, tenant_id: str
 ) -> Response:
     """The response for one download of ``row`` (already resolved for the caller's tenant)."""
-    if row.state != "stored":
+    if not row.servable:
         row = await svc.harvester.ensure_stored(row)
-    if row.state != "stored" or row.sha256 is None or row.size is None:
+    if not row.servable or row.sha256 is None or row.size is None:
+        why = (
+            f"{row.error_kind}: {row.error_message}"
+            if row.state == "failed"
+            else "its stored bytes could not be verified yet"
+        )
         raise UpstreamUnavailableError(
-            f"File '{row.id}' could not be copied from the upstream "
-            f"({row.error_kind}: {row.error_message})",
-            status=502,
+            f"File '{row.id}' could not be copied from the upstream ({why})", status=502
         )
     size, etag = row.size, f'"{row.sha256}"'
     headers = _base_headers(row, etag)
@@ -104,7 +107,7 @@ async def _audited(
             yield chunk
             sent += len(chunk)
     finally:
-        svc.harvester.spawn(
+        svc.tasks.spawn(
             svc.meta.record_download(
                 tenant_id, file_id, actor=actor, bytes_sent=sent, status=status
             ),

@@ -69,9 +69,10 @@ class GatewaySettings:
     harvest_retry_max_delay: float = 600.0
     #: Tries after which a transiently failed file is left ``failed`` (0: no background retry).
     harvest_retry_max_tries: int = 12
-    #: Age (s) after which the sweep lists the containers of a response nobody listed (its
-    #: process died mid-stream); a stream still relayed by this process is left to it.
-    harvest_relist_after: float = 600.0
+    #: Age (s) after which the sweep concludes a response nobody concluded (its process died
+    #: mid-stream): it reads the response upstream and, once it is over, lists its containers.
+    #: A stream still relayed by this process is left to it.
+    harvest_relist_after: float = 60.0
     #: Seconds between sweeps for ``pending`` rows left by a crashed process.
     resume_interval: float = 5.0
     #: Lease a worker holds on a claimed ``pending`` row, seconds.

@@ -11,11 +11,14 @@ Files-API fallback agree on it. It takes decoded segments (a request's canonical
 * legacy ``/openai/X?api-version=...`` -> ``{upstream}/openai/X`` with the query kept.
 
 Connection failures become ``UpstreamUnavailableError`` with status 502 (504 for timeouts) in
-exactly one place, :meth:`Upstream.send`.
+exactly one place, :meth:`Upstream.send`. The class is also the harvest core's
+:class:`~cigate.harvest.fetch.UpstreamAPI`: file downloads go through the same client and
+credential.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -27,7 +30,16 @@ from cigate.exceptions import BadInputError, ConfigurationError, UpstreamUnavail
 from cigate.gateway.settings import GatewaySettings
 from cigate.web.paths import encode
 
-__all__ = ["HOP_BY_HOP", "TokenCredential", "Upstream", "forwardable_headers", "unavailable"]
+__all__ = [
+    "HOP_BY_HOP",
+    "IDEMPOTENT",
+    "TokenCredential",
+    "Upstream",
+    "forwardable_headers",
+    "unavailable",
+]
+
+log = logging.getLogger(__name__)
 
 #: Headers that describe one connection, never the message (RFC 9110 section 7.6.1), plus the
 #: ones the gateway owns (the caller's credential must never reach the upstream) and the ones
@@ -58,6 +70,13 @@ HOP_BY_HOP = frozenset(
         "x-rewrite-url",
     }
 )
+
+
+#: Methods a request may be sent again with (RFC 9110 section 9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: What sending on a connection the other side had already closed raises: the request never
+#: got an answer ("Server disconnected without sending a response", a reset on write or read).
+_DEAD_CONNECTION = (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError)
 
 
 class TokenCredential(Protocol):
@@ -135,6 +154,15 @@ class Upstream:
         """URL of a v1 resource, e.g. ``v1_url("containers", cid, "files")``."""
         return self.url("v1", segments)
 
+    @property
+    def default_query(self) -> Mapping[str, str]:
+        """None: the v1 paths the harvest uses need no ``api-version`` (harvest core protocol)."""
+        return {}
+
+    @property
+    def uses_entra(self) -> bool:
+        return self.settings.upstream_auth == "entra"
+
     async def auth_headers(self) -> dict[str, str]:
         mode = self.settings.upstream_auth
         if mode == "key":
@@ -169,6 +197,9 @@ class Upstream:
     ) -> httpx2.Response:
         """Send one request with the gateway's credential; transport failures become 502/504.
 
+        An idempotent request whose content can be sent again is retried once, on a new
+        connection, when the connection it went out on turns out dead (a pooled keep-alive
+        connection the upstream closed). A POST never is: it may have reached the upstream.
         With ``stream=True`` the caller owns the response and must ``aclose()`` it. A streamed
         ``content`` goes up chunked unless ``content_length`` (the client's own header) is
         given: some servers refuse chunked uploads, and the client already declared the size.
@@ -178,13 +209,23 @@ class Upstream:
             merged["content-length"] = content_length
         merged["accept-encoding"] = "identity"  # relay bytes as they are; the tee parses them
         merged.update(await self.auth_headers())
-        request = self.client.build_request(
-            method, url, headers=_wire_headers(merged), params=params, content=content
-        )
-        try:
-            return await self.client.send(request, stream=stream)
-        except httpx2.TransportError as exc:
-            raise unavailable(exc) from exc
+        replayable = method.upper() in IDEMPOTENT and not isinstance(content, AsyncIterator)
+        for attempt in (1, 2):
+            request = self.client.build_request(
+                method, url, headers=_wire_headers(merged), params=params, content=content
+            )
+            try:
+                return await self.client.send(request, stream=stream)
+            except _DEAD_CONNECTION as exc:
+                if attempt == 1 and replayable:
+                    # A pooled keep-alive connection the upstream had closed: nothing reached
+                    # it, or nothing that cannot be done again. Once more, on a new connection.
+                    log.info("retrying %s %s on a new connection: %r", method, url, exc)
+                    continue
+                raise unavailable(exc) from exc
+            except httpx2.TransportError as exc:
+                raise unavailable(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def read(self, response: httpx2.Response) -> bytes:
         """The whole body of a streamed ``response``, which is closed; failures become 502/504."""

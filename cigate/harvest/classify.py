@@ -19,12 +19,38 @@ from cigate.exceptions import (
     CigateError,
     ContainerExpiredError,
     FileNotFoundInContainerError,
+    IntegrityError,
     RateLimitedError,
+    StorageError,
     UpstreamUnavailableError,
 )
-from cigate.harvest.retry import parse_retry_after
+from cigate.harvest.retry import RETRYABLE_STATUSES, parse_retry_after
 
-__all__ = ["error_message", "from_http", "from_sdk", "from_transport", "looks_like_error_body"]
+__all__ = [
+    "TRANSIENT",
+    "error_message",
+    "from_http",
+    "from_sdk",
+    "from_transport",
+    "looks_like_error_body",
+    "retryable",
+]
+
+#: Failures that heal by themselves: the service's own trouble (5xx, timeouts, connections),
+#: throttling, and a body cut short or replaced by an error document. The gateway's background
+#: retries take exactly these (by their ``kind``); an attempt-level retry takes them too.
+TRANSIENT: tuple[type[CigateError], ...] = (
+    UpstreamUnavailableError,
+    RateLimitedError,
+    IntegrityError,
+)
+#: Failures no other attempt can fix.
+_FINAL: tuple[type[CigateError], ...] = (
+    AccessDeniedError,
+    ApiVersionError,
+    ContainerExpiredError,
+    StorageError,
+)
 
 _CONTAINER_GONE_HINT = (
     "The container is gone: containers expire after 20 idle minutes (their files with them), "
@@ -97,7 +123,11 @@ def from_http(
     request_id = headers.get("x-request-id") or headers.get("apim-request-id")
     detail = f"{what}: HTTP {status}" + (f": {message}" if message else " (empty body)")
     lower = message.lower()
-    kw: dict[str, Any] = {"status": status, "request_id": request_id}
+    kw: dict[str, Any] = {
+        "status": status,
+        "request_id": request_id,
+        "retry_after": parse_retry_after(headers),
+    }
 
     if "checkaccess" in lower:
         return AccessDeniedError(detail, hint=_CHECKACCESS_HINT, **kw)
@@ -116,7 +146,7 @@ def from_http(
     if "container is expired" in lower or (status == 400 and "expired" in lower):
         return ContainerExpiredError(detail, **kw)
     if status == 429 or code in {"429", "rate_limit_exceeded"}:
-        return RateLimitedError(detail, retry_after=parse_retry_after(headers), **kw)
+        return RateLimitedError(detail, **kw)
     if "api version" in lower or "api-version" in lower or code == "invalid_api_version":
         return ApiVersionError(detail, **kw)
     if status == 404:
@@ -132,6 +162,23 @@ def from_http(
             return UpstreamUnavailableError(detail, hint=_CODE_INTERPRETER_HINT, **kw)
         return UpstreamUnavailableError(detail, **kw)
     return BadInputError(detail, hint=None if message else BadInputError.default_hint, **kw)
+
+
+def retryable(error: CigateError) -> bool:
+    """The one answer to "may another attempt help?", for every upstream failure.
+
+    The :data:`TRANSIENT` classes always; an empty-body 404 (Azure's container-download
+    rollout gap, api-reference §6.4) and other statuses the SDK retries (408, 409) too. An
+    expired container, a refused credential, a wrong URL form, a failing local store, a 404 that
+    names the missing file and other bad input never.
+    """
+    if isinstance(error, TRANSIENT):
+        return True
+    if isinstance(error, _FINAL):
+        return False
+    if isinstance(error, FileNotFoundInContainerError):
+        return error.hint == _EMPTY_404_HINT
+    return error.status in RETRYABLE_STATUSES
 
 
 _UNREACHABLE_HINT = (

@@ -1,8 +1,10 @@
-"""Retry decisions and delays for downloads.
+"""The one retry policy of every upstream call the harvest makes (downloads, listings, records).
 
 The SDK's own retries ignore ``x-ms-retry-after-ms`` and give up at once on long delays
 (api-reference §5.3); downloads need their own policy: bounded attempts, exponential backoff
 with jitter, and the server's delay honoured from any of the three headers Azure and OpenAI use.
+Whether a failure is worth another attempt is :func:`cigate.harvest.classify.retryable`'s
+answer, passed in as ``retryable`` (this module knows no error classes).
 """
 
 from __future__ import annotations
@@ -10,10 +12,19 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
-__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
+import anyio
+
+from cigate.exceptions import CigateError
+
+__all__ = ["RETRYABLE_STATUSES", "OnRetry", "RetryPolicy", "parse_retry_after"]
+
+T = TypeVar("T")
+#: Called before each retry with the attempt that failed (from 1) and its error.
+OnRetry = Callable[[int, CigateError], Awaitable[None]]
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -70,3 +81,33 @@ class RetryPolicy:
         if attempt >= self.attempts:
             return False
         return server_delay is None or server_delay <= self.max_wait
+
+    async def call(
+        self,
+        op: Callable[[], Awaitable[T]],
+        retryable: Callable[[CigateError], bool],
+        *,
+        on_retry: OnRetry | None = None,
+    ) -> T:
+        """Run ``op`` until it succeeds, fails for good, or the attempts run out.
+
+        The last :class:`~cigate.exceptions.CigateError` is raised; when the server asked
+        for a longer wait than :attr:`max_wait`, its hint says so.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await op()
+            except CigateError as error:
+                delay = error.retry_after
+                if not retryable(error) or not self.should_retry(attempt, delay):
+                    if delay is not None and delay > self.max_wait:
+                        error.hint = (
+                            f"The service asks to wait {delay:.0f} s, longer than the "
+                            f"{self.max_wait:.0f} s allowed (--max-retry-wait); {error.hint}"
+                        )
+                    raise
+                if on_retry is not None:
+                    await on_retry(attempt, error)
+                await anyio.sleep(self.delay(attempt, delay))

@@ -409,4 +409,5 @@ def _response(row: Row[Any]) -> ResponseRecord:
         model=row.model,
         container_ids=tuple(json.loads(row.container_ids)),
         created_at=row.created_at,
+        listed_at=row.listed_at,
     )

@@ -71,6 +71,7 @@ def _row(row: Row[Any]) -> FileRow:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         path=m["path"],
+        verified_at=m["verified_at"],
     )
 
 
@@ -93,7 +94,9 @@ class FileQueries(StoreBase):
 
         The first call mints a gateway id in state ``pending``; later calls return the same
         row unchanged, except that a missing ``response_id`` or ``path`` is filled in (a file
-        first cited, then seen in a container listing, or the other way round). Concurrent
+        first cited, then seen in a container listing, or the other way round), and that a
+        citation of a row a listing recorded makes it the citing response's, under the cited
+        name. Concurrent
         calls from several processes agree on one row. ``filename`` and ``path`` are kept
         verbatim (only NUL and lone surrogates replaced).
         """
@@ -144,6 +147,19 @@ class FileQueries(StoreBase):
                 else ("file", upstream_file_id)
             )
             await claim_in(conn, self.dialect, owned[0], [owned[1]], tenant_id=tenant_id, now=now)
+            if origin == "citation":
+                # A listing only guesses which response wrote a file (a container serves many);
+                # the response that cites it made it, under the name it gave.
+                await conn.execute(
+                    update(files)
+                    .where(key, files.c.origin == "listing")
+                    .values(
+                        origin="citation",
+                        filename=values["filename"],
+                        updated_at=now,
+                        **({"response_id": response_id} if response_id is not None else {}),
+                    )
+                )
             if response_id is not None:
                 await conn.execute(
                     update(files)
@@ -228,6 +244,32 @@ class FileQueries(StoreBase):
                 query = query.order_by(files.c.created_at.desc(), files.c.id.desc())
             rows = (await conn.execute(query.limit(limit))).all()
         return [_row(r) for r in rows]
+
+    async def files_at_path(
+        self, tenant_id: str, response_id: str, relpath: str, *, limit: int = 50
+    ) -> list[FileRow]:
+        """The tenant's files of a response that may be the one at ``/mnt/data/<relpath>``:
+        those listed at that path, else those whose path is unknown and whose name is the
+        path's (a citation names only the basename). Looked up directly, however many files
+        the response has."""
+        name = relpath.rsplit("/", 1)[-1]
+        unknown_path = and_(
+            files.c.path.is_(None),
+            or_(
+                files.c.filename == name,
+                files.c.filename == relpath,
+                files.c.filename.endswith("/" + relpath, autoescape=True),
+            ),
+        )
+        query = (
+            select(files)
+            .where(files.c.tenant_id == tenant_id, files.c.response_id == response_id)
+            .where(or_(files.c.path == f"/mnt/data/{relpath}", unknown_path))
+            .order_by(files.c.created_at, files.c.id)
+            .limit(limit)
+        )
+        async with self._read("finding a file by path") as conn:
+            return [_row(r) for r in (await conn.execute(query)).all()]
 
     async def list_pending(self, limit: int = 100) -> list[FileRow]:
         """Pending rows of every tenant, oldest first, leased or not (resume after restart)."""
@@ -362,7 +404,8 @@ class FileQueries(StoreBase):
     async def mark_stored(
         self, file_id: str, sha256: str, size: int, content_type: str | None
     ) -> FileRow:
-        """The bytes are in the blob store: ``stored``, lease and last error cleared."""
+        """The bytes passed every check and are in the blob store: ``stored`` and verified,
+        lease and last error cleared."""
         return await self._set(
             file_id,
             state="stored",
@@ -373,6 +416,79 @@ class FileQueries(StoreBase):
             error_message=None,
             lease_owner=None,
             lease_expires_at=None,
+            verified_at=self._now(),
+        )
+
+    async def claim_unverified(
+        self, worker_id: str, lease_seconds: float, *, limit: int = 100
+    ) -> list[FileRow]:
+        """Lease up to ``limit`` stored rows never verified (stored before migration 6).
+
+        Each row is taken with its own conditional UPDATE, so of two racing processes exactly
+        one checks it; a lease that runs out (the checker died) frees it again.
+        """
+        now = self._now()
+        unverified = and_(
+            files.c.state == "stored", files.c.verified_at.is_(None), self._lease_free(now)
+        )
+        async with self._read("finding unverified files") as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(files.c.id)
+                        .where(unverified)
+                        .order_by(files.c.created_at, files.c.id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+        claimed = []
+        for file_id in ids:
+            async with self._write("claiming an unverified file") as conn:
+                result = await conn.execute(
+                    update(files)
+                    .where(files.c.id == file_id, unverified)
+                    .values(
+                        lease_owner=worker_id,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    )
+                )
+                if cast(Any, result).rowcount != 1:
+                    continue
+                row = (await conn.execute(select(files).where(files.c.id == file_id))).one()
+            claimed.append(_row(row))
+        return claimed
+
+    async def mark_verified(self, file_id: str, sha256: str) -> FileRow:
+        """The stored bytes (still ``sha256``) were checked and are the file's."""
+        return await self._set(
+            file_id,
+            files.c.state == "stored",
+            files.c.sha256 == sha256,
+            verified_at=self._now(),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+    async def mark_suspect(
+        self, file_id: str, sha256: str, message: str, worker_id: str, lease_seconds: float
+    ) -> FileRow:
+        """The stored bytes (still ``sha256``) are not the file's: back to ``pending``, leased
+        to ``worker_id`` for the copy that replaces them, with ``message`` as the last error.
+        """
+        return await self._set(
+            file_id,
+            files.c.state == "stored",
+            files.c.sha256 == sha256,
+            state="pending",
+            sha256=None,
+            size=None,
+            content_type=None,
+            verified_at=None,
+            error_kind="integrity",
+            error_message=clean_text(message)[:4000],
+            lease_owner=worker_id,
+            lease_expires_at=self._now() + timedelta(seconds=lease_seconds),
         )
 
     async def mark_failed(self, file_id: str, error_kind: str, message: str, tries: int) -> FileRow:

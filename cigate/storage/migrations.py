@@ -219,6 +219,19 @@ def _m0005_file_paths(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE files ADD COLUMN path TEXT"))
 
 
+def _m0006_file_verification(conn: Connection) -> None:
+    """When a stored file's bytes were last known to be the file's, not an upstream error.
+
+    Gateways before this migration stored whatever a download answered with status 200, an
+    error document included. Rows stored before it are NULL (unverified): the resume sweep
+    checks their bytes once and copies again those that look like an error document; until
+    then they are checked before they are served.
+    """
+    stamp = UtcDateTime().compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE files ADD COLUMN verified_at {stamp}"))
+    conn.execute(text("CREATE INDEX ix_files_state_verified ON files (state, verified_at)"))
+
+
 def _aware(value: Any) -> datetime:
     """A raw ``created_at`` read with plain SQL, as the aware UTC datetime the type expects."""
     if isinstance(value, str):  # SQLite hands back text for a raw SELECT
@@ -234,6 +247,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "index for the resume sweep", _m0003_retry_index),
     Migration(4, "listing state of responses", _m0004_response_listing),
     Migration(5, "container paths of files", _m0005_file_paths),
+    Migration(6, "verification of stored files", _m0006_file_verification),
 )
 
 

@@ -64,12 +64,16 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True)
 class ResponseRecord:
+    """A response a tenant made; ``listed_at`` is set once every file of its containers was
+    recorded (the response is over and its containers were listed)."""
+
     tenant_id: str
     response_id: str
     upstream: str
     model: str | None
     container_ids: tuple[str, ...]
     created_at: datetime
+    listed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,9 @@ class FileRow:
     verbatim as upstream sent it: sanitise it before putting it on a path (headers carry it
     percent-encoded, :mod:`cigate.web.files`). ``path`` is where the file was in its container
     (``/mnt/data/…``), verbatim from the upstream's listing, ``None`` until one was seen.
-    ``sha256``/``size``/``content_type`` are set once the state is ``stored``.
+    ``sha256``/``size``/``content_type`` are set once the state is ``stored``;
+    ``verified_at`` once those bytes are known to have passed the harvest core's checks (NULL
+    for rows a gateway before migration 6 stored: they may hold an upstream error document).
     """
 
     id: str
@@ -103,6 +109,12 @@ class FileRow:
     created_at: datetime
     updated_at: datetime
     path: str | None = None
+    verified_at: datetime | None = None
+
+    @property
+    def servable(self) -> bool:
+        """Stored, and known to be the file's bytes."""
+        return self.state == "stored" and self.verified_at is not None and self.sha256 is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,9 +139,13 @@ files = Table(
     Column("lease_expires_at", UtcDateTime),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Migration 6: set when the stored bytes passed the harvest core's checks (every store
+    # since); NULL for rows stored before, which the resume sweep checks once.
+    Column("verified_at", UtcDateTime),
     UniqueConstraint("tenant_id", "upstream_file_id", "container_id", name="uq_files_upstream"),
     Index("ix_files_state_lease", "state", "lease_expires_at"),
     Index("ix_files_state_error_updated", "state", "error_kind", "updated_at"),  # migration 3
+    Index("ix_files_state_verified", "state", "verified_at"),  # migration 6
     Index("ix_files_tenant_response", "tenant_id", "response_id"),
     Index("ix_files_tenant_container", "tenant_id", "container_id", "created_at"),
     Index("ix_files_tenant_created", "tenant_id", "created_at", "id"),

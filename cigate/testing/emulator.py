@@ -20,6 +20,8 @@ from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 from starlette.applications import Starlette
 
 from cigate.emulator.server import ServerHandle
+from cigate.emulator.settings import EmulatorSettings
+from cigate.emulator.state import Backends, emulator_state
 from cigate.testing.control import EmulatorControl
 from cigate.testing.transport import AsyncInProcessTransport, InProcessTransport
 from cigate.testing.validation import ValidationRecorder
@@ -74,6 +76,15 @@ class RunningEmulator:
         return app
 
     @property
+    def backends(self) -> Backends:
+        """The running app's backends (containers, files, responses, pool, ...), typed."""
+        return emulator_state(self.app).backends()
+
+    @property
+    def settings(self) -> EmulatorSettings:
+        return emulator_state(self.app).settings
+
+    @property
     def base_url(self) -> str:
         """The Azure-resource-style root, e.g. ``http://127.0.0.1:PORT``."""
         return self.handle.url
@@ -92,7 +103,7 @@ class RunningEmulator:
 
     def run_on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         """Run a coroutine on the server's loop (the one that owns the kernel pool), e.g.
-        ``emulator.run_on_loop(emulator.app.state.containers.run_code(c, code, timeout=10))``."""
+        ``emulator.run_on_loop(emulator.backends.containers.run_code(c, code, timeout=10))``."""
         return asyncio.run_coroutine_threadsafe(coro, self.handle.loop).result(timeout)
 
     # -- raw HTTP -------------------------------------------------------------------------

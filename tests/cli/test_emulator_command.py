@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cigate.cli import main
+from cigate.emulator.state import emulator_state
 
 
 @pytest.fixture
@@ -38,13 +39,13 @@ def test_serve_prints_the_three_base_urls_and_the_key(served: list[dict[str, Any
     assert f"http://127.0.0.1:{port}/v1/" in result.output
     assert "local-key" in result.output
     assert served[0]["host"] == "127.0.0.1"
-    assert served[0]["app"].state.settings.api_keys == ("local-key",)
+    assert emulator_state(served[0]["app"]).settings.api_keys == ("local-key",)
 
 
 def test_serve_generates_and_prints_a_key_when_none_is_set(served: list[dict[str, Any]]) -> None:
     result = CliRunner().invoke(main, ["emulator", "serve", "--port", "0"])
     assert result.exit_code == 0, result.output
-    key = served[0]["app"].state.settings.api_key
+    key = emulator_state(served[0]["app"]).settings.api_key
     assert key.startswith("emu-")
     assert key in result.output
 
@@ -56,7 +57,7 @@ def test_serve_reads_the_key_and_settings_from_the_environment(
     args = ["emulator", "serve", "--port", "0", "--idle-minutes", "5", "--pool-size", "1"]
     result = CliRunner().invoke(main, [*args, "--isolation", "none"])
     assert result.exit_code == 0, result.output
-    settings = served[0]["app"].state.settings
+    settings = emulator_state(served[0]["app"]).settings
     assert settings.api_keys == ("from-env", "second")
     assert (settings.idle_minutes, settings.pool_size, settings.isolation) == (5, 1, "none")
 
@@ -95,7 +96,7 @@ def test_serve_passes_the_sandbox_limits_from_options_and_the_environment(
     options += ["--disk-quota", "1.5GiB", "--max-containers", "9"]
     result = CliRunner().invoke(main, ["emulator", "serve", "--port", "0", *options])
     assert result.exit_code == 0, result.output
-    settings = served[0]["app"].state.settings
+    settings = emulator_state(served[0]["app"]).settings
     assert settings.sandbox_overrides() == {
         "memory_cap": 512 << 20,
         "pids_max": 64,

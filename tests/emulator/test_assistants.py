@@ -235,7 +235,7 @@ def test_a_run_whose_model_breaks_fails_with_a_server_error(
         async def next_step(self, conversation: Any, results: Any) -> Any:
             raise RuntimeError("boom")
 
-    monkeypatch.setattr(emulator.app.state.assistants, "model", Broken())
+    monkeypatch.setattr(emulator.backends.assistants, "model", Broken())
     client = emulator.openai(max_retries=0)
     assistant = client.beta.assistants.create(model=MODEL)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])

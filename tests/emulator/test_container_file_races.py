@@ -91,7 +91,7 @@ class Raced:
 
 
 def _run(emulator: RunningEmulator, container: Container, code: str) -> str:
-    backend: ContainerBackend = emulator.app.state.containers
+    backend: ContainerBackend = emulator.backends.containers
     run = emulator.run_on_loop(backend.run_code(container, code, timeout=60))
     assert run.result.error is None, run.result.logs
     return run.result.stdout
@@ -101,7 +101,7 @@ def _run(emulator: RunningEmulator, container: Container, code: str) -> str:
 def raced(emulator: RunningEmulator, tmp_path: Path) -> Iterator[Raced]:
     """A container whose code swaps ``data.bin`` and ``sub`` with decoys until the test ends."""
     client = emulator.openai(max_retries=0)
-    backend: ContainerBackend = emulator.app.state.containers
+    backend: ContainerBackend = emulator.backends.containers
     other = backend.get(client.containers.create(name="other").id)
     _run(emulator, other, f"open('/mnt/data/secret.bin', 'wb').write({OTHER!r})")
     host_dir = tmp_path / "host"

@@ -43,7 +43,7 @@ def host(tmp_path: Path) -> Path:
 
 
 def _backend(emulator: RunningEmulator) -> ContainerBackend:
-    backend: ContainerBackend = emulator.app.state.containers
+    backend: ContainerBackend = emulator.backends.containers
     return backend
 
 

@@ -438,7 +438,7 @@ def test_a_file_written_by_code_is_listed_as_assistant_with_its_real_path(
     emulator: RunningEmulator, client: openai.OpenAI
 ) -> None:
     container_id = client.containers.create(name="code").id
-    backend = emulator.app.state.containers
+    backend = emulator.backends.containers
     container = backend.get(container_id)
     code = (
         "import os\n"

@@ -204,9 +204,7 @@ def test_the_files_list_defaults_to_ten_thousand_and_other_lists_to_twenty(
 
 
 def test_the_files_backend_can_create_assistants_output_files(emulator: RunningEmulator) -> None:
-    record = emulator.app.state.files.create(
-        "plot.png", b"\x89PNG", "assistants_output", azure=True
-    )
+    record = emulator.backends.files.create("plot.png", b"\x89PNG", "assistants_output", azure=True)
     client = emulator.openai(max_retries=0)
     assert client.files.retrieve(record.id).purpose == "assistants_output"
     assert client.files.content(record.id).read() == b"\x89PNG"

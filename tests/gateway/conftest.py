@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,3 +106,14 @@ def sqlite_live_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[L
 def postgres_azurite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """The scale-out backend alone (tests of several gateway processes sharing it)."""
     return make_backend("postgres-azurite", request, tmp_path)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Gateway processes a test started (``live.serve_process``); killed at its end."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)

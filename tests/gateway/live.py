@@ -6,8 +6,12 @@ The gateway's upstream is the emulator's real URL: the two meet only here, in te
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -86,8 +90,10 @@ class LiveGateway:
         at_least: int = 1,
         timeout: float = 60,
         tenant: Tenant | None = None,
+        listed: bool = True,
     ) -> list[dict[str, Any]]:
-        """``/responses/{id}/files`` once at least N files exist and none is pending."""
+        """``/responses/{id}/files`` once the response is listed (unless ``listed=False``), at
+        least N files exist and none is pending."""
         client = self.http(tenant)
         deadline = time.monotonic() + timeout
         files: list[dict[str, Any]] = []
@@ -95,7 +101,9 @@ class LiveGateway:
             r = client.get(f"/responses/{response_id}/files")
             if r.status_code == 200:
                 files = r.json()["data"]
-                if len(files) >= at_least and all(f["state"] != "pending" for f in files):
+                over = r.json()["listed"] or not listed
+                done = over and all(f["state"] != "pending" for f in files)
+                if len(files) >= at_least and done:
                     return files
             time.sleep(0.1)
         raise AssertionError(f"harvest of {response_id} did not finish: {files}")
@@ -108,3 +116,44 @@ class LiveGateway:
 
 def start_gateway(settings: GatewaySettings, tenant: Tenant) -> LiveGateway:
     return LiveGateway(settings, run_in_thread(create_app(settings), "127.0.0.1", 0), tenant)
+
+
+def serve_process(
+    settings: GatewaySettings, port: int, home: Path, **extra: str
+) -> subprocess.Popen[bytes]:
+    """``cigate gateway serve`` as a real process (to be SIGKILLed), once it answers.
+
+    Short leases and sweeps; ``extra`` sets more ``CIGATE_GATEWAY_*`` variables. Its log goes
+    to ``home/gateway-PORT.log`` (a pipe nobody reads would fill up and stall it).
+    """
+    env = {
+        **os.environ,
+        "CIGATE_HOME": str(home),
+        "CIGATE_GATEWAY_UPSTREAM": settings.upstream,
+        "CIGATE_GATEWAY_UPSTREAM_KEY": settings.upstream_key,
+        "CIGATE_GATEWAY_DATABASE": settings.database_url,
+        "CIGATE_GATEWAY_BLOBS": settings.blobs_url,
+        "CIGATE_GATEWAY_PORT": str(port),
+        "CIGATE_GATEWAY_LEASE_SECONDS": "2",
+        "CIGATE_GATEWAY_RESUME_INTERVAL": "0.5",
+        **{f"CIGATE_GATEWAY_{k.upper()}": v for k, v in extra.items()},
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / f"gateway-{port}.log"
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from cigate.cli import main; main()", "gateway", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx2.TransportError:
+            time.sleep(0.1)
+        assert proc.poll() is None, log.read_text(errors="replace")
+    proc.kill()
+    raise AssertionError("the gateway subprocess did not start")

@@ -96,7 +96,7 @@ def expected(name: str) -> bytes:
 def test_a_harvest_racing_symlink_swaps_never_stores_a_foreign_body(
     live_gateway: LiveGateway, emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    backend: ContainerBackend = emulator.app.state.containers
+    backend: ContainerBackend = emulator.backends.containers
     upstream = emulator.openai()
     other = backend.get(upstream.containers.create(name="other").id)
     emulator.run_on_loop(

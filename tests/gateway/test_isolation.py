@@ -161,7 +161,7 @@ def _snapshot(emulator: RunningEmulator, gw: LiveGateway, w: World) -> dict[str,
 
 def _last_active(emulator: RunningEmulator, w: World) -> dict[str, float | None]:
     """Containers' last activity, read from the backend without touching it."""
-    backend = emulator.app.state.containers
+    backend = emulator.backends.containers
     out: dict[str, float | None] = {}
     for key in ("container", "auto_container"):
         try:

@@ -256,13 +256,13 @@ def test_a_copy_shorter_than_the_container_record_is_never_stored(tmp_path: Path
     with GatewayHarness(_settings(tmp_path, harvest_attempts=2, harvest_backoff=0.01)) as gw:
         tenant = gw.add_tenant("a")
         _script(gw, handler)
-        harvester = gw.services.harvester
+        recorder = gw.services.recorder
         cited = {"type": "container_file_citation", "container_id": "cntr_1", "file_id": "cfile_1"}
 
         async def run() -> None:
-            await harvester.record_citation(tenant.id, None, {**cited, "filename": "a.csv"})
-            await harvester.reconcile(tenant.id, None, ["cntr_1"])
-            await harvester.idle()
+            await recorder.record_citation(tenant.id, None, {**cited, "filename": "a.csv"})
+            await recorder.reconcile(tenant.id, None, ["cntr_1"])
+            await gw.services.tasks.idle()
 
         gw.call(run)
         row = gw.call(gw.services.meta.get_file, tenant.id, "cfile_1")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +18,14 @@ from cigate.testing.plugin import RunningEmulator
 from cigate.testing.services import free_port
 from tests.gateway.conftest import Backend, live_settings
 from tests.gateway.harness import Tenant
-from tests.gateway.live import CODE_TOOL, LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.live import (
+    CODE_TOOL,
+    LiveGateway,
+    add_tenant,
+    code_input,
+    serve_process,
+    start_gateway,
+)
 
 pytestmark = [pytest.mark.storage, pytest.mark.sandbox]
 
@@ -89,56 +93,13 @@ def test_every_upstream_fault_is_survived_or_recorded_with_its_class(
         assert failure in r.json()["error"]["message"]
 
 
-def _serve(settings, port: int, home: Path, **extra: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "CIGATE_HOME": str(home),
-        "CIGATE_GATEWAY_UPSTREAM": settings.upstream,
-        "CIGATE_GATEWAY_UPSTREAM_KEY": settings.upstream_key,
-        "CIGATE_GATEWAY_DATABASE": settings.database_url,
-        "CIGATE_GATEWAY_BLOBS": settings.blobs_url,
-        "CIGATE_GATEWAY_PORT": str(port),
-        "CIGATE_GATEWAY_LEASE_SECONDS": "2",
-        "CIGATE_GATEWAY_RESUME_INTERVAL": "0.5",
-        **{f"CIGATE_GATEWAY_{k.upper()}": v for k, v in extra.items()},
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from cigate.cli import main; main()", "gateway", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx2.TransportError:
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-    proc.kill()
-    raise AssertionError("the gateway subprocess did not start")
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
-
-
 def test_a_gateway_killed_mid_harvest_finishes_the_harvest_after_a_restart(
     emulator: RunningEmulator, backend: Backend, tmp_path: Path, processes
 ) -> None:
     settings = live_settings(emulator, backend)
     tenant = add_tenant(settings.database_url, "acme")
     port = free_port()
-    processes.append(_serve(settings, port, tmp_path / "home"))
+    processes.append(serve_process(settings, port, tmp_path / "home"))
     emulator.control.add_fault(path=CONTENT, method="GET", latency_ms=30_000)
     base = f"http://127.0.0.1:{port}"
     with httpx2.Client(base_url=base, headers=tenant.headers, timeout=60) as http:
@@ -156,7 +117,7 @@ def test_a_gateway_killed_mid_harvest_finishes_the_harvest_after_a_restart(
         processes[0].wait(10)
         emulator.control.clear_faults()
 
-        processes.append(_serve(settings, port, tmp_path / "home"))
+        processes.append(serve_process(settings, port, tmp_path / "home"))
         rows = _rows_once_stored(http, response["id"])
         assert [r["state"] for r in rows] == ["stored"]
         assert http.get(f"/files/{rows[0]['id']}/content").content == DATA
@@ -192,11 +153,12 @@ def test_a_gateway_killed_mid_stream_keeps_the_uncited_files_after_a_restart(
     emulator: RunningEmulator, backend: Backend, tmp_path: Path, processes
 ) -> None:
     """Killed while the second cell runs: the first cell's file was never cited and its
-    container never listed. The restarted gateway's sweep lists it."""
+    container never listed. The restarted gateway's sweep reads the response upstream, waits
+    while it runs, and records its file from the final answer (and the container's listing)."""
     settings = live_settings(emulator, backend)
     tenant = add_tenant(settings.database_url, "acme")
     port = free_port()
-    processes.append(_serve(settings, port, tmp_path / "home"))
+    processes.append(serve_process(settings, port, tmp_path / "home"))
     base = f"http://127.0.0.1:{port}"
     body = {
         "model": "gpt-4.1",
@@ -222,11 +184,12 @@ def test_a_gateway_killed_mid_stream_keeps_the_uncited_files_after_a_restart(
             processes[0].send_signal(signal.SIGKILL)
             processes[0].wait(10)
 
-        processes.append(_serve(settings, port, tmp_path / "home", harvest_relist_after="1"))
+        processes.append(serve_process(settings, port, tmp_path / "home", harvest_relist_after="1"))
         rows = _rows_once_stored(http, response_id)
         assert [(r["filename"], r["state"], r["origin"]) for r in rows] == [
-            ("f.bin", "stored", "listing")
+            ("f.bin", "stored", "citation")
         ]
+        assert http.get(f"/responses/{response_id}/files").json()["listed"]
         assert http.get(f"/files/{rows[0]['id']}/content").content == DATA
 
 

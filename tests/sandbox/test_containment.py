@@ -114,7 +114,7 @@ def lines(logs: str) -> dict[str, str]:
 
 
 def session(emulator: RunningEmulator, container_id: str) -> Any:
-    return emulator.app.state.containers.get(container_id, allow_expired=True).session
+    return emulator.backends.containers.get(container_id, allow_expired=True).session
 
 
 def container_pids(emulator: RunningEmulator, container_id: str) -> list[int]:
@@ -364,7 +364,7 @@ def test_writes_to_mnt_data_stop_at_the_quota_with_enospc_and_nothing_outside_gr
     client: openai.OpenAI, emulator: RunningEmulator
 ) -> None:
     """Today: 4,096 MiB of 4,096 written to /mnt/data."""
-    before = os.statvfs(emulator.app.state.settings.data_dir)
+    before = os.statvfs(emulator.settings.data_dir)
     logs, cid, _ = run(client, FILL.format(path="/mnt/data/big.bin", chunks=100))
     found = lines(logs)
     assert found["error"] == "ENOSPC"
@@ -373,7 +373,7 @@ def test_writes_to_mnt_data_stop_at_the_quota_with_enospc_and_nothing_outside_gr
     kernel = session(emulator, cid)
     assert os.path.ismount(kernel.workdir)  # the quota is a file system of its own
     assert os.path.getsize(kernel.workdir / "big.bin") < LIMITS["disk_quota"]
-    after = os.statvfs(emulator.app.state.settings.data_dir)
+    after = os.statvfs(emulator.settings.data_dir)
     grown = (before.f_bfree - after.f_bfree) * after.f_frsize
     assert grown < LIMITS["disk_quota"] + 16 * MIB  # the host's disk lost at most the quota
 
@@ -482,7 +482,7 @@ def test_the_live_container_cap_expires_the_longest_idle_container_then_answers_
     assert client.containers.retrieve(ids[0]).status == "expired"
     assert [client.containers.retrieve(i).status for i in ids[1:]] == ["running"] * (cap - 1)
     assert client.containers.retrieve(newest).status == "running"
-    assert emulator.app.state.pool.live_count == cap
+    assert emulator.backends.pool.live_count == cap
     # Every live container busy running code: a new one gets the service's rate-limit error.
     busy = [*ids[1:], newest]
     with concurrent.futures.ThreadPoolExecutor(cap) as threads:
@@ -491,7 +491,7 @@ def test_the_live_container_cap_expires_the_longest_idle_container_then_answers_
             for i in busy
         ]
         for _ in range(400):
-            containers = emulator.app.state.containers
+            containers = emulator.backends.containers
             if sum(containers.get(i).lock.locked() for i in busy) == cap:
                 break
             time.sleep(0.01)

@@ -91,9 +91,10 @@ async def test_adding_a_key_to_an_unknown_tenant_fails(stores: Stores) -> None:
         await stores.metadata.add_key("ten_missing")
 
 
-async def test_upserting_a_file_twice_returns_the_same_row_and_fills_the_response(
+async def test_upserting_a_file_twice_returns_the_same_row_and_the_citation_wins(
     stores: Stores,
 ) -> None:
+    """A listing only guesses which response wrote a file; the one that cites it made it."""
     md = stores.metadata
     tenant = await md.create_tenant("acme")
     first = await md.upsert_file(
@@ -120,8 +121,22 @@ async def test_upserting_a_file_twice_returns_the_same_row_and_fills_the_respons
     assert (again.state, again.response_id, again.filename, again.origin) == (
         "pending",
         "resp_1",
-        "a.csv",
-        "listing",
+        "renamed.csv",
+        "citation",
+    )
+    later = await md.upsert_file(
+        tenant.id,
+        kind="container",
+        upstream_file_id="cfile_1",
+        container_id="cntr_1",
+        response_id="resp_2",
+        filename="other.csv",
+        origin="listing",
+    )
+    assert (later.response_id, later.filename, later.origin) == (
+        "resp_1",
+        "renamed.csv",
+        "citation",
     )
 
 
@@ -528,3 +543,79 @@ async def test_migration_4_counts_responses_recorded_before_it_as_listed(
             row = (await conn.execute(query)).one()
         assert row.listed_at == row.created_at
         assert await md.claim_unlisted("w", 60, older_than=0, horizon=10**10) == []
+
+
+async def test_migration_6_leaves_rows_stored_before_it_unverified_and_every_new_store_verified(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
+    engine = create_engine(empty_database_url)
+    await migrations.apply_migrations(engine, Clock())
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO tenants VALUES ('ten_a', 'a', '2025-01-01 00:00:00')"))
+        await conn.execute(
+            text(
+                "INSERT INTO files (id, tenant_id, kind, upstream_file_id, container_id,"
+                " filename, origin, state, sha256, size, tries, created_at, updated_at) VALUES"
+                " ('gwf_old', 'ten_a', 'container', 'cfile_1', 'cntr_a', 'f.bin', 'citation',"
+                " 'stored', :sha, 3, 1, '2025-01-01 00:00:01', '2025-01-01 00:00:01')"
+            ),
+            {"sha": "a" * 64},
+        )
+    await engine.dispose()
+    monkeypatch.undo()
+    async with await MetadataStore.open(empty_database_url) as md:  # applies migration 6
+        old = await md.get_file("ten_a", "gwf_old")
+        assert old is not None
+        assert (old.state, old.verified_at, old.servable) == ("stored", None, False)
+        new = await container_file(md, Tenant("ten_a", "a", old.created_at), "cfile_2")
+        stored = await md.mark_stored(new, "b" * 64, 5, None)
+        assert stored.verified_at is not None
+        assert stored.servable
+        assert [r.id for r in await md.claim_unverified("w", 60)] == ["gwf_old"]
+
+
+@pytest.fixture
+def empty_database_url(
+    storage_backend: StorageBackend, tmp_path: Path, request: pytest.FixtureRequest
+) -> str:
+    """A database of the test's backend that nobody migrated yet."""
+    if storage_backend.database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'legacy.db'}"
+    postgres = request.getfixturevalue("postgres_server")
+    url: str = postgres.create_database()
+    return url
+
+
+async def test_unverified_rows_are_claimed_once_and_end_verified_or_back_to_pending(
+    stores: Stores, storage_backend: StorageBackend, storage_clock: Clock
+) -> None:
+    md = stores.metadata
+    tenant = await md.create_tenant("acme")
+    ids = []
+    for i in range(12):
+        file_id = await container_file(md, tenant, f"cfile_{i}", response=None)
+        await md.mark_stored(file_id, f"{i:064x}", 10, None)
+        ids.append(file_id)
+    async with md._write("forget verification") as conn:  # as rows stored before migration 6
+        await conn.execute(schema.files.update().values(verified_at=None))
+    other = await MetadataStore.open(storage_backend.database_url, clock=storage_clock)
+    try:
+        mine, theirs = await asyncio.gather(
+            md.claim_unverified("w1", 60), other.claim_unverified("w2", 60)
+        )
+        assert not {r.id for r in mine} & {r.id for r in theirs}
+        assert {r.id for r in mine} | {r.id for r in theirs} == set(ids)
+        assert await md.claim_unverified("w1", 60) == []  # leases held
+    finally:
+        await other.close()
+    ok = await md.mark_verified(ids[0], f"{0:064x}")
+    assert (ok.verified_at is not None, ok.lease_owner) == (True, None)
+    stale = await md.mark_verified(ids[1], "f" * 64)  # the bytes changed meanwhile: untouched
+    assert stale.verified_at is None
+    bad = await md.mark_suspect(ids[2], f"{2:064x}", "an error document", "w1", 60)
+    assert (bad.state, bad.sha256, bad.size, bad.error_kind) == ("pending", None, None, "integrity")
+    assert bad.lease_owner == "w1"
+    assert await md.claim_file(ids[2], "w2", 60) is None  # the suspect's copy is w1's
+    again = await md.mark_suspect(ids[2], f"{2:064x}", "twice", "w2", 60)  # no longer stored
+    assert (again.state, again.lease_owner) == ("pending", "w1")
