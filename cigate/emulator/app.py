@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from cigate.clock import Clock
@@ -155,6 +155,7 @@ def create_app(
     app = EmulatorApp(
         routes=[
             Mount("/_emulator", routes=control.ROUTES),
+            Route("/readyz", control.readyz, methods=["GET"]),
             *api_mounts(v1_routes, legacy_routes),
         ],
         middleware=[

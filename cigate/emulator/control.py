@@ -102,6 +102,18 @@ async def status(request: Request) -> Response:
     return JSONResponse({"status": "ok", "sandbox": sandbox})
 
 
+async def readyz(request: Request) -> Response:
+    """Ready when code can run: 200 with what the sandbox enforces (and by which mechanism, with
+    its warnings about limits it could only approximate), else 503 saying why."""
+    running = emulator_state(request.app).running
+    if running is None:
+        return JSONResponse({"status": "starting", "sandbox": None}, status_code=503)
+    sandbox = running.pool.status()
+    if sandbox.get("isolation", {}).get("mode") == "unavailable":
+        return JSONResponse({"status": "no sandbox", "sandbox": sandbox}, status_code=503)
+    return JSONResponse({"status": "ready", "sandbox": sandbox})
+
+
 ROUTES: list[BaseRoute] = [
     Route("/health", health, methods=["GET"]),
     Route("/status", status, methods=["GET"]),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import openai
 import pytest
+from starlette.testclient import TestClient
 
+from cigate.emulator.app import create_app
+from cigate.emulator.settings import EmulatorSettings
 from cigate.testing.plugin import RunningEmulator
 
 
@@ -129,3 +133,22 @@ def test_the_status_endpoint_says_what_the_sandbox_enforces_and_by_which_mechani
         assert sandbox["limits"]["cpu"]["mechanism"].startswith("cgroup")
         assert sandbox["limits"]["disk"]["mechanism"].startswith("ext4 volume")
         assert sandbox["warnings"] == []
+
+
+@pytest.mark.sandbox
+def test_readiness_says_what_the_sandbox_enforces(emulator: RunningEmulator) -> None:
+    response = emulator.http_client().get("/readyz")  # no key: a probe of the orchestrator
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ready"
+    status = emulator.http_client().get("/_emulator/status").json()["sandbox"]
+    assert body["sandbox"]["isolation"] == status["isolation"]
+    assert body["sandbox"]["limits"] == status["limits"]
+    assert body["sandbox"]["warnings"] == status["warnings"]
+
+
+def test_readiness_is_a_503_until_the_emulator_has_started(tmp_path: Path) -> None:
+    settings = EmulatorSettings(api_keys=("k",), data_dir=tmp_path, pool_size=0)
+    response = TestClient(create_app(settings)).get("/readyz")  # lifespan not entered
+    assert response.status_code == 503
+    assert response.json() == {"status": "starting", "sandbox": None}
