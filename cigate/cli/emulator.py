@@ -184,6 +184,7 @@ def serve(  # noqa: PLR0917 - one parameter per click option
             f"Azure resource endpoint: {root}   (AzureOpenAI(azure_endpoint=...))",
             f"Azure v1 base URL:       {root}/openai/v1/",
             f"OpenAI-style base URL:   {root}/v1/",
+            f"Foundry project:         {root}/api/projects/PROJECT   (any PROJECT name)",
             f"API key:                 {settings.api_key}",
             f"Control plane:           {root}/_emulator/ (no key; keep it on loopback)",
             f"Sandbox status:          {root}/_emulator/status",

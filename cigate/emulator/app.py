@@ -9,7 +9,7 @@ Layers, outermost first: request ids (so even crashes and faults carry them), th
 path edge (``cigate.web.paths``: a path any component could read differently is refused
 before faults or routing see it), faults (before routing), the body guard
 (``cigate.web.bodies``: size caps, ``Content-Length``, strict JSON), error rendering, then the
-control plane and the three API prefixes (``routing``).
+control plane, the three API prefixes and Foundry's project prefixes (``routing``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from cigate.emulator import containers, control, files
 from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_body, refuse_path
 from cigate.emulator.faults import CONTROL_PREFIX, FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
-from cigate.emulator.routing import PREFIXES, api_mounts
+from cigate.emulator.routing import EDGE_PREFIXES, api_mounts, project_mounts
 from cigate.emulator.settings import EmulatorSettings
 from cigate.engine.containers import ContainerBackend
 from cigate.sandbox.base import KernelSession, SandboxSettings
@@ -157,16 +157,21 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
     plugged: list[BaseRoute] = [r for m in modules for r in getattr(m, "ROUTES", [])]
     v1_routes = [*plugged, *containers.ROUTES, *files.ROUTES]
     legacy_routes = [*plugged, *files.ROUTES]
+    # Foundry projects: the classic agents surface (and the v2 agents) is each module's
+    # PROJECT_ROUTES; the project's /openai/v1 is the v1 table plus its PROJECT_V1_ROUTES.
+    classic = [r for m in modules for r in getattr(m, "PROJECT_ROUTES", [])]
+    project_v1 = [r for m in modules for r in getattr(m, "PROJECT_V1_ROUTES", [])]
     app = EmulatorApp(
         routes=[
             Mount("/_emulator", routes=control.ROUTES),
+            *project_mounts([*project_v1, *v1_routes], [*classic, *files.ROUTES]),
             *api_mounts(v1_routes, legacy_routes),
         ],
         middleware=[
             Middleware(
                 CanonicalPathMiddleware,
                 refuse=refuse_path,
-                prefixes=(*PREFIXES.values(), CONTROL_PREFIX),
+                prefixes=(*EDGE_PREFIXES, CONTROL_PREFIX),
             ),
             Middleware(FaultMiddleware),
             Middleware(
@@ -179,6 +184,9 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan,
     )
+    # A redirect to "<path>/" could only lead to the edge's refusal (no trailing slashes): an
+    # unknown path is a JSON 404 at once (azure-ai-agents cannot read an empty error body).
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.faults = FaultStore()
     app.state.resource_modules = modules
