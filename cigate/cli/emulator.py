@@ -1,6 +1,8 @@
 """``cigate emulator serve``: run the Azure OpenAI emulator on a local port.
 
-Prints the three base URLs and the key it accepts, then serves until interrupted.
+Prints the base URLs and the key it accepts, then serves until interrupted. ``--tls`` serves
+HTTPS with a throwaway local CA (:mod:`cigate.testing.tls`) and prints how to trust it, since
+azure-core (the Azure AI SDKs) sends bearer tokens over TLS only.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cigate.cli.serving import log_level_option
+from cigate.cli.serving import log_level_option, tls_options
 from cigate.emulator.settings import EmulatorSettings
 from cigate.sandbox.limits import parse_size
 
@@ -107,6 +109,14 @@ def emulator() -> None:
     default=None,
     help="Live containers on this host; idle ones expire early at the cap [default: 128].",
 )
+@tls_options
+@click.option(
+    "--tls",
+    "local_tls",
+    is_flag=True,
+    help="Serve HTTPS with a new local CA and certificate for 127.0.0.1/localhost; prints the "
+    "CA and the variables that make the SDKs trust it.",
+)
 def serve(  # noqa: PLR0917 - one parameter per click option
     host: str,
     port: int,
@@ -122,6 +132,9 @@ def serve(  # noqa: PLR0917 - one parameter per click option
     disk_quota: int | None,
     tmp_size: int | None,
     max_containers: int | None,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    local_tls: bool,
 ) -> None:
     """Serve the emulator until Ctrl-C.
 
@@ -131,6 +144,13 @@ def serve(  # noqa: PLR0917 - one parameter per click option
     """
     from cigate.cli.serving import serve_app
     from cigate.emulator.app import create_app
+    from cigate.exceptions import ConfigurationError
+
+    if local_tls and (ssl_certfile or ssl_keyfile):
+        raise ConfigurationError(
+            "--tls makes its own certificate: it cannot be combined with --ssl-certfile",
+            hint="Drop --tls to serve your own certificate (or unset CIGATE_SSL_CERTFILE).",
+        )
 
     keys = tuple(k.strip() for k in api_key.split(",") if k.strip()) if api_key else None
     settings = EmulatorSettings.from_env(
@@ -147,15 +167,37 @@ def serve(  # noqa: PLR0917 - one parameter per click option
         max_containers=max_containers,
     )
 
+    trust: list[str] = []
+    if local_tls:
+        from cigate.testing.tls import make_local_tls
+
+        made = make_local_tls(settings.data_dir / "tls")
+        ssl_certfile, ssl_keyfile = str(made.certfile), str(made.keyfile)
+        trust = [
+            f"TLS CA certificate:      {made.ca}",
+            "Trust it (CA + certifi): export "
+            + " ".join(f"{name}={value}" for name, value in made.env().items()),
+        ]
+
     def banner(root: str) -> list[str]:
         return [
             f"Azure resource endpoint: {root}   (AzureOpenAI(azure_endpoint=...))",
             f"Azure v1 base URL:       {root}/openai/v1/",
             f"OpenAI-style base URL:   {root}/v1/",
+            f"Foundry project:         {root}/api/projects/PROJECT   (any PROJECT name)",
             f"API key:                 {settings.api_key}",
             f"Control plane:           {root}/_emulator/ (no key; keep it on loopback)",
             f"Sandbox status:          {root}/_emulator/status",
+            *trust,
         ]
 
     _show_sandbox_report()
-    serve_app(create_app(settings), host=host, port=port, log_level=log_level, banner=banner)
+    serve_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        banner=banner,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )

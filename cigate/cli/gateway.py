@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cigate.cli.serving import log_level_option
+from cigate.cli.serving import log_level_option, tls_options
 from cigate.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -60,7 +60,10 @@ def gateway() -> None:
     help="Rewrite sandbox: links in answers to gateway URLs.",
 )
 @click.option("--public-url", envvar=_env("public_url"), help="Base URL clients reach us at.")
-def serve(log_level: str, **options: Any) -> None:
+@tls_options
+def serve(
+    log_level: str, ssl_certfile: str | None, ssl_keyfile: str | None, **options: Any
+) -> None:
     """Serve the gateway.
 
     The metadata store (its migrations applied) and the blob store are opened and checked
@@ -81,6 +84,8 @@ def serve(log_level: str, **options: Any) -> None:
         log_level=log_level,
         banner=lambda root: [f"cigate gateway on {root} -> {settings.upstream}"],
         preflight=lambda: _check_stores(settings),
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
 
 

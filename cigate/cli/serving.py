@@ -4,6 +4,10 @@ The socket is bound before anything is printed, so ``--port 0`` prints the port 
 chose and a port already in use is one clear line (not a traceback after a "listening" line);
 ``preflight`` (opening the stores, say) runs before that line too, so a bad setting fails
 the command instead of the server's start-up.
+
+TLS (``--ssl-certfile``/``--ssl-keyfile``, or ``CIGATE_SSL_CERTFILE``/``CIGATE_SSL_KEYFILE``)
+is the same for both servers: the pair is loaded once before binding, so a missing file, a key
+that does not match or half a pair is one line too, and the printed URLs say ``https``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -18,7 +23,7 @@ import click
 
 from cigate.exceptions import ConfigurationError
 
-__all__ = ["bind", "log_level_option", "serve_app", "url_root"]
+__all__ = ["bind", "check_tls", "log_level_option", "serve_app", "tls_options", "url_root"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -33,6 +38,42 @@ def log_level_option(envvar: str) -> Callable[[Any], Any]:
         show_default=True,
         help="How much the server logs (info: a line per request).",
     )
+
+
+def tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--ssl-certfile`` and ``--ssl-keyfile`` (PEM; env ``CIGATE_SSL_CERTFILE``/``…KEYFILE``)."""
+    command = click.option(
+        "--ssl-keyfile",
+        envvar="CIGATE_SSL_KEYFILE",
+        default=None,
+        help="PEM private key of --ssl-certfile.",
+    )(command)
+    return click.option(
+        "--ssl-certfile",
+        envvar="CIGATE_SSL_CERTFILE",
+        default=None,
+        help="PEM certificate (chain) to serve HTTPS with; needs --ssl-keyfile.",
+    )(command)
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> bool:
+    """True when TLS is asked for and the pair loads; a clear error for anything else."""
+    if not certfile and not keyfile:
+        return False
+    if not certfile or not keyfile:
+        raise ConfigurationError(
+            "TLS needs both --ssl-certfile and --ssl-keyfile",
+            hint="Give both (or CIGATE_SSL_CERTFILE and CIGATE_SSL_KEYFILE), or neither.",
+        )
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"cannot load the TLS certificate {certfile} with key {keyfile}: "
+            f"{getattr(exc, 'strerror', None) or exc}",
+            hint="Both must be PEM files this user can read, and the key must match.",
+        ) from exc
+    return True
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -56,8 +97,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_root(host: str, port: int) -> str:
-    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+def url_root(host: str, port: int, *, tls: bool = False) -> str:
+    return f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 def serve_app(
@@ -68,14 +109,22 @@ def serve_app(
     log_level: str,
     banner: Callable[[str], list[str]],
     preflight: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> None:
     """Check, bind, print the banner (with the real port), then serve until Ctrl-C."""
     import uvicorn
 
+    tls = check_tls(ssl_certfile, ssl_keyfile)
     if preflight is not None:
         asyncio.run(preflight())
     sock = bind(host, port)
-    for line in banner(url_root(host, sock.getsockname()[1])):
+    for line in banner(url_root(host, sock.getsockname()[1], tls=tls)):
         click.echo(line)
-    config = uvicorn.Config(app, log_level=log_level)  # type: ignore[arg-type]
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        log_level=log_level,
+        ssl_certfile=ssl_certfile if tls else None,
+        ssl_keyfile=ssl_keyfile if tls else None,
+    )
     uvicorn.Server(config).run(sockets=[sock])

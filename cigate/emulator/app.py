@@ -9,7 +9,7 @@ Layers, outermost first: request ids (so even crashes and faults carry them), th
 path edge (``cigate.web.paths``: a path any component could read differently is refused
 before faults or routing see it), faults (before routing), the body guard
 (``cigate.web.bodies``: size caps, ``Content-Length``, strict JSON), error rendering, then the
-control plane and the three API prefixes (``routing``).
+control plane, the three API prefixes and Foundry's project prefixes (``routing``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from cigate.emulator import assistants, containers, control, files, responses
 from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_body, refuse_path
 from cigate.emulator.faults import CONTROL_PREFIX, FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
-from cigate.emulator.routing import PREFIXES, api_mounts
+from cigate.emulator.routing import EDGE_PREFIXES, api_mounts, project_mounts
 from cigate.emulator.settings import EmulatorSettings
 from cigate.emulator.state import Backends, EmulatorState, KernelPool, emulator_state
 from cigate.engine.assistants import AssistantsBackend
@@ -152,17 +152,21 @@ def create_app(
     plugged: list[BaseRoute] = [*responses.ROUTES, *assistants.ROUTES]
     v1_routes = [*plugged, *containers.ROUTES, *files.ROUTES]
     legacy_routes = [*plugged, *files.ROUTES]
+    # Foundry projects: the classic agents surface is the Assistants module's PROJECT_ROUTES;
+    # the project's /openai/v1 is the v1 table.
+    classic = [*assistants.PROJECT_ROUTES]
     app = EmulatorApp(
         routes=[
             Mount("/_emulator", routes=control.ROUTES),
             Route("/readyz", control.readyz, methods=["GET"]),
+            *project_mounts(v1_routes, [*classic, *files.ROUTES]),
             *api_mounts(v1_routes, legacy_routes),
         ],
         middleware=[
             Middleware(
                 CanonicalPathMiddleware,
                 refuse=refuse_path,
-                prefixes=(*PREFIXES.values(), CONTROL_PREFIX),
+                prefixes=(*EDGE_PREFIXES, CONTROL_PREFIX),
             ),
             Middleware(FaultMiddleware),
             Middleware(
@@ -175,5 +179,8 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan,
     )
+    # A redirect to "<path>/" could only lead to the edge's refusal (no trailing slashes): an
+    # unknown path is a JSON 404 at once (azure-ai-agents cannot read an empty error body).
+    app.router.redirect_slashes = False
     app.state.emulator = EmulatorState(settings=settings, faults=FaultStore(), model=model)
     return app

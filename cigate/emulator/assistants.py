@@ -25,7 +25,7 @@ from cigate.engine.assistants.executor import RunExecutor
 from cigate.engine.assistants.params import PageQuery
 from cigate.engine.errors import BadRequestError
 
-__all__ = ["POLL_AFTER_MS", "ROUTES"]
+__all__ = ["POLL_AFTER_MS", "PROJECT_ROUTES", "ROUTES"]
 
 #: What run bodies advertise as the polling interval (the SDK's default is 1000 ms).
 POLL_AFTER_MS = 50
@@ -226,3 +226,5 @@ ROUTES: list[BaseRoute] = [
     Route(_R + "/steps", list_steps, methods=["GET"]),
     Route(_R + "/steps/{step_id}", retrieve_step, methods=["GET"]),
 ]
+#: A Foundry project's classic agents surface (azure-ai-agents): the same routes and handlers.
+PROJECT_ROUTES = ROUTES

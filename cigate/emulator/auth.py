@@ -22,6 +22,10 @@ from cigate.web.bodies import BodyError, parse_json
 #: ``aud`` values of tokens for the scopes ``https://cognitiveservices.azure.com/.default`` and
 #: ``https://ai.azure.com/.default``.
 AUDIENCES = ("https://cognitiveservices.azure.com", "https://ai.azure.com")
+#: What a Foundry project endpoint accepts (``https://ai.azure.com/.default``), and the
+#: hub-based form of azure-ai-projects 1.0.0b* (``https://ml.azure.com/.default``).
+FOUNDRY_AUDIENCES = ("https://ai.azure.com",)
+HUB_AUDIENCES = ("https://ml.azure.com", "https://ai.azure.com")
 
 #: Azure's message for a bearer token it refuses (wrong audience, expired, malformed).
 AZURE_ENTRA_401_MESSAGE = (
@@ -43,8 +47,13 @@ class AuthResult:
     bad_token: bool = False
 
 
-def check(headers: Iterable[tuple[bytes, bytes]], keys: tuple[str, ...]) -> AuthResult:
-    """Check the raw ASGI headers against the accepted keys and audiences."""
+def check(
+    headers: Iterable[tuple[bytes, bytes]],
+    keys: tuple[str, ...],
+    *,
+    audiences: tuple[str, ...] = AUDIENCES,
+) -> AuthResult:
+    """Check the raw ASGI headers against the accepted keys and token ``audiences``."""
     api_key: str | None = None
     authorization: str | None = None
     for name, value in headers:
@@ -67,7 +76,7 @@ def check(headers: Iterable[tuple[bytes, bytes]], keys: tuple[str, ...]) -> Auth
         claims = decode_jwt_claims(token)
         if claims is None:
             return AuthResult(False, "unknown bearer key")
-        if not _audience_ok(claims.get("aud")):
+        if not _audience_ok(claims.get("aud"), audiences):
             return AuthResult(False, "token audience not accepted", bad_token=True)
         exp = claims.get("exp")
         if isinstance(exp, int | float) and exp <= time.time():
@@ -105,6 +114,6 @@ def _known(candidate: str, keys: tuple[str, ...]) -> bool:
     return any(hmac.compare_digest(candidate.encode(), k.encode()) for k in keys)
 
 
-def _audience_ok(aud: object) -> bool:
+def _audience_ok(aud: object, audiences: tuple[str, ...]) -> bool:
     values = aud if isinstance(aud, list) else [aud]
-    return any(isinstance(v, str) and v.rstrip("/") in AUDIENCES for v in values)
+    return any(isinstance(v, str) and v.rstrip("/") in audiences for v in values)

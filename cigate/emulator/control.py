@@ -1,13 +1,15 @@
 """The control plane ``/_emulator/...``: reset, clock, faults and switches (no API key).
 
 Tests and the demo drive the emulator's hidden state through here instead of sleeping or
-monkeypatching. It needs no key, so bind the emulator to loopback (the CLI's default). Handlers
+monkeypatching; ``/_emulator/identity/token`` is a managed-identity endpoint for
+azure-identity. It needs no key, so bind the emulator to loopback (the CLI's default). Handlers
 only parse and serialise: state lives in the backends, the clock and the ``FaultStore``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -15,12 +17,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.clock import Clock
+from cigate.emulator.auth import make_test_jwt
 from cigate.emulator.bodies import json_object
 from cigate.emulator.faults import SWITCHES, FaultRule, FaultStore
 from cigate.emulator.state import backends, emulator_state
 from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
 
 log = logging.getLogger(__name__)
+_TOKEN_LIFETIME = 3600.0
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -91,6 +95,32 @@ async def switch_off(request: Request) -> Response:
     return JSONResponse({"switch": request.path_params["name"], "removed": removed})
 
 
+async def identity_token(request: Request) -> Response:
+    """A managed-identity token endpoint (App Service's protocol, ``api-version=2019-08-01``).
+
+    With ``IDENTITY_ENDPOINT=<emulator>/_emulator/identity/token`` and any ``IDENTITY_HEADER``,
+    azure-identity's ``ManagedIdentityCredential`` (and so ``DefaultAzureCredential``) gets
+    tokens the emulator accepts: unsigned JWTs whose ``aud`` is the resource asked for.
+    """
+    if not request.headers.get("x-identity-header"):
+        raise ApiError(400, "The X-IDENTITY-HEADER header is required.", code="bad_request")
+    resource = request.query_params.get("resource", "")
+    if not resource.startswith("https://"):
+        raise BadRequestError("'resource' must be an https:// URI.", param="resource")
+    resource = resource.removesuffix("/.default").rstrip("/")
+    token = make_test_jwt(aud=resource, lifetime=_TOKEN_LIFETIME)
+    expires_on = int(time.time() + _TOKEN_LIFETIME)
+    return JSONResponse(
+        {
+            "access_token": token,
+            "expires_on": str(expires_on),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": "00000000-0000-0000-0000-00000000c1a7",
+        }
+    )
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -116,6 +146,7 @@ async def readyz(request: Request) -> Response:
 
 ROUTES: list[BaseRoute] = [
     Route("/health", health, methods=["GET"]),
+    Route("/identity/token", identity_token, methods=["GET"]),
     Route("/status", status, methods=["GET"]),
     Route("/reset", reset, methods=["POST"]),
     Route("/clock", get_clock, methods=["GET"]),

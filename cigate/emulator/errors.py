@@ -14,6 +14,7 @@ Handlers and middleware only raise; ``EXCEPTION_HANDLERS`` turns the exceptions 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -36,6 +37,14 @@ AZURE_404_MESSAGE = "Resource not found"
 AZURE_API_VERSION_MESSAGE = "API version not supported"
 #: Files API on Azure given an unknown id, e.g. a ``cfile_`` (api-reference 4.1).
 AZURE_ENTITY_NOT_FOUND = "The specified entity cannot be found."
+
+#: Foundry project endpoints (foundry-wire 5): a refused token, and api-version rules.
+FOUNDRY_401_MESSAGE = (
+    "Unauthorized. Access token is missing, invalid, audience is incorrect ({audience}), "
+    "or have expired."
+)
+FOUNDRY_V1_API_VERSION_MESSAGE = "api-version query parameter is not allowed when using /v1 path"
+FOUNDRY_API_VERSION_MISSING = "Missing required query parameter: api-version"
 
 #: OpenAI's own 401 messages, used on the plain ``/v1`` prefix.
 OPENAI_MISSING_KEY_MESSAGE = (
@@ -66,6 +75,29 @@ class AzureError(ApiError):
 
     def body(self) -> dict[str, object]:
         return {"error": {"code": self.code, "message": self.message}}
+
+
+class FoundryAuthError(ApiError):
+    """Foundry's 401 for a token it refuses: ``{"statusCode": 401, "message": …}``, no
+    ``error`` object (azure-core reads it as ``ClientAuthenticationError``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(401, message, type=None, code=None)
+
+    def body(self) -> dict[str, object]:
+        return {"statusCode": self.status, "message": self.message}
+
+
+def foundry_unauthorized(audience: str) -> FoundryAuthError:
+    return FoundryAuthError(FOUNDRY_401_MESSAGE.format(audience=audience))
+
+
+def foundry_api_version_not_allowed() -> AzureError:
+    return AzureError(400, FOUNDRY_V1_API_VERSION_MESSAGE, code="BadRequest")
+
+
+def foundry_api_version_missing() -> AzureError:
+    return AzureError(400, FOUNDRY_API_VERSION_MISSING, code="BadRequest")
 
 
 def azure_unauthorized() -> AzureError:
@@ -107,8 +139,19 @@ def refuse_body(exc: BodyError) -> Response:
     return render(body_refusal(exc))
 
 
+#: Azure's (and Foundry's) roots, in any case and however the path goes on after them.
+_AZURE_ROOT = re.compile(r"/*(?:openai|(?:api|agents)(?![a-z0-9]))", re.IGNORECASE)
+
+
 def is_azure_path(path: str) -> bool:
-    return path == "/openai" or path.startswith("/openai/")
+    """Under ``/openai``, ``/api`` (Foundry projects) or ``/agents`` (hub form), spelt any
+    way: Azure's error shapes, not OpenAI's."""
+    return _AZURE_ROOT.match(path) is not None
+
+
+def is_project_v1_path(path: str) -> bool:
+    parts = path.lstrip("/").split("/")
+    return parts[:2] == ["api", "projects"] and parts[3:5] == ["openai", "v1"]
 
 
 def render(exc: ApiError) -> Response:
@@ -142,17 +185,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def refuse_path(scope: Scope, exc: NonCanonicalPathError | AmbiguousQueryError) -> Response:
     """The edge's refusal, shaped like the answer for an unknown path or api-version there.
 
-    Under ``/openai`` in any spelling (``//openai``, ``/OpenAI``) it is Azure's: 404
-    ``Resource not found`` for a path, and for ``api-version`` given twice what a bad
-    api-version gets on that surface (400 on v1, 404 on the dated one). Elsewhere OpenAI's
-    ``Invalid URL`` 404, or a 400 naming ``api-version``.
+    Under ``/openai``, ``/api`` or ``/agents`` in any spelling (``//openai``, ``/OpenAI``) it
+    is Azure's: 404 ``Resource not found`` for a path, and for ``api-version`` given twice what
+    a bad api-version gets on that surface (400 on v1 and Foundry's paths, 404 on the dated
+    one). Elsewhere OpenAI's ``Invalid URL`` 404, or a 400 naming ``api-version``.
     """
     raw: bytes = scope.get("raw_path") or str(scope.get("path", "")).encode()
-    azure = raw.lstrip(b"/")[:6].lower() == b"openai"
+    path = raw.decode("latin-1")
+    azure = is_azure_path(path)
     if isinstance(exc, AmbiguousQueryError):
         if not azure:
             return render(ApiError(400, exc.message, param="api-version"))
-        if raw.startswith(b"/openai/v1/"):
+        if is_project_v1_path(path):
+            return render(foundry_api_version_not_allowed())
+        if raw.startswith((b"/openai/v1/", b"/api/", b"/agents/")):
             return render(azure_api_version_not_supported())
         return render(azure_not_found())
     if azure:

@@ -4,6 +4,11 @@ Tests, the demo and benchmarks need a *real* server (sockets, truncation, drops)
 calling thread stays free. The loop that runs the server owns the kernel pool; callers that want
 to run the app in-process must schedule onto ``handle.loop`` (``cigate.testing.transport``), never
 on a second loop.
+
+With ``tls=`` (a :class:`cigate.testing.tls.LocalTLS`) the same app, on the same loop, also
+listens for HTTPS on a second port: the Azure SDKs (which send tokens over TLS only) and the
+in-process clients then see one emulator and one kernel pool. Only the first server runs the
+app's lifespan.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from cigate.emulator.faults import FaultAbort
+
+if TYPE_CHECKING:
+    from cigate.testing.tls import LocalTLS
 
 
 class _QuietFaultAborts(logging.Filter):
@@ -42,17 +51,33 @@ class ServerHandle:
     loop: asyncio.AbstractEventLoop
     server: uvicorn.Server
     thread: threading.Thread
+    #: The HTTPS listener's port and certificate, when started with ``tls=``.
+    tls_port: int | None = None
+    tls: LocalTLS | None = None
+    tls_server: uvicorn.Server | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def https_url(self) -> str:
+        """``https://127.0.0.1:PORT`` of the TLS listener (started with ``tls=``)."""
+        if self.tls_port is None:
+            raise RuntimeError("this server was started without tls=")
+        return f"https://{self.host}:{self.tls_port}"
+
+    def _servers(self) -> list[uvicorn.Server]:
+        return [s for s in (self.tls_server, self.server) if s is not None]
+
     def stop(self, timeout: float = 30.0) -> None:
         """Ask uvicorn to exit (runs the app's shutdown) and wait for the thread."""
-        self.server.should_exit = True
+        for server in self._servers():
+            server.should_exit = True
         self.thread.join(timeout)
         if self.thread.is_alive():
-            self.server.force_exit = True
+            for server in self._servers():
+                server.force_exit = True
             self.thread.join(timeout)
 
     def __enter__(self) -> ServerHandle:
@@ -69,15 +94,14 @@ def run_in_thread(
     *,
     startup_timeout: float = 60.0,
     log_level: str = "warning",
+    tls: LocalTLS | None = None,
 ) -> ServerHandle:
-    """Start uvicorn serving ``app`` on ``host:port`` (0 = a free port); return once it listens."""
+    """Start uvicorn serving ``app`` on ``host:port`` (0 = a free port); return once it listens.
+
+    ``tls``: also serve HTTPS with that certificate on another free port (``handle.tls_port``).
+    """
     logging.getLogger("uvicorn.error").addFilter(_FILTER)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and
-    # without it every reply waits ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = _listen(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -87,26 +111,55 @@ def run_in_thread(
         ws="none",
     )
     server = uvicorn.Server(config)
+    servers = [(server, sock)]
+    tls_server: uvicorn.Server | None = None
+    if tls is not None:
+        tls_config = uvicorn.Config(
+            app,
+            log_level=log_level,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            ws="none",
+            ssl_certfile=str(tls.certfile),
+            ssl_keyfile=str(tls.keyfile),
+        )
+        tls_server = uvicorn.Server(tls_config)
+        servers.append((tls_server, _listen(host, 0)))
+    tls_port = servers[1][1].getsockname()[1] if tls is not None else None
     loop = asyncio.new_event_loop()
     failure: list[BaseException] = []
+
+    async def serve_one(one: uvicorn.Server, listening: socket.socket) -> None:
+        try:
+            await one.serve(sockets=[listening])
+        except SystemExit as exc:  # uvicorn's way to fail a start-up; not for a task to raise
+            raise RuntimeError(f"uvicorn exited with status {exc.code}") from None
+        finally:
+            for other, _ in servers:  # one listener down (or failed): the others follow
+                other.should_exit = True
+
+    async def serve_all() -> None:
+        await asyncio.gather(*(serve_one(s, k) for s, k in servers))
 
     def run() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(server.serve(sockets=[sock]))
+            loop.run_until_complete(serve_all())
         except BaseException as exc:  # reported to the starting thread
             failure.append(exc)
         finally:
-            sock.close()
+            for _, listening in servers:
+                listening.close()
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     thread = threading.Thread(target=run, name=f"uvicorn-{bound_port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
-    while not server.started:
+    while not all(s.started for s, _ in servers):
         if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
+            for s, _ in servers:
+                s.should_exit = True
             thread.join(5)
             cause = failure[0] if failure else None
             raise RuntimeError(
@@ -114,5 +167,23 @@ def run_in_thread(
             ) from cause
         time.sleep(0.01)
     return ServerHandle(
-        app=app, host=host, port=bound_port, loop=loop, server=server, thread=thread
+        app=app,
+        host=host,
+        port=bound_port,
+        loop=loop,
+        server=server,
+        thread=thread,
+        tls_port=tls_port,
+        tls=tls,
+        tls_server=tls_server,
     )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and
+    # without it every reply waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock

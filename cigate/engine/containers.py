@@ -297,14 +297,21 @@ class ContainerBackend:
             os.close(fd)
 
     def add_file(
-        self, container: Container, filename: str, data: bytes, *, source: FileSource = "user"
+        self,
+        container: Container,
+        filename: str,
+        data: bytes,
+        *,
+        source: FileSource = "user",
+        file_id: str | None = None,
     ) -> ContainerFile:
         """Store an uploaded file; uploads get a content-hash prefix as on the real service.
 
         ``filename`` must be one plain name (client uploads are checked by
         :func:`cigate.engine.upload_names.check_upload_name` first). The bytes are renamed into
         place whole: a symlink the code planted under the target name is replaced, never
-        followed; a directory there is a 400.
+        followed; a directory there is a 400. ``file_id``: the id to give a new record (a
+        displayed figure is saved as ``<its id>.png``).
         """
         name = _component(filename)
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -325,7 +332,7 @@ class ContainerBackend:
             existing.bytes, existing.signature = len(data), _signature(st)
             return existing
         record = ContainerFile(
-            id=ids.container_file_id(),
+            id=file_id or ids.container_file_id(),
             container_id=container.id,
             relpath=_show(raw),
             source=source,

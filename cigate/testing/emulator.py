@@ -23,6 +23,7 @@ from cigate.emulator.server import ServerHandle
 from cigate.emulator.settings import EmulatorSettings
 from cigate.emulator.state import Backends, emulator_state
 from cigate.testing.control import EmulatorControl
+from cigate.testing.tls import LocalTLS
 from cigate.testing.transport import AsyncInProcessTransport, InProcessTransport
 from cigate.testing.validation import ValidationRecorder
 
@@ -88,6 +89,22 @@ class RunningEmulator:
     def base_url(self) -> str:
         """The Azure-resource-style root, e.g. ``http://127.0.0.1:PORT``."""
         return self.handle.url
+
+    @property
+    def https_url(self) -> str:
+        """The same emulator over TLS, ``https://127.0.0.1:PORT`` (trust ``tls.ca``)."""
+        return self.handle.https_url
+
+    @property
+    def tls(self) -> LocalTLS:
+        """The HTTPS listener's CA, certificate and bundle (``tls.env()`` to trust it)."""
+        if self.handle.tls is None:
+            raise RuntimeError("this emulator was started without TLS (run_in_thread(tls=...))")
+        return self.handle.tls
+
+    def project_url(self, project: str = "proj", *, tls: bool = True) -> str:
+        """A Foundry project endpoint, ``https://127.0.0.1:PORT/api/projects/PROJECT``."""
+        return f"{self.https_url if tls else self.base_url}/api/projects/{project}"
 
     @property
     def v1_url(self) -> str:

@@ -3,8 +3,11 @@
 Fixtures (available in any test directory once cigate is installed):
 
 * ``emulator_settings`` (session): the ``EmulatorSettings`` used; override it in a conftest.
+* ``emulator_tls`` (session): a throwaway local CA and server certificate
+  (:mod:`cigate.testing.tls`);
 * ``emulator_server`` (session): ONE app with a warm kernel pool on a real uvicorn server in a
-  background thread.
+  background thread, listening for HTTP and, with ``emulator_tls``'s certificate, for HTTPS
+  (``emulator.https_url``: the Azure SDKs send tokens over TLS only).
 * ``emulator`` (function): resets the emulator, yields a ``RunningEmulator`` with ready clients,
   and fails the test at teardown if any body or SSE event it received broke the OpenAPI schema
   (the description ships with the package, so this holds in any project).
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from cigate.emulator.server import ServerHandle
     from cigate.emulator.settings import EmulatorSettings
     from cigate.testing.emulator import RunningEmulator
+    from cigate.testing.tls import LocalTLS
 
 DISTRIBUTION = "cigate-toolkit"
 EXTRA = "emulator"
@@ -110,11 +114,23 @@ def emulator_settings(tmp_path_factory: pytest.TempPathFactory) -> EmulatorSetti
 
 
 @pytest.fixture(scope="session")
-def emulator_server(emulator_settings: EmulatorSettings) -> Iterator[ServerHandle]:
-    """The session's emulator on a real uvicorn server (port chosen by the OS)."""
+def emulator_tls(tmp_path_factory: pytest.TempPathFactory) -> LocalTLS:
+    """A local CA and a certificate for 127.0.0.1/localhost (``.env()``: how to trust it)."""
+    tls = _load("cigate.testing.tls")
+    made: LocalTLS = tls.make_local_tls(tmp_path_factory.mktemp("tls"))
+    return made
+
+
+@pytest.fixture(scope="session")
+def emulator_server(
+    emulator_settings: EmulatorSettings, emulator_tls: LocalTLS
+) -> Iterator[ServerHandle]:
+    """The session's emulator on a real uvicorn server (ports chosen by the OS), HTTP + HTTPS."""
     app = _load("cigate.emulator.app")
     server = _load("cigate.emulator.server")
-    handle: ServerHandle = server.run_in_thread(app.create_app(emulator_settings), "127.0.0.1", 0)
+    handle: ServerHandle = server.run_in_thread(
+        app.create_app(emulator_settings), "127.0.0.1", 0, tls=emulator_tls
+    )
     try:
         yield handle
     finally:

@@ -18,8 +18,8 @@ must read the same segments from it:
   survives one decode, ``%252F``), ``?``, ``#``, a control, format, private-use, surrogate or
   unassigned character or a line/paragraph separator; nor does its compatibility form (NFKC:
   fullwidth ``．．``, ``／``, ``％``) contain any of those;
-* an API prefix is spelled exactly (``/OpenAI/v1`` and ``/openai/V1`` are refused: Azure's
-  router ignores case, ours does not).
+* an API prefix is spelled exactly (``/OpenAI/v1`` and ``/openai/V1``, ``/API/projects/p``
+  and ``/api/projects/p/OpenAI/v1`` are refused: Azure's router ignores case, ours does not).
 
 The query takes part in routing in one place, Azure's ``api-version``: a query naming it more
 than once, under any spelling (``API-Version``, ``api%2Dversion``), is refused too, since one
@@ -166,7 +166,8 @@ def split(raw_path: bytes, *, prefixes: Iterable[str] = ()) -> tuple[str, ...]:
     """The decoded segments of ``raw_path``, or :class:`NonCanonicalPathError`.
 
     ``/`` alone is the empty tuple. ``prefixes`` (like ``/openai/v1``) must be spelled exactly
-    when a path starts with them in any letter case.
+    when a path starts with them in any letter case; a ``{name}`` segment in a prefix
+    (``/api/projects/{project}/openai/v1``) stands for any one segment.
     """
     if len(raw_path) > MAX_PATH_BYTES:
         raise NonCanonicalPathError(raw_path, f"path longer than {MAX_PATH_BYTES} bytes")
@@ -178,9 +179,17 @@ def split(raw_path: bytes, *, prefixes: Iterable[str] = ()) -> tuple[str, ...]:
     for prefix in prefixes:
         wanted = tuple(prefix.strip("/").split("/"))
         head = segments[: len(wanted)]
-        if head != wanted and tuple(s.casefold() for s in head) == wanted:
+        if len(head) != len(wanted):
+            continue
+        fixed = [(s, w) for s, w in zip(head, wanted, strict=True) if not _is_name(w)]
+        if any(s != w for s, w in fixed) and all(s.casefold() == w.casefold() for s, w in fixed):
             raise NonCanonicalPathError(raw_path, f"the prefix is spelled {prefix}")
     return segments
+
+
+def _is_name(segment: str) -> bool:
+    """``{project}`` in a prefix: any segment goes there, in any case."""
+    return segment.startswith("{") and segment.endswith("}")
 
 
 def encode(segments: Iterable[str]) -> str:

@@ -37,6 +37,7 @@ def test_serve_prints_the_three_base_urls_and_the_key(served: list[dict[str, Any
     assert f"http://127.0.0.1:{port}   " in result.output
     assert f"http://127.0.0.1:{port}/openai/v1/" in result.output
     assert f"http://127.0.0.1:{port}/v1/" in result.output
+    assert f"http://127.0.0.1:{port}/api/projects/PROJECT " in result.output
     assert "local-key" in result.output
     assert served[0]["host"] == "127.0.0.1"
     assert emulator_state(served[0]["app"]).settings.api_keys == ("local-key",)

@@ -7,6 +7,7 @@ to ``/_emulator/reset`` reset nothing, and a pass-through fault rule saw no requ
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -17,7 +18,19 @@ from cigate.testing.spellings import spellings
 
 RESOURCE_NOT_FOUND = {"error": {"code": "404", "message": "Resource not found"}}
 VERSION_NOT_SUPPORTED = {"error": {"code": "BadRequest", "message": "API version not supported"}}
+VERSION_NOT_ALLOWED = {
+    "error": {
+        "code": "BadRequest",
+        "message": "api-version query parameter is not allowed when using /v1 path",
+    }
+}
 LEGACY = "api-version=2025-04-01-preview"
+#: A project name no letter-case rule changes (so "case-…" spellings hit only prefixes).
+PROJECT = "/api/projects/42"
+HUB = (
+    "/agents/v1.0/subscriptions/5ub/resourceGroups/rg/providers/"
+    "Microsoft.MachineLearningServices/workspaces/42"
+)
 HTTP_LAYER = {"raw-non-ascii", "raw-space", "raw-tab"}
 
 
@@ -30,6 +43,10 @@ def _paths(container_id: str, file_id: str) -> list[tuple[str, str, tuple[int, .
         ("/v1/containers", "", (1,)),
         (f"/v1/containers/{container_id}/files", "", (1,)),
         ("/_emulator/reset", "", (1,)),
+        (f"{PROJECT}/openai/v1/containers", "", (3, 5)),
+        (f"{PROJECT}/openai/v1/containers/{container_id}/files", "", (2, 4)),
+        (f"{PROJECT}/threads", "api-version=v1", (1, 3)),
+        (f"{HUB}/threads", "api-version=2024-12-01-preview", (2, 9)),
     ]
 
 
@@ -39,9 +56,12 @@ def _expect_refusal(name: str, target: bytes, r: RawResponse) -> None:
         assert r.status == 400, where  # uvicorn's parser: never reaches the app
         return
     body: Any = r.json()
-    azure = target.lstrip(b"/")[:6].lower() == b"openai"  # /openai in any spelling
+    # /openai, /api, /agents in any spelling: Azure's shapes
+    azure = re.match(rb"/*(openai|api(?![a-z0-9])|agents(?![a-z0-9]))", target, re.I) is not None
     if name == "api-version-twice":
-        if target.startswith(b"/openai/v1/"):
+        if target.startswith(PROJECT.encode() + b"/openai/v1/"):
+            assert (r.status, body) == (400, VERSION_NOT_ALLOWED), where
+        elif target.startswith((b"/openai/v1/", b"/api/", b"/agents/")):
             assert (r.status, body) == (400, VERSION_NOT_SUPPORTED), where
         elif azure:
             assert (r.status, body) == (404, RESOURCE_NOT_FOUND), where
@@ -87,7 +107,7 @@ def test_every_prefix_spelt_any_non_canonical_way_is_refused_and_never_routed(
                 )
                 tried += 1
                 _expect_refusal(spelling.name, spelling.target, r)
-    assert tried > 600
+    assert tried > 1000
     assert fired == 0
     # Nothing was created, and the control plane never reset the state.
     assert [c.id for c in sdk.containers.list()] == [container.id]

@@ -78,6 +78,74 @@ def test_a_prefix_spelled_in_another_letter_case_is_refused(raw: bytes) -> None:
         split(raw, prefixes=PREFIXES)
 
 
+#: Foundry's prefixes: ``{name}`` segments stand for any project (or subscription) name.
+NAMED = (
+    "/api/projects/{project}/openai/v1",
+    "/api/projects/{project}",
+    "/api/projects",
+    "/agents/v1.0/subscriptions/{s}/resourceGroups/{rg}/providers/"
+    "Microsoft.MachineLearningServices/workspaces/{p}",
+)
+HUB = "/agents/v1.0/subscriptions/S/resourceGroups/RG/providers/Microsoft.MachineLearningServices"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"/API/projects/P/files",
+        b"/api/Projects/P/files",
+        b"/api/projects/P/OpenAI/v1/files",
+        b"/api/projects/P/openai/V1/files",
+        b"/Api/projects",
+        b"/agents/v1.0/subscriptions/S/resourcegroups/RG/providers/"
+        b"Microsoft.MachineLearningServices/workspaces/P/threads",
+        HUB.lower().encode() + b"/workspaces/P/threads",
+    ],
+    ids=[
+        "api-case",
+        "projects-case",
+        "openai-case-after-project",
+        "v1-case-after-project",
+        "bare-projects",
+        "hub-resource-groups-case",
+        "hub-all-lower",
+    ],
+)
+def test_a_named_prefix_spelled_in_another_letter_case_is_refused(raw: bytes) -> None:
+    with pytest.raises(NonCanonicalPathError, match="the prefix is spelled"):
+        split(raw, prefixes=NAMED)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"/api/projects/MyProject/openai/v1/files",
+        b"/api/projects/MYPROJECT/threads",
+        b"/api/projects/p/openaiv1/x",
+        HUB.encode() + b"/workspaces/Any-Name/threads",
+    ],
+    ids=["mixed-case-project", "upper-project", "lookalike-after-project", "hub-names"],
+)
+def test_a_name_inside_a_prefix_is_any_segment_in_any_case(raw: bytes) -> None:
+    assert split(raw, prefixes=NAMED) == tuple(unquote(raw.decode()).strip("/").split("/"))
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    spellings("/api/projects/42/openai/v1/files", at=(1, 3, 5))[1:],
+    ids=lambda s: s.name,
+)
+def test_every_non_canonical_spelling_of_a_project_path_is_refused(spelling) -> None:
+    path, _, query = spelling.target.partition(b"?")
+
+    def edge() -> None:
+        split(path, prefixes=NAMED)
+        check_query(query)
+
+    with pytest.raises((NonCanonicalPathError, AmbiguousQueryError)):
+        edge()
+
+
 @pytest.mark.parametrize(
     "query",
     [
