@@ -1,7 +1,7 @@
 """``cigate emulator serve``: run the Azure OpenAI emulator on a local port.
 
 Prints the base URLs and the key it accepts, then serves until interrupted. ``--tls`` serves
-HTTPS with a throwaway local CA (:mod:`cigate.testing.tls`) and prints how to trust it, since
+HTTPS with a throwaway local CA (:mod:`cigate.web.tls`) and prints how to trust it, since
 azure-core (the Azure AI SDKs) sends bearer tokens over TLS only.
 """
 
@@ -169,7 +169,7 @@ def serve(  # noqa: PLR0917 - one parameter per click option
 
     trust: list[str] = []
     if local_tls:
-        from cigate.testing.tls import make_local_tls
+        from cigate.web.tls import make_local_tls
 
         made = make_local_tls(settings.data_dir / "tls")
         ssl_certfile, ssl_keyfile = str(made.certfile), str(made.keyfile)

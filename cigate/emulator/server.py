@@ -5,7 +5,7 @@ calling thread stays free. The loop that runs the server owns the kernel pool; c
 to run the app in-process must schedule onto ``handle.loop`` (``cigate.testing.transport``), never
 on a second loop.
 
-With ``tls=`` (a :class:`cigate.testing.tls.LocalTLS`) the same app, on the same loop, also
+With ``tls=`` (a :class:`cigate.web.tls.LocalTLS`) the same app, on the same loop, also
 listens for HTTPS on a second port: the Azure SDKs (which send tokens over TLS only) and the
 in-process clients then see one emulator and one kernel pool. Only the first server runs the
 app's lifespan.
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 from cigate.emulator.faults import FaultAbort
 
 if TYPE_CHECKING:
-    from cigate.testing.tls import LocalTLS
+    from cigate.web.tls import LocalTLS
 
 
 class _QuietFaultAborts(logging.Filter):

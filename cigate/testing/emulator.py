@@ -23,9 +23,9 @@ from cigate.emulator.server import ServerHandle
 from cigate.emulator.settings import EmulatorSettings
 from cigate.emulator.state import Backends, emulator_state
 from cigate.testing.control import EmulatorControl
-from cigate.testing.tls import LocalTLS
 from cigate.testing.transport import AsyncInProcessTransport, InProcessTransport
 from cigate.testing.validation import ValidationRecorder
+from cigate.web.tls import LocalTLS
 
 __all__ = [
     "DEFAULT_AZURE_API_VERSION",

@@ -4,7 +4,7 @@ Fixtures (available in any test directory once cigate is installed):
 
 * ``emulator_settings`` (session): the ``EmulatorSettings`` used; override it in a conftest.
 * ``emulator_tls`` (session): a throwaway local CA and server certificate
-  (:mod:`cigate.testing.tls`);
+  (:mod:`cigate.web.tls`);
 * ``emulator_server`` (session): ONE app with a warm kernel pool on a real uvicorn server in a
   background thread, listening for HTTP and, with ``emulator_tls``'s certificate, for HTTPS
   (``emulator.https_url``: the Azure SDKs send tokens over TLS only).
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from cigate.emulator.server import ServerHandle
     from cigate.emulator.settings import EmulatorSettings
     from cigate.testing.emulator import RunningEmulator
-    from cigate.testing.tls import LocalTLS
+    from cigate.web.tls import LocalTLS
 
 DISTRIBUTION = "cigate-toolkit"
 EXTRA = "emulator"
@@ -116,7 +116,7 @@ def emulator_settings(tmp_path_factory: pytest.TempPathFactory) -> EmulatorSetti
 @pytest.fixture(scope="session")
 def emulator_tls(tmp_path_factory: pytest.TempPathFactory) -> LocalTLS:
     """A local CA and a certificate for 127.0.0.1/localhost (``.env()``: how to trust it)."""
-    tls = _load("cigate.testing.tls")
+    tls = _load("cigate.web.tls")
     made: LocalTLS = tls.make_local_tls(tmp_path_factory.mktemp("tls"))
     return made
 

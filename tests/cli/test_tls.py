@@ -20,7 +20,7 @@ import requests
 from click.testing import CliRunner
 
 from cigate.cli import main
-from cigate.testing.tls import LocalTLS, make_local_tls
+from cigate.web.tls import LocalTLS, make_local_tls
 
 
 @pytest.fixture
