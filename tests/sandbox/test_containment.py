@@ -791,5 +791,11 @@ def test_a_kernel_flooding_its_channel_costs_the_manager_bounded_memory(
     assert "[output truncated" in logs
     time.sleep(1.0)  # the background flood keeps writing: nobody reads it, nothing queues
     assert run(client, "3 + 3", other)[0] == "6"
-    assert run(client, "4 + 4", cid)[0] == "8"
+    answer = run(client, "4 + 4", cid)[0]
+    if answer != "8":
+        # The background flood's writes can interleave with the kernel's own frames: the
+        # manager then reads garbage, stops that kernel and says so; the container goes on.
+        assert answer.startswith("KernelDied:"), answer
+        assert "broke the kernel protocol" in answer
+        assert run(client, "4 + 4", cid)[0] == "8"
     assert _rss() - before < 96 * MIB  # the emulator runs in this process
