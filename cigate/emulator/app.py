@@ -42,7 +42,7 @@ from cigate.web.paths import CanonicalPathMiddleware
 log = logging.getLogger(__name__)
 
 #: Resource modules owned by other authors; each exports ``ROUTES`` and optional hooks.
-_PLUGGABLE = ("cigate.emulator.responses", "cigate.emulator.assistants")
+_PLUGGABLE = ("cigate.emulator.responses", "cigate.emulator.assistants", "cigate.emulator.foundry")
 
 
 class EmulatorApp(Starlette):
@@ -158,13 +158,12 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
     v1_routes = [*plugged, *containers.ROUTES, *files.ROUTES]
     legacy_routes = [*plugged, *files.ROUTES]
     # Foundry projects: the classic agents surface (and the v2 agents) is each module's
-    # PROJECT_ROUTES; the project's /openai/v1 is the v1 table plus its PROJECT_V1_ROUTES.
+    # PROJECT_ROUTES; the project's /openai/v1 is the v1 table.
     classic = [r for m in modules for r in getattr(m, "PROJECT_ROUTES", [])]
-    project_v1 = [r for m in modules for r in getattr(m, "PROJECT_V1_ROUTES", [])]
     app = EmulatorApp(
         routes=[
             Mount("/_emulator", routes=control.ROUTES),
-            *project_mounts([*project_v1, *v1_routes], [*classic, *files.ROUTES]),
+            *project_mounts(v1_routes, [*classic, *files.ROUTES]),
             *api_mounts(v1_routes, legacy_routes),
         ],
         middleware=[
