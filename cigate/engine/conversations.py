@@ -19,10 +19,19 @@ from cigate import ids
 from cigate.clock import Clock
 from cigate.engine.errors import BadRequestError, NotFoundError
 from cigate.engine.items import input_item_resource
+from cigate.engine.request import parse_input_items
 
 __all__ = ["ConversationRecord", "ConversationStore"]
 
 MAX_ITEMS_PER_CALL = 20
+#: Item types a client may add (what a response could have produced or read).
+ITEM_TYPES = (
+    "message",
+    "code_interpreter_call",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+)
 
 
 @dataclass
@@ -61,28 +70,44 @@ def _metadata(value: Any) -> dict[str, str]:
 
 
 def _new_items(value: Any, param: str) -> list[dict[str, Any]]:
-    """Input items as the conversation stores them (each with an id and a type)."""
-    if not isinstance(value, list):
-        raise BadRequestError(
-            f"Invalid type for '{param}': expected an array.", param=param, code="invalid_type"
-        )
-    if len(value) > MAX_ITEMS_PER_CALL:
+    """Input items as the conversation stores them (checked as ``input`` is, then given ids)."""
+    if isinstance(value, list) and len(value) > MAX_ITEMS_PER_CALL:
         raise BadRequestError(
             f"Invalid '{param}': array too long. Expected an array with maximum length "
             f"{MAX_ITEMS_PER_CALL}, but got an array with length {len(value)} instead.",
             param=param,
             code="array_above_max_length",
         )
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
+    if not isinstance(value, list):
+        raise BadRequestError(
+            f"Invalid type for '{param}': expected an array.", param=param, code="invalid_type"
+        )
+    items = parse_input_items(value, param)
+    for i, item in enumerate(items):
+        kind = item.get("type", "message")
+        if kind not in ITEM_TYPES:
             raise BadRequestError(
-                f"Invalid type for '{param}[{i}]': expected an object.",
-                param=f"{param}[{i}]",
-                code="invalid_type",
+                f"Invalid value: '{kind}'. Supported values are: "
+                + ", ".join(f"'{k}'" for k in ITEM_TYPES)
+                + ".",
+                param=f"{param}[{i}].type",
+                code="invalid_value",
             )
-        out.append(stored_item(item))
-    return out
+    return [stored_item(item) for item in items]
+
+
+def _unique(added: list[dict[str, Any]], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``added``, refused if an id repeats one already there (or one before it)."""
+    known = {item["id"] for item in existing}
+    for i, item in enumerate(added):
+        if item["id"] in known:
+            raise BadRequestError(
+                f"Item with id '{item['id']}' already exists in this conversation.",
+                param=f"items[{i}].id",
+                code="invalid_value",
+            )
+        known.add(item["id"])
+    return added
 
 
 def stored_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +130,7 @@ class ConversationStore:
         self._conversations.clear()
 
     def create(self, body: dict[str, Any]) -> ConversationRecord:
-        items = _new_items(body.get("items") or [], "items")
+        items = _unique(_new_items(body.get("items") or [], "items"), [])
         record = ConversationRecord(
             id=ids.hex_id("conv_", 48),
             created_at=self.clock.now_int(),
@@ -145,7 +170,7 @@ class ConversationStore:
                 param="items",
                 code="missing_required_parameter",
             )
-        added = _new_items(body["items"], "items")
+        added = _unique(_new_items(body["items"], "items"), record.items)
         record.items.extend(added)
         return {
             "object": "list",
@@ -156,8 +181,15 @@ class ConversationStore:
         }
 
     def append(self, record: ConversationRecord, items: list[dict[str, Any]]) -> None:
-        """What a response adds: its input, then its output (already-stored ids kept)."""
-        record.items.extend(stored_item(item) for item in items)
+        """What a response adds: its input, then its output. An item passed back with an id the
+        conversation already holds gets a new one, so every id names one item."""
+        known = {item["id"] for item in record.items}
+        for item in items:
+            stored = stored_item(item)
+            if stored["id"] in known:
+                stored = stored_item({k: v for k, v in item.items() if k != "id"})
+            known.add(stored["id"])
+            record.items.append(stored)
 
     def get_item(self, conversation_id: str, item_id: str) -> dict[str, Any]:
         for item in self.get(conversation_id).items:

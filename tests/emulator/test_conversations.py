@@ -3,6 +3,7 @@ the emulator sends is checked against the OpenAPI description by the fixture).""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import openai
@@ -70,8 +71,20 @@ def test_items_list_newest_first_by_default_and_page_until_has_more_is_false(
         ({"items": [_say(str(i)) for i in range(21)]}, "items"),
         ({"items": ["not an item"]}, "items[0]"),
         ({"metadata": {"k": 1}}, "metadata"),
+        ({"items": [{"type": "shell_call", "id": "x"}]}, "items[0].type"),
+        ({"items": [{"type": "message", "role": "robot", "content": "x"}]}, "items[0].role"),
+        ({"items": [{"type": "message", "role": "user"}]}, "items[0].content"),
+        ({"items": [{**_say("a"), "id": "msg_1"}, {**_say("b"), "id": "msg_1"}]}, "items[1].id"),
     ],
-    ids=["21-items", "item-not-an-object", "metadata-not-strings"],
+    ids=[
+        "21-items",
+        "item-not-an-object",
+        "metadata-not-strings",
+        "unknown-item-type",
+        "unknown-role",
+        "no-content",
+        "repeated-id",
+    ],
 )
 def test_bad_conversation_bodies_are_400_naming_the_parameter(
     client: OpenAI, kwargs: dict[str, Any], param: str
@@ -113,3 +126,42 @@ def test_responses_in_a_conversation_see_its_items_append_theirs_and_keep_the_sa
 def test_an_unknown_conversation_is_404_and_nothing_runs(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match="Conversation with id 'conv_nope' not found"):
         client.responses.create(model=MODEL, conversation="conv_nope", input="hi")
+
+
+def test_an_item_id_already_in_the_conversation_is_refused(client: OpenAI) -> None:
+    conversation = client.conversations.create(items=[{**_say("a"), "id": "msg_mine"}])
+    with pytest.raises(openai.BadRequestError, match="already exists"):
+        client.conversations.items.create(conversation.id, items=[{**_say("b"), "id": "msg_mine"}])
+    assert len(list(client.conversations.items.list(conversation.id))) == 1
+
+
+async def test_concurrent_responses_in_one_conversation_each_append_every_item_once(
+    emulator: RunningEmulator,
+) -> None:
+    client = emulator.async_openai()
+    conversation = await client.conversations.create()
+    count = 6  # bounded: each runs one cell in the conversation's one container
+    responses = await asyncio.gather(
+        *(
+            client.responses.create(
+                model=MODEL,
+                conversation=conversation.id,
+                input=f"```python\nprint({i} * 7)\n```",
+                tools=AUTO,
+            )
+            for i in range(count)
+        )
+    )
+    containers = {
+        item.container_id
+        for r in responses
+        for item in r.output
+        if item.type == "code_interpreter_call"
+    }
+    items = [i async for i in client.conversations.items.list(conversation.id, limit=100)]
+    ids = [i.id for i in items]
+    assert len(ids) == len(set(ids))
+    assert len(items) == count + sum(len(r.output) for r in responses)
+    assert {o.id for r in responses for o in r.output} <= set(ids)
+    assert len(containers) == 1  # the conversation keeps one sandbox
+    await client.close()
