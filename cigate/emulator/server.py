@@ -134,6 +134,13 @@ def run_in_thread(
         finally:
             for other, _ in servers:  # one listener down (or failed): the others follow
                 other.should_exit = True
+            # A connection a client never closed outlives the graceful shutdown; over TLS its
+            # close would wait 30 s for the client's close_notify, after this loop is gone.
+            for connection in list(one.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.abort()
+            await asyncio.sleep(0)
 
     async def serve_all() -> None:
         await asyncio.gather(*(serve_one(s, k) for s, k in servers))

@@ -25,11 +25,28 @@ from tests.emulator.foundry_env import CSV, PROMPT, trust_and_identity
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def agents(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentsClient]:
+HUB = (
+    "/agents/v1.0/subscriptions/sub/resourceGroups/rg/providers/"
+    "Microsoft.MachineLearningServices/workspaces/42"
+)
+
+
+@pytest.fixture(params=["project", "hub"], ids=["project-endpoint", "hub-form-ml-scope"])
+def agents(
+    request: pytest.FixtureRequest, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AgentsClient]:
+    """The documented project endpoint, and the hub form azure-ai-projects 1.0.0b* built from
+    the seed's connection string (tokens for https://ml.azure.com)."""
     trust_and_identity(emulator, monkeypatch)
     with DefaultAzureCredential() as credential:
-        yield AgentsClient(endpoint=emulator.project_url("42"), credential=credential)
+        if request.param == "project":
+            yield AgentsClient(endpoint=emulator.project_url("42"), credential=credential)
+        else:
+            yield AgentsClient(
+                endpoint=emulator.https_url + HUB,
+                credential=credential,
+                credential_scopes=["https://ml.azure.com/.default"],
+            )
 
 
 def test_seed_004_runs_unchanged_with_agents_client_over_tls(
@@ -51,6 +68,7 @@ def test_seed_004_runs_unchanged_with_agents_client_over_tls(
         )
         assert agent.id.startswith("asst_")
         thread = agents.threads.create()
+        assert [t.id for t in agents.threads.list()] == [thread.id]  # Foundry only; paged
         agents.messages.create(thread_id=thread.id, role="user", content=PROMPT)
         run = agents.runs.create_and_process(
             thread_id=thread.id, agent_id=agent.id, polling_interval=0.05
