@@ -165,3 +165,19 @@ async def test_concurrent_responses_in_one_conversation_each_append_every_item_o
     assert {o.id for r in responses for o in r.output} <= set(ids)
     assert len(containers) == 1  # the conversation keeps one sandbox
     await client.close()
+
+
+def test_a_streamed_response_in_a_conversation_appends_its_items_when_it_ends(
+    client: OpenAI,
+) -> None:
+    conversation = client.conversations.create()
+    with client.responses.stream(
+        model=MODEL,
+        conversation=conversation.id,
+        input="```python\nprint(6 * 7)\n```",
+        tools=AUTO,
+    ) as stream:
+        final = stream.get_final_response()
+    items = list(client.conversations.items.list(conversation.id, order="asc"))
+    assert [i.id for i in items][1:] == [o.id for o in final.output]
+    assert items[0].type == "message"

@@ -185,3 +185,30 @@ def test_one_state_behind_every_project_and_every_surface(emulator: RunningEmula
         headers = _bearer(ML) if path.startswith("/agents") else emulator.auth_headers
         r = emulator.http_client(headers=headers).get(path)
         assert (r.status_code, r.content) == (200, b"shared"), path
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "status"),
+    [
+        ("resource=https://ai.azure.com", {"x-identity-header": "x"}, 200),
+        ("resource=https://ai.azure.com", {}, 400),
+        ("resource=http://ai.azure.com", {"x-identity-header": "x"}, 400),
+        ("", {"x-identity-header": "x"}, 400),
+    ],
+    ids=["ok", "no-identity-header", "not-https", "no-resource"],
+)
+def test_the_identity_endpoint_mints_tokens_for_the_resource_asked_for(
+    emulator: RunningEmulator, query: str, headers: dict[str, str], status: int
+) -> None:
+    http = emulator.http_client()
+    r = http.get(f"/_emulator/identity/token?api-version=2019-08-01&{query}", headers=headers)
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert "error" in r.json()
+        return
+    body = r.json()
+    assert (body["resource"], body["token_type"]) == ("https://ai.azure.com", "Bearer")
+    assert int(body["expires_on"]) > 0
+    bearer = {"authorization": f"Bearer {body['access_token']}"}
+    assert http.get(f"{PROJECT}/threads?api-version=v1", headers=bearer).status_code == 200
+    assert http.get("/openai/v1/files", headers=bearer).status_code == 200  # ai.azure.com too
