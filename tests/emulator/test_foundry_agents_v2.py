@@ -149,3 +149,29 @@ def test_a_response_runs_with_the_agent_versions_model_instructions_and_tools(
         client.responses.create(
             input="hi", extra_body={key: {"type": "agent_reference", "name": "Coder", "version": 7}}
         )
+
+
+@pytest.mark.parametrize(
+    ("reference", "param", "message"),
+    [
+        ("Coder", "agent_reference", "expected an object with a 'name'"),
+        ({"type": "agent_reference"}, "agent_reference", "expected an object with a 'name'"),
+        ({"name": 7}, "agent_reference", "expected an object with a 'name'"),
+        ({"name": "Coder", "type": "prompt"}, "agent_reference.type", "Invalid value: 'prompt'"),
+    ],
+    ids=["a-string", "no-name", "name-not-a-string", "other-type"],
+)
+def test_a_malformed_agent_reference_is_400_naming_it_and_nothing_runs(
+    emulator: RunningEmulator,
+    http: httpx2.Client,
+    reference: Any,
+    param: str,
+    message: str,
+) -> None:
+    _version(http, "Coder", tools=TOOLS)
+    r = http.post(f"{P}/openai/v1/responses", json={"input": "hi", "agent_reference": reference})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["param"], message in error["message"]) == (param, True)
+    listed = emulator.openai().containers.list()
+    assert list(listed) == []  # no auto container was made for a refused request
