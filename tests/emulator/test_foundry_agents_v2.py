@@ -175,3 +175,27 @@ def test_a_malformed_agent_reference_is_400_naming_it_and_nothing_runs(
     assert (error["param"], message in error["message"]) == (param, True)
     listed = emulator.openai().containers.list()
     assert list(listed) == []  # no auto container was made for a refused request
+
+
+def test_the_preview_rest_flow_runs_with_the_agent_key_and_a_conversation(
+    http: httpx2.Client,
+) -> None:
+    """Foundry's REST quickstarts (and azure-ai-projects 2.0.0b1-b3): ``…/openai/…`` with
+    ``api-version=2025-11-15-preview`` and ``"agent": {"type": "agent_reference", …}``."""
+    _version(http, "Coder", tools=TOOLS)
+    preview = "api-version=2025-11-15-preview"
+    conversation = http.post(f"{P}/openai/conversations?{preview}", json={}).json()
+    r = http.post(
+        f"{P}/openai/responses?{preview}",
+        json={
+            "agent": {"type": "agent_reference", "name": "Coder"},
+            "conversation": conversation["id"],
+            "input": "```python\nprint(6 * 7)\n```",
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["agent"] == {"type": "agent_id", "name": "Coder", "version": "1"}
+    assert body["conversation"] == {"id": conversation["id"]}
+    items = http.get(f"{P}/openai/conversations/{conversation['id']}/items?{preview}").json()
+    assert {item["id"] for item in body["output"]} <= {item["id"] for item in items["data"]}

@@ -20,6 +20,11 @@ AI, ML, COG = "https://ai.azure.com", "https://ml.azure.com", "https://cognitive
 SURFACES = {
     "project-classic": (f"{PROJECT}/assistants", f"{PROJECT}/nope", "api-version=v1"),
     "project-v1": (f"{PROJECT}/openai/v1/containers", f"{PROJECT}/openai/v1/nope", ""),
+    "project-preview": (
+        f"{PROJECT}/openai/files",
+        f"{PROJECT}/openai/nope",
+        "api-version=2025-11-15-preview",
+    ),
     "hub": (f"{HUB}/assistants", f"{HUB}/nope", "api-version=2024-12-01-preview"),
 }
 
@@ -40,11 +45,11 @@ def _foundry_401(aud: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("credential", "accepted"),
     [
-        ("ai-token", {"project-classic", "project-v1", "hub"}),
+        ("ai-token", {"project-classic", "project-v1", "project-preview", "hub"}),
         ("ml-token", {"hub"}),
         ("cognitiveservices-token", set()),
         ("expired-ai-token", set()),
-        ("api-key", {"project-classic", "project-v1", "hub"}),
+        ("api-key", {"project-classic", "project-v1", "project-preview", "hub"}),
         ("none", set()),
     ],
     ids=["ai-token", "ml-token", "cognitiveservices-token", "expired-ai-token", "api-key", "none"],
@@ -114,6 +119,27 @@ def test_the_classic_project_surface_needs_v1_or_a_dated_api_version(
     assert r.status_code == status, r.text
     if message is not None:
         assert r.json() == {"error": {"code": "BadRequest", "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("api-version=2025-11-15-preview", 200),
+        ("api-version=2025-04-01-preview", 200),
+        ("", 400),
+        ("api-version=v1", 400),
+        ("api-version=preview", 400),
+    ],
+    ids=["2025-11-15-preview", "other-date", "missing", "v1", "preview"],
+)
+def test_the_project_preview_surface_takes_a_dated_api_version_only(
+    emulator: RunningEmulator, query: str, status: int
+) -> None:
+    http = emulator.http_client(headers=_bearer(AI))
+    r = http.get(f"{PROJECT}/openai/files" + (f"?{query}" if query else ""))
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert r.json()["error"]["code"] == "BadRequest"
 
 
 @pytest.mark.parametrize(
