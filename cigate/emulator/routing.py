@@ -56,7 +56,9 @@ from cigate.emulator.errors import (
 )
 from cigate.web.paths import api_versions
 
-Flavor = Literal["v1", "legacy", "openai", "project-v1", "project-preview", "project", "hub"]
+Flavor = Literal[
+    "v1", "legacy", "openai", "project-v1", "project-preview", "project", "hub", "foundry"
+]
 
 #: Prefix of each flavor, longest first (the order mounts must be tried in).
 PREFIXES: dict[Flavor, str] = {"v1": "/openai/v1", "legacy": "/openai", "openai": "/v1"}
@@ -73,7 +75,7 @@ PROJECT_PREFIXES: dict[Flavor, str] = {
 EDGE_PREFIXES = (*PREFIXES.values(), *PROJECT_PREFIXES.values(), "/api/projects", "/agents/v1.0")
 V1_API_VERSIONS = ("v1", "preview")
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
-_PROJECT_FLAVORS = ("project-v1", "project-preview", "project", "hub")
+_PROJECT_FLAVORS = ("project-v1", "project-preview", "project", "hub", "foundry")
 
 
 def api_version(scope: Scope) -> str | None:
@@ -123,6 +125,8 @@ class ApiGate:
                 raise azure_unauthorized()
             raise foundry_unauthorized(audiences[0])
         version = api_version(scope)
+        if self.flavor == "foundry":
+            return  # no project here: authenticated, then the 404 of an unknown path
         if self.flavor == "project-v1":
             if version is not None:
                 raise foundry_api_version_not_allowed()
@@ -142,10 +146,17 @@ def project_mounts(
         "project": classic_routes,
         "hub": classic_routes,
     }
-    return [
+    mounts: list[BaseRoute] = [
         Mount(prefix, routes=list(tables[flavor]), middleware=[Middleware(ApiGate, flavor=flavor)])
         for flavor, prefix in PROJECT_PREFIXES.items()
     ]
+    # Anything else under Foundry's roots (/api/projects, /api/projects/P, /agents/v1.0/…):
+    # authenticated first, then 404, as on Azure.
+    mounts += [
+        Mount(root, routes=[], middleware=[Middleware(ApiGate, flavor="foundry")])
+        for root in ("/api", "/agents")
+    ]
+    return mounts
 
 
 def api_mounts(

@@ -238,3 +238,18 @@ def test_the_identity_endpoint_mints_tokens_for_the_resource_asked_for(
     bearer = {"authorization": f"Bearer {body['access_token']}"}
     assert http.get(f"{PROJECT}/threads?api-version=v1", headers=bearer).status_code == 200
     assert http.get("/openai/v1/files", headers=bearer).status_code == 200  # ai.azure.com too
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/projects", "/api/projects/42", "/api/nope", "/agents/v1.0/subscriptions"],
+    ids=["projects", "project-root", "other-api", "hub-stub"],
+)
+def test_a_foundry_path_that_names_no_resource_is_authenticated_before_its_404(
+    emulator: RunningEmulator, path: str
+) -> None:
+    anonymous = emulator.http_client().get(path)
+    assert (anonymous.status_code, anonymous.json()) == (401, _foundry_401(AI))
+    known = emulator.http_client(headers=_bearer(AI)).get(path)
+    assert known.status_code == 404
+    assert known.json() == {"error": {"code": "404", "message": "Resource not found"}}
