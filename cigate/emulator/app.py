@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from cigate.clock import Clock
-from cigate.emulator import assistants, containers, control, files, responses
+from cigate.emulator import assistants, containers, control, files, foundry, responses
 from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_body, refuse_path
 from cigate.emulator.faults import CONTROL_PREFIX, FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
@@ -149,12 +149,12 @@ def create_app(
     ``model`` answers both the Responses and the Assistants API instead of the scripted model.
     """
     settings = settings or EmulatorSettings.from_env()
-    plugged: list[BaseRoute] = [*responses.ROUTES, *assistants.ROUTES]
+    plugged: list[BaseRoute] = [*responses.ROUTES, *assistants.ROUTES, *foundry.ROUTES]
     v1_routes = [*plugged, *containers.ROUTES, *files.ROUTES]
     legacy_routes = [*plugged, *files.ROUTES]
-    # Foundry projects: the classic agents surface is the Assistants module's PROJECT_ROUTES;
-    # the project's /openai/v1 is the v1 table.
-    classic = [*assistants.PROJECT_ROUTES]
+    # Foundry projects: the classic agents surface (and the v2 agents) is each module's
+    # PROJECT_ROUTES; the project's /openai/v1 is the v1 table.
+    classic = [*assistants.PROJECT_ROUTES, *foundry.PROJECT_ROUTES]
     app = EmulatorApp(
         routes=[
             Mount("/_emulator", routes=control.ROUTES),

@@ -94,6 +94,10 @@ async def create_thread(request: Request) -> Response:
     return JSONResponse(backend.create_thread(await _body(request, optional=True)).to_api())
 
 
+async def list_threads(request: Request) -> Response:
+    return JSONResponse(_backend(request).list_threads(_page_query(request)))
+
+
 async def retrieve_thread(request: Request) -> Response:
     return JSONResponse(_backend(request).get_thread(_p(request, "thread_id")).to_api())
 
@@ -226,5 +230,6 @@ ROUTES: list[BaseRoute] = [
     Route(_R + "/steps", list_steps, methods=["GET"]),
     Route(_R + "/steps/{step_id}", retrieve_step, methods=["GET"]),
 ]
-#: A Foundry project's classic agents surface (azure-ai-agents): the same routes and handlers.
-PROJECT_ROUTES = ROUTES
+#: A Foundry project's classic agents surface (azure-ai-agents): the same routes and handlers,
+#: and ``GET /threads``, which only Foundry has.
+PROJECT_ROUTES: list[BaseRoute] = [Route("/threads", list_threads, methods=["GET"]), *ROUTES]

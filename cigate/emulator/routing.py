@@ -14,6 +14,9 @@ Microsoft Foundry project endpoints (docs/foundry.md) carry the same resources o
 
 * ``/api/projects/{project}/openai/v1`` (``"project-v1"``): the OpenAI v1 surface of a project
   (``AIProjectClient.get_openai_client()``); an ``api-version`` is Foundry's 400;
+* ``/api/projects/{project}/openai`` (``"project-preview"``): the same with a dated
+  ``api-version`` (``2025-11-15-preview``), as azure-ai-projects 2.0.0b1-b3 and Foundry's REST
+  quickstarts call it;
 * ``/api/projects/{project}`` (``"project"``): the classic agents surface azure-ai-agents calls
   (assistants, threads, runs, files) and the v2 agents; ``api-version`` required, ``v1`` or a date;
 * ``/agents/v1.0/subscriptions/…/workspaces/{project}`` (``"hub"``): the same, as
@@ -54,13 +57,16 @@ from cigate.emulator.errors import (
 from cigate.emulator.state import emulator_state
 from cigate.web.paths import api_versions
 
-Flavor = Literal["v1", "legacy", "openai", "project-v1", "project", "hub"]
+Flavor = Literal[
+    "v1", "legacy", "openai", "project-v1", "project-preview", "project", "hub", "foundry"
+]
 
 #: Prefix of each flavor, longest first (the order mounts must be tried in).
 PREFIXES: dict[Flavor, str] = {"v1": "/openai/v1", "legacy": "/openai", "openai": "/v1"}
 #: Foundry's prefixes; ``{…}`` segments are names (``cigate.web.paths`` checks the rest).
 PROJECT_PREFIXES: dict[Flavor, str] = {
     "project-v1": "/api/projects/{project}/openai/v1",
+    "project-preview": "/api/projects/{project}/openai",
     "project": "/api/projects/{project}",
     "hub": "/agents/v1.0/subscriptions/{subscription}/resourceGroups/{resource_group}"
     "/providers/Microsoft.MachineLearningServices/workspaces/{project}",
@@ -70,7 +76,7 @@ PROJECT_PREFIXES: dict[Flavor, str] = {
 EDGE_PREFIXES = (*PREFIXES.values(), *PROJECT_PREFIXES.values(), "/api/projects", "/agents/v1.0")
 V1_API_VERSIONS = ("v1", "preview")
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
-_PROJECT_FLAVORS = ("project-v1", "project", "hub")
+_PROJECT_FLAVORS = ("project-v1", "project-preview", "project", "hub", "foundry")
 
 
 def api_version(scope: Scope) -> str | None:
@@ -120,12 +126,14 @@ class ApiGate:
                 raise azure_unauthorized()
             raise foundry_unauthorized(audiences[0])
         version = api_version(scope)
+        if self.flavor == "foundry":
+            return  # no project here: authenticated, then the 404 of an unknown path
         if self.flavor == "project-v1":
             if version is not None:
                 raise foundry_api_version_not_allowed()
         elif version is None:
             raise foundry_api_version_missing()
-        elif version != "v1" and not _DATED.match(version):
+        elif not _DATED.match(version) and (self.flavor == "project-preview" or version != "v1"):
             raise azure_api_version_not_supported()
 
 
@@ -133,11 +141,23 @@ def project_mounts(
     v1_routes: Sequence[BaseRoute], classic_routes: Sequence[BaseRoute]
 ) -> list[BaseRoute]:
     """Foundry's prefixes: the OpenAI v1 surface and the classic/v2 agents surface."""
-    tables = {"project-v1": v1_routes, "project": classic_routes, "hub": classic_routes}
-    return [
+    tables = {
+        "project-v1": v1_routes,
+        "project-preview": v1_routes,
+        "project": classic_routes,
+        "hub": classic_routes,
+    }
+    mounts: list[BaseRoute] = [
         Mount(prefix, routes=list(tables[flavor]), middleware=[Middleware(ApiGate, flavor=flavor)])
         for flavor, prefix in PROJECT_PREFIXES.items()
     ]
+    # Anything else under Foundry's roots (/api/projects, /api/projects/P, /agents/v1.0/…):
+    # authenticated first, then 404, as on Azure.
+    mounts += [
+        Mount(root, routes=[], middleware=[Middleware(ApiGate, flavor="foundry")])
+        for root in ("/api", "/agents")
+    ]
+    return mounts
 
 
 def api_mounts(

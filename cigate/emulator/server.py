@@ -5,8 +5,8 @@ calling thread stays free. The loop that runs the server owns the kernel pool; c
 to run the app in-process must schedule onto ``handle.loop`` (``cigate.testing.transport``), never
 on a second loop.
 
-With ``tls=`` (a :class:`cigate.web.tls.LocalTLS`) the same app, on the same loop, also
-listens for HTTPS on a second port: the Azure SDKs (which send tokens over TLS only) and the
+With ``ssl_certfile``/``ssl_keyfile`` the same app, on the same loop, also listens for HTTPS on
+a second port: the Azure SDKs (which send tokens over TLS only) and the
 in-process clients then see one emulator and one kernel pool. Only the first server runs the
 app's lifespan.
 """
@@ -19,15 +19,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from cigate.emulator.faults import FaultAbort
-
-if TYPE_CHECKING:
-    from cigate.web.tls import LocalTLS
 
 
 class _QuietFaultAborts(logging.Filter):
@@ -51,9 +48,8 @@ class ServerHandle:
     loop: asyncio.AbstractEventLoop
     server: uvicorn.Server
     thread: threading.Thread
-    #: The HTTPS listener's port and certificate, when started with ``tls=``.
+    #: The HTTPS listener's port, when started with a certificate.
     tls_port: int | None = None
-    tls: LocalTLS | None = None
     tls_server: uvicorn.Server | None = None
 
     @property
@@ -64,7 +60,7 @@ class ServerHandle:
     def https_url(self) -> str:
         """``https://127.0.0.1:PORT`` of the TLS listener (started with ``tls=``)."""
         if self.tls_port is None:
-            raise RuntimeError("this server was started without tls=")
+            raise RuntimeError("this server was started without a certificate")
         return f"https://{self.host}:{self.tls_port}"
 
     def _servers(self) -> list[uvicorn.Server]:
@@ -94,11 +90,12 @@ def run_in_thread(
     *,
     startup_timeout: float = 60.0,
     log_level: str = "warning",
-    tls: LocalTLS | None = None,
+    ssl_certfile: Path | None = None,
+    ssl_keyfile: Path | None = None,
 ) -> ServerHandle:
     """Start uvicorn serving ``app`` on ``host:port`` (0 = a free port); return once it listens.
 
-    ``tls``: also serve HTTPS with that certificate on another free port (``handle.tls_port``).
+    With a certificate and key (PEM), also serve HTTPS on another free port (``tls_port``).
     """
     logging.getLogger("uvicorn.error").addFilter(_FILTER)
     sock = _listen(host, port)
@@ -113,19 +110,19 @@ def run_in_thread(
     server = uvicorn.Server(config)
     servers = [(server, sock)]
     tls_server: uvicorn.Server | None = None
-    if tls is not None:
+    if ssl_certfile is not None and ssl_keyfile is not None:
         tls_config = uvicorn.Config(
             app,
             log_level=log_level,
             lifespan="off",
             timeout_graceful_shutdown=5,
             ws="none",
-            ssl_certfile=str(tls.certfile),
-            ssl_keyfile=str(tls.keyfile),
+            ssl_certfile=str(ssl_certfile),
+            ssl_keyfile=str(ssl_keyfile),
         )
         tls_server = uvicorn.Server(tls_config)
         servers.append((tls_server, _listen(host, 0)))
-    tls_port = servers[1][1].getsockname()[1] if tls is not None else None
+    tls_port = servers[1][1].getsockname()[1] if tls_server is not None else None
     loop = asyncio.new_event_loop()
     failure: list[BaseException] = []
 
@@ -137,6 +134,13 @@ def run_in_thread(
         finally:
             for other, _ in servers:  # one listener down (or failed): the others follow
                 other.should_exit = True
+            # A connection a client never closed outlives the graceful shutdown; over TLS its
+            # close would wait 30 s for the client's close_notify, after this loop is gone.
+            for connection in list(one.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.abort()
+            await asyncio.sleep(0)
 
     async def serve_all() -> None:
         await asyncio.gather(*(serve_one(s, k) for s, k in servers))
@@ -174,7 +178,6 @@ def run_in_thread(
         server=server,
         thread=thread,
         tls_port=tls_port,
-        tls=tls,
         tls_server=tls_server,
     )
 

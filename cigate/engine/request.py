@@ -23,6 +23,7 @@ __all__ = [
     "CodeInterpreterTool",
     "CreateRequest",
     "parse_create",
+    "parse_input_items",
 ]
 
 #: ``metadata`` key that lowers the per-cell execution timeout (seconds) for one response.
@@ -172,7 +173,7 @@ def parse_create(body: Any) -> CreateRequest:
     }
     return CreateRequest(
         model=model,
-        input_items=_input_items(body.get("input")),
+        input_items=parse_input_items(body.get("input")),
         instructions=instructions,
         tools=tools,
         code_interpreter=_code_interpreter(tools),
@@ -193,32 +194,33 @@ def parse_create(body: Any) -> CreateRequest:
     )
 
 
-def _input_items(value: Any) -> list[dict[str, Any]]:
+def parse_input_items(value: Any, param: str = "input") -> list[dict[str, Any]]:
+    """``input`` (or a conversation's ``items``) as a list of checked items."""
     if value is None:
         return []
     if isinstance(value, str):
         return [{"type": "message", "role": "user", "content": value}]
-    _expect(isinstance(value, list), "input", "a string or an array", value)
+    _expect(isinstance(value, list), param, "a string or an array", value)
     items: list[dict[str, Any]] = []
     for i, item in enumerate(value):
-        _expect(isinstance(item, dict), f"input[{i}]", "an object", item)
+        _expect(isinstance(item, dict), f"{param}[{i}]", "an object", item)
         kind = item.get("type", "message")
         if kind == "message" or ("role" in item and "type" not in item):
             role = item.get("role")
             if role not in _ROLES:
                 if role is None:
-                    raise _missing(f"input[{i}].role")
-                raise _invalid_value(f"input[{i}].role", role, _ROLES)
+                    raise _missing(f"{param}[{i}].role")
+                raise _invalid_value(f"{param}[{i}].role", role, _ROLES)
             content = item.get("content")
             if content is None:
-                raise _missing(f"input[{i}].content")
+                raise _missing(f"{param}[{i}].content")
             ok = isinstance(content, (str, list))
-            _expect(ok, f"input[{i}].content", "a string or an array", content)
+            _expect(ok, f"{param}[{i}].content", "a string or an array", content)
             if isinstance(content, list):
                 for j, part in enumerate(content):
                     _expect(
                         isinstance(part, dict) and isinstance(part.get("type"), str),
-                        f"input[{i}].content[{j}]",
+                        f"{param}[{i}].content[{j}]",
                         "an object with a type",
                         part,
                     )

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ from typing import Any, Protocol
 
 from cigate import ids
 from cigate.clock import Clock
+from cigate.engine.agents import AgentStore, request_defaults
 from cigate.engine.containers import Container, ContainerBackend
+from cigate.engine.conversations import ConversationRecord, ConversationStore
 from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
 from cigate.engine.items import input_item_resource
 from cigate.engine.model import Conversation, Model, ScriptedModel
@@ -81,6 +84,9 @@ class ResponsesBackend:
         self.model: Model = model or ScriptedModel()
         self.deployments = tuple(deployments)
         self._responses: dict[str, StoredResponse] = {}
+        #: Foundry's agent versions and the Conversations API, which responses run with.
+        self.agents = AgentStore(clock=clock)
+        self.conversations = ConversationStore(clock=clock)
         #: Runs still generating, with their tasks (stored or not).
         self._active: dict[str, tuple[ResponseRun, asyncio.Task[None]]] = {}
 
@@ -88,14 +94,21 @@ class ResponsesBackend:
 
     async def create(self, body: Any) -> ResponseRun:
         """Validate, resolve the container, store, and start the run; return it at once."""
+        body, agent_echo = self._with_agent(body)
         req = parse_create(body)
+        if agent_echo:
+            req = dataclasses.replace(req, echo={**req.echo, **agent_echo})
         if self.deployments and req.model not in self.deployments:
             raise deployment_not_found()
         previous = self._previous(req.previous_response_id)
-        container = self._container(req, previous)
+        thread = self._conversation(req)
+        container = self._container(req, previous, thread)
         if container is not None:
             self._copy_input_files(container, req)
-        history = previous.history() if previous is not None else []
+        if previous is not None:
+            history = previous.history()
+        else:
+            history = list(thread.items) if thread is not None else []
         conversation = Conversation(
             instructions=req.instructions,
             items=[*history, *req.input_items],
@@ -119,7 +132,38 @@ class ResponsesBackend:
         task = asyncio.create_task(run.run(), name=f"response {run.id}")
         self._active[run.id] = (run, task)
         task.add_done_callback(lambda _: self._active.pop(run.id, None))
+        if thread is not None:
+            self.conversations.append(thread, req.input_items)
+            thread.container_id = run.container_id or thread.container_id
+            task.add_done_callback(lambda _: self.conversations.append(thread, run.output))
         return run
+
+    def _with_agent(self, body: Any) -> tuple[Any, dict[str, Any]]:
+        """A Foundry agent's parameters filled into the body (``agent_reference``, or the
+        preview's ``agent``): model, instructions, tools … come from the agent version unless
+        the request sets them. Returns the body to parse and what the response echoes."""
+        if not isinstance(body, dict):
+            return body, {}
+        key = next((k for k in ("agent_reference", "agent") if k in body), None)
+        extras = {k: body[k] for k in ("structured_inputs",) if k in body}
+        if key is None:
+            return {k: v for k, v in body.items() if k not in extras}, extras
+        version = self.agents.resolve(body[key], key)
+        rest = {k: v for k, v in body.items() if k not in (key, *extras)}
+        reference = {"type": "agent_reference", "name": version.name, "version": version.version}
+        echo = {
+            **extras,
+            "agent_reference": reference,
+            "agent": {"type": "agent_id", "name": version.name, "version": version.version},
+        }
+        return {**request_defaults(version), **rest}, echo
+
+    def _conversation(self, req: CreateRequest) -> ConversationRecord | None:
+        value = req.echo.get("conversation")
+        if value is None:
+            return None
+        conversation_id = value["id"] if isinstance(value, dict) else value
+        return self.conversations.get(conversation_id, param="conversation")
 
     def _previous(self, response_id: str | None) -> StoredResponse | None:
         if response_id is None:
@@ -137,7 +181,12 @@ class ResponsesBackend:
             )
         return stored
 
-    def _container(self, req: CreateRequest, previous: StoredResponse | None) -> Container | None:
+    def _container(
+        self,
+        req: CreateRequest,
+        previous: StoredResponse | None,
+        thread: ConversationRecord | None = None,
+    ) -> Container | None:
         tool = req.code_interpreter
         if tool is None or req.tool_mode == "none":
             return None
@@ -146,7 +195,10 @@ class ResponsesBackend:
             self.containers.touch(explicit)
             return explicit
         auto = tool.container
-        container = self._reusable(previous)
+        last = previous.run.container_id if previous is not None else None
+        if thread is not None:
+            last = thread.container_id
+        container = self._reusable(last)
         if container is None:
             container = self.containers.create(
                 name=AUTO_CONTAINER_NAME,
@@ -156,9 +208,9 @@ class ResponsesBackend:
         self._copy_files(container, auto, f"tools[{tool.index}].container.file_ids")
         return container
 
-    def _reusable(self, previous: StoredResponse | None) -> Container | None:
-        """``auto`` reuses the container of the previous response, and fails if it expired."""
-        cid = previous.run.container_id if previous is not None else None
+    def _reusable(self, cid: str | None) -> Container | None:
+        """``auto`` reuses the container of the previous response (or of the conversation's
+        last one), and fails if it expired."""
         if cid is None:
             return None
         try:
@@ -272,6 +324,8 @@ class ResponsesBackend:
 
     async def reset(self) -> None:
         await self.close()
+        self.agents.reset()
+        self.conversations.reset()
 
     async def close(self) -> None:
         """Stop running responses (server stop, control-plane reset) and forget stored ones."""

@@ -24,6 +24,8 @@ from starlette.routing import BaseRoute, Match, Mount
 RESOURCES = (
     "responses",
     "responses.input_items",
+    "conversations",
+    "conversations.items",
     "containers",
     "containers.files",
     "containers.files.content",

@@ -65,6 +65,8 @@ class RunningEmulator:
     api_key: str
     mode: Mode
     recorder: ValidationRecorder = field(default_factory=ValidationRecorder)
+    #: The certificate of the server's HTTPS listener (``emulator_tls``), if it has one.
+    tls_files: LocalTLS | None = None
     _sync_clients: list[httpx2.Client] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -98,9 +100,9 @@ class RunningEmulator:
     @property
     def tls(self) -> LocalTLS:
         """The HTTPS listener's CA, certificate and bundle (``tls.env()`` to trust it)."""
-        if self.handle.tls is None:
-            raise RuntimeError("this emulator was started without TLS (run_in_thread(tls=...))")
-        return self.handle.tls
+        if self.tls_files is None or self.handle.tls_port is None:
+            raise RuntimeError("this emulator was started without TLS (run_in_thread(ssl_...))")
+        return self.tls_files
 
     def project_url(self, project: str = "proj", *, tls: bool = True) -> str:
         """A Foundry project endpoint, ``https://127.0.0.1:PORT/api/projects/PROJECT``."""

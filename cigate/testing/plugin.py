@@ -129,7 +129,11 @@ def emulator_server(
     app = _load("cigate.emulator.app")
     server = _load("cigate.emulator.server")
     handle: ServerHandle = server.run_in_thread(
-        app.create_app(emulator_settings), "127.0.0.1", 0, tls=emulator_tls
+        app.create_app(emulator_settings),
+        "127.0.0.1",
+        0,
+        ssl_certfile=emulator_tls.certfile,
+        ssl_keyfile=emulator_tls.keyfile,
     )
     try:
         yield handle
@@ -139,12 +143,15 @@ def emulator_server(
 
 @pytest.fixture
 def emulator(
-    emulator_server: ServerHandle, emulator_settings: EmulatorSettings
+    emulator_server: ServerHandle, emulator_settings: EmulatorSettings, emulator_tls: LocalTLS
 ) -> Iterator[RunningEmulator]:
     """A freshly reset emulator with ready clients; schema mismatches fail the test."""
     module = _load("cigate.testing.emulator")
     running: RunningEmulator = module.RunningEmulator(
-        handle=emulator_server, api_key=emulator_settings.api_key, mode=module.current_mode()
+        handle=emulator_server,
+        api_key=emulator_settings.api_key,
+        mode=module.current_mode(),
+        tls_files=emulator_tls,
     )
     running.control.reset()
     try:

@@ -228,7 +228,14 @@ def _template_regex(template: str) -> re.Pattern[str]:
     return re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)))
 
 
+#: A Foundry project's OpenAI surfaces (v1, and the dated preview) carry the same operations.
+_PROJECT_V1 = re.compile(r"^/api/projects/[^/]+/openai(?:/v1)?(?=/)")
+
+
 def strip_prefix(path: str) -> str:
+    project = _PROJECT_V1.match(path)
+    if project:
+        return path[project.end() :]
     for prefix in _PREFIXES:
         if path.startswith(prefix + "/"):
             return path[len(prefix) :]

@@ -20,6 +20,7 @@ import requests
 from click.testing import CliRunner
 
 from cigate.cli import main
+from cigate.testing.plugin import RunningEmulator
 from cigate.web.tls import LocalTLS, make_local_tls
 
 
@@ -244,3 +245,59 @@ def test_emulator_tls_prints_a_ca_and_a_bundle_that_requests_and_openai_trust(
         made = client.files.create(file=("tls.txt", b"over tls"), purpose="assistants")
         assert client.files.content(made.id).read() == b"over tls"
     assert Path(tls_emulator["ca"]).read_text() in Path(tls_emulator["SSL_CERT_FILE"]).read_text()
+
+
+@pytest.mark.storage
+def test_the_gateway_serves_https_to_an_sdk_that_trusts_its_certificate(
+    emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cigate gateway serve --ssl-…`` for real: a tenant's openai client over TLS, through the
+    gateway to the emulator and back."""
+    pair = emulator.tls
+    database = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
+    added = CliRunner().invoke(main, ["gateway", "tenant", "add", "tls", "--database", database])
+    assert added.exit_code == 0, added.output
+    key = added.output.strip()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "CIGATE_SSL_CERTFILE": str(pair.certfile),
+        "CIGATE_SSL_KEYFILE": str(pair.keyfile),
+    }
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cigate", "gateway", "serve", "--port", "0"),
+            *("--upstream", emulator.base_url, "--upstream-key", emulator.api_key),
+            *("--database", database, "--blobs", str(tmp_path / "blobs")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    try:
+        url = None
+        for _ in range(200):  # the banner, then uvicorn's start-up lines
+            line = proc.stdout.readline()
+            if not line:
+                break
+            found = re.search(r"cigate gateway on (https://\S+)", line)
+            url = found.group(1) if found else url
+            if "Application startup complete" in line:
+                break
+        assert url is not None
+        assert url.startswith("https://127.0.0.1:")
+        for name, value in pair.env().items():
+            monkeypatch.setenv(name, value)
+        with openai.OpenAI(base_url=url + "/openai/v1/", api_key=key, max_retries=0) as client:
+            made = client.files.create(file=("via.txt", b"through tls"), purpose="assistants")
+            assert client.files.content(made.id).read() == b"through tls"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+        proc.stdout.close()

@@ -46,6 +46,7 @@ def _paths(container_id: str, file_id: str) -> list[tuple[str, str, tuple[int, .
         (f"{PROJECT}/openai/v1/containers", "", (3, 5)),
         (f"{PROJECT}/openai/v1/containers/{container_id}/files", "", (2, 4)),
         (f"{PROJECT}/threads", "api-version=v1", (1, 3)),
+        (f"{PROJECT}/openai/files", "api-version=2025-11-15-preview", (3,)),
         (f"{HUB}/threads", "api-version=2024-12-01-preview", (2, 9)),
     ]
 

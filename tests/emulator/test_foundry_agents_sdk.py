@@ -5,6 +5,8 @@ lives."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +27,28 @@ from tests.emulator.foundry_env import CSV, PROMPT, trust_and_identity
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def agents(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentsClient]:
+HUB = (
+    "/agents/v1.0/subscriptions/sub/resourceGroups/rg/providers/"
+    "Microsoft.MachineLearningServices/workspaces/42"
+)
+
+
+@pytest.fixture(params=["project", "hub"], ids=["project-endpoint", "hub-form-ml-scope"])
+def agents(
+    request: pytest.FixtureRequest, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AgentsClient]:
+    """The documented project endpoint, and the hub form azure-ai-projects 1.0.0b* built from
+    the seed's connection string (tokens for https://ml.azure.com)."""
     trust_and_identity(emulator, monkeypatch)
     with DefaultAzureCredential() as credential:
-        yield AgentsClient(endpoint=emulator.project_url("42"), credential=credential)
+        if request.param == "project":
+            yield AgentsClient(endpoint=emulator.project_url("42"), credential=credential)
+        else:
+            yield AgentsClient(
+                endpoint=emulator.https_url + HUB,
+                credential=credential,
+                credential_scopes=["https://ml.azure.com/.default"],
+            )
 
 
 def test_seed_004_runs_unchanged_with_agents_client_over_tls(
@@ -51,6 +70,7 @@ def test_seed_004_runs_unchanged_with_agents_client_over_tls(
         )
         assert agent.id.startswith("asst_")
         thread = agents.threads.create()
+        assert [t.id for t in agents.threads.list()] == [thread.id]  # Foundry only; paged
         agents.messages.create(thread_id=thread.id, role="user", content=PROMPT)
         run = agents.runs.create_and_process(
             thread_id=thread.id, agent_id=agent.id, polling_interval=0.05
@@ -99,3 +119,45 @@ def test_a_token_for_the_resource_audience_is_refused_on_a_project_as_foundry_do
         refused = r"audience is incorrect \(https://ai\.azure\.com\)"
         with client, pytest.raises(ClientAuthenticationError, match=refused):
             client.threads.create()
+
+
+ASYNC_FLOW = """
+import asyncio, sys
+from azure.ai.agents.aio import AgentsClient
+from azure.identity.aio import DefaultAzureCredential
+
+async def main():
+    async with DefaultAzureCredential() as credential, AgentsClient(
+        endpoint=sys.argv[1], credential=credential
+    ) as client:
+        thread = await client.threads.create()
+        listed = [t.id async for t in client.threads.list()]
+        print(listed == [thread.id])
+
+asyncio.run(main())
+"""
+
+
+def test_the_async_agents_client_trusts_the_emulator_through_ssl_cert_file(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """azure-core's aiohttp transport reads SSL_CERT_FILE (when its process starts), not
+    REQUESTS_CA_BUNDLE: the second variable ``--tls`` prints."""
+    trust_and_identity(emulator, monkeypatch)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    ran = subprocess.run(
+        [sys.executable, "-c", ASYNC_FLOW, emulator.project_url("42")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (ran.returncode, ran.stdout.strip()) == (0, "True"), ran.stderr[-2000:]
+    monkeypatch.delenv("SSL_CERT_FILE")
+    untrusted = subprocess.run(
+        [sys.executable, "-c", ASYNC_FLOW, emulator.project_url("42")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert untrusted.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr

@@ -20,6 +20,11 @@ AI, ML, COG = "https://ai.azure.com", "https://ml.azure.com", "https://cognitive
 SURFACES = {
     "project-classic": (f"{PROJECT}/assistants", f"{PROJECT}/nope", "api-version=v1"),
     "project-v1": (f"{PROJECT}/openai/v1/containers", f"{PROJECT}/openai/v1/nope", ""),
+    "project-preview": (
+        f"{PROJECT}/openai/files",
+        f"{PROJECT}/openai/nope",
+        "api-version=2025-11-15-preview",
+    ),
     "hub": (f"{HUB}/assistants", f"{HUB}/nope", "api-version=2024-12-01-preview"),
 }
 
@@ -40,11 +45,11 @@ def _foundry_401(aud: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("credential", "accepted"),
     [
-        ("ai-token", {"project-classic", "project-v1", "hub"}),
+        ("ai-token", {"project-classic", "project-v1", "project-preview", "hub"}),
         ("ml-token", {"hub"}),
         ("cognitiveservices-token", set()),
         ("expired-ai-token", set()),
-        ("api-key", {"project-classic", "project-v1", "hub"}),
+        ("api-key", {"project-classic", "project-v1", "project-preview", "hub"}),
         ("none", set()),
     ],
     ids=["ai-token", "ml-token", "cognitiveservices-token", "expired-ai-token", "api-key", "none"],
@@ -117,6 +122,27 @@ def test_the_classic_project_surface_needs_v1_or_a_dated_api_version(
 
 
 @pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("api-version=2025-11-15-preview", 200),
+        ("api-version=2025-04-01-preview", 200),
+        ("", 400),
+        ("api-version=v1", 400),
+        ("api-version=preview", 400),
+    ],
+    ids=["2025-11-15-preview", "other-date", "missing", "v1", "preview"],
+)
+def test_the_project_preview_surface_takes_a_dated_api_version_only(
+    emulator: RunningEmulator, query: str, status: int
+) -> None:
+    http = emulator.http_client(headers=_bearer(AI))
+    r = http.get(f"{PROJECT}/openai/files" + (f"?{query}" if query else ""))
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert r.json()["error"]["code"] == "BadRequest"
+
+
+@pytest.mark.parametrize(
     "query",
     ["api-version=v1", "api-version=2025-04-01-preview", "api-version=", "Api-Version=preview"],
     ids=["v1", "dated", "empty", "other-case"],
@@ -185,3 +211,45 @@ def test_one_state_behind_every_project_and_every_surface(emulator: RunningEmula
         headers = _bearer(ML) if path.startswith("/agents") else emulator.auth_headers
         r = emulator.http_client(headers=headers).get(path)
         assert (r.status_code, r.content) == (200, b"shared"), path
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "status"),
+    [
+        ("resource=https://ai.azure.com", {"x-identity-header": "x"}, 200),
+        ("resource=https://ai.azure.com", {}, 400),
+        ("resource=http://ai.azure.com", {"x-identity-header": "x"}, 400),
+        ("", {"x-identity-header": "x"}, 400),
+    ],
+    ids=["ok", "no-identity-header", "not-https", "no-resource"],
+)
+def test_the_identity_endpoint_mints_tokens_for_the_resource_asked_for(
+    emulator: RunningEmulator, query: str, headers: dict[str, str], status: int
+) -> None:
+    http = emulator.http_client()
+    r = http.get(f"/_emulator/identity/token?api-version=2019-08-01&{query}", headers=headers)
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert "error" in r.json()
+        return
+    body = r.json()
+    assert (body["resource"], body["token_type"]) == ("https://ai.azure.com", "Bearer")
+    assert int(body["expires_on"]) > 0
+    bearer = {"authorization": f"Bearer {body['access_token']}"}
+    assert http.get(f"{PROJECT}/threads?api-version=v1", headers=bearer).status_code == 200
+    assert http.get("/openai/v1/files", headers=bearer).status_code == 200  # ai.azure.com too
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/projects", "/api/projects/42", "/api/nope", "/agents/v1.0/subscriptions"],
+    ids=["projects", "project-root", "other-api", "hub-stub"],
+)
+def test_a_foundry_path_that_names_no_resource_is_authenticated_before_its_404(
+    emulator: RunningEmulator, path: str
+) -> None:
+    anonymous = emulator.http_client().get(path)
+    assert (anonymous.status_code, anonymous.json()) == (401, _foundry_401(AI))
+    known = emulator.http_client(headers=_bearer(AI)).get(path)
+    assert known.status_code == 404
+    assert known.json() == {"error": {"code": "404", "message": "Resource not found"}}

@@ -148,6 +148,10 @@ class AssistantsBackend:
         self._threads[thread.id] = thread
         return thread
 
+    def list_threads(self, query: PageQuery) -> dict[str, Any]:
+        """Foundry's classic agents list threads (``threads.list``); OpenAI's API cannot."""
+        return page(list(self._threads.values()), query, render=Thread.to_api)
+
     def get_thread(self, thread_id: str) -> Thread:
         thread = self._threads.get(thread_id)
         if thread is None:
