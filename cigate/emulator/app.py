@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from cigate.clock import Clock
-from cigate.emulator import assistants, containers, control, files, responses
+from cigate.emulator import assistants, chat, containers, control, files, responses
 from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_body, refuse_path
 from cigate.emulator.faults import CONTROL_PREFIX, FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
@@ -150,8 +150,8 @@ def create_app(
     """
     settings = settings or EmulatorSettings.from_env()
     plugged: list[BaseRoute] = [*responses.ROUTES, *assistants.ROUTES]
-    v1_routes = [*plugged, *containers.ROUTES, *files.ROUTES]
-    legacy_routes = [*plugged, *files.ROUTES]
+    v1_routes = [*plugged, *chat.ROUTES, *containers.ROUTES, *files.ROUTES]
+    legacy_routes = [*plugged, *chat.LEGACY_ROUTES, *files.ROUTES]
     app = EmulatorApp(
         routes=[
             Mount("/_emulator", routes=control.ROUTES),

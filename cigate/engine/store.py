@@ -22,6 +22,7 @@ from cigate import ids
 from cigate.clock import Clock
 from cigate.engine.containers import Container, ContainerBackend
 from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
+from cigate.engine.functions import FunctionTool, function_tools
 from cigate.engine.items import input_item_resource
 from cigate.engine.model import Conversation, Model, ScriptedModel
 from cigate.engine.request import AutoContainer, CreateRequest, parse_create
@@ -103,6 +104,7 @@ class ResponsesBackend:
             code_interpreter=container is not None,
             tool_choice=req.tool_mode,
             text_format=req.text_format,
+            functions=_callable_functions(req),
         )
         plan = RunPlan(
             response_id=ids.response_id(),
@@ -284,6 +286,19 @@ class ResponsesBackend:
             run.abandon()
         self._active.clear()
         self._responses.clear()
+
+
+def _callable_functions(req: CreateRequest) -> tuple[FunctionTool, ...]:
+    """The function tools ``tool_choice`` lets the model call (a named one alone when forced)."""
+    choice = req.tool_choice
+    if choice == "none":
+        return ()
+    tools = function_tools(req.tools)
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return tuple(t for t in tools if t.name == choice.get("name"))
+    if isinstance(choice, dict) and choice.get("type") not in ("allowed_tools", None):
+        return ()  # another tool is forced
+    return tools
 
 
 def response_not_found(response_id: str) -> NotFoundError:
