@@ -63,7 +63,9 @@ class MissingPool:
     def status(self) -> dict[str, Any]:
         return {"isolation": {"mode": "unavailable"}, "limits": {}, "warnings": []}
 
-    async def acquire(self, *, memory: int | None = None) -> KernelSession:
+    async def acquire(
+        self, *, memory: int | None = None, owner: str | None = None
+    ) -> KernelSession:
         raise RuntimeError(
             "the emulator cannot run code: cigate.sandbox.pool is not importable "
             "(install cigate-toolkit[emulator] and check the sandbox package)"

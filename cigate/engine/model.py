@@ -67,6 +67,8 @@ class Conversation:
     text_format: dict[str, Any] | None = None
     #: Function tools the model may call (a call ends the response, the client runs it).
     functions: Sequence[FunctionTool] = ()
+    #: The request's ``model`` (a real model behind the seam calls it by this name).
+    model: str = ""
 
     def latest_user_text(self) -> str:
         """Text of the last user message of this request's input ('' when there is none)."""

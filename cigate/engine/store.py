@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from cigate import ids
 from cigate.clock import Clock
 from cigate.engine.containers import Container, ContainerBackend
-from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
+from cigate.engine.errors import ApiError, BadRequestError, NotFoundError, container_not_found
 from cigate.engine.functions import FunctionTool, function_tools
 from cigate.engine.items import input_item_resource
 from cigate.engine.model import Conversation, Model, ScriptedModel
@@ -87,13 +87,17 @@ class ResponsesBackend:
 
     # -- create ------------------------------------------------------------------------------
 
-    async def create(self, body: Any) -> ResponseRun:
-        """Validate, resolve the container, store, and start the run; return it at once."""
+    async def create(self, body: Any, *, owner: str | None = None) -> ResponseRun:
+        """Validate, resolve the container, store, and start the run; return it at once.
+
+        ``owner`` (the gateway's tenant) owns the auto container made here; a container of
+        another owner, named or reused, is an unknown one (404).
+        """
         req = parse_create(body)
         if self.deployments and req.model not in self.deployments:
             raise deployment_not_found()
         previous = self._previous(req.previous_response_id)
-        container = self._container(req, previous)
+        container = self._container(req, previous, owner)
         if container is not None:
             self._copy_input_files(container, req)
         history = previous.history() if previous is not None else []
@@ -105,6 +109,7 @@ class ResponsesBackend:
             tool_choice=req.tool_mode,
             text_format=req.text_format,
             functions=_callable_functions(req),
+            model=req.model,
         )
         plan = RunPlan(
             response_id=ids.response_id(),
@@ -139,21 +144,28 @@ class ResponsesBackend:
             )
         return stored
 
-    def _container(self, req: CreateRequest, previous: StoredResponse | None) -> Container | None:
+    def _container(
+        self, req: CreateRequest, previous: StoredResponse | None, owner: str | None
+    ) -> Container | None:
         tool = req.code_interpreter
         if tool is None or req.tool_mode == "none":
             return None
         if isinstance(tool.container, str):
             explicit = self.containers.get(tool.container)  # 404 unknown, 400 expired
+            if explicit.owner != owner:
+                raise container_not_found(tool.container)
             self.containers.touch(explicit)
             return explicit
         auto = tool.container
         container = self._reusable(previous)
+        if container is not None and container.owner != owner:
+            container = None  # never another owner's (the caller cannot name it either)
         if container is None:
             container = self.containers.create(
                 name=AUTO_CONTAINER_NAME,
                 memory_limit=auto.memory_limit,
                 network_policy=auto.network_policy,
+                owner=owner,
             )
         self._copy_files(container, auto, f"tools[{tool.index}].container.file_ids")
         return container

@@ -24,6 +24,8 @@ __all__ = ["GatewaySettings", "cigate_home"]
 
 _ENV_PREFIX = "CIGATE_GATEWAY_"
 _AUTH_MODES = ("key", "entra", "none")
+_CI_MODES = ("upstream", "self")
+_INTERPRETER_APIS = ("responses", "chat")
 
 
 def cigate_home() -> Path:
@@ -89,6 +91,22 @@ class GatewaySettings:
     allow_unscoped: str = ""
     #: Identifies this process in leases; empty means host:pid.
     worker_id: str = ""
+    #: ``upstream``: the provider runs ``code_interpreter``; ``self``: the gateway runs it in its
+    #: own sandboxes and drives the upstream model through a function tool (docs/self-hosted.md).
+    code_interpreter: str = "upstream"
+    #: How ``self`` mode asks the upstream model: ``responses`` or ``chat`` (Chat Completions).
+    interpreter_api: str = "responses"
+    #: Where ``self`` mode keeps its containers' directories; empty: ``$CIGATE_HOME/interpreter``.
+    interpreter_dir: str = ""
+    #: Sandbox isolation of ``self`` mode: ``auto``, ``bwrap`` or ``none`` (tests only).
+    interpreter_isolation: str = "auto"
+    #: Kernels kept warm; live containers per tenant and on this host; seconds per cell.
+    interpreter_pool_size: int = 2
+    interpreter_tenant_containers: int = 8
+    interpreter_max_containers: int = 64
+    interpreter_exec_timeout: float = 120.0
+    #: Minutes without activity after which a self-hosted container expires.
+    interpreter_idle_minutes: int = 20
 
     def __post_init__(self) -> None:
         if self.upstream_auth not in _AUTH_MODES:
@@ -98,6 +116,19 @@ class GatewaySettings:
                 hint=SETTINGS_HINT,
             )
         parse_allowed(self.allow_unscoped)
+        for value, allowed, option in (
+            (self.code_interpreter, _CI_MODES, "--code-interpreter"),
+            (self.interpreter_api, _INTERPRETER_APIS, "--interpreter-api"),
+        ):
+            if value not in allowed:
+                raise ConfigurationError(
+                    f"{option} must be one of {', '.join(allowed)}, not {value!r}",
+                    hint=SETTINGS_HINT,
+                )
+        if min(self.interpreter_tenant_containers, self.interpreter_max_containers) < 1:
+            raise ConfigurationError(
+                "interpreter container caps must be at least 1", hint=SETTINGS_HINT
+            )
         if self.upstream and not self.upstream.startswith(("http://", "https://")):
             raise ConfigurationError(
                 f"--upstream must be an http(s) URL, not {self.upstream!r}", hint=SETTINGS_HINT
@@ -145,6 +176,10 @@ class GatewaySettings:
     @property
     def blobs_url(self) -> str:
         return self.blobs or str(cigate_home() / "blobs")
+
+    @property
+    def interpreter_path(self) -> Path:
+        return Path(self.interpreter_dir) if self.interpreter_dir else cigate_home() / "interpreter"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> GatewaySettings:

@@ -1,0 +1,264 @@
+"""The self-hosted interpreter of one gateway process: sandboxes, containers, responses, files.
+
+One :class:`Interpreter` per gateway app (its lifespan starts and closes it). Containers are the
+engine's (:class:`~cigate.engine.containers.ContainerBackend`) over the sandbox pool, each owned
+by the tenant whose response or request made it, and counted against that tenant's cap of live
+containers (``interpreter_tenant_containers``) as well as the host's. After every cell, each file
+the cell created or changed is copied into the gateway's blob store and recorded for the tenant
+(a ``stored`` row, never ``pending``: the resume sweep has nothing to fetch from the upstream),
+so a file outlives its container and is served per tenant like every harvested file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from cigate.clock import Clock
+from cigate.engine.containers import CodeRun, Container, ContainerBackend, ContainerFile
+from cigate.engine.errors import ApiError
+from cigate.engine.runner import ResponseRun
+from cigate.engine.store import ResponsesBackend
+from cigate.engine.workdir import RegularFile
+from cigate.exceptions import CigateError
+from cigate.gateway.interpreter.model import UpstreamModel
+from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.upstream import Upstream
+from cigate.harvest.content_types import guess_type
+from cigate.sandbox.base import SandboxSettings
+from cigate.storage.blobs import BlobStore
+from cigate.storage.metadata import MetadataStore
+
+__all__ = ["Interpreter", "StoringContainers", "wants_interpreter"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between sweeps for idle containers.
+REAP_INTERVAL = 30.0
+#: Bytes per read when a container file is copied into the blob store.
+_CHUNK = 1 << 20
+
+OnChanged = Callable[[Container, Sequence[ContainerFile]], Awaitable[None]]
+
+
+def wants_interpreter(body: Any) -> bool:
+    """Whether a create body names the ``code_interpreter`` tool."""
+    tools = body.get("tools") if isinstance(body, dict) else None
+    return isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type") == "code_interpreter" for t in tools
+    )
+
+
+class StoringContainers(ContainerBackend):
+    """Containers whose changed files are handed to ``on_changed`` after every cell, before
+    the model hears of them: a file a reply links is in the store already."""
+
+    def __init__(self, *, on_changed: OnChanged, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_changed = on_changed
+
+    async def run_code(
+        self,
+        container: Container,
+        code: str,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the kernel's own deadline
+    ) -> CodeRun:
+        run = await super().run_code(container, code, timeout=timeout)
+        if run.changed:
+            await self.on_changed(container, run.changed)
+        return run
+
+
+class Interpreter:
+    """Starts the sandbox pool and the engine backends; stores what the code writes."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        meta: MetadataStore,
+        blobs: BlobStore,
+        upstream: Upstream,
+        kernels: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.meta = meta
+        self.blobs = blobs
+        self.upstream = upstream
+        self._kernels = kernels
+        self.clock = Clock()
+        #: Tenant of every response this process made (the store checks it first; this is a
+        #: second lock on the same door).
+        self.tenant_of: dict[str, str] = {}
+        self._response_of: dict[str, str] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._pool: Any = None
+        self.containers: StoringContainers
+        self.responses: ResponsesBackend
+
+    async def start(self) -> None:
+        root = self.settings.interpreter_path
+        root.mkdir(parents=True, exist_ok=True)
+        pool = self._kernels
+        if pool is None:
+            from cigate.sandbox.pool import SandboxPool
+
+            cap = self.settings.interpreter_tenant_containers
+            pool = SandboxPool(
+                SandboxSettings(
+                    root=root / "sandbox",
+                    pool_size=self.settings.interpreter_pool_size,
+                    isolation=self.settings.interpreter_isolation,
+                    max_containers=self.settings.interpreter_max_containers,
+                ),
+                owner_limit=lambda _owner: cap,
+            )
+            self._pool = pool
+            await pool.start()
+        self.containers = StoringContainers(
+            root=root / "containers",
+            kernels=pool,
+            clock=self.clock,
+            idle_minutes=self.settings.interpreter_idle_minutes,
+            on_changed=self._store,
+        )
+        self.responses = ResponsesBackend(
+            containers=self.containers,
+            files=None,
+            clock=self.clock,
+            exec_timeout=self.settings.interpreter_exec_timeout,
+            model=UpstreamModel(self._post, api=self.settings.interpreter_api),
+        )
+        self._reaper = asyncio.create_task(self._reap(), name="cigate-interpreter-reaper")
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self.responses.close()
+        await self.containers.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            try:
+                await self.containers.reap_expired()
+            except Exception:  # one bad sweep must not stop later ones
+                log.exception("interpreter container reaper failed")
+
+    # -- responses ---------------------------------------------------------------------------
+
+    async def create(self, body: Any, tenant_id: str) -> ResponseRun:
+        """Start a response for ``tenant_id`` and record it (and its container) as theirs."""
+        run = await self.responses.create(body, owner=tenant_id)
+        self.tenant_of[run.id] = tenant_id
+        containers = [run.container_id] if run.container_id is not None else []
+        for container_id in containers:
+            self._response_of[container_id] = run.id
+        await self.meta.record_response(
+            tenant_id,
+            run.id,
+            upstream=self.settings.upstream,
+            model=run.plan.request.model,
+            container_ids=containers,
+        )
+        return run
+
+    async def settled(self, run: ResponseRun, tenant_id: str) -> None:
+        """Once the run is over: nothing for the resume sweep to list upstream."""
+        await run.finished.wait()
+        await self.meta.mark_listed(tenant_id, run.id)
+
+    def owns(self, tenant_id: str, response_id: str) -> bool:
+        return self.tenant_of.get(response_id) == tenant_id
+
+    def knows(self, container_id: str) -> bool:
+        """Whether the id is one of the interpreter's containers (any owner, expired too)."""
+        try:
+            self.containers.get(container_id, allow_expired=True)
+        except ApiError:
+            return False
+        return True
+
+    def container(self, tenant_id: str, container_id: str) -> Container | None:
+        """The tenant's container (expired too), or ``None`` for any other id."""
+        try:
+            container = self.containers.get(container_id, allow_expired=True)
+        except ApiError:
+            return None
+        return container if container.owner == tenant_id else None
+
+    # -- the upstream model ------------------------------------------------------------------
+
+    async def _post(self, api: str, body: dict[str, Any]) -> tuple[int, Any]:
+        segments = ("responses",) if api == "responses" else ("chat", "completions")
+        answer = await self.upstream.send(
+            "POST",
+            self.upstream.v1_url(*segments),
+            headers={"content-type": "application/json"},
+            content=json.dumps(body).encode(),
+        )
+        try:
+            parsed: Any = answer.json()
+        except ValueError:
+            parsed = None
+        return answer.status_code, parsed
+
+    # -- files -------------------------------------------------------------------------------
+
+    async def _store(self, container: Container, changed: Sequence[ContainerFile]) -> None:
+        """Copy each changed file into the blob store and record it ``stored`` for the owner."""
+        tenant_id = container.owner
+        if tenant_id is None:
+            return
+        for record in changed:
+            try:
+                await self._store_one(tenant_id, container, record)
+            except CigateError as exc:
+                log.error("storing %s of %s failed: %s", record.id, container.id, exc)
+                raise ApiError(
+                    503,
+                    "The gateway could not store a file the code wrote; try again.",
+                    type="server_error",
+                ) from exc
+
+    async def _store_one(self, tenant_id: str, container: Container, record: ContainerFile) -> None:
+        row = await self.meta.upsert_file(
+            tenant_id,
+            kind="container",
+            upstream_file_id=record.id,
+            container_id=container.id,
+            response_id=self._response_of.get(container.id),
+            filename=record.filename,
+            origin="listing",
+            path=record.path,
+        )
+        worker, lease = self.settings.worker_id, self.settings.lease_seconds
+        if await self.meta.claim_file(row.id, worker, lease) is None:
+            return  # another copy of this row is under way
+        try:
+            opened = self.containers.open_file(container, record)
+        except ApiError:  # the code removed it again before we got to it
+            await self.meta.release(row.id, worker)
+            return
+        with opened:
+            head = opened.pread(512, 0)
+            size = opened.size  # what it held when the cell ended; later writes are the next's
+            info = await self.blobs.put_stream(_chunks(opened, size), expected_size=size)
+        content_type = guess_type(record.filename, head)
+        await self.meta.mark_stored(row.id, info.sha256, info.size, content_type)
+
+
+async def _chunks(opened: RegularFile, size: int) -> AsyncIterator[bytes]:
+    offset = 0
+    while offset < size and (chunk := opened.pread(min(_CHUNK, size - offset), offset)):
+        offset += len(chunk)
+        yield chunk

@@ -1,0 +1,197 @@
+"""The gateway runs ``code_interpreter`` itself (``--code-interpreter self``), over the emulator
+acting only as a function-calling model.
+
+Driven by the openai SDK through the gateway; each test also checks that the emulator made no
+container (its own code interpreter was never used).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from cigate.engine.conformance import CODE_CALL_ORDER, stream_problems
+from cigate.testing.plugin import RunningEmulator
+from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.selfhosted import (
+    AUTO,
+    emulator_ran_no_code,
+    interpreter,
+    on_gateway,
+    self_settings,
+)
+
+WRITE_CSV = "open('/mnt/data/squares.csv', 'w').write('n,sq\\n3,9\\n')\nprint('done')"
+
+
+def _gateway(emulator: RunningEmulator, tmp_path: Path, **over: Any) -> LiveGateway:
+    backend = Backend(
+        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
+    )
+    settings = self_settings(live_settings(emulator, backend), tmp_path, **over)
+    return start_gateway(settings, add_tenant(settings.database_url, "acme"))
+
+
+@pytest.fixture
+def self_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGateway]:
+    gateway = _gateway(emulator, tmp_path)
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+
+
+def _citation_ok(message: Any, container_id: str) -> Any:
+    [citation] = message.content[0].annotations
+    text = message.content[0].text
+    assert citation.type == "container_file_citation"
+    assert text[citation.start_index : citation.end_index] == "sandbox:/mnt/data/squares.csv"
+    assert (citation.filename, citation.container_id) == ("squares.csv", container_id)
+    return citation
+
+
+def test_a_code_interpreter_response_runs_in_the_gateway_and_its_file_downloads(
+    self_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    client = self_gateway.openai()
+    response = client.responses.create(
+        model="gpt-4.1",
+        input=code_input(WRITE_CSV),
+        tools=AUTO,
+        include=["code_interpreter_call.outputs"],
+    )
+    assert response.status == "completed"
+    call, message = response.output
+    assert call.type == "code_interpreter_call"
+    assert call.code == WRITE_CSV + "\n"
+    assert call.container_id.startswith("cntr_")
+    assert [o.type for o in call.outputs or []] == ["logs"]
+    citation = _citation_ok(message, call.container_id)
+    content = client.containers.files.content.retrieve(
+        citation.file_id, container_id=citation.container_id
+    )
+    assert content.read() == b"n,sq\n3,9\n"
+    assert emulator_ran_no_code(emulator)
+
+
+def test_the_stream_has_the_hosted_tools_event_sequence(
+    self_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    client = self_gateway.openai()
+    with client.responses.stream(
+        model="gpt-4.1", input=code_input(WRITE_CSV), tools=AUTO
+    ) as stream:
+        events = [e.model_dump(warnings=False) for e in stream]
+        final = stream.get_final_response()
+    assert stream_problems(events) == []
+    kinds = [e["type"] for e in events]
+    call_events = [k for k in kinds if k in CODE_CALL_ORDER]
+    assert call_events[0] == CODE_CALL_ORDER[0]
+    assert call_events[-3:] == list(CODE_CALL_ORDER[2:])
+    assert kinds.index("response.code_interpreter_call.completed") < kinds.index(
+        "response.output_text.delta"
+    )
+    assert kinds[-1] == "response.completed"
+    _citation_ok(final.output[1], final.output[0].container_id)  # type: ignore[union-attr]
+    assert emulator_ran_no_code(emulator)
+
+
+def test_files_are_kept_after_the_container_expired(
+    self_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    client = self_gateway.openai()
+    response = client.responses.create(model="gpt-4.1", input=code_input(WRITE_CSV), tools=AUTO)
+    citation = _citation_ok(response.output[1], response.output[0].container_id)  # type: ignore[union-attr]
+    interp = interpreter(self_gateway)
+    interp.clock.advance(21 * 60)
+    expired = on_gateway(self_gateway, interp.containers.reap_expired())
+    assert citation.container_id in expired
+    retrieved = client.containers.retrieve(citation.container_id)
+    assert retrieved.status == "expired"
+    content = client.containers.files.content.retrieve(
+        citation.file_id, container_id=citation.container_id
+    )
+    assert content.read() == b"n,sq\n3,9\n"
+
+
+def test_previous_response_id_reuses_the_container(self_gateway: LiveGateway) -> None:
+    client = self_gateway.openai()
+    first = client.responses.create(model="gpt-4.1", input=code_input("x = 41"), tools=AUTO)
+    second = client.responses.create(
+        model="gpt-4.1",
+        input=code_input("print(x + 1)"),
+        tools=AUTO,
+        previous_response_id=first.id,
+        include=["code_interpreter_call.outputs"],
+    )
+    assert second.output[0].container_id == first.output[0].container_id  # type: ignore[union-attr]
+    outputs = second.output[0].outputs  # type: ignore[union-attr]
+    assert outputs is not None
+    assert outputs[0].logs == "42"  # type: ignore[union-attr]
+
+
+def test_a_stored_response_is_retrieved_and_replayed_from_the_gateway(
+    self_gateway: LiveGateway,
+) -> None:
+    client = self_gateway.openai()
+    response = client.responses.create(model="gpt-4.1", input=code_input(WRITE_CSV), tools=AUTO)
+    again = client.responses.retrieve(response.id)
+    assert again.output_text == response.output_text
+    http = self_gateway.http()
+    replay = http.get(f"/openai/v1/responses/{response.id}", params={"stream": "true"})
+    kinds = [
+        json.loads(line[len("data: ") :])["type"]
+        for line in replay.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == "response.completed"
+
+
+def test_another_tenant_reaches_nothing_of_a_self_hosted_response(
+    self_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    owner = self_gateway.openai()
+    response = owner.responses.create(model="gpt-4.1", input=code_input(WRITE_CSV), tools=AUTO)
+    citation = _citation_ok(response.output[1], response.output[0].container_id)  # type: ignore[union-attr]
+    stranger = self_gateway.openai(self_gateway.add_tenant("mallory"))
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.containers.files.content.retrieve(
+            citation.file_id, container_id=citation.container_id
+        )
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.create(
+            model="gpt-4.1",
+            input=code_input("print(open('/mnt/data/squares.csv').read())"),
+            tools=[{"type": "code_interpreter", "container": citation.container_id}],
+        )
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.create(
+            model="gpt-4.1",
+            input=code_input("print(1)"),
+            tools=AUTO,
+            previous_response_id=response.id,
+        )
+
+
+def test_chat_completions_upstream_gives_the_same_response(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    gateway = _gateway(emulator, tmp_path, interpreter_api="chat")
+    try:
+        response = gateway.openai().responses.create(
+            model="gpt-4.1", input=code_input(WRITE_CSV), tools=AUTO
+        )
+        call, message = response.output
+        _citation_ok(message, call.container_id)  # type: ignore[union-attr]
+        assert emulator_ran_no_code(emulator)
+    finally:
+        gateway.close()
