@@ -25,7 +25,7 @@ from cigate.engine.errors import ApiError, BadRequestError, NotFoundError, conta
 from cigate.engine.functions import FunctionTool, function_tools
 from cigate.engine.items import input_item_resource
 from cigate.engine.model import Conversation, Model, ScriptedModel
-from cigate.engine.request import AutoContainer, CreateRequest, parse_create
+from cigate.engine.request import CreateRequest, parse_create
 from cigate.engine.runner import ResponseRun, RunPlan
 from cigate.engine.upload_names import check_upload_name
 
@@ -87,19 +87,23 @@ class ResponsesBackend:
 
     # -- create ------------------------------------------------------------------------------
 
-    async def create(self, body: Any, *, owner: str | None = None) -> ResponseRun:
+    async def create(
+        self, body: Any, *, owner: str | None = None, files: FilesLookup | None = None
+    ) -> ResponseRun:
         """Validate, resolve the container, store, and start the run; return it at once.
 
         ``owner`` (the gateway's tenant) owns the auto container made here; a container of
-        another owner, named or reused, is an unknown one (404).
+        another owner, named or reused, is an unknown one (404). ``files`` answers this
+        request's file ids instead of the backend's Files API (the gateway fetched them).
         """
         req = parse_create(body)
+        lookup = files if files is not None else self.files
         if self.deployments and req.model not in self.deployments:
             raise deployment_not_found()
         previous = self._previous(req.previous_response_id)
-        container = self._container(req, previous, owner)
+        container = self._container(req, previous, owner, lookup)
         if container is not None:
-            self._copy_input_files(container, req)
+            self._copy_input_files(container, req, lookup)
         history = previous.history() if previous is not None else []
         conversation = Conversation(
             instructions=req.instructions,
@@ -145,7 +149,11 @@ class ResponsesBackend:
         return stored
 
     def _container(
-        self, req: CreateRequest, previous: StoredResponse | None, owner: str | None
+        self,
+        req: CreateRequest,
+        previous: StoredResponse | None,
+        owner: str | None,
+        files: FilesLookup | None,
     ) -> Container | None:
         tool = req.code_interpreter
         if tool is None or req.tool_mode == "none":
@@ -167,7 +175,8 @@ class ResponsesBackend:
                 network_policy=auto.network_policy,
                 owner=owner,
             )
-        self._copy_files(container, auto, f"tools[{tool.index}].container.file_ids")
+        for file_id in auto.file_ids:
+            self._copy_file(container, file_id, f"tools[{tool.index}].container.file_ids", files)
         return container
 
     def _reusable(self, previous: StoredResponse | None) -> Container | None:
@@ -182,11 +191,9 @@ class ResponsesBackend:
         self.containers.touch(container)
         return container
 
-    def _copy_files(self, container: Container, auto: AutoContainer, param: str) -> None:
-        for file_id in auto.file_ids:
-            self._copy_file(container, file_id, param)
-
-    def _copy_input_files(self, container: Container, req: CreateRequest) -> None:
+    def _copy_input_files(
+        self, container: Container, req: CreateRequest, files: FilesLookup | None
+    ) -> None:
         """ "Any files in the model input get automatically uploaded to the container" (Azure)."""
         for i, item in enumerate(req.input_items):
             content = item.get("content")
@@ -197,7 +204,7 @@ class ResponsesBackend:
                     continue
                 param = f"input[{i}].content[{j}]"
                 if isinstance(part.get("file_id"), str):
-                    self._copy_file(container, part["file_id"], f"{param}.file_id")
+                    self._copy_file(container, part["file_id"], f"{param}.file_id", files)
                 elif isinstance(part.get("file_data"), str):
                     data = _decode_data_url(part["file_data"], f"{param}.file_data")
                     name = check_upload_name(
@@ -205,12 +212,14 @@ class ResponsesBackend:
                     )
                     self.containers.add_file(container, name, data, source="user")
 
-    def _copy_file(self, container: Container, file_id: str, param: str) -> None:
-        if self.files is None:
+    def _copy_file(
+        self, container: Container, file_id: str, param: str, files: FilesLookup | None
+    ) -> None:
+        if files is None:
             raise NotFoundError(f"File '{file_id}' not found.", param=param)
         try:
-            record = self.files.get(file_id)
-            data = self.files.read_bytes(file_id)
+            record = files.get(file_id)
+            data = files.read_bytes(file_id)
         except ApiError as exc:
             if exc.status != 404:
                 raise

@@ -195,3 +195,96 @@ def test_chat_completions_upstream_gives_the_same_response(
         assert emulator_ran_no_code(emulator)
     finally:
         gateway.close()
+
+
+def test_auto_container_file_ids_are_copied_in_and_memory_limit_is_kept(
+    self_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    client = self_gateway.openai()
+    uploaded = client.files.create(file=("in.csv", b"a\n1\n2\n"), purpose="assistants")
+    response = client.responses.create(
+        model="gpt-4.1",
+        input=code_input(
+            "import glob\nprint(open(glob.glob('/mnt/data/*in.csv')[0]).read().count('\\n'))"
+        ),
+        tools=[
+            {
+                "type": "code_interpreter",
+                "container": {"type": "auto", "file_ids": [uploaded.id], "memory_limit": "4g"},
+            }
+        ],
+        include=["code_interpreter_call.outputs"],
+    )
+    call = response.output[0]
+    assert call.outputs[0].logs == "3"  # type: ignore[union-attr,index]
+    container = client.containers.retrieve(call.container_id)  # type: ignore[union-attr]
+    assert container.memory_limit == "4g"
+    assert emulator_ran_no_code(emulator)
+
+
+def test_an_unknown_file_id_is_the_services_404(self_gateway: LiveGateway) -> None:
+    http = self_gateway.http()
+    tools = [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": ["file-x"]}}]
+    r = http.post("/openai/v1/responses", json={"model": "m", "input": "hi", "tools": tools})
+    assert r.status_code == 404
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_an_explicit_container_with_an_upload_runs_and_can_be_deleted(
+    self_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    client = self_gateway.openai()
+    container = client.containers.create(
+        name="mine", expires_after={"anchor": "last_active_at", "minutes": 5}
+    )
+    assert container.expires_after is not None
+    assert container.expires_after.minutes == 5
+    upload = client.containers.files.create(container.id, file=("data.txt", b"seven"))
+    assert upload.source == "user"
+    response = client.responses.create(
+        model="gpt-4.1",
+        input=code_input(
+            "import glob\nn = open(glob.glob('/mnt/data/*data.txt')[0]).read()\n"
+            "open('/mnt/data/out.txt', 'w').write(n.upper())"
+        ),
+        tools=[{"type": "code_interpreter", "container": container.id}],
+    )
+    assert response.output[0].container_id == container.id  # type: ignore[union-attr]
+    listed = {f.path for f in client.containers.files.list(container.id)}
+    assert "/mnt/data/out.txt" in listed
+    assert [c.id for c in client.containers.list()] == [container.id]
+    client.containers.delete(container.id)
+    with pytest.raises(openai.NotFoundError):
+        client.containers.retrieve(container.id)
+    assert emulator_ran_no_code(emulator)
+
+
+def test_an_expired_explicit_container_is_the_services_400(self_gateway: LiveGateway) -> None:
+    client = self_gateway.openai()
+    container = client.containers.create(name="short")
+    interp = interpreter(self_gateway)
+    interp.clock.advance(21 * 60)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="gpt-4.1",
+            input=code_input("print(1)"),
+            tools=[{"type": "code_interpreter", "container": container.id}],
+        )
+    assert caught.value.message.endswith("Container is expired.")
+    assert client.containers.retrieve(container.id).status == "expired"
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "calls"),
+    [("none", 0), ("auto", 1), ("required", 1), ({"type": "code_interpreter"}, 1)],
+    ids=["none", "auto", "required", "forced-code-interpreter"],
+)
+def test_tool_choice_decides_whether_code_runs(
+    self_gateway: LiveGateway, tool_choice: Any, calls: int
+) -> None:
+    response = self_gateway.openai().responses.create(
+        model="gpt-4.1", input=code_input("print(1)"), tools=AUTO, tool_choice=tool_choice
+    )
+    kinds = [item.type for item in response.output]
+    assert kinds.count("code_interpreter_call") == calls
+    assert kinds[-1] == "message"

@@ -16,11 +16,14 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import httpx2
 
 from cigate.clock import Clock
 from cigate.engine.containers import CodeRun, Container, ContainerBackend, ContainerFile
-from cigate.engine.errors import ApiError
+from cigate.engine.errors import ApiError, NotFoundError
 from cigate.engine.runner import ResponseRun
 from cigate.engine.store import ResponsesBackend
 from cigate.engine.workdir import RegularFile
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 REAP_INTERVAL = 30.0
 #: Bytes per read when a container file is copied into the blob store.
 _CHUNK = 1 << 20
+#: Input files one request may name, and the largest one copied into a container.
+MAX_INPUT_FILES = 20
+MAX_INPUT_FILE = 512 * 1024 * 1024
 
 OnChanged = Callable[[Container, Sequence[ContainerFile]], Awaitable[None]]
 
@@ -158,7 +164,8 @@ class Interpreter:
 
     async def create(self, body: Any, tenant_id: str) -> ResponseRun:
         """Start a response for ``tenant_id`` and record it (and its container) as theirs."""
-        run = await self.responses.create(body, owner=tenant_id)
+        files = await self._fetch_files(body)
+        run = await self.responses.create(body, owner=tenant_id, files=files)
         self.tenant_of[run.id] = tenant_id
         containers = [run.container_id] if run.container_id is not None else []
         for container_id in containers:
@@ -195,6 +202,25 @@ class Interpreter:
         except ApiError:
             return None
         return container if container.owner == tenant_id else None
+
+    async def _fetch_files(self, body: Any) -> FetchedFiles:
+        """The Files-API files the request names (``container.file_ids``, ``input_file``),
+        from the upstream's Files API; the proxy already checked they are the caller's."""
+        fetched = FetchedFiles()
+        for file_id in _named_file_ids(body):
+            meta = await self.upstream.send("GET", self.upstream.v1_url("files", file_id))
+            if meta.status_code != 200:
+                continue  # the engine answers "File '…' not found." with its param
+            content = await self.upstream.send(
+                "GET", self.upstream.v1_url("files", file_id, "content"), stream=True
+            )
+            if content.status_code != 200:
+                await content.aclose()
+                continue
+            data = await _read_capped(content, MAX_INPUT_FILE)
+            name = meta.json().get("filename") if isinstance(meta.json(), dict) else None
+            fetched.add(file_id, name if isinstance(name, str) and name else file_id, data)
+        return fetched
 
     # -- the upstream model ------------------------------------------------------------------
 
@@ -255,6 +281,64 @@ class Interpreter:
             info = await self.blobs.put_stream(_chunks(opened, size), expected_size=size)
         content_type = guess_type(record.filename, head)
         await self.meta.mark_stored(row.id, info.sha256, info.size, content_type)
+
+
+@dataclass(frozen=True)
+class _FetchedFile:
+    filename: str
+
+
+class FetchedFiles:
+    """The engine's :class:`~cigate.engine.store.FilesLookup` over files fetched for one
+    request (anything else is not found)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[str, bytes]] = {}
+
+    def add(self, file_id: str, filename: str, data: bytes) -> None:
+        self._files[file_id] = (filename, data)
+
+    def get(self, file_id: str) -> _FetchedFile:
+        if file_id not in self._files:
+            raise NotFoundError(f"File '{file_id}' not found.")
+        return _FetchedFile(self._files[file_id][0])
+
+    def read_bytes(self, file_id: str) -> bytes:
+        self.get(file_id)
+        return self._files[file_id][1]
+
+
+def _named_file_ids(body: Any) -> list[str]:
+    """File ids in ``tools[].container.file_ids`` and ``input[].content[].file_id``."""
+    found: list[str] = []
+    if not isinstance(body, dict):
+        return found
+    for tool in body.get("tools") or ():
+        container = tool.get("container") if isinstance(tool, dict) else None
+        if isinstance(container, dict) and isinstance(container.get("file_ids"), list):
+            found += [f for f in container["file_ids"] if isinstance(f, str)]
+    items = body.get("input")
+    for item in items if isinstance(items, list) else ():
+        content = item.get("content") if isinstance(item, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and isinstance(part.get("file_id"), str):
+                found.append(part["file_id"])
+    return list(dict.fromkeys(found))[:MAX_INPUT_FILES]
+
+
+async def _read_capped(response: httpx2.Response, limit: int) -> bytes:
+    """The body, or a 413 past ``limit`` bytes (the response is closed either way)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"An input file is over {limit} bytes.", code="file_too_large")
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    return b"".join(chunks)
 
 
 async def _chunks(opened: RegularFile, size: int) -> AsyncIterator[bytes]:
