@@ -26,7 +26,6 @@ from cigate.gateway import body_refs, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.interpreter import responses as interpreter_responses
-from cigate.gateway.interpreter.service import wants_interpreter
 from cigate.gateway.passthrough import target
 from cigate.gateway.recorder import Keeper, Sighting
 from cigate.gateway.tap import ResponseTap
@@ -46,7 +45,7 @@ async def create_response(request: Request) -> Response:
     await check_previous_response(svc, tenant_id, body)
     await body_refs.enforce(svc, tenant_id, request)
     if svc.interpreter is not None and (
-        wants_interpreter(body) or svc.interpreter.owns(tenant_id, _previous_id(body))
+        svc.interpreter.handles(body) or svc.interpreter.owns(tenant_id, _previous_id(body))
     ):
         return await interpreter_responses.create_response(
             svc.interpreter, svc.tasks.spawn, tenant_id, body

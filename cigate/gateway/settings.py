@@ -94,6 +94,8 @@ class GatewaySettings:
     #: ``upstream``: the provider runs ``code_interpreter``; ``self``: the gateway runs it in its
     #: own sandboxes and drives the upstream model through a function tool (docs/self-hosted.md).
     code_interpreter: str = "upstream"
+    #: Models/deployments ``self`` mode applies to, comma-separated; empty: every model.
+    interpreter_models: str = ""
     #: How ``self`` mode asks the upstream model: ``responses`` or ``chat`` (Chat Completions).
     interpreter_api: str = "responses"
     #: Where ``self`` mode keeps its containers' directories; empty: ``$CIGATE_HOME/interpreter``.
@@ -176,6 +178,11 @@ class GatewaySettings:
     @property
     def blobs_url(self) -> str:
         return self.blobs or str(cigate_home() / "blobs")
+
+    @cached_property
+    def self_hosted_models(self) -> frozenset[str]:
+        """The models ``self`` mode applies to (empty: all)."""
+        return frozenset(m.strip() for m in self.interpreter_models.split(",") if m.strip())
 
     @property
     def interpreter_path(self) -> Path:

@@ -288,3 +288,21 @@ def test_tool_choice_decides_whether_code_runs(
     kinds = [item.type for item in response.output]
     assert kinds.count("code_interpreter_call") == calls
     assert kinds[-1] == "message"
+
+
+def test_interpreter_models_limits_self_mode_to_the_named_models(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    gateway = _gateway(emulator, tmp_path, interpreter_models="local-llama, gpt-oss")
+    try:
+        client = gateway.openai()
+        mine = client.responses.create(model="gpt-oss", input=code_input(WRITE_CSV), tools=AUTO)
+        assert emulator_ran_no_code(emulator)
+        assert mine.output[0].container_id in {  # type: ignore[union-attr]
+            c.id for c in client.containers.list()
+        }
+        hosted = client.responses.create(model="gpt-4.1", input=code_input(WRITE_CSV), tools=AUTO)
+        assert hosted.status == "completed"
+        assert not emulator_ran_no_code(emulator)  # another model: the upstream's hosted tool
+    finally:
+        gateway.close()

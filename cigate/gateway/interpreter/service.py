@@ -184,6 +184,12 @@ class Interpreter:
         await run.finished.wait()
         await self.meta.mark_listed(tenant_id, run.id)
 
+    def handles(self, body: Any) -> bool:
+        """Whether this create runs here: it names ``code_interpreter`` and its model is one
+        ``self`` mode applies to (``CIGATE_GATEWAY_INTERPRETER_MODELS``; empty: all)."""
+        models = self.settings.self_hosted_models
+        return wants_interpreter(body) and (not models or body.get("model") in models)
+
     def owns(self, tenant_id: str, response_id: str) -> bool:
         return self.tenant_of.get(response_id) == tenant_id
 
