@@ -109,6 +109,16 @@ class GatewaySettings:
     interpreter_exec_timeout: float = 120.0
     #: Minutes without activity after which a self-hosted container expires.
     interpreter_idle_minutes: int = 20
+    #: Where ``self`` mode's kernels run: ``local`` (the sandbox pool) or ``remote`` (a Jupyter
+    #: Kernel/Enterprise Gateway at ``kernel_gateway_url``, token ``kernel_gateway_token``).
+    interpreter_kernels: str = "local"
+    kernel_gateway_url: str = ""
+    kernel_gateway_token: str = ""
+    #: Kernelspec the remote gateway starts (EG on Kubernetes: e.g. ``python_kubernetes``).
+    kernel_gateway_kernel: str = "python3"
+    #: The kernels' data directory: ``/mnt/data`` where the pod mounts it; empty: a directory
+    #: per kernel under the kernel's working directory (a Kernel Gateway on one host).
+    kernel_gateway_data_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.upstream_auth not in _AUTH_MODES:
@@ -127,6 +137,21 @@ class GatewaySettings:
                     f"{option} must be one of {', '.join(allowed)}, not {value!r}",
                     hint=SETTINGS_HINT,
                 )
+        if self.interpreter_kernels not in ("local", "remote"):
+            raise ConfigurationError(
+                "CIGATE_GATEWAY_INTERPRETER_KERNELS must be local or remote, "
+                f"not {self.interpreter_kernels!r}",
+                hint=SETTINGS_HINT,
+            )
+        if self.interpreter_kernels == "remote" and not (
+            self.kernel_gateway_url.startswith(("http://", "https://"))
+            and self.kernel_gateway_token
+        ):
+            raise ConfigurationError(
+                "remote kernels need CIGATE_GATEWAY_KERNEL_GATEWAY_URL (http or https) and "
+                "CIGATE_GATEWAY_KERNEL_GATEWAY_TOKEN",
+                hint=SETTINGS_HINT,
+            )
         if min(self.interpreter_tenant_containers, self.interpreter_max_containers) < 1:
             raise ConfigurationError(
                 "interpreter container caps must be at least 1", hint=SETTINGS_HINT

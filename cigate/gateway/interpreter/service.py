@@ -111,6 +111,19 @@ class Interpreter:
         root = self.settings.interpreter_path
         root.mkdir(parents=True, exist_ok=True)
         pool = self._kernels
+        if pool is None and self.settings.interpreter_kernels == "remote":
+            from cigate.sandbox.remote import RemoteKernels
+
+            pool = RemoteKernels(
+                self.settings.kernel_gateway_url,
+                self.settings.kernel_gateway_token,
+                root=root / "mirrors",
+                kernel_name=self.settings.kernel_gateway_kernel,
+                remote_root=self.settings.kernel_gateway_data_dir or None,
+                max_kernels=self.settings.interpreter_max_containers,
+                owner_limit=self.settings.interpreter_tenant_containers,
+            )
+            self._pool = pool
         if pool is None:
             from cigate.sandbox.pool import SandboxPool
 
