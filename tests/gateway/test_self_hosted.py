@@ -306,3 +306,35 @@ def test_interpreter_models_limits_self_mode_to_the_named_models(
         assert not emulator_ran_no_code(emulator)  # another model: the upstream's hosted tool
     finally:
         gateway.close()
+
+
+def test_a_displayed_figure_is_saved_as_a_file_cited_and_kept(
+    self_gateway: LiveGateway, emulator: RunningEmulator
+) -> None:
+    client = self_gateway.openai()
+    show = (
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3], [3, 1, 2])\nplt.show()\nprint('shown')"
+    )
+    response = client.responses.create(
+        model="gpt-4.1",
+        input=code_input(show),
+        tools=AUTO,
+        include=["code_interpreter_call.outputs"],
+    )
+    call, message = response.output
+    kinds = [o.type for o in call.outputs or []]  # type: ignore[union-attr]
+    assert kinds == ["logs", "image"]
+    [citation] = message.content[0].annotations  # type: ignore[union-attr]
+    assert citation.filename.startswith("cfile_")
+    assert citation.filename.endswith(".png")
+    listed = client.containers.files.retrieve(citation.file_id, container_id=citation.container_id)
+    assert listed.source == "assistant"
+    interp = interpreter(self_gateway)
+    interp.clock.advance(21 * 60)
+    on_gateway(self_gateway, interp.containers.reap_expired())
+    png = client.containers.files.content.retrieve(
+        citation.file_id, container_id=citation.container_id
+    ).read()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert emulator_ran_no_code(emulator)

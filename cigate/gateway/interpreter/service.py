@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx2
 
+from cigate import ids
 from cigate.clock import Clock
 from cigate.engine.containers import CodeRun, Container, ContainerBackend, ContainerFile
 from cigate.engine.errors import ApiError, NotFoundError
@@ -48,6 +49,9 @@ _CHUNK = 1 << 20
 MAX_INPUT_FILES = 20
 MAX_INPUT_FILE = 512 * 1024 * 1024
 
+#: File extension of a displayed image saved as a file, by MIME type.
+_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
+
 OnChanged = Callable[[Container, Sequence[ContainerFile]], Awaitable[None]]
 
 
@@ -61,7 +65,11 @@ def wants_interpreter(body: Any) -> bool:
 
 class StoringContainers(ContainerBackend):
     """Containers whose changed files are handed to ``on_changed`` after every cell, before
-    the model hears of them: a file a reply links is in the store already."""
+    the model hears of them: a file a reply links is in the store already.
+
+    A figure the cell displayed is also saved as a file (``cfile_<hex>.png``), as the hosted
+    tool saves displayed images, so the model can link it and it outlives the container.
+    """
 
     def __init__(self, *, on_changed: OnChanged, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -75,6 +83,17 @@ class StoringContainers(ContainerBackend):
         timeout: float,  # noqa: ASYNC109 - the kernel's own deadline
     ) -> CodeRun:
         run = await super().run_code(container, code, timeout=timeout)
+        saved = [
+            self.add_file(
+                container,
+                f"{ids.container_file_id()}{_EXTENSIONS.get(image.mime_type, '.png')}",
+                image.data,
+                source="assistant",
+            )
+            for image in run.result.images
+        ]
+        if saved:
+            run = CodeRun(result=run.result, changed=[*run.changed, *saved])
         if run.changed:
             await self.on_changed(container, run.changed)
         return run
