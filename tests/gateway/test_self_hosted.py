@@ -338,3 +338,18 @@ def test_a_displayed_figure_is_saved_as_a_file_cited_and_kept(
     ).read()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert emulator_ran_no_code(emulator)
+
+
+def test_a_container_created_with_file_ids_holds_them_and_foreign_ids_are_unknown(
+    self_gateway: LiveGateway,
+) -> None:
+    client = self_gateway.openai()
+    mine = client.files.create(file=("notes.txt", b"mine"), purpose="assistants")
+    container = client.containers.create(name="with-files", file_ids=[mine.id])
+    [listed] = list(client.containers.files.list(container.id))
+    assert listed.path.endswith("notes.txt")
+    assert listed.source == "user"
+    other = self_gateway.openai(self_gateway.add_tenant("other"))
+    with pytest.raises(openai.NotFoundError):
+        other.containers.create(name="steal", file_ids=[mine.id])
+    assert [c.name for c in other.containers.list()] == []

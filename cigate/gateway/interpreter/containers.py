@@ -96,14 +96,11 @@ async def containers_root(request: Request) -> Response:
     interpreter = _interpreter(svc)
     tenant_id = await svc.tenants.tenant_id(request)
     if request.method == "POST":
+        await body_refs.enforce(svc, tenant_id, request)  # file_ids must be the caller's
         body = await body_refs.json_body(request, svc.settings.max_json_body)
         spec = parse_container_create(body if body is not None else {})
-        if spec.file_ids:
-            raise BadRequestError(
-                "file_ids are not supported by the self-hosted code interpreter yet; upload "
-                "files to the container instead.",
-                param="file_ids",
-            )
+        files = await interpreter.fetch_files(spec.file_ids)
+        sources = [(files.get(f).filename, files.read_bytes(f)) for f in spec.file_ids]  # 404
         container = interpreter.containers.create(
             name=spec.name,
             expires_after_minutes=spec.expires_after_minutes,
@@ -111,6 +108,8 @@ async def containers_root(request: Request) -> Response:
             network_policy=spec.network_policy,
             owner=tenant_id,
         )
+        for filename, data in sources:
+            interpreter.containers.add_file(container, filename, data, source="user")
         await svc.meta.claim(tenant_id, "container", container.id)
         return JSONResponse(container.to_api())
     query = parse_page_query(request.query_params)

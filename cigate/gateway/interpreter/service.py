@@ -196,7 +196,7 @@ class Interpreter:
 
     async def create(self, body: Any, tenant_id: str) -> ResponseRun:
         """Start a response for ``tenant_id`` and record it (and its container) as theirs."""
-        files = await self._fetch_files(body)
+        files = await self.fetch_files(_named_file_ids(body))
         run = await self.responses.create(body, owner=tenant_id, files=files)
         self.tenant_of[run.id] = tenant_id
         containers = [run.container_id] if run.container_id is not None else []
@@ -241,11 +241,11 @@ class Interpreter:
             return None
         return container if container.owner == tenant_id else None
 
-    async def _fetch_files(self, body: Any) -> FetchedFiles:
-        """The Files-API files the request names (``container.file_ids``, ``input_file``),
-        from the upstream's Files API; the proxy already checked they are the caller's."""
+    async def fetch_files(self, file_ids: Sequence[str]) -> FetchedFiles:
+        """Files-API files (``container.file_ids``, ``input_file``) from the upstream's Files
+        API, at most ``MAX_INPUT_FILES``; the caller already checked they are the tenant's."""
         fetched = FetchedFiles()
-        for file_id in _named_file_ids(body):
+        for file_id in list(dict.fromkeys(file_ids))[:MAX_INPUT_FILES]:
             meta = await self.upstream.send("GET", self.upstream.v1_url("files", file_id))
             if meta.status_code != 200:
                 continue  # the engine answers "File '…' not found." with its param
@@ -338,7 +338,7 @@ class FetchedFiles:
 
     def get(self, file_id: str) -> _FetchedFile:
         if file_id not in self._files:
-            raise NotFoundError(f"File '{file_id}' not found.")
+            raise NotFoundError(f"File '{file_id}' not found.", param="file_ids")
         return _FetchedFile(self._files[file_id][0])
 
     def read_bytes(self, file_id: str) -> bytes:
@@ -361,7 +361,7 @@ def _named_file_ids(body: Any) -> list[str]:
         for part in content if isinstance(content, list) else ():
             if isinstance(part, dict) and isinstance(part.get("file_id"), str):
                 found.append(part["file_id"])
-    return list(dict.fromkeys(found))[:MAX_INPUT_FILES]
+    return found
 
 
 async def _read_capped(response: httpx2.Response, limit: int) -> bytes:
