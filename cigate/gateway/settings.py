@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,12 @@ class GatewaySettings:
     code_interpreter: str = "upstream"
     #: Models/deployments ``self`` mode applies to, comma-separated; empty: every model.
     interpreter_models: str = ""
+    #: The model server ``self`` mode asks, when it is not ``upstream`` (a vLLM/Ollama/llama.cpp
+    #: server, another Azure resource); its auth (``key``, ``entra``, ``none``) and key. Empty:
+    #: the upstream and its credential.
+    interpreter_upstream: str = ""
+    interpreter_upstream_auth: str = ""
+    interpreter_upstream_key: str = ""
     #: How ``self`` mode asks the upstream model: ``responses`` or ``chat`` (Chat Completions).
     interpreter_api: str = "responses"
     #: Where ``self`` mode keeps its containers' directories; empty: ``$CIGATE_HOME/interpreter``.
@@ -137,6 +143,17 @@ class GatewaySettings:
                     f"{option} must be one of {', '.join(allowed)}, not {value!r}",
                     hint=SETTINGS_HINT,
                 )
+        if self.interpreter_upstream and not self.interpreter_upstream.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigurationError(
+                "CIGATE_GATEWAY_INTERPRETER_UPSTREAM must be an http(s) URL", hint=SETTINGS_HINT
+            )
+        if self.interpreter_upstream_auth not in ("", *_AUTH_MODES):
+            raise ConfigurationError(
+                f"CIGATE_GATEWAY_INTERPRETER_UPSTREAM_AUTH must be one of {', '.join(_AUTH_MODES)}",
+                hint=SETTINGS_HINT,
+            )
         if self.interpreter_kernels not in ("local", "remote"):
             raise ConfigurationError(
                 "CIGATE_GATEWAY_INTERPRETER_KERNELS must be local or remote, "
@@ -208,6 +225,18 @@ class GatewaySettings:
     def self_hosted_models(self) -> frozenset[str]:
         """The models ``self`` mode applies to (empty: all)."""
         return frozenset(m.strip() for m in self.interpreter_models.split(",") if m.strip())
+
+    def model_upstream(self) -> GatewaySettings:
+        """These settings with the interpreter's model server as the upstream (itself when
+        none is set apart)."""
+        if not self.interpreter_upstream:
+            return self
+        return replace(
+            self,
+            upstream=self.interpreter_upstream,
+            upstream_auth=self.interpreter_upstream_auth or self.upstream_auth,
+            upstream_key=self.interpreter_upstream_key,
+        )
 
     @property
     def interpreter_path(self) -> Path:

@@ -353,3 +353,28 @@ def test_a_container_created_with_file_ids_holds_them_and_foreign_ids_are_unknow
     with pytest.raises(openai.NotFoundError):
         other.containers.create(name="steal", file_ids=[mine.id])
     assert [c.name for c in other.containers.list()] == []
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"], ids=["responses", "chat-completions"])
+def test_a_model_server_of_its_own_is_asked_and_the_upstream_never(
+    emulator: RunningEmulator, tmp_path: Path, api: str
+) -> None:
+    gateway = _gateway(
+        emulator,
+        tmp_path,
+        upstream="http://127.0.0.1:9",  # nobody listens: the main upstream must not be needed
+        upstream_auth="none",
+        interpreter_upstream=emulator.openai_url.rstrip("/"),  # an OpenAI-style /v1 server
+        interpreter_upstream_auth="key",
+        interpreter_upstream_key=emulator.api_key,
+        interpreter_api=api,
+    )
+    try:
+        response = gateway.openai().responses.create(
+            model="local-model", input=code_input(WRITE_CSV), tools=AUTO
+        )
+        call, message = response.output
+        _citation_ok(message, call.container_id)  # type: ignore[union-attr]
+        assert emulator_ran_no_code(emulator)
+    finally:
+        gateway.close()

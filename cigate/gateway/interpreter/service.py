@@ -121,6 +121,12 @@ class Interpreter:
         #: second lock on the same door).
         self.tenant_of: dict[str, str] = {}
         self._response_of: dict[str, str] = {}
+        #: Where the model is asked: the upstream, or a model server of its own.
+        self.model_upstream = (
+            upstream
+            if not settings.interpreter_upstream
+            else Upstream(settings.model_upstream(), client=None)
+        )
         self._reaper: asyncio.Task[None] | None = None
         self._pool: Any = None
         self.containers: StoringContainers
@@ -183,6 +189,8 @@ class Interpreter:
         await self.containers.close()
         if self._pool is not None:
             await self._pool.close()
+        if self.model_upstream is not self.upstream:
+            await self.model_upstream.aclose()
 
     async def _reap(self) -> None:
         while True:
@@ -264,9 +272,9 @@ class Interpreter:
 
     async def _post(self, api: str, body: dict[str, Any]) -> tuple[int, Any]:
         segments = ("responses",) if api == "responses" else ("chat", "completions")
-        answer = await self.upstream.send(
+        answer = await self.model_upstream.send(
             "POST",
-            self.upstream.v1_url(*segments),
+            self.model_upstream.v1_url(*segments),
             headers={"content-type": "application/json"},
             content=json.dumps(body).encode(),
         )
