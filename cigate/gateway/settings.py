@@ -115,6 +115,9 @@ class GatewaySettings:
     interpreter_exec_timeout: float = 120.0
     #: Minutes without activity after which a self-hosted container expires.
     interpreter_idle_minutes: int = 20
+    #: Responses ``self`` mode keeps in memory (retrieve, replay, ``previous_response_id``);
+    #: past it the oldest finished ones are forgotten (their files stay in the store).
+    interpreter_kept_responses: int = 10_000
     #: Where ``self`` mode's kernels run: ``local`` (the sandbox pool) or ``remote`` (a Jupyter
     #: Kernel/Enterprise Gateway at ``kernel_gateway_url``, token ``kernel_gateway_token``).
     interpreter_kernels: str = "local"

@@ -378,3 +378,28 @@ def test_a_model_server_of_its_own_is_asked_and_the_upstream_never(
         assert emulator_ran_no_code(emulator)
     finally:
         gateway.close()
+
+
+def test_memory_is_bounded_oldest_responses_and_long_expired_containers_are_forgotten(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    gateway = _gateway(emulator, tmp_path, interpreter_kept_responses=2)
+    try:
+        client = gateway.openai()
+        made = [
+            client.responses.create(model="gpt-4.1", input=code_input("1"), tools=AUTO)
+            for _ in range(3)
+        ]
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(made[0].id)
+        assert client.responses.retrieve(made[2].id).id == made[2].id
+        interp = interpreter(gateway)
+        assert len(interp.tenant_of) <= 2
+        interp.clock.advance(21 * 60)
+        on_gateway(gateway, interp.reap())
+        assert {c.status for c in client.containers.list()} == {"expired"}
+        interp.clock.advance(25 * 3600)
+        on_gateway(gateway, interp.reap())
+        assert list(client.containers.list()) == []
+    finally:
+        gateway.close()

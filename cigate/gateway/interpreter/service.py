@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between sweeps for idle containers.
 REAP_INTERVAL = 30.0
+#: Seconds an expired container is still shown (``status: "expired"``) before it is forgotten.
+FORGET_EXPIRED = 24 * 3600.0
 #: Bytes per read when a container file is copied into the blob store.
 _CHUNK = 1 << 20
 #: Input files one request may name, and the largest one copied into a container.
@@ -196,9 +198,20 @@ class Interpreter:
         while True:
             await asyncio.sleep(REAP_INTERVAL)
             try:
-                await self.containers.reap_expired()
+                await self.reap()
             except Exception:  # one bad sweep must not stop later ones
                 log.exception("interpreter container reaper failed")
+
+    async def reap(self) -> list[str]:
+        """Expire idle containers; forget those expired for over ``FORGET_EXPIRED`` seconds
+        (their records only: the files are gone already, the stored copies stay)."""
+        expired = await self.containers.reap_expired()
+        now = self.clock.now()
+        for container in self.containers.list():
+            idle = now - container.last_active_at - container.expires_after_minutes * 60
+            if container.status == "expired" and idle > FORGET_EXPIRED:
+                await self.containers.delete(container.id)
+        return expired
 
     # -- responses ---------------------------------------------------------------------------
 
@@ -206,6 +219,7 @@ class Interpreter:
         """Start a response for ``tenant_id`` and record it (and its container) as theirs."""
         files = await self.fetch_files(_named_file_ids(body))
         run = await self.responses.create(body, owner=tenant_id, files=files)
+        await self._forget_oldest()
         self.tenant_of[run.id] = tenant_id
         containers = [run.container_id] if run.container_id is not None else []
         for container_id in containers:
@@ -218,6 +232,21 @@ class Interpreter:
             container_ids=containers,
         )
         return run
+
+    async def _forget_oldest(self) -> None:
+        """Keep at most ``interpreter_kept_responses`` responses: memory is bounded. The oldest
+        finished ones go first (a running one is kept until it ends)."""
+        excess = len(self.tenant_of) + 1 - self.settings.interpreter_kept_responses
+        for response_id in list(self.tenant_of)[: max(excess, 0)]:
+            with contextlib.suppress(ApiError):
+                if not self.responses.get(response_id).finished.is_set():
+                    continue
+            with contextlib.suppress(ApiError):
+                await self.responses.delete(response_id)
+            del self.tenant_of[response_id]
+        live = {c.id for c in self.containers.list()}
+        for container_id in [c for c in self._response_of if c not in live]:
+            del self._response_of[container_id]
 
     async def settled(self, run: ResponseRun, tenant_id: str) -> None:
         """Once the run is over: nothing for the resume sweep to list upstream."""
