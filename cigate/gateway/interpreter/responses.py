@@ -58,13 +58,14 @@ async def response_subresource(request: Request, interpreter: Interpreter) -> Re
     response_id = request.path_params["response_id"]
     sub = request.path_params.get("sub") or ""
     backend = interpreter.responses
-    if request.method == "DELETE" and not sub:
+    method = "GET" if request.method == "HEAD" else request.method  # HEAD: GET's headers
+    if method == "DELETE" and not sub:
         deleted = await backend.delete(response_id)
         interpreter.tenant_of.pop(response_id, None)
         return JSONResponse(deleted)
-    if request.method == "POST" and sub == "cancel":
+    if method == "POST" and sub == "cancel":
         return JSONResponse((await backend.cancel(response_id)).response())
-    if request.method == "GET" and sub == "input_items":
+    if method == "GET" and sub == "input_items":
         order = request.query_params.get("order", "desc")
         limit = int_param(request, "limit")
         return JSONResponse(
@@ -75,7 +76,7 @@ async def response_subresource(request: Request, interpreter: Interpreter) -> Re
                 order=order,
             )
         )
-    if request.method == "GET" and not sub:
+    if method == "GET" and not sub:
         run = backend.get(response_id)
         include = include_param(request)
         if flag_param(request, "stream"):
