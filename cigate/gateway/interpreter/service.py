@@ -17,13 +17,19 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 
 from cigate import ids
 from cigate.clock import Clock
-from cigate.engine.containers import CodeRun, Container, ContainerBackend, ContainerFile
+from cigate.engine.containers import (
+    CodeRun,
+    Container,
+    ContainerBackend,
+    ContainerFile,
+    KernelProvider,
+)
 from cigate.engine.errors import ApiError, NotFoundError
 from cigate.engine.runner import ResponseRun
 from cigate.engine.store import ResponsesBackend
@@ -53,6 +59,13 @@ MAX_INPUT_FILE = 512 * 1024 * 1024
 
 #: File extension of a displayed image saved as a file, by MIME type.
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
+
+
+class OwnedPool(KernelProvider, Protocol):
+    """A kernel provider the interpreter started itself, so it also stops it."""
+
+    async def close(self) -> None: ...
+
 
 OnChanged = Callable[[Container, Sequence[ContainerFile]], Awaitable[None]]
 
@@ -111,7 +124,7 @@ class Interpreter:
         meta: MetadataStore,
         blobs: BlobStore,
         upstream: Upstream,
-        kernels: Any = None,
+        kernels: KernelProvider | None = None,
     ) -> None:
         self.settings = settings
         self.meta = meta
@@ -130,18 +143,19 @@ class Interpreter:
             else Upstream(settings.model_upstream(), client=None)
         )
         self._reaper: asyncio.Task[None] | None = None
-        self._pool: Any = None
+        #: The pool this interpreter started (and closes); ``kernels`` given is the caller's.
+        self._pool: OwnedPool | None = None
         self.containers: StoringContainers
         self.responses: ResponsesBackend
 
     async def start(self) -> None:
         root = self.settings.interpreter_path
         root.mkdir(parents=True, exist_ok=True)
-        pool = self._kernels
+        pool: KernelProvider | None = self._kernels
         if pool is None and self.settings.interpreter_kernels == "remote":
             from cigate.sandbox.remote import RemoteKernels
 
-            pool = RemoteKernels(
+            pool = self._pool = RemoteKernels(
                 self.settings.kernel_gateway_url,
                 self.settings.kernel_gateway_token,
                 root=root / "mirrors",
@@ -150,12 +164,11 @@ class Interpreter:
                 max_kernels=self.settings.interpreter_max_containers,
                 owner_limit=self.settings.interpreter_tenant_containers,
             )
-            self._pool = pool
         if pool is None:
             from cigate.sandbox.pool import SandboxPool
 
             cap = self.settings.interpreter_tenant_containers
-            pool = SandboxPool(
+            pool = self._pool = SandboxPool(
                 SandboxSettings(
                     root=root / "sandbox",
                     pool_size=self.settings.interpreter_pool_size,
@@ -164,8 +177,7 @@ class Interpreter:
                 ),
                 owner_limit=lambda _owner: cap,
             )
-            self._pool = pool
-            await pool.start()
+            await self._pool.start()
         self.containers = StoringContainers(
             root=root / "containers",
             kernels=pool,
