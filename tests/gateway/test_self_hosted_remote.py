@@ -75,3 +75,35 @@ def test_a_response_runs_in_a_remote_kernel_and_its_file_outlives_the_container(
     assert content.startswith(b"pid,")
     assert int(content.split(b",")[1]) != __import__("os").getpid()
     assert emulator_ran_no_code(emulator)
+
+
+def test_a_kernel_that_cannot_start_fails_the_response_without_the_gateways_words(
+    emulator: RunningEmulator, kernel_gateway: KernelGatewayProcess, tmp_path: Path
+) -> None:
+    backend = Backend(
+        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
+    )
+    settings = self_settings(
+        live_settings(emulator, backend),
+        tmp_path,
+        interpreter_kernels="remote",
+        kernel_gateway_url=kernel_gateway.url,
+        kernel_gateway_token=kernel_gateway.token,
+        kernel_gateway_kernel="no-such-kernelspec",  # KG answers 500 with a traceback
+    )
+    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        http = gateway.http()
+        body = {"model": "gpt-4.1", "input": code_input(CELL), "tools": AUTO}
+        answer = http.post("/openai/v1/responses", json=body)
+        assert answer.status_code == 500
+        error = answer.json()["error"]
+        assert error["message"] == "The code interpreter could not run the code."
+        assert "Traceback" not in answer.text
+        assert str(kernel_gateway.root) not in answer.text
+        streamed = http.post("/openai/v1/responses", json={**body, "stream": True}).text
+        assert "response.failed" in streamed
+        assert "Traceback" not in streamed
+        assert "no-such-kernelspec" not in streamed
+    finally:
+        gateway.close()

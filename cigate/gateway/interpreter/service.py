@@ -97,7 +97,17 @@ class StoringContainers(ContainerBackend):
         *,
         timeout: float,  # noqa: ASYNC109 - the kernel's own deadline
     ) -> CodeRun:
-        run = await super().run_code(container, code, timeout=timeout)
+        try:
+            run = await super().run_code(container, code, timeout=timeout)
+        except (ApiError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # The engine would put the exception's text in the response: host paths, cgroup
+            # names, a kernel gateway's words. The log has them; the tenant gets a sentence.
+            log.exception("running a cell in %s failed", container.id)
+            raise ApiError(
+                500, "The code interpreter could not run the code.", type="server_error"
+            ) from exc
         saved = [
             self.add_file(
                 container,
