@@ -8,6 +8,7 @@ container (its own code interpreter was never used).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -403,3 +404,28 @@ def test_memory_is_bounded_oldest_responses_and_long_expired_containers_are_forg
         assert list(client.containers.list()) == []
     finally:
         gateway.close()
+
+
+def test_a_background_response_is_polled_to_its_end_and_another_is_cancelled(
+    self_gateway: LiveGateway,
+) -> None:
+    client = self_gateway.openai()
+    started = client.responses.create(
+        model="gpt-4.1", input=code_input(WRITE_CSV), tools=AUTO, background=True
+    )
+    assert started.status in ("queued", "in_progress")
+    for _ in range(600):  # bounded polling
+        polled = client.responses.retrieve(started.id)
+        if polled.status not in ("queued", "in_progress"):
+            break
+        time.sleep(0.05)
+    assert polled.status == "completed"
+    _citation_ok(polled.output[1], polled.output[0].container_id)  # type: ignore[union-attr]
+    slow = client.responses.create(
+        model="gpt-4.1",
+        input=code_input("import time\ntime.sleep(30)"),
+        tools=AUTO,
+        background=True,
+    )
+    cancelled = client.responses.cancel(slow.id)
+    assert cancelled.status == "cancelled"
