@@ -429,3 +429,19 @@ def test_a_background_response_is_polled_to_its_end_and_another_is_cancelled(
     )
     cancelled = client.responses.cancel(slow.id)
     assert cancelled.status == "cancelled"
+
+
+def test_a_files_api_file_is_copied_into_a_container_by_id_only_for_its_owner(
+    self_gateway: LiveGateway,
+) -> None:
+    client = self_gateway.openai()
+    mine = client.files.create(file=("in.txt", b"by id"), purpose="assistants")
+    container = client.containers.create(name="c")
+    copied = client.containers.files.create(container.id, file_id=mine.id)
+    assert copied.path.endswith("in.txt")
+    content = client.containers.files.content.retrieve(copied.id, container_id=container.id)
+    assert content.read() == b"by id"
+    other = self_gateway.openai(self_gateway.add_tenant("other"))
+    theirs = other.containers.create(name="c")
+    with pytest.raises(openai.NotFoundError):
+        other.containers.files.create(theirs.id, file_id=mine.id)

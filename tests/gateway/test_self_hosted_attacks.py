@@ -312,3 +312,52 @@ def test_a_tenant_at_its_own_cap_gets_429_when_all_its_containers_run_code_not_o
             if c["status"] == "running"
         ]
         assert len(live) == 1
+
+
+def test_uploads_are_bounded_before_they_are_read(
+    harness: GatewayHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cigate.gateway.interpreter import containers as routes
+
+    monkeypatch.setattr(routes, "MAX_UPLOAD", 1000)
+    tenant = harness.add_tenant("a")
+    created = harness.client.post(
+        "/openai/v1/containers", json={"name": "c"}, headers=tenant.headers
+    ).json()
+    url = f"/openai/v1/containers/{created['id']}/files"
+    small = harness.client.post(url, files={"file": ("s.txt", b"ok")}, headers=tenant.headers)
+    assert small.status_code == 200
+    big = harness.client.post(url, files={"file": ("b.bin", b"x" * 2000)}, headers=tenant.headers)
+    assert big.status_code == 413
+    assert set(big.json()["error"]) == {"message", "type", "param", "code"}
+
+    def chunked() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="c.txt"\r\n\r\n'
+        yield b"y" * 10 + b"\r\n--b--\r\n"
+
+    unsized = harness.client.post(
+        url,
+        content=chunked(),
+        headers={**tenant.headers, "content-type": "multipart/form-data; boundary=b"},
+    )
+    assert unsized.status_code == 413
+    listed = harness.client.get(url, headers=tenant.headers).json()["data"]
+    assert [f["path"].rsplit("-", 1)[-1] for f in listed] == ["s.txt"]
+
+
+def test_a_tenant_cannot_pile_up_containers_and_others_still_can_create(
+    harness: GatewayHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cigate.gateway.interpreter import service
+
+    monkeypatch.setattr(service, "MAX_CONTAINERS_PER_TENANT", 2)
+    a, b = harness.add_tenant("a"), harness.add_tenant("b")
+    made = [
+        harness.client.post("/openai/v1/containers", json={"name": "x"}, headers=a.headers)
+        for _ in range(3)
+    ]
+    assert [r.status_code for r in made] == [200, 200, 429]
+    assert made[2].json()["error"]["code"] == "rate_limit_exceeded"
+    assert _create(harness, a).status_code == 429  # an auto container is one more
+    other = harness.client.post("/openai/v1/containers", json={"name": "y"}, headers=b.headers)
+    assert other.status_code == 200

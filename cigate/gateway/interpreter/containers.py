@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from cigate.engine.container_requests import parse_container_create
 from cigate.engine.containers import Container, ContainerFile
-from cigate.engine.errors import BadRequestError, container_file_not_found
+from cigate.engine.errors import ApiError, BadRequestError, container_file_not_found
 from cigate.engine.pagination import page, parse_page_query
 from cigate.engine.serving import serve_open_file
 from cigate.engine.upload_names import check_upload_name
@@ -29,11 +29,13 @@ from cigate.gateway import body_refs, facade, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES
 from cigate.gateway.errors import container_not_found
-from cigate.gateway.interpreter.service import Interpreter
+from cigate.gateway.interpreter.service import MAX_INPUT_FILE, Interpreter
 
 __all__ = ["routes"]
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: Largest multipart upload into a self-hosted container (read here, not relayed).
+MAX_UPLOAD = MAX_INPUT_FILE
 
 
 def routes() -> list[BaseRoute]:
@@ -96,6 +98,7 @@ async def containers_root(request: Request) -> Response:
     interpreter = _interpreter(svc)
     tenant_id = await svc.tenants.tenant_id(request)
     if request.method == "POST":
+        interpreter.check_room(tenant_id)
         await body_refs.enforce(svc, tenant_id, request)  # file_ids must be the caller's
         body = await body_refs.json_body(request, svc.settings.max_json_body)
         spec = parse_container_create(body if body is not None else {})
@@ -132,9 +135,33 @@ async def container_files(
     request: Request, svc: Services, tenant_id: str, container: Container
 ) -> Response:
     """Upload into the live container, or list it (the store's rows once it expired)."""
-    backend = _interpreter(svc).containers
+    interpreter = _interpreter(svc)
+    backend = interpreter.containers
     if request.method == "POST":
         live = backend.get_live(container.id)
+        media = request.headers.get("content-type", "").lower()
+        if not media.startswith("multipart/"):  # {"file_id": ...}: a Files-API file of the caller's
+            await body_refs.enforce(svc, tenant_id, request)
+            body = await body_refs.json_body(request, svc.settings.max_json_body)
+            file_id = body.get("file_id") if isinstance(body, dict) else None
+            if not isinstance(file_id, str):
+                raise BadRequestError(
+                    "Missing required parameter: 'file_id'.",
+                    param="file_id",
+                    code="missing_required_parameter",
+                )
+            fetched = await interpreter.fetch_files([file_id])
+            name, data = fetched.get(file_id).filename, fetched.read_bytes(file_id)
+            return JSONResponse(backend.add_file(live, name, data, source="user").to_api())
+        length = request.headers.get("content-length", "")
+        if not length.isdigit() or int(length) > MAX_UPLOAD:
+            # Parsed here, not streamed upstream: bounded before one byte is spooled.
+            raise ApiError(
+                413,
+                f"An upload into a container must declare its Content-Length and be at most "
+                f"{MAX_UPLOAD} bytes.",
+                code="file_too_large",
+            )
         async with upload_form(request) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):

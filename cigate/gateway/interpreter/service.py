@@ -55,6 +55,8 @@ FORGET_EXPIRED = 24 * 3600.0
 _CHUNK = 1 << 20
 #: Input files one request may name, and the largest one copied into a container.
 MAX_INPUT_FILES = 20
+#: Running containers one tenant may hold (with or without a kernel).
+MAX_CONTAINERS_PER_TENANT = 256
 MAX_INPUT_FILE = 512 * 1024 * 1024
 
 #: File extension of a displayed image saved as a file, by MIME type.
@@ -239,6 +241,8 @@ class Interpreter:
 
     async def create(self, body: Any, tenant_id: str) -> ResponseRun:
         """Start a response for ``tenant_id`` and record it (and its container) as theirs."""
+        if _auto_container(body):
+            self.check_room(tenant_id)
         files = await self.fetch_files(_named_file_ids(body))
         run = await self.responses.create(body, owner=tenant_id, files=files)
         await self._forget_oldest()
@@ -283,6 +287,21 @@ class Interpreter:
 
     def owns(self, tenant_id: str, response_id: str) -> bool:
         return self.tenant_of.get(response_id) == tenant_id
+
+    def check_room(self, tenant_id: str) -> None:
+        """429 when the tenant already has ``MAX_CONTAINERS_PER_TENANT`` running containers:
+        a container without a kernel is still a directory on this host."""
+        mine = sum(
+            1 for c in self.containers.list() if c.owner == tenant_id and c.status == "running"
+        )
+        if mine >= MAX_CONTAINERS_PER_TENANT:
+            raise ApiError(
+                429,
+                f"Too many containers: at most {MAX_CONTAINERS_PER_TENANT} running per tenant. "
+                "Delete containers you no longer need.",
+                type="requests",
+                code="rate_limit_exceeded",
+            )
 
     def knows(self, container_id: str) -> bool:
         """Whether the id is one of the interpreter's containers (any owner, expired too)."""
@@ -403,6 +422,15 @@ class FetchedFiles:
     def read_bytes(self, file_id: str) -> bytes:
         self.get(file_id)
         return self._files[file_id][1]
+
+
+def _auto_container(body: Any) -> bool:
+    """Whether a create body asks for an ``auto`` container (one may be made)."""
+    tools = body.get("tools") if isinstance(body, dict) else None
+    return any(
+        isinstance(t, dict) and isinstance(t.get("container"), dict)
+        for t in (tools if isinstance(tools, list) else ())
+    )
 
 
 def _named_file_ids(body: Any) -> list[str]:
