@@ -34,6 +34,19 @@ def code_call_id() -> str:
     return hex_id("ci_")
 
 
+def function_call_id() -> str:
+    return hex_id("fc_")
+
+
+def call_id() -> str:
+    """The ``call_id`` a function result answers (``call_`` + base62, as OpenAI's)."""
+    return base62_id("call_", 24)
+
+
+def chat_completion_id() -> str:
+    return base62_id("chatcmpl-", 29)
+
+
 def container_id() -> str:
     return hex_id("cntr_")
 

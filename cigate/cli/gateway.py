@@ -60,6 +60,12 @@ def gateway() -> None:
     help="Rewrite sandbox: links in answers to gateway URLs.",
 )
 @click.option("--public-url", envvar=_env("public_url"), help="Base URL clients reach us at.")
+@click.option(
+    "--code-interpreter",
+    envvar=_env("code_interpreter"),
+    type=click.Choice(["upstream", "self"]),
+    help="Who runs code_interpreter: the provider (default) or this gateway's sandboxes.",
+)
 @tls_options
 def serve(
     log_level: str, ssl_certfile: str | None, ssl_keyfile: str | None, **options: Any

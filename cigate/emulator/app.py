@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from cigate.clock import Clock
-from cigate.emulator import assistants, containers, control, files, foundry, responses
+from cigate.emulator import assistants, chat, containers, control, files, foundry, responses
 from cigate.emulator.errors import EXCEPTION_HANDLERS, refuse_body, refuse_path
 from cigate.emulator.faults import CONTROL_PREFIX, FaultMiddleware, FaultStore
 from cigate.emulator.request_ids import RequestIdMiddleware
@@ -63,7 +63,9 @@ class MissingPool:
     def status(self) -> dict[str, Any]:
         return {"isolation": {"mode": "unavailable"}, "limits": {}, "warnings": []}
 
-    async def acquire(self, *, memory: int | None = None) -> KernelSession:
+    async def acquire(
+        self, *, memory: int | None = None, owner: str | None = None
+    ) -> KernelSession:
         raise RuntimeError(
             "the emulator cannot run code: cigate.sandbox.pool is not importable "
             "(install cigate-toolkit[emulator] and check the sandbox package)"
@@ -150,8 +152,8 @@ def create_app(
     """
     settings = settings or EmulatorSettings.from_env()
     plugged: list[BaseRoute] = [*responses.ROUTES, *assistants.ROUTES, *foundry.ROUTES]
-    v1_routes = [*plugged, *containers.ROUTES, *files.ROUTES]
-    legacy_routes = [*plugged, *files.ROUTES]
+    v1_routes = [*plugged, *chat.ROUTES, *containers.ROUTES, *files.ROUTES]
+    legacy_routes = [*plugged, *chat.LEGACY_ROUTES, *files.ROUTES]
     # Foundry projects: the classic agents surface (and the v2 agents) is each module's
     # PROJECT_ROUTES; the project's /openai/v1 is the v1 table.
     classic = [*assistants.PROJECT_ROUTES, *foundry.PROJECT_ROUTES]

@@ -18,12 +18,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cigate.emulator.bodies import json_object
-from cigate.emulator.pagination import parse_page_query
 from cigate.emulator.state import backends
 from cigate.engine.assistants import AssistantsBackend
 from cigate.engine.assistants.executor import RunExecutor
 from cigate.engine.assistants.params import PageQuery
 from cigate.engine.errors import BadRequestError
+from cigate.engine.pagination import parse_page_query
 
 __all__ = ["POLL_AFTER_MS", "PROJECT_ROUTES", "ROUTES"]
 

@@ -15,8 +15,6 @@ retrieve and download, exactly as a file the code deleted: to a client, the file
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,11 +22,16 @@ from starlette.routing import BaseRoute, Route
 
 from cigate.emulator.bodies import json_object, upload_form
 from cigate.emulator.files import FilesBackend
-from cigate.emulator.pagination import page, parse_page_query
-from cigate.emulator.serving import serve_open_file
 from cigate.emulator.state import backends
+from cigate.engine.container_requests import (
+    invalid_type,
+    missing_parameter,
+    parse_container_create,
+)
 from cigate.engine.containers import Container, ContainerBackend, ContainerFile
-from cigate.engine.errors import BadRequestError, container_file_not_found
+from cigate.engine.errors import container_file_not_found
+from cigate.engine.pagination import page, parse_page_query
+from cigate.engine.serving import serve_open_file
 from cigate.engine.upload_names import check_upload_name
 
 
@@ -40,87 +43,15 @@ def _files(request: Request) -> FilesBackend:
     return backends(request).files
 
 
-def _missing(param: str) -> BadRequestError:
-    return BadRequestError(
-        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-    )
-
-
-def _invalid_type(param: str, expected: str, value: object) -> BadRequestError:
-    return BadRequestError(
-        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def _json_type(value: object) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a decimal",
-        str: "a string",
-        list: "an array",
-        dict: "an object",
-        type(None): "null",
-    }
-    return names.get(type(value), "a value")
-
-
-def _expiry_minutes(body: dict[str, Any]) -> int | None:
-    expires = body.get("expires_after")
-    if expires is None:
-        return None
-    if not isinstance(expires, dict):
-        raise _invalid_type("expires_after", "an object", expires)
-    anchor = expires.get("anchor")
-    if anchor is None:
-        raise _missing("expires_after.anchor")
-    if anchor != "last_active_at":
-        raise BadRequestError(
-            f"Invalid value: '{anchor}'. Supported values are: 'last_active_at'.",
-            param="expires_after.anchor",
-            code="invalid_value",
-        )
-    minutes = expires.get("minutes")
-    if minutes is None:
-        raise _missing("expires_after.minutes")
-    if not isinstance(minutes, int) or isinstance(minutes, bool):
-        raise _invalid_type("expires_after.minutes", "an integer", minutes)
-    if minutes < 1:
-        raise BadRequestError(
-            "Invalid 'expires_after.minutes': integer below minimum value. "
-            f"Expected a value >= 1, but got {minutes} instead.",
-            param="expires_after.minutes",
-            code="integer_below_min_value",
-        )
-    return minutes
-
-
 async def create_container(request: Request) -> Response:
-    body = await json_object(request, empty={})
-    name = body.get("name")
-    if name is None:
-        raise _missing("name")
-    if not isinstance(name, str):
-        raise _invalid_type("name", "a string", name)
-    file_ids = body.get("file_ids") or []
-    if not isinstance(file_ids, list) or not all(isinstance(f, str) for f in file_ids):
-        raise _invalid_type("file_ids", "an array of strings", file_ids)
-    memory_limit = body.get("memory_limit")
-    if memory_limit is not None and not isinstance(memory_limit, str):
-        raise _invalid_type("memory_limit", "a string", memory_limit)
-    network_policy = body.get("network_policy")
-    if network_policy is not None and not isinstance(network_policy, dict):
-        raise _invalid_type("network_policy", "an object", network_policy)
-    minutes = _expiry_minutes(body)
-    sources = [_files(request).get(fid) for fid in file_ids]  # 404 before anything is created
+    spec = parse_container_create(await json_object(request, empty={}))
+    sources = [_files(request).get(fid) for fid in spec.file_ids]  # 404 before anything is made
     backend = _containers(request)
     container = backend.create(
-        name=name,
-        expires_after_minutes=minutes,
-        memory_limit=memory_limit,
-        network_policy=network_policy,
+        name=spec.name,
+        expires_after_minutes=spec.expires_after_minutes,
+        memory_limit=spec.memory_limit,
+        network_policy=spec.network_policy,
     )
     for record in sources:
         backend.add_file(container, record.filename, record.path.read_bytes(), source="user")
@@ -157,16 +88,16 @@ async def create_container_file(request: Request) -> Response:
         async with upload_form(request) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
-                raise _missing("file")
+                raise missing_parameter("file")
             filename = check_upload_name(upload.filename)
             data = await upload.read()
     else:
         body = await json_object(request, empty={})
         file_id = body.get("file_id")
         if file_id is None:
-            raise _missing("file_id")
+            raise missing_parameter("file_id")
         if not isinstance(file_id, str):
-            raise _invalid_type("file_id", "a string", file_id)
+            raise invalid_type("file_id", "a string", file_id)
         record = _files(request).get(file_id)
         data, filename = record.path.read_bytes(), record.filename
     created = backend.add_file(container, filename, data, source="user")
@@ -199,7 +130,7 @@ async def delete_container_file(request: Request) -> Response:
 
 async def container_file_content(request: Request) -> Response:
     """The bytes of the regular file the record names, from one descriptor (race-free, see
-    :mod:`cigate.emulator.serving`); 404 when the name is not a regular file right now."""
+    :mod:`cigate.engine.serving`); 404 when the name is not a regular file right now."""
     container = _live(request)
     backend = _containers(request)
     record = container.files.get(request.path_params["file_id"])

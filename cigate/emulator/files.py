@@ -28,10 +28,10 @@ from cigate import ids
 from cigate.clock import Clock
 from cigate.emulator.bodies import upload_form
 from cigate.emulator.errors import azure_entity_not_found
-from cigate.emulator.pagination import page, parse_page_query
-from cigate.emulator.serving import open_stored, serve_open_file
 from cigate.emulator.state import backends
 from cigate.engine.errors import BadRequestError, NotFoundError
+from cigate.engine.pagination import page, parse_page_query
+from cigate.engine.serving import open_stored, serve_open_file
 from cigate.engine.upload_names import check_upload_name
 
 #: Purposes a client may upload with (SDK ``FilePurpose``).

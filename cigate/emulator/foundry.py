@@ -13,11 +13,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.emulator.bodies import json_object
-from cigate.emulator.pagination import parse_page_query
 from cigate.emulator.state import backends
 from cigate.engine.agents import AgentStore
 from cigate.engine.conversations import ConversationStore
-from cigate.engine.store import ResponsesBackend
+from cigate.engine.pagination import parse_page_query
 
 __all__ = ["PROJECT_ROUTES", "ROUTES"]
 

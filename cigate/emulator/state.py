@@ -39,7 +39,9 @@ class KernelPool(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    async def acquire(self, *, memory: int | None = None) -> KernelSession: ...
+    async def acquire(
+        self, *, memory: int | None = None, owner: str | None = None
+    ) -> KernelSession: ...
 
 
 @dataclass(frozen=True)

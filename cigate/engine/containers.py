@@ -59,11 +59,13 @@ class KernelProvider(Protocol):
     """What the backend needs from the sandbox: a kernel whose workdir we then own.
 
     ``memory`` is the container's memory limit in bytes (its ``memory_limit`` tier; the
-    provider may cap it). At its live-container cap the provider raises
-    ``SandboxCapacityError``.
+    provider may cap it); ``owner`` (a tenant) is counted against the provider's per-owner
+    cap. At either cap the provider raises ``SandboxCapacityError``.
     """
 
-    async def acquire(self, *, memory: int | None = None) -> KernelSession: ...
+    async def acquire(
+        self, *, memory: int | None = None, owner: str | None = None
+    ) -> KernelSession: ...
 
 
 @dataclass
@@ -118,6 +120,8 @@ class Container:
     memory_limit: str
     directory: Path
     network_policy: dict[str, Any] | None = None
+    #: Who the kernel is counted against (the gateway's tenant; ``None`` in the emulator).
+    owner: str | None = None
     status: str = "running"
     files: dict[str, ContainerFile] = field(default_factory=dict)
     session: KernelSession | None = None
@@ -196,6 +200,7 @@ class ContainerBackend:
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
         network_policy: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Container:
         if memory_limit is not None and memory_limit not in MEMORY_LIMITS:
             raise BadRequestError(
@@ -218,6 +223,7 @@ class ContainerBackend:
             memory_limit=memory_limit or "1g",
             directory=directory,
             network_policy=network_policy,
+            owner=owner,
         )
         self._containers[cid] = container
         return container
@@ -435,19 +441,23 @@ class ContainerBackend:
         return container.session
 
     async def _acquire(self, container: Container) -> KernelSession:
-        """A kernel with the container's memory tier; at the host's cap, the longest-idle
-        container that is not running code expires to make room (as it would have later),
-        and when every live container is running code the answer is the service's 429."""
+        """A kernel with the container's memory tier; at the cap, the longest-idle container
+        of the same owner that is not running code expires to make room (as it would have
+        later), and when there is none the answer is the service's 429. One owner's request
+        never expires another owner's container."""
         memory = int(container.memory_limit.removesuffix("g")) << 30
         for _ in range(2):
             try:
-                return await self.kernels.acquire(memory=memory)
+                return await self.kernels.acquire(memory=memory, owner=container.owner)
             except SandboxCapacityError as exc:
                 full = exc
             idle = [
                 c
                 for c in self._containers.values()
-                if c is not container and c.session is not None and not c.lock.locked()
+                if c is not container
+                and c.owner == container.owner
+                and c.session is not None
+                and not c.lock.locked()
             ]
             if not idle:
                 break

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import string
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["EventLog", "encode_sse"]
+__all__ = ["EventLog", "encode_sse", "sse_stream"]
+
+_PAD = 16
+_PAD_CHARS = string.ascii_letters + string.digits
 
 
 def encode_sse(event: dict[str, Any]) -> bytes:
@@ -77,3 +82,22 @@ class EventLog:
         # Swap in a fresh Event so each waiter wakes once per batch of new events.
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+
+async def sse_stream(
+    batches: AsyncIterator[list[dict[str, Any]]], *, obfuscate: bool
+) -> AsyncIterator[bytes]:
+    """One write per burst of events that are ready (see ``EventLog.follow_batches``)."""
+    async for batch in batches:
+        events = [_obfuscated(e) for e in batch] if obfuscate else batch
+        yield b"".join(encode_sse(event) for event in events)
+
+
+def _obfuscated(event: dict[str, Any]) -> dict[str, Any]:
+    """A delta event with the service's ``obfuscation`` padding: random characters that bring
+    the delta's size to the next multiple of 16, so sizes on the wire tell little about it."""
+    delta = event.get("delta")
+    if not event["type"].endswith(".delta") or not isinstance(delta, str):
+        return event
+    size = _PAD - len(delta.encode()) % _PAD
+    return {**event, "obfuscation": "".join(random.choices(_PAD_CHARS, k=size))}

@@ -22,6 +22,7 @@ __all__ = [
     "container_file_citation",
     "execution_outputs",
     "find_citations",
+    "function_call_item",
     "input_item_resource",
     "message_item",
     "output_text_part",
@@ -58,6 +59,20 @@ def code_call_item(
         "code": code,
         "container_id": container_id,
         "outputs": outputs,
+    }
+
+
+def function_call_item(
+    *, item_id: str, call_id: str, name: str, arguments: str, status: MessageStatus
+) -> dict[str, Any]:
+    """A ``function_call`` output item (``ResponseFunctionToolCall``)."""
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": call_id,
+        "name": name,
     }
 
 

@@ -13,16 +13,24 @@ so a real model only has to write the links.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cigate.engine.containers import ContainerFile
+from cigate.engine.functions import (
+    CallFunction,
+    FunctionTool,
+    code_function,
+    responses_turn,
+    scripted_step,
+)
 from cigate.engine.structured import json_reply, scripted_json
-from cigate.sandbox.base import MOUNT_POINT, ExecutionResult
+from cigate.engine.text import extract_code_blocks, message_text, sandbox_url
+from cigate.sandbox.base import ExecutionResult
 
 __all__ = [
+    "CallFunction",
     "Conversation",
     "Model",
     "Reply",
@@ -30,15 +38,12 @@ __all__ = [
     "ScriptedModel",
     "Step",
     "ToolResult",
+    "echo",
     "extract_code_blocks",
+    "message_text",
     "sandbox_url",
 ]
 
-#: A fenced block whose info string is ``python`` or ``py``; the closing fence ends a line.
-_CODE_BLOCK = re.compile(
-    r"^[ \t]*```[ \t]*(?:python|py)[ \t]*\n(?P<code>.*?)^[ \t]*```[ \t]*$",
-    re.MULTILINE | re.DOTALL,
-)
 #: Logs longer than this are cut in the reply text (the full logs are in the call's outputs).
 _LOG_EXCERPT_CHARS = 1200
 
@@ -60,6 +65,10 @@ class Conversation:
     tool_choice: str = "auto"
     #: The request's ``text.format`` when it asks for JSON (see :mod:`cigate.engine.structured`).
     text_format: dict[str, Any] | None = None
+    #: Function tools the model may call (a call ends the response, the client runs it).
+    functions: Sequence[FunctionTool] = ()
+    #: The request's ``model`` (a real model behind the seam calls it by this name).
+    model: str = ""
 
     def latest_user_text(self) -> str:
         """Text of the last user message of this request's input ('' when there is none)."""
@@ -93,43 +102,16 @@ class Reply:
     text: str
 
 
-Step = RunCode | Reply
+Step = RunCode | Reply | CallFunction
 
 
 class Model(Protocol):
     """Decides the next step of a response; called once per step until it replies."""
 
     async def next_step(self, conversation: Conversation, results: Sequence[ToolResult]) -> Step:
-        """Return ``RunCode`` to call the code interpreter, or ``Reply`` to finish."""
+        """Return ``RunCode`` to call the code interpreter, ``CallFunction`` to end the response
+        with a function call, or ``Reply`` to finish."""
         ...
-
-
-def message_text(item: dict[str, Any]) -> str:
-    """Concatenated text of a message item: a string, or its ``input_text``/``text`` parts."""
-    content = item.get("content")
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    texts = [
-        str(part.get("text", ""))
-        for part in content
-        if isinstance(part, dict) and part.get("type") in ("input_text", "text", "output_text")
-    ]
-    return "\n".join(texts)
-
-
-def extract_code_blocks(text: str) -> list[str]:
-    """Every fenced python block in ``text``, in order, without the fences."""
-    normalized = text.replace("\r\n", "\n")
-    if not normalized.endswith("\n"):
-        normalized += "\n"
-    return [m.group("code") for m in _CODE_BLOCK.finditer(normalized)]
-
-
-def sandbox_url(relpath: str) -> str:
-    """The URL the model writes for a file: ``sandbox:/mnt/data/<relpath>``."""
-    return f"sandbox:{MOUNT_POINT}/{relpath}"
 
 
 class ScriptedModel:
@@ -140,9 +122,16 @@ class ScriptedModel:
     """
 
     async def next_step(self, conversation: Conversation, results: Sequence[ToolResult]) -> Step:
+        tool = code_function(conversation.functions)
+        if tool is not None and not conversation.code_interpreter:
+            # A function-calling model: each python block goes out as a call of ``tool``.
+            turn = responses_turn(conversation.items)
+            if extract_code_blocks(turn.user_text):
+                step = scripted_step(tool, turn)
+                return step if isinstance(step, CallFunction) else Reply(step)
         blocks = self.code_blocks(conversation)
         if not blocks:
-            return self._reply(conversation, _echo(conversation.latest_user_text()), results)
+            return self._reply(conversation, echo(conversation.latest_user_text()), results)
         if not conversation.code_interpreter or conversation.tool_choice == "none":
             return self._reply(
                 conversation,
@@ -217,7 +206,8 @@ def _changed_files(results: Sequence[ToolResult]) -> list[ContainerFile]:
     return list(seen.values())
 
 
-def _echo(text: str) -> str:
+def echo(text: str) -> str:
+    """The scripted model's answer to a message without python blocks."""
     snippet = " ".join(text.split())
     if len(snippet) > 200:
         snippet = snippet[:200] + "…"

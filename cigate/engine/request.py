@@ -236,6 +236,10 @@ def _code_interpreter(tools: list[Any]) -> CodeInterpreterTool | None:
         _expect(isinstance(tool, dict), f"tools[{i}]", "an object", tool)
         if "type" not in tool:
             raise _missing(f"tools[{i}].type")
+        if tool["type"] == "function":
+            if tool.get("name") is None:
+                raise _missing(f"tools[{i}].name")
+            _expect(isinstance(tool["name"], str), f"tools[{i}].name", "a string", tool["name"])
         if tool["type"] != "code_interpreter":
             continue
         if "container" not in tool:

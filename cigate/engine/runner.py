@@ -26,6 +26,7 @@ from cigate.engine.items import (
     code_call_item,
     execution_outputs,
     find_citations,
+    function_call_item,
     message_item,
     output_text_part,
     split_code,
@@ -34,7 +35,15 @@ from cigate.engine.items import (
     usage,
     with_outputs,
 )
-from cigate.engine.model import Conversation, Model, Reply, RunCode, ToolResult, message_text
+from cigate.engine.model import (
+    CallFunction,
+    Conversation,
+    Model,
+    Reply,
+    RunCode,
+    ToolResult,
+    message_text,
+)
 from cigate.engine.request import CreateRequest
 from cigate.sandbox.base import ExecutionResult
 
@@ -194,6 +203,9 @@ class ResponseRun:
                     raise RuntimeError("the model asked to run code without a code interpreter")
                 results.append(await self._code_call(self.plan.container, step.code))
                 continue
+            if isinstance(step, CallFunction):
+                self._function_call(step)  # the client runs it and continues the conversation
+                return True
             if isinstance(step, Reply):
                 if left is not None and tokens(len(step.text)) > left:
                     # Cut where the budget ends, as a real model stops mid-sentence.
@@ -209,6 +221,8 @@ class ResponseRun:
         for item in self.output:
             if item["type"] == "code_interpreter_call":
                 chars += len(item["code"] or "")
+            elif item["type"] == "function_call":
+                chars += len(item["arguments"])
             else:
                 chars += sum(len(p.get("text", "")) for p in item["content"])
         return chars
@@ -267,6 +281,28 @@ class ResponseRun:
             except OSError as exc:  # a full /mnt/data: the figure stays in the call's outputs
                 log.warning("figure of response %s not saved: %s", self.id, exc)
         return saved
+
+    def _function_call(self, step: CallFunction) -> None:
+        """A ``function_call`` item with its argument deltas, as the service streams one."""
+        index = len(self.output)
+        item_id = ids.function_call_id()
+        at = {"item_id": item_id, "output_index": index}
+        added = function_call_item(
+            item_id=item_id,
+            call_id=ids.call_id(),
+            name=step.name,
+            arguments="",
+            status="in_progress",
+        )
+        self.events.emit("response.output_item.added", output_index=index, item=added)
+        for delta in split_text(step.arguments):
+            self.events.emit("response.function_call_arguments.delta", **at, delta=delta)
+        self.events.emit(  # the spec of record requires ``name``; SDK 3.60 ignores it
+            "response.function_call_arguments.done", **at, name=step.name, arguments=step.arguments
+        )
+        item = {**added, "arguments": step.arguments, "status": "completed"}
+        self.output.append(item)
+        self.events.emit("response.output_item.done", output_index=index, item=item)
 
     def _message(self, text: str, status: MessageStatus = "completed") -> None:
         index = len(self.output)

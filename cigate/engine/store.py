@@ -24,10 +24,11 @@ from cigate.clock import Clock
 from cigate.engine.agents import AgentStore, request_defaults
 from cigate.engine.containers import Container, ContainerBackend
 from cigate.engine.conversations import ConversationRecord, ConversationStore
-from cigate.engine.errors import ApiError, BadRequestError, NotFoundError
+from cigate.engine.errors import ApiError, BadRequestError, NotFoundError, container_not_found
+from cigate.engine.functions import FunctionTool, function_tools
 from cigate.engine.items import input_item_resource
 from cigate.engine.model import Conversation, Model, ScriptedModel
-from cigate.engine.request import AutoContainer, CreateRequest, parse_create
+from cigate.engine.request import CreateRequest, parse_create
 from cigate.engine.runner import ResponseRun, RunPlan
 from cigate.engine.upload_names import check_upload_name
 
@@ -92,19 +93,27 @@ class ResponsesBackend:
 
     # -- create ------------------------------------------------------------------------------
 
-    async def create(self, body: Any) -> ResponseRun:
-        """Validate, resolve the container, store, and start the run; return it at once."""
+    async def create(
+        self, body: Any, *, owner: str | None = None, files: FilesLookup | None = None
+    ) -> ResponseRun:
+        """Validate, resolve the container, store, and start the run; return it at once.
+
+        ``owner`` (the gateway's tenant) owns the auto container made here; a container of
+        another owner, named or reused, is an unknown one (404). ``files`` answers this
+        request's file ids instead of the backend's Files API (the gateway fetched them).
+        """
         body, agent_echo = self._with_agent(body)
         req = parse_create(body)
         if agent_echo:
             req = dataclasses.replace(req, echo={**req.echo, **agent_echo})
+        lookup = files if files is not None else self.files
         if self.deployments and req.model not in self.deployments:
             raise deployment_not_found()
         previous = self._previous(req.previous_response_id)
         thread = self._conversation(req)
-        container = self._container(req, previous, thread)
+        container = self._container(req, previous, thread, owner, lookup)
         if container is not None:
-            self._copy_input_files(container, req)
+            self._copy_input_files(container, req, lookup)
         if previous is not None:
             history = previous.history()
         else:
@@ -116,6 +125,8 @@ class ResponsesBackend:
             code_interpreter=container is not None,
             tool_choice=req.tool_mode,
             text_format=req.text_format,
+            functions=_callable_functions(req),
+            model=req.model,
         )
         plan = RunPlan(
             response_id=ids.response_id(),
@@ -185,13 +196,17 @@ class ResponsesBackend:
         self,
         req: CreateRequest,
         previous: StoredResponse | None,
-        thread: ConversationRecord | None = None,
+        thread: ConversationRecord | None,
+        owner: str | None,
+        files: FilesLookup | None,
     ) -> Container | None:
         tool = req.code_interpreter
         if tool is None or req.tool_mode == "none":
             return None
         if isinstance(tool.container, str):
             explicit = self.containers.get(tool.container)  # 404 unknown, 400 expired
+            if explicit.owner != owner:
+                raise container_not_found(tool.container)
             self.containers.touch(explicit)
             return explicit
         auto = tool.container
@@ -199,13 +214,17 @@ class ResponsesBackend:
         if thread is not None:
             last = thread.container_id
         container = self._reusable(last)
+        if container is not None and container.owner != owner:
+            container = None  # never another owner's (the caller cannot name it either)
         if container is None:
             container = self.containers.create(
                 name=AUTO_CONTAINER_NAME,
                 memory_limit=auto.memory_limit,
                 network_policy=auto.network_policy,
+                owner=owner,
             )
-        self._copy_files(container, auto, f"tools[{tool.index}].container.file_ids")
+        for file_id in auto.file_ids:
+            self._copy_file(container, file_id, f"tools[{tool.index}].container.file_ids", files)
         return container
 
     def _reusable(self, cid: str | None) -> Container | None:
@@ -220,11 +239,9 @@ class ResponsesBackend:
         self.containers.touch(container)
         return container
 
-    def _copy_files(self, container: Container, auto: AutoContainer, param: str) -> None:
-        for file_id in auto.file_ids:
-            self._copy_file(container, file_id, param)
-
-    def _copy_input_files(self, container: Container, req: CreateRequest) -> None:
+    def _copy_input_files(
+        self, container: Container, req: CreateRequest, files: FilesLookup | None
+    ) -> None:
         """ "Any files in the model input get automatically uploaded to the container" (Azure)."""
         for i, item in enumerate(req.input_items):
             content = item.get("content")
@@ -235,7 +252,7 @@ class ResponsesBackend:
                     continue
                 param = f"input[{i}].content[{j}]"
                 if isinstance(part.get("file_id"), str):
-                    self._copy_file(container, part["file_id"], f"{param}.file_id")
+                    self._copy_file(container, part["file_id"], f"{param}.file_id", files)
                 elif isinstance(part.get("file_data"), str):
                     data = _decode_data_url(part["file_data"], f"{param}.file_data")
                     name = check_upload_name(
@@ -243,12 +260,14 @@ class ResponsesBackend:
                     )
                     self.containers.add_file(container, name, data, source="user")
 
-    def _copy_file(self, container: Container, file_id: str, param: str) -> None:
-        if self.files is None:
+    def _copy_file(
+        self, container: Container, file_id: str, param: str, files: FilesLookup | None
+    ) -> None:
+        if files is None:
             raise NotFoundError(f"File '{file_id}' not found.", param=param)
         try:
-            record = self.files.get(file_id)
-            data = self.files.read_bytes(file_id)
+            record = files.get(file_id)
+            data = files.read_bytes(file_id)
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -338,6 +357,19 @@ class ResponsesBackend:
             run.abandon()
         self._active.clear()
         self._responses.clear()
+
+
+def _callable_functions(req: CreateRequest) -> tuple[FunctionTool, ...]:
+    """The function tools ``tool_choice`` lets the model call (a named one alone when forced)."""
+    choice = req.tool_choice
+    if choice == "none":
+        return ()
+    tools = function_tools(req.tools)
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return tuple(t for t in tools if t.name == choice.get("name"))
+    if isinstance(choice, dict) and choice.get("type") not in ("allowed_tools", None):
+        return ()  # another tool is forced
+    return tools
 
 
 def response_not_found(response_id: str) -> NotFoundError:

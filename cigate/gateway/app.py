@@ -26,12 +26,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from cigate.engine.containers import KernelProvider
+from cigate.engine.errors import ApiError
 from cigate.exceptions import CigateError
 from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, edge_middleware
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
+from cigate.gateway.interpreter import containers as interpreter_containers
+from cigate.gateway.interpreter.responses import handle_api_error
+from cigate.gateway.interpreter.service import Interpreter
 from cigate.gateway.recorder import Recorder
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.sweep import Sweep
@@ -79,7 +84,7 @@ async def readyz(request: Request) -> Response:
     )
 
 
-def _routes() -> list[BaseRoute]:
+def _routes(*, self_hosted: bool = False) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -124,6 +129,8 @@ def _routes() -> list[BaseRoute]:
         ]
     routes = [
         *routes,
+        # The self-hosted interpreter's own containers first, in ``self`` mode (issue 15).
+        *(interpreter_containers.routes() if self_hosted else []),
         # Containers and Files-API files, tenant-scoped (store first where it has the bytes).
         *scoped.routes(),
         *assistants.routes(),  # Assistants pass-through + harvest (issue 5)
@@ -138,8 +145,10 @@ def create_app(
     settings: GatewaySettings,
     *,
     upstream_client: httpx2.AsyncClient | None = None,
+    kernels: KernelProvider | None = None,
 ) -> Starlette:
-    """The gateway app; ``upstream_client`` lets tests swap the transport (STYLE rule 2)."""
+    """The gateway app; ``upstream_client`` lets tests swap the transport (STYLE rule 2),
+    ``kernels`` the self-hosted interpreter's sandbox pool (one shared by many apps)."""
     settings.require_upstream()
 
     @contextlib.asynccontextmanager
@@ -150,6 +159,12 @@ def create_app(
         tasks = TaskRegistry()
         harvester = Harvester(meta, blobs, upstream, settings, tasks)
         recorder = Recorder(meta, harvester, tasks, settings)
+        interpreter = None
+        if settings.code_interpreter == "self":
+            interpreter = Interpreter(
+                settings, meta=meta, blobs=blobs, upstream=upstream, kernels=kernels
+            )
+            await interpreter.start()
         app.state.services = Services(
             settings=settings,
             meta=meta,
@@ -160,18 +175,21 @@ def create_app(
             tasks=tasks,
             tenants=TenantResolver(meta),
             link_secret=links.load_link_secret(settings),
+            interpreter=interpreter,
         )
         Sweep(harvester, recorder).start()
         try:
             yield
         finally:
+            if interpreter is not None:  # its runs and kernels first: they use the stores
+                await interpreter.close()
             await tasks.shutdown()  # unfinished rows stay pending for the next process
             await upstream.aclose()
             await blobs.close()
             await meta.close()
 
     return Starlette(
-        routes=_routes(),
+        routes=_routes(self_hosted=settings.code_interpreter == "self"),
         middleware=[
             # Outermost: no route, not even the catch-all, sees a path that is not canonical.
             edge_middleware(),
@@ -183,6 +201,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={
             CigateError: handle_cigate_error,
+            ApiError: handle_api_error,  # the self-hosted interpreter's engine
             HTTPException: passthrough.not_found_route,  # unknown paths: OpenAI-shaped 404
         },
     )

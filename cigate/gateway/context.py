@@ -7,6 +7,7 @@ globals, so two apps (two "gateway processes" in one test) never share a store o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -18,6 +19,9 @@ from cigate.gateway.tenants import TenantResolver
 from cigate.gateway.upstream import Upstream
 from cigate.storage.blobs import BlobStore
 from cigate.storage.metadata import MetadataStore
+
+if TYPE_CHECKING:
+    from cigate.gateway.interpreter.service import Interpreter
 
 __all__ = ["Services", "services"]
 
@@ -33,6 +37,8 @@ class Services:
     tasks: TaskRegistry
     tenants: TenantResolver
     link_secret: bytes
+    #: The self-hosted code interpreter (``--code-interpreter self``), else ``None``.
+    interpreter: Interpreter | None = None
 
     @property
     def upstream_name(self) -> str:

@@ -25,6 +25,7 @@ from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import body_refs, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
+from cigate.gateway.interpreter import responses as interpreter_responses
 from cigate.gateway.passthrough import target
 from cigate.gateway.recorder import Keeper, Sighting
 from cigate.gateway.tap import ResponseTap
@@ -43,7 +44,18 @@ async def create_response(request: Request) -> Response:
     await scoped.check_response_containers(svc, tenant_id, body)
     await check_previous_response(svc, tenant_id, body)
     await body_refs.enforce(svc, tenant_id, request)
+    if svc.interpreter is not None and (
+        svc.interpreter.handles(body) or svc.interpreter.owns(tenant_id, _previous_id(body))
+    ):
+        return await interpreter_responses.create_response(
+            svc.interpreter, svc.tasks.spawn, tenant_id, body
+        )
     return await forward(svc, request, target(svc, request), tenant_id, harvest=True)
+
+
+def _previous_id(body: Any) -> str:
+    previous = body.get("previous_response_id") if isinstance(body, dict) else None
+    return previous if isinstance(previous, str) else ""
 
 
 async def check_previous_response(svc: Services, tenant_id: str, body: Any) -> None:
@@ -67,6 +79,8 @@ async def response_subresource(request: Request) -> Response:
     response_id = request.path_params["response_id"]
     if await svc.meta.get_response(tenant_id, response_id) is None:
         raise not_found("response", response_id)
+    if svc.interpreter is not None and svc.interpreter.owns(tenant_id, response_id):
+        return await interpreter_responses.response_subresource(request, svc.interpreter)
     replay = request.method == "GET" and not request.path_params.get("sub")
     return await forward(svc, request, target(svc, request), tenant_id, harvest=replay)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ __all__ = ["GatewaySettings", "cigate_home"]
 
 _ENV_PREFIX = "CIGATE_GATEWAY_"
 _AUTH_MODES = ("key", "entra", "none")
+_CI_MODES = ("upstream", "self")
+_INTERPRETER_APIS = ("responses", "chat")
 
 
 def cigate_home() -> Path:
@@ -89,6 +91,43 @@ class GatewaySettings:
     allow_unscoped: str = ""
     #: Identifies this process in leases; empty means host:pid.
     worker_id: str = ""
+    #: ``upstream``: the provider runs ``code_interpreter``; ``self``: the gateway runs it in its
+    #: own sandboxes and drives the upstream model through a function tool (docs/self-hosted.md).
+    code_interpreter: str = "upstream"
+    #: Models/deployments ``self`` mode applies to, comma-separated; empty: every model.
+    interpreter_models: str = ""
+    #: The model server ``self`` mode asks, when it is not ``upstream`` (a vLLM/Ollama/llama.cpp
+    #: server, another Azure resource); its auth (``key``, ``entra``, ``none``) and key. Empty:
+    #: the upstream and its credential.
+    interpreter_upstream: str = ""
+    interpreter_upstream_auth: str = ""
+    interpreter_upstream_key: str = ""
+    #: How ``self`` mode asks the upstream model: ``responses`` or ``chat`` (Chat Completions).
+    interpreter_api: str = "responses"
+    #: Where ``self`` mode keeps its containers' directories; empty: ``$CIGATE_HOME/interpreter``.
+    interpreter_dir: str = ""
+    #: Sandbox isolation of ``self`` mode: ``auto``, ``bwrap`` or ``none`` (tests only).
+    interpreter_isolation: str = "auto"
+    #: Kernels kept warm; live containers per tenant and on this host; seconds per cell.
+    interpreter_pool_size: int = 2
+    interpreter_tenant_containers: int = 8
+    interpreter_max_containers: int = 64
+    interpreter_exec_timeout: float = 120.0
+    #: Minutes without activity after which a self-hosted container expires.
+    interpreter_idle_minutes: int = 20
+    #: Responses ``self`` mode keeps in memory (retrieve, replay, ``previous_response_id``);
+    #: past it the oldest finished ones are forgotten (their files stay in the store).
+    interpreter_kept_responses: int = 10_000
+    #: Where ``self`` mode's kernels run: ``local`` (the sandbox pool) or ``remote`` (a Jupyter
+    #: Kernel/Enterprise Gateway at ``kernel_gateway_url``, token ``kernel_gateway_token``).
+    interpreter_kernels: str = "local"
+    kernel_gateway_url: str = ""
+    kernel_gateway_token: str = ""
+    #: Kernelspec the remote gateway starts (EG on Kubernetes: e.g. ``python_kubernetes``).
+    kernel_gateway_kernel: str = "python3"
+    #: The kernels' data directory: ``/mnt/data`` where the pod mounts it; empty: a directory
+    #: per kernel under the kernel's working directory (a Kernel Gateway on one host).
+    kernel_gateway_data_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.upstream_auth not in _AUTH_MODES:
@@ -98,6 +137,45 @@ class GatewaySettings:
                 hint=SETTINGS_HINT,
             )
         parse_allowed(self.allow_unscoped)
+        for value, allowed, option in (
+            (self.code_interpreter, _CI_MODES, "--code-interpreter"),
+            (self.interpreter_api, _INTERPRETER_APIS, "--interpreter-api"),
+        ):
+            if value not in allowed:
+                raise ConfigurationError(
+                    f"{option} must be one of {', '.join(allowed)}, not {value!r}",
+                    hint=SETTINGS_HINT,
+                )
+        if self.interpreter_upstream and not self.interpreter_upstream.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigurationError(
+                "CIGATE_GATEWAY_INTERPRETER_UPSTREAM must be an http(s) URL", hint=SETTINGS_HINT
+            )
+        if self.interpreter_upstream_auth not in ("", *_AUTH_MODES):
+            raise ConfigurationError(
+                f"CIGATE_GATEWAY_INTERPRETER_UPSTREAM_AUTH must be one of {', '.join(_AUTH_MODES)}",
+                hint=SETTINGS_HINT,
+            )
+        if self.interpreter_kernels not in ("local", "remote"):
+            raise ConfigurationError(
+                "CIGATE_GATEWAY_INTERPRETER_KERNELS must be local or remote, "
+                f"not {self.interpreter_kernels!r}",
+                hint=SETTINGS_HINT,
+            )
+        if self.interpreter_kernels == "remote" and not (
+            self.kernel_gateway_url.startswith(("http://", "https://"))
+            and self.kernel_gateway_token
+        ):
+            raise ConfigurationError(
+                "remote kernels need CIGATE_GATEWAY_KERNEL_GATEWAY_URL (http or https) and "
+                "CIGATE_GATEWAY_KERNEL_GATEWAY_TOKEN",
+                hint=SETTINGS_HINT,
+            )
+        if min(self.interpreter_tenant_containers, self.interpreter_max_containers) < 1:
+            raise ConfigurationError(
+                "interpreter container caps must be at least 1", hint=SETTINGS_HINT
+            )
         if self.upstream and not self.upstream.startswith(("http://", "https://")):
             raise ConfigurationError(
                 f"--upstream must be an http(s) URL, not {self.upstream!r}", hint=SETTINGS_HINT
@@ -145,6 +223,27 @@ class GatewaySettings:
     @property
     def blobs_url(self) -> str:
         return self.blobs or str(cigate_home() / "blobs")
+
+    @cached_property
+    def self_hosted_models(self) -> frozenset[str]:
+        """The models ``self`` mode applies to (empty: all)."""
+        return frozenset(m.strip() for m in self.interpreter_models.split(",") if m.strip())
+
+    def model_upstream(self) -> GatewaySettings:
+        """These settings with the interpreter's model server as the upstream (itself when
+        none is set apart)."""
+        if not self.interpreter_upstream:
+            return self
+        return replace(
+            self,
+            upstream=self.interpreter_upstream,
+            upstream_auth=self.interpreter_upstream_auth or self.upstream_auth,
+            upstream_key=self.interpreter_upstream_key,
+        )
+
+    @property
+    def interpreter_path(self) -> Path:
+        return Path(self.interpreter_dir) if self.interpreter_dir else cigate_home() / "interpreter"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> GatewaySettings:

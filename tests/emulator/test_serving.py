@@ -1,6 +1,6 @@
 """The emulator's downloads (container files and Files-API files) follow RFC 9110 and 6266.
 
-Both endpoints stream from one open descriptor (``cigate.emulator.serving``); these are the HTTP
+Both endpoints stream from one open descriptor (``cigate.engine.serving``); these are the HTTP
 rules that ride on it: HEAD, a strong ETag and 304, single ranges (206, 416), other ``Range``
 forms ignored, ``If-Range``, 1 MiB chunks for files of any size, attachment names.
 """

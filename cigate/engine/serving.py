@@ -1,4 +1,5 @@
-"""Serving file bytes from a descriptor that is already open: the emulator's one download path.
+"""Serving file bytes from a descriptor that is already open: the engine's one download path
+(the emulator's files and containers, the gateway's self-hosted containers).
 
 A container file is opened once, by descriptor, beneath the container's directory
 (:func:`cigate.engine.workdir.open_regular`); the response is built from that descriptor's
