@@ -27,12 +27,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
-from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
+from cigate.gateway import assistants, audit, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, edge_middleware
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.recorder import Recorder
+from cigate.gateway.retention import RetentionSweep
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.sweep import Sweep
 from cigate.gateway.tasks import TaskRegistry
@@ -85,6 +86,8 @@ def _routes() -> list[BaseRoute]:
         Route("/readyz", readyz, methods=["GET"]),
         # The gateway's own endpoints.
         Route("/files/{file_id}", files.file_metadata, methods=["GET"]),
+        Route("/files/{file_id}", files.delete_file, methods=["DELETE"]),  # erasure
+        Route("/audit", audit.audit_log, methods=["GET"]),
         Route("/files/{file_id}/content", files.file_content, methods=_GET_HEAD),
         Route("/files/{file_id}/links", links.create_link, methods=["POST"]),
         Route("/files/{file_id}/links/{link_id}", links.revoke_link, methods=["DELETE"]),
@@ -162,6 +165,7 @@ def create_app(
             link_secret=links.load_link_secret(settings),
         )
         Sweep(harvester, recorder).start()
+        RetentionSweep(meta, blobs, tasks, settings.retention_interval).start()
         try:
             yield
         finally:

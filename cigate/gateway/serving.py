@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway.context import Services
+from cigate.gateway.quotas import KIND_QUOTA, quota_error
 from cigate.harvest.content_types import guess_type
 from cigate.storage.records import FileRow
 from cigate.web.files import content_disposition, etag_matches, parse_range
@@ -54,6 +55,8 @@ async def serve_file(
     """The response for one download of ``row`` (already resolved for the caller's tenant)."""
     if not row.servable:
         row = await svc.harvester.ensure_stored(row)
+    if row.state == "failed" and row.error_kind == KIND_QUOTA:
+        raise quota_error(row)
     if not row.servable or row.sha256 is None or row.size is None:
         why = (
             f"{row.error_kind}: {row.error_message}"

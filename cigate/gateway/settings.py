@@ -75,6 +75,8 @@ class GatewaySettings:
     harvest_relist_after: float = 60.0
     #: Seconds between sweeps for ``pending`` rows left by a crashed process.
     resume_interval: float = 5.0
+    #: Seconds between retention sweeps (tenants with a retention period; 0: never sweep).
+    retention_interval: float = 3600.0
     #: Lease a worker holds on a claimed ``pending`` row, seconds.
     lease_seconds: int = 60
     #: Largest JSON request body the gateway reads to check ids (bytes); larger gets a 413.
