@@ -15,10 +15,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from cigate import ids
-from cigate.gateway.erasure import erase, purge_tenant
+from cigate.exceptions import BadInputError
+from cigate.gateway.erasure import erase, purge_tenant, revives
 from cigate.gateway.quotas import blob_present
+from cigate.gateway.retention import RetentionSweep
 from cigate.gateway.settings import GatewaySettings
 from cigate.storage.blobs import read_all
+from cigate.storage.errors import NotFoundError
 from cigate.storage.records import FileRow
 from tests.gateway.conftest import DEAD_UPSTREAM, Backend
 from tests.gateway.harness import GatewayHarness, Tenant
@@ -361,3 +364,75 @@ async def _stored_async(gateway: GatewayHarness, tenant: Tenant, data: bytes) ->
 
     info = await svc.blobs.put_stream(chunks(), expected_size=len(data))
     return await svc.meta.mark_stored(row.id, info.sha256, info.size, None)
+
+
+def test_only_a_citation_by_a_new_response_records_an_erased_file_again(
+    gateway: GatewayHarness,
+) -> None:
+    tenant = gateway.add_tenant("acme")
+    row = _stored(gateway, tenant, b"cited", "c.txt")
+    assert gateway.client.delete(f"/files/{row.id}", headers=tenant.headers).status_code == 200
+    svc = gateway.services
+    annotation = {
+        "type": "container_file_citation",
+        "container_id": row.container_id,
+        "file_id": row.upstream_file_id,
+        "filename": "c.txt",
+    }
+    record = svc.recorder.record_citation
+    assert gateway.call(record, tenant.id, row.response_id, annotation) is None
+    assert gateway.call(record, tenant.id, None, annotation) is None
+    listing = gateway.call(
+        revives,
+        svc.meta,
+        tenant.id,
+        row.upstream_file_id,
+        row.container_id,
+        "resp_new",
+        citation=False,
+    )
+    assert listing is False
+    assert gateway.call(svc.meta.list_files, tenant.id) == []
+    again = gateway.call(record, tenant.id, "resp_new", annotation)
+    assert again is not None
+    assert again.id != row.id
+    assert [r.id for r in gateway.call(svc.meta.list_files, tenant.id)] == [again.id]
+
+
+def test_the_retention_sweep_erases_only_files_older_than_their_tenants_period(
+    gateway: GatewayHarness,
+) -> None:
+    svc = gateway.services
+    short, keep = gateway.add_tenant("short"), gateway.add_tenant("keep")
+    gateway.call(svc.meta.set_limits, short.id, retention_days=30)
+    shared = b"bytes both tenants hold"
+    old = [_stored(gateway, short, shared, "s"), _stored(gateway, short, b"old own", "o")]
+    kept = _stored(gateway, keep, shared, "k")
+    svc.meta._clock.advance(31 * 86400)
+    fresh = _stored(gateway, short, b"fresh", "f")
+    sweep = RetentionSweep(svc.meta, svc.blobs, svc.tasks, interval=0)
+    assert gateway.call(sweep.once) == 2
+    assert gateway.call(sweep.once) == 0
+    assert {r.id for r in gateway.call(svc.meta.list_files, short.id)} == {fresh.id}
+    assert {r.id for r in gateway.call(svc.meta.list_files, keep.id)} == {kept.id}
+    names = _blob_names(gateway)
+    assert old[1].sha256 not in names
+    assert {kept.sha256, fresh.sha256} <= names
+    log = [r for r in gateway.call(svc.meta.audit_page, short.id) if r.action == "erase"]
+    assert {(r.file_id, r.actor) for r in log} == {(o.id, "retention") for o in old}
+
+
+def test_retention_and_quota_must_be_sensible_numbers(gateway: GatewayHarness) -> None:
+    svc = gateway.services
+    tenant = gateway.add_tenant("acme")
+    for kwargs in ({"retention_days": 0}, {"retention_days": -1}, {"quota_bytes": -1}):
+        with pytest.raises(BadInputError):
+            gateway.call(svc.meta.set_limits, tenant.id, **kwargs)
+    with pytest.raises(NotFoundError):
+        gateway.call(svc.meta.set_limits, "ten_nobody", quota_bytes=1)
+    gateway.call(svc.meta.set_limits, tenant.id, quota_bytes=0, retention_days=1)
+    got = gateway.call(svc.meta.get_tenant, tenant.id)
+    assert (got.quota_bytes, got.retention_days) == (0, 1)
+    gateway.call(svc.meta.set_limits, tenant.id, quota_bytes=None)
+    got = gateway.call(svc.meta.get_tenant, tenant.id)
+    assert (got.quota_bytes, got.retention_days) == (None, 1)
