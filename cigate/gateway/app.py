@@ -30,6 +30,7 @@ from cigate.exceptions import CigateError
 from cigate.gateway import assistants, audit, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, edge_middleware
+from cigate.gateway.entra import entra_callers
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.recorder import Recorder
@@ -153,6 +154,7 @@ def create_app(
         tasks = TaskRegistry()
         harvester = Harvester(meta, blobs, upstream, settings, tasks)
         recorder = Recorder(meta, harvester, tasks, settings)
+        entra = entra_callers(settings, meta)
         app.state.services = Services(
             settings=settings,
             meta=meta,
@@ -161,7 +163,7 @@ def create_app(
             harvester=harvester,
             recorder=recorder,
             tasks=tasks,
-            tenants=TenantResolver(meta),
+            tenants=TenantResolver(meta, entra=entra),
             link_secret=links.load_link_secret(settings),
         )
         Sweep(harvester, recorder).start()
@@ -171,6 +173,8 @@ def create_app(
         finally:
             await tasks.shutdown()  # unfinished rows stay pending for the next process
             await upstream.aclose()
+            if entra is not None:
+                await entra.aclose()
             await blobs.close()
             await meta.close()
 
