@@ -49,6 +49,7 @@ async def purge_tenant(meta: MetadataStore, blobs: BlobStore, tenant_id: str, *,
     The tenant's row, its ownership claims and its audit log stay (the proof of the purge);
     with its keys gone nobody can sign in as it, unless an Entra mapping still names it.
     """
+    await meta.forget_tenant_records(tenant_id)  # first: no key signs in any more
     count = 0
     while rows := await meta.list_files(tenant_id, limit=_PAGE):
         for row in rows:

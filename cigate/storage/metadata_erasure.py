@@ -143,7 +143,14 @@ class ErasureQueries(StoreBase):
         now = self._now()
         async with self._write("storing a copy") as conn:
             row = (await conn.execute(select(files).where(files.c.id == file_id))).first()
+            quota = None
             if row is not None:
+                quota = (
+                    await conn.execute(
+                        select(tenants.c.quota_bytes).where(tenants.c.id == row.tenant_id)
+                    )
+                ).scalar_one_or_none()
+            if row is not None and quota is not None:  # counted one copy at a time
                 await self._lock(conn, _NS_TENANT, row.tenant_id)
             await self._lock(conn, _NS_BLOB, sha256)
             if row is None:
@@ -151,12 +158,7 @@ class ErasureQueries(StoreBase):
                 return CopyOutcome("gone", None)
             if not await blob_present():
                 return CopyOutcome("blob_missing", _row(row))
-            quota = (
-                await conn.execute(
-                    select(tenants.c.quota_bytes).where(tenants.c.id == row.tenant_id)
-                )
-            ).scalar_one_or_none()
-            used = await _usage(conn, row.tenant_id, besides=file_id)
+            used = 0 if quota is None else await _usage(conn, row.tenant_id, besides=file_id)
             if quota is not None and used + size > quota:
                 await conn.execute(
                     update(files)
@@ -252,7 +254,6 @@ class ErasureQueries(StoreBase):
                 "upstream_file_id": row.upstream_file_id,
                 "container_id": row.container_id or None,
                 "response_id": row.response_id,
-                "filename": row.filename,
                 "sha256": row.sha256,
                 "bytes": row.size,
                 "blob_deleted": blob_deleted,

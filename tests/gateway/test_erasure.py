@@ -127,7 +127,6 @@ def test_erasure_by_cfile_id_is_audited_with_what_was_erased(gateway: GatewayHar
         "upstream_file_id": row.upstream_file_id,
         "container_id": row.container_id,
         "response_id": row.response_id,
-        "filename": "a.txt",
         "sha256": row.sha256,
         "bytes": 3,
         "blob_deleted": True,
@@ -436,3 +435,55 @@ def test_retention_and_quota_must_be_sensible_numbers(gateway: GatewayHarness) -
     gateway.call(svc.meta.set_limits, tenant.id, quota_bytes=None)
     got = gateway.call(svc.meta.get_tenant, tenant.id)
     assert (got.quota_bytes, got.retention_days) == (None, 1)
+
+
+def test_concurrent_copies_never_store_past_a_quota_together(gateway: GatewayHarness) -> None:
+    """20 rounds: two copies of 60 bytes for a tenant with 100 bytes left, recorded at once:
+    exactly one is stored, the other fails with ``quota_exceeded`` and leaves no blob."""
+    svc = gateway.services
+    tenant = gateway.add_tenant("acme")
+
+    async def round_(i: int) -> None:
+        await svc.meta.set_limits(tenant.id, quota_bytes=await svc.meta.usage(tenant.id) + 100)
+        rows, infos = [], []
+        for n in range(2):
+            row = await svc.meta.upsert_file(
+                tenant.id,
+                kind="container",
+                upstream_file_id=ids.container_file_id(),
+                container_id=ids.container_id(),
+                response_id=None,
+                filename=f"{i}-{n}",
+                origin="citation",
+            )
+            data = f"{i}-{n}".encode().ljust(60, b".")
+
+            async def chunks(data: bytes = data) -> AsyncIterator[bytes]:
+                yield data
+
+            rows.append(row)
+            infos.append(await svc.blobs.put_stream(chunks(), expected_size=60))
+        outcomes = await asyncio.gather(
+            *(
+                svc.meta.store_copy(
+                    row.id,
+                    info.sha256,
+                    info.size,
+                    None,
+                    blob_present=lambda info=info: blob_present(svc.blobs, info),
+                    delete_blob=svc.blobs.delete,
+                )
+                for row, info in zip(rows, infos, strict=True)
+            )
+        )
+        assert sorted(o.result for o in outcomes) == ["quota", "stored"], i
+        for outcome, info in zip(outcomes, infos, strict=True):
+            kept = await svc.blobs.stat(info.sha256) is not None
+            assert kept is (outcome.result == "stored"), i
+            if outcome.result == "quota":
+                assert outcome.row is not None
+                assert (outcome.row.state, outcome.row.error_kind) == ("failed", "quota_exceeded")
+
+    for i in range(20):
+        gateway.call(round_, i)
+    assert gateway.call(svc.meta.usage, tenant.id) == 20 * 60
