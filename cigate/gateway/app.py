@@ -30,7 +30,7 @@ from cigate.exceptions import CigateError
 from cigate.gateway import assistants, audit, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, edge_middleware
-from cigate.gateway.entra import entra_callers
+from cigate.gateway.entra import EntraCallers, EntraConfig
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.recorder import Recorder
@@ -145,6 +145,7 @@ def create_app(
 ) -> Starlette:
     """The gateway app; ``upstream_client`` lets tests swap the transport (STYLE rule 2)."""
     settings.require_upstream()
+    entra_config = EntraConfig.from_settings(settings)  # Entra callers: checked now
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -154,7 +155,7 @@ def create_app(
         tasks = TaskRegistry()
         harvester = Harvester(meta, blobs, upstream, settings, tasks)
         recorder = Recorder(meta, harvester, tasks, settings)
-        entra = entra_callers(settings, meta)
+        entra = EntraCallers(meta, entra_config) if entra_config is not None else None
         app.state.services = Services(
             settings=settings,
             meta=meta,

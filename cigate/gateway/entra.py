@@ -25,20 +25,22 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import jwt
 
 from cigate.exceptions import AccessDeniedError, ConfigurationError, UpstreamUnavailableError
-from cigate.gateway.settings import GatewaySettings
 from cigate.storage.metadata import MetadataStore
+
+if TYPE_CHECKING:
+    from cigate.gateway.settings import GatewaySettings
 
 __all__ = [
     "ALGORITHMS",
     "CLAIMS",
     "EntraCallers",
-    "entra_callers",
+    "EntraConfig",
     "looks_like_jwt",
     "parse_mapping",
 ]
@@ -52,6 +54,7 @@ CLAIMS = ("tid", "appid", "azp", "oid", "groups")
 #: Seconds of clock skew allowed on ``exp`` and ``nbf``.
 _LEEWAY = 60
 _HINT = "Sign in for the gateway's audience (see 'Entra callers' in docs/gateway.md)."
+_SETTINGS_HINT = "See 'Entra callers' in docs/gateway.md."
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -68,30 +71,10 @@ def parse_mapping(raw: str) -> dict[str, str]:
         if not sep or not value.strip() or not name.strip():
             raise ConfigurationError(
                 f"CIGATE_GATEWAY_ENTRA_TENANTS: {pair!r} is not CLAIM_VALUE=TENANT_NAME",
-                hint="See 'Entra callers' in docs/gateway.md.",
+                hint=_SETTINGS_HINT,
             )
         mapping[value.strip()] = name.strip()
     return mapping
-
-
-def entra_callers(settings: GatewaySettings, meta: MetadataStore) -> EntraCallers | None:
-    """The gateway's Entra callers from its settings, or ``None`` (gateway keys only)."""
-    if not settings.entra_jwks_url:
-        return None
-
-    def split(raw: str) -> list[str]:
-        return [v.strip() for v in raw.split(",") if v.strip()]
-
-    return EntraCallers(
-        meta,
-        jwks_url=settings.entra_jwks_url,
-        issuers=split(settings.entra_issuers),
-        audiences=split(settings.entra_audiences),
-        claim=settings.entra_claim,
-        tenants=parse_mapping(settings.entra_tenants),
-        max_age=settings.entra_jwks_max_age,
-        refetch=settings.entra_jwks_refetch,
-    )
 
 
 def _denied(message: str) -> AccessDeniedError:
@@ -104,40 +87,75 @@ class _Keys:
     fetched_at: float
 
 
+@dataclass(frozen=True)
+class EntraConfig:
+    """The Entra settings, checked when the app is created (before any store is opened)."""
+
+    jwks_url: str
+    issuers: tuple[str, ...]
+    audiences: tuple[str, ...]
+    claim: str
+    tenants: dict[str, str]
+    max_age: float = 3600.0
+    refetch: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.jwks_url.startswith(("https://", "http://")):
+            raise ConfigurationError(
+                f"CIGATE_GATEWAY_ENTRA_JWKS_URL must be an http(s) URL: {self.jwks_url!r}",
+                hint=_SETTINGS_HINT,
+            )
+        if not self.issuers or not self.audiences:
+            raise ConfigurationError(
+                "Entra callers need CIGATE_GATEWAY_ENTRA_ISSUERS and _AUDIENCES",
+                hint=_SETTINGS_HINT,
+            )
+        if self.claim not in CLAIMS:
+            raise ConfigurationError(
+                f"CIGATE_GATEWAY_ENTRA_CLAIM must be one of {', '.join(CLAIMS)}, "
+                f"not {self.claim!r}",
+                hint=_SETTINGS_HINT,
+            )
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> EntraConfig | None:
+        """The configuration, or ``None`` when callers use gateway keys only."""
+        if not settings.entra_jwks_url:
+            return None
+
+        def split(raw: str) -> tuple[str, ...]:
+            return tuple(v.strip() for v in raw.split(",") if v.strip())
+
+        return cls(
+            jwks_url=settings.entra_jwks_url,
+            issuers=split(settings.entra_issuers),
+            audiences=split(settings.entra_audiences),
+            claim=settings.entra_claim,
+            tenants=parse_mapping(settings.entra_tenants),
+            max_age=settings.entra_jwks_max_age,
+            refetch=settings.entra_jwks_refetch,
+        )
+
+
 class EntraCallers:
     """Verifies callers' Entra tokens and names their gateway tenant."""
 
     def __init__(
         self,
         meta: MetadataStore,
+        config: EntraConfig,
         *,
-        jwks_url: str,
-        issuers: list[str],
-        audiences: list[str],
-        claim: str,
-        tenants: dict[str, str],
-        max_age: float = 3600.0,
-        refetch: float = 60.0,
         client: httpx2.AsyncClient | None = None,
     ) -> None:
-        if not jwks_url.startswith(("https://", "http://")):
-            raise ConfigurationError(f"--entra-jwks-url must be an http(s) URL: {jwks_url!r}")
-        if not issuers or not audiences:
-            raise ConfigurationError(
-                "Entra callers need --entra-issuers and --entra-audiences",
-                hint="See 'Entra callers' in docs/gateway.md.",
-            )
-        if claim not in CLAIMS:
-            raise ConfigurationError(f"--entra-claim must be one of {', '.join(CLAIMS)}")
         self.meta = meta
-        self.jwks_url = jwks_url
-        self.issuers = issuers
-        self.audiences = audiences
-        self.claim = claim
-        self.tenants = tenants
-        self.max_age = max_age
-        self.refetch = refetch
-        self._client = client or httpx2.AsyncClient(timeout=10.0, trust_env=False)
+        self.jwks_url = config.jwks_url
+        self.issuers = list(config.issuers)
+        self.audiences = list(config.audiences)
+        self.claim = config.claim
+        self.tenants = config.tenants
+        self.max_age = config.max_age
+        self.refetch = config.refetch
+        self._client = client or httpx2.AsyncClient(timeout=10.0)  # proxies as for the upstream
         self._keys: _Keys | None = None
         self._last_fetch = float("-inf")
         self._fetching = asyncio.Lock()

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from cigate.exceptions import ConfigurationError
 from cigate.gateway.settings import GatewaySettings
 from tests.gateway.conftest import DEAD_UPSTREAM
 from tests.gateway.entra_keys import AUDIENCE, ISSUER, TENANT_GUID, Jwks, SigningKey, serve_jwks
@@ -45,10 +47,10 @@ def _harness(tmp_path: Path, jwks: Jwks, **entra: Any) -> GatewayHarness:
         database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
         blobs=str(tmp_path / "blobs"),
         resume_interval=3600,
-        entra_jwks_url=jwks.url,
-        entra_issuers=f"{ISSUER},https://login.microsoftonline.com/{TENANT_GUID}/v2.0",
-        entra_audiences=f"{AUDIENCE},api://cigate-gateway",
         **{
+            "entra_jwks_url": jwks.url,
+            "entra_issuers": f"{ISSUER},https://login.microsoftonline.com/{TENANT_GUID}/v2.0",
+            "entra_audiences": f"{AUDIENCE},api://cigate-gateway",
             "entra_tenants": f"{TENANT_GUID}=analytics,{OTHER_GUID}=finance",
             "entra_jwks_refetch": 0.0,
             **entra,
@@ -228,3 +230,21 @@ def test_without_entra_settings_a_token_is_just_an_invalid_key(
         gateway.add_tenant("analytics")
         status, body = _call(gateway, k1.token())
         assert (status, body["error"]["message"]) == (401, "Invalid gateway key.")
+
+
+@pytest.mark.parametrize(
+    ("entra", "message"),
+    [
+        ({"entra_issuers": ""}, "need CIGATE_GATEWAY_ENTRA_ISSUERS and _AUDIENCES"),
+        ({"entra_audiences": ""}, "need CIGATE_GATEWAY_ENTRA_ISSUERS and _AUDIENCES"),
+        ({"entra_claim": "email"}, "CIGATE_GATEWAY_ENTRA_CLAIM must be one of"),
+        ({"entra_tenants": "no-equals-sign"}, "is not CLAIM_VALUE=TENANT_NAME"),
+        ({"entra_jwks_url": "file:///etc/keys.json"}, "must be an http(s) URL"),
+    ],
+    ids=["no-issuers", "no-audiences", "unknown-claim", "bad-mapping", "not-http"],
+)
+def test_a_misconfigured_entra_setting_stops_the_gateway_at_start_up(
+    tmp_path: Path, jwks: Jwks, entra: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        _harness(tmp_path, jwks, **entra)  # create_app, before any store is opened
