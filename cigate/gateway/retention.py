@@ -22,8 +22,10 @@ __all__ = ["RetentionSweep"]
 
 log = logging.getLogger(__name__)
 
-#: Files erased per tenant and sweep (the next sweep continues).
+#: Files read per query, and queries per tenant and sweep (the next sweep continues after
+#: 10,000 files, so one tenant's backlog cannot hold up the others for long).
 _BATCH = 500
+_BATCHES = 20
 
 
 class RetentionSweep:
@@ -47,10 +49,17 @@ class RetentionSweep:
         for tenant in await self.meta.list_tenants():
             if tenant.retention_days is None:
                 continue
-            days = tenant.retention_days
-            for row in await self.meta.files_older_than(tenant.id, days, limit=_BATCH):
-                if await erase(self.meta, self.blobs, row, actor="retention", reason="retention"):
-                    erased += 1
+            for _ in range(_BATCHES):
+                rows = await self.meta.files_older_than(
+                    tenant.id, tenant.retention_days, limit=_BATCH
+                )
+                for row in rows:
+                    if await erase(
+                        self.meta, self.blobs, row, actor="retention", reason="retention"
+                    ):
+                        erased += 1
+                if len(rows) < _BATCH:
+                    break
         if erased:
             log.info("retention sweep erased %d file(s)", erased)
         return erased

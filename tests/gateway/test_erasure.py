@@ -487,3 +487,29 @@ def test_concurrent_copies_never_store_past_a_quota_together(gateway: GatewayHar
     for i in range(20):
         gateway.call(round_, i)
     assert gateway.call(svc.meta.usage, tenant.id) == 20 * 60
+
+
+def test_the_gateway_applies_retention_in_the_background(backend: Backend) -> None:
+    settings = GatewaySettings(
+        upstream=DEAD_UPSTREAM,
+        upstream_auth="none",
+        database=backend.database,
+        blobs=backend.blobs,
+        resume_interval=3600,
+        retention_interval=0.1,
+    )
+    with GatewayHarness(settings) as gateway:
+        svc = gateway.services
+        tenant = gateway.add_tenant("acme")
+        gateway.call(svc.meta.set_limits, tenant.id, retention_days=1)
+        row = _stored(gateway, tenant, b"expires", "e.txt")
+        assert gateway.call(svc.meta.list_files, tenant.id) != []
+        svc.meta._clock.advance(2 * 86400)
+        for _ in range(200):  # bounded: the sweep runs every 0.1 s
+            if not gateway.call(svc.meta.list_files, tenant.id):
+                break
+            time.sleep(0.05)
+        assert gateway.call(svc.meta.list_files, tenant.id) == []
+        assert row.sha256 not in _blob_names(gateway)
+        r = gateway.client.get(f"/files/{row.id}/content", headers=tenant.headers)
+        assert r.status_code == 404
