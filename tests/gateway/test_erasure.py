@@ -31,8 +31,8 @@ pytestmark = pytest.mark.storage
 
 @pytest.fixture
 def gateway(backend: Backend) -> Iterator[GatewayHarness]:
-    """The serving harness without background sweeps: the resume sweep would race the
-    harness's own writes of stored rows (it copies pending rows from a dead upstream)."""
+    """The serving harness without background sweeps: these tests drive copies, erasures and
+    retention themselves and count what they did."""
     settings = GatewaySettings(
         upstream=DEAD_UPSTREAM,
         upstream_auth="none",
