@@ -22,8 +22,10 @@ from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway.context import Services
+from cigate.gateway.errors import not_found
 from cigate.gateway.quotas import KIND_QUOTA, quota_error
 from cigate.harvest.content_types import guess_type
+from cigate.storage.errors import BlobNotFoundError
 from cigate.storage.records import FileRow
 from cigate.web.files import content_disposition, etag_matches, parse_range
 
@@ -87,7 +89,12 @@ async def serve_file(
     headers["content-length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    chunks = await svc.blobs.open(row.sha256, start, end if size else None)
+    try:
+        chunks = await svc.blobs.open(row.sha256, start, end if size else None)
+    except BlobNotFoundError:
+        if not await svc.meta.exists_settled(tenant_id, row.id):  # erased since it was read
+            raise not_found("file", row.id) from None
+        raise
     return StreamingResponse(
         _audited(svc, chunks, tenant_id=tenant_id, file_id=row.id, actor=actor, status=status),
         status_code=status,

@@ -274,6 +274,19 @@ class ErasureQueries(StoreBase):
             new_id = result.scalar_one()
         return Download(new_id, **values)
 
+    async def exists_settled(self, tenant_id: str, file_id: str) -> bool:
+        """Whether the tenant's file exists once an erasure of it in progress has ended.
+
+        For a download that found its blob gone: an erasure deletes the blob inside its
+        transaction, so until it commits the row is still visible. This read waits for it
+        (SQLite: the write lock; PostgreSQL: a share lock on the row the erasure deletes).
+        """
+        query = select(files.c.id).where(files.c.id == file_id, files.c.tenant_id == tenant_id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update(read=True)
+        async with self._write("checking a file") as conn:
+            return (await conn.execute(query)).first() is not None
+
     async def erased(
         self, tenant_id: str, upstream_file_id: str, container_id: str | None
     ) -> tuple[str | None] | None:

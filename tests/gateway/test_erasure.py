@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
+import httpx2
 import pytest
 
 from cigate import ids
@@ -513,3 +514,48 @@ def test_the_gateway_applies_retention_in_the_background(backend: Backend) -> No
         assert row.sha256 not in _blob_names(gateway)
         r = gateway.client.get(f"/files/{row.id}/content", headers=tenant.headers)
         assert r.status_code == 404
+
+
+def test_downloads_racing_an_erasure_get_the_whole_file_or_a_404(gateway: GatewayHarness) -> None:
+    """30 rounds: three downloads and the erasure of the file at once (random order). Each
+    download is the whole file or the unknown-file 404; never another status, never other bytes
+    (a body cut short by the erasure counts separately and must be a prefix of the file)."""
+    tenant = gateway.add_tenant("acme")
+    rng = random.Random(7)
+    seen: dict[str, int] = {}
+
+    async def round_(i: int) -> None:
+        data = f"race {i} ".encode() * 20_000
+        row = await _stored_async(gateway, tenant, data)
+        transport = httpx2.ASGITransport(app=gateway.app, raise_app_exceptions=False)
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://gw", headers=tenant.headers
+        ) as client:
+
+            async def download() -> str:
+                await asyncio.sleep(rng.random() / 200)
+                r = await client.get(f"/files/{row.id}/content")
+                if r.status_code == 200:
+                    if r.content != data:  # the erasure deleted the blob while it was sent
+                        assert data.startswith(r.content), i
+                        return "cut short"
+                    return "200"
+                assert r.status_code == 404, (i, r.status_code, r.text)
+                assert r.json()["error"]["message"] == f"No file found with id '{row.id}'."
+                return "404"
+
+            async def erasing() -> str:
+                await asyncio.sleep(rng.random() / 200)
+                r = await client.delete(f"/files/{row.id}")
+                assert r.status_code == 200, i
+                return "erased"
+
+            for outcome in await asyncio.gather(download(), download(), erasing(), download()):
+                seen[outcome] = seen.get(outcome, 0) + 1
+
+    for i in range(30):
+        gateway.call(round_, i)
+    print(f"downloads racing erasures: {seen}")
+    assert seen["erased"] == 30
+    assert seen.get("200", 0) + seen.get("404", 0) + seen.get("cut short", 0) == 90
+    assert _blob_names(gateway) == set()
