@@ -16,6 +16,7 @@ __all__ = [
     "ContainerExpiredError",
     "FileNotFoundInContainerError",
     "IntegrityError",
+    "QuotaExceededError",
     "RateLimitedError",
     "SandboxCapacityError",
     "SandboxError",
@@ -122,6 +123,13 @@ class AccessDeniedError(CigateError):
         "https://cognitiveservices.azure.com/.default and the role "
         "'Cognitive Services OpenAI User'."
     )
+
+
+class QuotaExceededError(AccessDeniedError):
+    """403: the gateway did not keep a file because its tenant's storage quota is full."""
+
+    kind = "quota_exceeded"
+    default_hint = "Erase files (DELETE /files/{id}) or ask the operator for a larger quota."
 
 
 class ApiVersionError(CigateError):

@@ -7,9 +7,10 @@ Every option of ``serve`` is also an environment variable (``--upstream-key`` is
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
@@ -17,6 +18,7 @@ from cigate.cli.serving import log_level_option, tls_options
 from cigate.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
+    from cigate.storage.blobs import BlobStore
     from cigate.storage.metadata import MetadataStore
     from cigate.storage.records import Tenant
 
@@ -31,6 +33,9 @@ def _env(name: str) -> str:
 
 _DATABASE = click.option(
     "--database", envvar=_env("database"), help="Metadata store URL (default SQLite)."
+)
+_BLOBS = click.option(
+    "--blobs", envvar=_env("blobs"), help="Blob store: a path or azure://CONTAINER?..."
 )
 
 
@@ -197,6 +202,118 @@ async def _revoke(meta: MetadataStore, name: str, key_id: str) -> None:
             f"tenant {name!r} has no active key {key_id!r}",
             hint=f"List its keys with `cigate gateway tenant keys {name}`.",
         )
+
+
+@tenant.command("limits")
+@click.argument("name")
+@click.option("--quota-bytes", help="Bytes of stored files the tenant may keep ('none': no limit).")
+@click.option("--retention-days", help="Days the tenant's files are kept ('none': forever).")
+@_DATABASE
+def tenant_limits(
+    name: str, quota_bytes: str | None, retention_days: str | None, database: str | None
+) -> None:
+    """Set (or show) tenant NAME's storage quota and retention period.
+
+    Example: cigate gateway tenant limits analytics --quota-bytes 10000000000 --retention-days 90
+    """
+    quota, days = _limit(quota_bytes, "--quota-bytes"), _limit(retention_days, "--retention-days")
+    click.echo(_on_store(database, lambda meta: _set_limits(meta, name, quota, days)))
+
+
+def _limit(raw: str | None, option: str) -> int | Literal["keep"] | None:
+    if raw is None:
+        return "keep"
+    if raw.lower() == "none":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise click.BadParameter(f"{raw!r} is not a number or 'none'", param_hint=option) from None
+
+
+async def _set_limits(
+    meta: MetadataStore, name: str, quota: int | Literal["keep"] | None, days: Any
+) -> str:
+    tenant = await _existing_tenant(meta, name)
+    await meta.set_limits(tenant.id, quota_bytes=quota, retention_days=days)
+    tenant = await _existing_tenant(meta, name)
+    used = await meta.usage(tenant.id)
+    return (
+        f"{tenant.name}\tquota {tenant.quota_bytes if tenant.quota_bytes is not None else 'none'}"
+        f" bytes ({used} used)\tretention "
+        f"{tenant.retention_days if tenant.retention_days is not None else 'none'} days"
+    )
+
+
+@tenant.command("purge")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_DATABASE
+@_BLOBS
+def tenant_purge(name: str, yes: bool, database: str | None, blobs: str | None) -> None:
+    """Erase everything tenant NAME stored: files (and blobs no other file uses), responses
+    and keys. Its audit log, with one erase record per file, stays as the proof.
+
+    Example: cigate gateway tenant purge analytics --yes
+    """
+    if not yes:
+        click.confirm(f"Erase every file of tenant {name!r} and revoke its keys?", abort=True)
+    count = _on_stores(database, blobs, lambda meta, store: _purge(meta, store, name))
+    click.echo(f"purged {name}: {count} file(s) erased, keys revoked")
+
+
+async def _purge(meta: MetadataStore, blobs: BlobStore, name: str) -> int:
+    from cigate.gateway.erasure import purge_tenant
+
+    tenant = await _existing_tenant(meta, name)
+    return await purge_tenant(meta, blobs, tenant.id, actor="operator:purge")
+
+
+@gateway.group()
+def audit() -> None:
+    """Read the audit log (downloads and erasures)."""
+
+
+@audit.command("export")
+@click.option("--tenant", "tenant_name", help="Only this tenant's records (default: all).")
+@click.option("--after", type=int, help="Only records after this id (resume an export).")
+@_DATABASE
+def audit_export(tenant_name: str | None, after: int | None, database: str | None) -> None:
+    """Print the audit log as JSON lines, oldest first.
+
+    Example: cigate gateway audit export --tenant analytics > analytics-audit.jsonl
+    """
+    _on_store(database, lambda meta: _export(meta, tenant_name, after))
+
+
+async def _export(meta: MetadataStore, tenant_name: str | None, after: int | None) -> None:
+    from cigate.gateway.audit import audit_json
+
+    tenant_id = (await _existing_tenant(meta, tenant_name)).id if tenant_name else None
+    while records := await meta.audit_page(tenant_id, after=after, limit=1000):
+        for record in records:
+            click.echo(json.dumps(audit_json(record), ensure_ascii=False))
+        after = records[-1].id
+
+
+def _on_stores(
+    database: str | None,
+    blobs: str | None,
+    job: Callable[[MetadataStore, BlobStore], Awaitable[T]],
+) -> T:
+    """Run ``job`` on the gateway's metadata and blob stores (options or their defaults)."""
+    from cigate.storage.blobs import open_blob_store
+
+    settings = GatewaySettings.from_env(database=database, blobs=blobs)
+
+    async def main(meta: MetadataStore) -> T:
+        store = open_blob_store(settings.blobs_url)
+        try:
+            return await job(meta, store)
+        finally:
+            await store.close()
+
+    return _on_store(settings.database_url, main)
 
 
 def _on_store(database: str | None, job: Callable[[MetadataStore], Awaitable[T]]) -> T:

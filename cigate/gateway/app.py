@@ -29,15 +29,17 @@ from starlette.routing import BaseRoute, Route
 from cigate.engine.containers import KernelProvider
 from cigate.engine.errors import ApiError
 from cigate.exceptions import CigateError
-from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
+from cigate.gateway import assistants, audit, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, edge_middleware
+from cigate.gateway.entra import EntraCallers, EntraConfig
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.interpreter import containers as interpreter_containers
 from cigate.gateway.interpreter.responses import handle_api_error
 from cigate.gateway.interpreter.service import Interpreter
 from cigate.gateway.recorder import Recorder
+from cigate.gateway.retention import RetentionSweep
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.sweep import Sweep
 from cigate.gateway.tasks import TaskRegistry
@@ -90,6 +92,8 @@ def _routes(*, self_hosted: bool = False) -> list[BaseRoute]:
         Route("/readyz", readyz, methods=["GET"]),
         # The gateway's own endpoints.
         Route("/files/{file_id}", files.file_metadata, methods=["GET"]),
+        Route("/files/{file_id}", files.delete_file, methods=["DELETE"]),  # erasure
+        Route("/audit", audit.audit_log, methods=["GET"]),
         Route("/files/{file_id}/content", files.file_content, methods=_GET_HEAD),
         Route("/files/{file_id}/links", links.create_link, methods=["POST"]),
         Route("/files/{file_id}/links/{link_id}", links.revoke_link, methods=["DELETE"]),
@@ -150,6 +154,7 @@ def create_app(
     """The gateway app; ``upstream_client`` lets tests swap the transport (STYLE rule 2),
     ``kernels`` the self-hosted interpreter's sandbox pool (one shared by many apps)."""
     settings.require_upstream()
+    entra_config = EntraConfig.from_settings(settings)  # Entra callers: checked now
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -165,6 +170,7 @@ def create_app(
                 settings, meta=meta, blobs=blobs, upstream=upstream, kernels=kernels
             )
             await interpreter.start()
+        entra = EntraCallers(meta, entra_config) if entra_config is not None else None
         app.state.services = Services(
             settings=settings,
             meta=meta,
@@ -173,11 +179,12 @@ def create_app(
             harvester=harvester,
             recorder=recorder,
             tasks=tasks,
-            tenants=TenantResolver(meta),
+            tenants=TenantResolver(meta, entra=entra),
             link_secret=links.load_link_secret(settings),
             interpreter=interpreter,
         )
         Sweep(harvester, recorder).start()
+        RetentionSweep(meta, blobs, tasks, settings.retention_interval).start()
         try:
             yield
         finally:
@@ -185,6 +192,8 @@ def create_app(
                 await interpreter.close()
             await tasks.shutdown()  # unfinished rows stay pending for the next process
             await upstream.aclose()
+            if entra is not None:
+                await entra.aclose()
             await blobs.close()
             await meta.close()
 

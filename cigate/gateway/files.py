@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cigate.exceptions import BadInputError, CigateError, FileNotFoundInContainerError
+from cigate.gateway import erasure
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import not_found
 from cigate.gateway.serving import serve_file
@@ -26,6 +27,7 @@ from cigate.storage.errors import NotFoundError
 from cigate.storage.records import FileRow
 
 __all__ = [
+    "delete_file",
     "file_by_path",
     "file_content",
     "file_json",
@@ -72,6 +74,7 @@ async def resolve(svc: Services, tenant_id: str, any_id: str) -> FileRow:
     if row is not None:
         return row
     if any_id.startswith(_FILES_API_PREFIXES) and len(any_id) <= 128:
+        await erasure.refuse_erased(svc.meta, tenant_id, any_id, None)
         return await _adopt_files_api_file(svc, tenant_id, any_id)
     raise not_found("file", any_id)
 
@@ -113,6 +116,25 @@ async def file_metadata(request: Request) -> Response:
     tenant_id = await svc.tenants.tenant_id(request)
     row = await resolve(svc, tenant_id, request.path_params["file_id"])
     return JSONResponse(file_json(row, svc.public_base(request)))
+
+
+async def delete_file(request: Request) -> Response:
+    """``DELETE /files/{id}``: erase one of the caller's files (``gwf_``, ``cfile_`` or
+    Files-API id). Only files the gateway holds: an unknown id is never fetched to erase it."""
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    file_id = request.path_params["file_id"]
+    row = await svc.meta.get_file(tenant_id, file_id)
+    if row is None:
+        raise not_found("file", file_id)
+    record = await erasure.erase(
+        svc.meta, svc.blobs, row, actor=f"tenant:{tenant_id}", reason="request"
+    )
+    if record is None:  # erased by a concurrent request
+        raise not_found("file", file_id)
+    return JSONResponse(
+        {"id": row.id, "object": "cigate.file", "deleted": True, "audit_id": record.id}
+    )
 
 
 async def file_content(request: Request) -> Response:

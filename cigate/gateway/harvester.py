@@ -17,6 +17,7 @@ once (:meth:`Harvester.verify`) and never served before they are.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from cigate.exceptions import (
@@ -25,6 +26,7 @@ from cigate.exceptions import (
     FileNotFoundInContainerError,
     IntegrityError,
 )
+from cigate.gateway import quotas
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.upstream import Upstream
@@ -34,13 +36,18 @@ from cigate.harvest.fetch import HEAD_BYTES, Body, Fetcher, suspect
 from cigate.harvest.refs import FileRef
 from cigate.harvest.retry import RetryPolicy
 from cigate.storage.blobs import BlobStore
-from cigate.storage.errors import BlobNotFoundError
+from cigate.storage.errors import BlobNotFoundError, NotFoundError
 from cigate.storage.metadata import MetadataStore
+from cigate.storage.metadata_erasure import KIND_QUOTA
 from cigate.storage.records import BlobInfo, FileRow
 
 __all__ = ["Harvester"]
 
 log = logging.getLogger(__name__)
+
+#: Fetches of one copy when an erasure of the same bytes deletes the blob between the put and
+#: the row (each race costs one fetch; the third loss is recorded as a transient failure).
+_BLOB_RACES = 3
 
 
 class Harvester:
@@ -114,6 +121,9 @@ class Harvester:
             renew = asyncio.create_task(self._renew_lease(row.id))
             try:
                 return await self._copy_claimed(claimed, expected_size)
+            except NotFoundError:
+                log.info("%s was erased while it was being copied", row.id)
+                return claimed
             finally:
                 renew.cancel()
 
@@ -134,16 +144,36 @@ class Harvester:
                 row.id, row.tries + attempt, error_kind=exc.kind, message=exc.message
             )
 
-        fetched = await self.fetcher.fetch(
-            _ref(row, expected_size), self._into_blobs, on_retry=retrying
+        if full := await quotas.quota_full(self.meta, row.tenant_id):
+            log.warning("%s not copied: %s", row.id, full)
+            return await self.meta.mark_failed(row.id, KIND_QUOTA, full, row.tries)
+        for _ in range(_BLOB_RACES):
+            fetched = await self.fetcher.fetch(
+                _ref(row, expected_size), self._into_blobs, on_retry=retrying
+            )
+            tries = row.tries + max(fetched.attempts, 1)
+            if fetched.error is not None or fetched.stored is None:
+                exc = fetched.error or IntegrityError(f"{row.upstream_file_id}: nothing was stored")
+                log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
+                return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
+            info = fetched.stored
+            present = functools.partial(quotas.blob_present, self.blobs, info)
+            outcome = await self.meta.store_copy(
+                row.id,
+                info.sha256,
+                info.size,
+                fetched.content_type,
+                blob_present=present,
+                delete_blob=self.blobs.delete,
+            )
+            if outcome.result == "quota":
+                log.warning("%s not kept: its tenant's quota is full", row.id)
+            if outcome.result != "blob_missing":
+                return outcome.row or row
+            log.info("%s: an erasure took the shared blob %s; copying again", row.id, info.sha256)
+        return await self.meta.mark_failed(
+            row.id, "integrity", "erasures of the same bytes kept removing the copy", tries
         )
-        tries = row.tries + max(fetched.attempts, 1)
-        if fetched.error is not None or fetched.stored is None:
-            exc = fetched.error or IntegrityError(f"{row.upstream_file_id}: nothing was stored")
-            log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
-            return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
-        info = fetched.stored
-        return await self.meta.mark_stored(row.id, info.sha256, info.size, fetched.content_type)
 
     async def _into_blobs(self, body: Body) -> BlobInfo:
         """The harvest core's sink: the checked bytes into the blob store (nothing on failure)."""

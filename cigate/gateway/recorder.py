@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cigate.exceptions import CigateError, ContainerExpiredError, FileNotFoundInContainerError
+from cigate.gateway.erasure import revives
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tasks import TaskRegistry
@@ -229,6 +230,10 @@ class Recorder:
         file_id = annotation.get("file_id")
         if not isinstance(container_id, str) or not isinstance(file_id, str):
             return None
+        if not await revives(
+            self.meta, tenant_id, file_id, container_id, response_id, citation=True
+        ):
+            return None  # erased, and not cited by a new response
         row = await self.meta.upsert_file(
             tenant_id,
             kind="container",
@@ -326,6 +331,10 @@ class Recorder:
             for item in listed:
                 listed_path = item.get("path") if isinstance(item.get("path"), str) else None
                 path = listed_path or str(item["id"])
+                if not await revives(
+                    self.meta, tenant_id, str(item["id"]), container_id, None, citation=False
+                ):
+                    continue  # erased: a listing never brings a file back
                 row = await self.meta.upsert_file(
                     tenant_id,
                     kind="container",
@@ -383,6 +392,8 @@ class Recorder:
         count = 0
         for ref in refs:
             if await self.meta.files_api_owner(ref.file_id) not in (None, tenant_id):
+                continue
+            if not await revives(self.meta, tenant_id, ref.file_id, None, run_id, citation=True):
                 continue
             row = await self.meta.upsert_file(
                 tenant_id,

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import UpstreamUnavailableError
-from cigate.gateway import body_refs, facade
+from cigate.gateway import body_refs, erasure, facade
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES
 from cigate.gateway.errors import container_not_found, not_found
@@ -151,9 +151,10 @@ async def container_files(request: Request) -> Response:
 
 async def _stored(request: Request) -> tuple[Services, bool]:
     svc, tenant_id, container_id = await _owned_container(request)
-    row = await svc.meta.get_file(
-        tenant_id, request.path_params["file_id"], container_id=container_id
-    )
+    file_id = request.path_params["file_id"]
+    row = await svc.meta.get_file(tenant_id, file_id, container_id=container_id)
+    if row is None and request.method in ("GET", "HEAD"):  # an erased file is not relayed
+        await erasure.refuse_erased(svc.meta, tenant_id, file_id, container_id)
     return svc, row is not None
 
 
@@ -194,6 +195,7 @@ async def files_one(request: Request) -> Response:
     file_id = request.path_params["file_id"]
     unstored = await svc.meta.get_file(tenant_id, file_id) is None
     if unstored and await svc.meta.owner("file", file_id) == tenant_id:
+        await erasure.refuse_erased(svc.meta, tenant_id, file_id, None)
         return await relay(svc, request)
     return await facade.openai_file(request)
 

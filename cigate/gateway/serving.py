@@ -22,7 +22,10 @@ from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway.context import Services
+from cigate.gateway.errors import not_found
+from cigate.gateway.quotas import KIND_QUOTA, quota_error
 from cigate.harvest.content_types import guess_type
+from cigate.storage.errors import BlobNotFoundError
 from cigate.storage.records import FileRow
 from cigate.web.files import content_disposition, etag_matches, parse_range
 
@@ -54,6 +57,8 @@ async def serve_file(
     """The response for one download of ``row`` (already resolved for the caller's tenant)."""
     if not row.servable:
         row = await svc.harvester.ensure_stored(row)
+    if row.state == "failed" and row.error_kind == KIND_QUOTA:
+        raise quota_error(row)
     if not row.servable or row.sha256 is None or row.size is None:
         why = (
             f"{row.error_kind}: {row.error_message}"
@@ -84,7 +89,12 @@ async def serve_file(
     headers["content-length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    chunks = await svc.blobs.open(row.sha256, start, end if size else None)
+    try:
+        chunks = await svc.blobs.open(row.sha256, start, end if size else None)
+    except BlobNotFoundError:
+        if not await svc.meta.exists_settled(tenant_id, row.id):  # erased since it was read
+            raise not_found("file", row.id) from None
+        raise
     return StreamingResponse(
         _audited(svc, chunks, tenant_id=tenant_id, file_id=row.id, actor=actor, status=status),
         status_code=status,

@@ -77,6 +77,8 @@ class GatewaySettings:
     harvest_relist_after: float = 60.0
     #: Seconds between sweeps for ``pending`` rows left by a crashed process.
     resume_interval: float = 5.0
+    #: Seconds between retention sweeps (tenants with a retention period; 0: never sweep).
+    retention_interval: float = 3600.0
     #: Lease a worker holds on a claimed ``pending`` row, seconds.
     lease_seconds: int = 60
     #: Largest JSON request body the gateway reads to check ids (bytes); larger gets a 413.
@@ -89,6 +91,18 @@ class GatewaySettings:
     #: default): only the scoped and the stateless calls go upstream, the rest is refused (403).
     #: See :mod:`cigate.gateway.tenancy`.
     allow_unscoped: str = ""
+    #: Entra callers (docs/gateway.md): the organisation's JWKS URL (empty: gateway keys only),
+    #: accepted issuers and audiences (comma-separated), the claim that names the caller
+    #: (``tid``, ``appid``, ``azp``, ``oid``, ``groups``) and ``VALUE=TENANT_NAME`` pairs.
+    entra_jwks_url: str = ""
+    entra_issuers: str = ""
+    entra_audiences: str = ""
+    entra_claim: str = "tid"
+    entra_tenants: str = ""
+    #: Seconds the key set is used before it is fetched again, and the least time between two
+    #: fetches (a token naming an unknown key fetches at once, at most this often).
+    entra_jwks_max_age: float = 3600.0
+    entra_jwks_refetch: float = 60.0
     #: Identifies this process in leases; empty means host:pid.
     worker_id: str = ""
     #: ``upstream``: the provider runs ``code_interpreter``; ``self``: the gateway runs it in its

@@ -129,6 +129,7 @@ OWN_ROUTES: dict[str, Literal["public", "link", "tenant"]] = {
     "/healthz": "public",
     "/readyz": "public",
     "/links/{link_id}": "link",
+    "/audit": "tenant",
     "/files/{file_id}": "tenant",
     "/files/{file_id}/content": "tenant",
     "/files/{file_id}/links": "tenant",

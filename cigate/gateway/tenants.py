@@ -1,4 +1,4 @@
-"""Caller authentication: a gateway key names exactly one tenant.
+"""Caller authentication: a gateway key (or a mapped Entra token) names exactly one tenant.
 
 Keys arrive the way OpenAI clients send them (``Authorization: Bearer KEY``, or ``api-key: KEY``
 as ``AzureOpenAI`` does), so an unmodified SDK pointed at the gateway just works. The store keeps
@@ -14,7 +14,8 @@ import time
 from starlette.requests import Request
 
 from cigate.exceptions import AccessDeniedError
-from cigate.storage.metadata import MetadataStore
+from cigate.gateway.entra import EntraCallers, looks_like_jwt
+from cigate.storage.metadata import KEY_PREFIX, MetadataStore
 
 __all__ = ["TenantResolver", "caller_key"]
 
@@ -40,8 +41,17 @@ def caller_key(request: Request) -> str | None:
 class TenantResolver:
     """Key -> tenant id, with a bounded time-to-live cache."""
 
-    def __init__(self, meta: MetadataStore, ttl: float = 10.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        meta: MetadataStore,
+        ttl: float = 10.0,
+        max_entries: int = 10_000,
+        *,
+        entra: EntraCallers | None = None,
+    ) -> None:
         self.meta = meta
+        #: Callers with Entra access tokens (:mod:`cigate.gateway.entra`), when configured.
+        self.entra = entra
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[str, tuple[str, float]] = {}
@@ -51,6 +61,8 @@ class TenantResolver:
         key = caller_key(request)
         if not key:
             raise _MISSING
+        if self.entra is not None and not key.startswith(KEY_PREFIX) and looks_like_jwt(key):
+            return await self.entra.tenant_id(key)
         digest = hashlib.sha256(key.encode()).hexdigest()
         hit = self._cache.get(digest)
         now = time.monotonic()

@@ -282,14 +282,17 @@ class AzureBlobStore:
         if info is None:
             raise BlobNotFoundError(f"blob {sha256} is not stored")
         begin, stop = check_range(info.size, start, end)
-        return self._read(sha256, begin, stop)
-
-    async def _read(self, sha256: str, start: int, stop: int) -> AsyncIterator[bytes]:
-        if start >= stop:
-            return
+        if begin >= stop:
+            return _nothing()
+        # The download starts now: a blob deleted since the stat (an erasure) is a
+        # BlobNotFoundError before the caller answered, not a body cut short.
         blob = self._container.get_blob_client(sha256)
         with _azure_errors(f"reading blob {sha256}"):
-            stream = await blob.download_blob(offset=start, length=stop - start)
+            stream = await blob.download_blob(offset=begin, length=stop - begin)
+        return self._read(sha256, stream)
+
+    async def _read(self, sha256: str, stream: Any) -> AsyncIterator[bytes]:
+        with _azure_errors(f"reading blob {sha256}"):
             async for chunk in stream.chunks():
                 for offset in range(0, len(chunk), CHUNK_SIZE):
                     yield chunk[offset : offset + CHUNK_SIZE]
@@ -352,3 +355,10 @@ class AzureBlobStore:
         await self._service.close()
         if self._credential is not None:
             await self._credential.close()
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    """The chunks of an empty range: none."""
+    empty: tuple[bytes, ...] = ()
+    for chunk in empty:
+        yield chunk

@@ -27,6 +27,7 @@ from cigate.clock import Clock
 from cigate.exceptions import BadInputError
 from cigate.storage._db import create_engine, default_database_url
 from cigate.storage.errors import NotFoundError
+from cigate.storage.metadata_erasure import ErasureQueries, audit_record
 from cigate.storage.metadata_files import FileQueries, check_id, clean_text
 from cigate.storage.metadata_owners import OwnerQueries, claim_in
 from cigate.storage.migrations import apply_migrations
@@ -44,7 +45,13 @@ def hash_key(key: str) -> str:
 
 
 def _tenant(row: Row[Any]) -> Tenant:
-    return Tenant(id=row.id, name=row.name, created_at=row.created_at)
+    return Tenant(
+        id=row.id,
+        name=row.name,
+        created_at=row.created_at,
+        quota_bytes=row.quota_bytes,
+        retention_days=row.retention_days,
+    )
 
 
 def _link(row: Row[Any]) -> Link:
@@ -59,7 +66,7 @@ def _link(row: Row[Any]) -> Link:
     )
 
 
-class MetadataStore(FileQueries, OwnerQueries):
+class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
     """Open with ``await MetadataStore.open(url)``; ``await store.close()`` when done."""
 
     @classmethod
@@ -388,17 +395,16 @@ class MetadataStore(FileQueries, OwnerQueries):
     async def list_downloads(
         self, tenant_id: str, file_id: str | None = None, *, limit: int = 1000
     ) -> list[Download]:
-        """The tenant's audit records, newest first, optionally for one file."""
-        query = select(downloads).where(downloads.c.tenant_id == tenant_id)
+        """The tenant's download records, newest first, optionally for one file."""
+        query = select(downloads).where(
+            downloads.c.tenant_id == tenant_id, downloads.c.action == "download"
+        )
         if file_id is not None:
             query = query.where(downloads.c.file_id == file_id)
         query = query.order_by(downloads.c.at.desc(), downloads.c.id.desc()).limit(limit)
         async with self._read("listing downloads") as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            Download(r.id, r.tenant_id, r.file_id, r.actor, r.bytes_sent, r.status, r.at)
-            for r in rows
-        ]
+        return [audit_record(r) for r in rows]
 
 
 def _response(row: Row[Any]) -> ResponseRecord:

@@ -232,6 +232,35 @@ def _m0006_file_verification(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_files_state_verified ON files (state, verified_at)"))
 
 
+def _m0007_accountability(conn: Connection) -> None:
+    """Erasure, retention and quotas (issue 13).
+
+    Tenants get a byte quota and a retention period (NULL: none, keep forever). The download
+    audit log becomes the audit log: each record has an ``action`` (``download`` for every
+    record before this migration, ``erase`` for an erased file) and a JSON ``detail``. Erased
+    files leave a tombstone in ``erasures`` so that neither the resume sweep nor a later
+    listing brings them back.
+    """
+    conn.execute(text("ALTER TABLE tenants ADD COLUMN quota_bytes BIGINT"))
+    conn.execute(text("ALTER TABLE tenants ADD COLUMN retention_days INTEGER"))
+    conn.execute(
+        text("ALTER TABLE downloads ADD COLUMN action VARCHAR(16) NOT NULL DEFAULT 'download'")
+    )
+    conn.execute(text("ALTER TABLE downloads ADD COLUMN detail TEXT"))
+    conn.execute(text("CREATE INDEX ix_downloads_tenant_id ON downloads (tenant_id, id)"))
+    md = MetaData()
+    Table("tenants", md, Column("id", String(40), primary_key=True))  # exists: FK target only
+    Table(
+        "erasures",
+        md,
+        Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+        Column("upstream_file_id", String(200), primary_key=True),
+        Column("container_id", String(200), primary_key=True),
+        Column("response_id", String(200)),
+        Column("erased_at", UtcDateTime, nullable=False),
+    ).create(conn)
+
+
 def _aware(value: Any) -> datetime:
     """A raw ``created_at`` read with plain SQL, as the aware UTC datetime the type expects."""
     if isinstance(value, str):  # SQLite hands back text for a raw SELECT
@@ -248,6 +277,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "listing state of responses", _m0004_response_listing),
     Migration(5, "container paths of files", _m0005_file_paths),
     Migration(6, "verification of stored files", _m0006_file_verification),
+    Migration(7, "erasure, retention and quotas", _m0007_accountability),
 )
 
 

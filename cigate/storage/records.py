@@ -43,9 +43,13 @@ class BlobInfo:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
+    """A tenant; ``quota_bytes``/``retention_days`` ``None`` mean no limit (keep forever)."""
+
     id: str
     name: str
     created_at: datetime
+    quota_bytes: int | None = None
+    retention_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +135,8 @@ class Link:
 
 @dataclass(frozen=True, slots=True)
 class Download:
-    """One audit record: who fetched which file, when, how many bytes, with what status."""
+    """One audit record: who fetched (``action`` ``download``) or erased (``erase``) which file,
+    when, how many bytes, with what status; ``detail`` is a JSON object or ``None``."""
 
     id: int
     tenant_id: str
@@ -140,3 +145,5 @@ class Download:
     bytes_sent: int
     status: int
     at: datetime
+    action: str = "download"
+    detail: str | None = None

@@ -31,6 +31,7 @@ __all__ = [
     "UtcDateTime",
     "api_keys",
     "downloads",
+    "erasures",
     "files",
     "links",
     "metadata",
@@ -82,6 +83,9 @@ tenants = Table(
     Column("id", String(40), primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # Migration 7: bytes of stored files the tenant may keep, days it keeps them (NULL: no limit).
+    Column("quota_bytes", BigInteger),
+    Column("retention_days", Integer),
 )
 
 api_keys = Table(
@@ -186,5 +190,21 @@ downloads = Table(
     Column("bytes_sent", BigInteger, nullable=False),
     Column("status", Integer, nullable=False),
     Column("at", UtcDateTime, nullable=False),
+    # Migration 7: the audit log's kind of record (``download``, ``erase``) and its details.
+    Column("action", String(16), nullable=False, server_default="download"),
+    Column("detail", Text),
     Index("ix_downloads_tenant_file", "tenant_id", "file_id", "at"),
+    Index("ix_downloads_tenant_id", "tenant_id", "id"),
+)
+
+#: Migration 7: files a tenant erased. A listing or the resume sweep never records them again;
+#: a citation by a *new* response (the upstream still holds the file) clears the tombstone.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("upstream_file_id", String(200), primary_key=True),
+    Column("container_id", String(200), primary_key=True),  # '' for Files-API files
+    Column("response_id", String(200)),
+    Column("erased_at", UtcDateTime, nullable=False),
 )

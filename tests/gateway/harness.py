@@ -96,6 +96,9 @@ class GatewayHarness:
                 origin="citation",
                 path=path,
             )
+            # Leased as the harvester's copy would be: the resume sweep must not copy the row
+            # from the (dead) upstream and record it failed over the stored bytes.
+            await svc.meta.claim_file(row.id, "harness", 600)
 
             async def chunks() -> AsyncIterator[bytes]:
                 yield data

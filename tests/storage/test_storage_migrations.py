@@ -211,3 +211,36 @@ async def test_migration_5_adds_file_paths_and_keeps_earlier_files_matched_by_na
         assert odd.path.startswith("/mnt/data/d/x")  # kept, but for what no database can store
         assert "\x00" not in odd.path
         odd.path.encode("utf-8")
+
+
+async def test_migration_7_keeps_earlier_downloads_as_download_records_without_limits(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cigate.clock import Clock
+    from cigate.storage import migrations
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:6])
+    engine = create_engine(empty_database)
+    try:
+        await migrations.apply_migrations(engine, Clock())
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO tenants VALUES ('ten_a', 'a', '2025-01-01 00:00:00')")
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO downloads (tenant_id, file_id, actor, bytes_sent, status, at)"
+                    " VALUES ('ten_a', 'gwf_1', 'tenant:ten_a', 5, 200, '2025-01-01 00:00:01')"
+                )
+            )
+    finally:
+        await engine.dispose()
+    monkeypatch.undo()
+    async with await MetadataStore.open(empty_database) as md:  # applies migration 7
+        tenant = await md.get_tenant("ten_a")
+        assert tenant is not None
+        assert (tenant.quota_bytes, tenant.retention_days) == (None, None)
+        [record] = await md.audit_page("ten_a")
+        assert (record.action, record.detail, record.bytes_sent) == ("download", None, 5)
+        assert [d.file_id for d in await md.list_downloads("ten_a")] == ["gwf_1"]
+        assert await md.erased("ten_a", "cfile_1", "cntr_a") is None
