@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cigate.cli.serving import log_level_option
+from cigate.cli.serving import log_format_option, log_level_option
 from cigate.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -60,7 +60,21 @@ def gateway() -> None:
     help="Rewrite sandbox: links in answers to gateway URLs.",
 )
 @click.option("--public-url", envvar=_env("public_url"), help="Base URL clients reach us at.")
-def serve(log_level: str, **options: Any) -> None:
+@log_format_option(_env("log_format"))
+@click.option(
+    "--metrics/--no-metrics",
+    envvar=_env("metrics"),
+    default=None,
+    help="Serve Prometheus metrics at GET /metrics (default: off).",
+)
+@click.option("--metrics-token", envvar=_env("metrics_token"), help="Bearer token for /metrics.")
+@click.option(
+    "--ready-check-upstream/--no-ready-check-upstream",
+    envvar=_env("ready_check_upstream"),
+    default=None,
+    help="/readyz also checks the upstream credential (default: off).",
+)
+def serve(log_level: str, log_format: str, **options: Any) -> None:
     """Serve the gateway.
 
     The metadata store (its migrations applied) and the blob store are opened and checked
@@ -79,6 +93,8 @@ def serve(log_level: str, **options: Any) -> None:
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        log_format=log_format,
+        access_log=False,  # the gateway writes its own (cigate.access, with the request id)
         banner=lambda root: [f"cigate gateway on {root} -> {settings.upstream}"],
         preflight=lambda: _check_stores(settings),
     )

@@ -18,7 +18,7 @@ import click
 
 from cigate.exceptions import ConfigurationError
 
-__all__ = ["bind", "log_level_option", "serve_app", "url_root"]
+__all__ = ["bind", "log_format_option", "log_level_option", "serve_app", "url_root"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -32,6 +32,18 @@ def log_level_option(envvar: str) -> Callable[[Any], Any]:
         default="info",
         show_default=True,
         help="How much the server logs (info: a line per request).",
+    )
+
+
+def log_format_option(envvar: str) -> Callable[[Any], Any]:
+    """``--log-format``: ``text`` (one human line) or ``json`` (one object per line)."""
+    return click.option(
+        "--log-format",
+        envvar=envvar,
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Log lines as text or as JSON objects (each with the request id).",
     )
 
 
@@ -68,8 +80,14 @@ def serve_app(
     log_level: str,
     banner: Callable[[str], list[str]],
     preflight: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    log_format: str | None = None,
+    access_log: bool = True,
 ) -> None:
-    """Check, bind, print the banner (with the real port), then serve until Ctrl-C."""
+    """Check, bind, print the banner (with the real port), then serve until Ctrl-C.
+
+    With ``log_format``, every log line (uvicorn's too) goes through
+    :func:`cigate.gateway.logs.configure_logging` in that format.
+    """
     import uvicorn
 
     if preflight is not None:
@@ -77,5 +95,16 @@ def serve_app(
     sock = bind(host, port)
     for line in banner(url_root(host, sock.getsockname()[1])):
         click.echo(line)
-    config = uvicorn.Config(app, log_level=log_level)  # type: ignore[arg-type]
+    if log_format is None:
+        config = uvicorn.Config(app, log_level=log_level, access_log=access_log)  # type: ignore[arg-type]
+    else:
+        from cigate.gateway.logs import configure_logging
+
+        configure_logging(log_level, log_format)
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            log_level=log_level,
+            log_config=None,
+            access_log=access_log,
+        )
     uvicorn.Server(config).run(sockets=[sock])

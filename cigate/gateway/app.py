@@ -13,12 +13,12 @@ refused here with a 400/413 and never reaches the upstream.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 import httpx2
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,18 +27,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
-from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
-from cigate.gateway.context import Services, services
+from cigate.gateway import assistants, files, links, passthrough, probes, proxy, scoped, tracing
+from cigate.gateway.context import Services
 from cigate.gateway.edge import PREFIXES, edge_middleware
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
+from cigate.gateway.observe import ObserveMiddleware
 from cigate.gateway.recorder import Recorder
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.sweep import Sweep
 from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.tenancy import check_routes
 from cigate.gateway.tenants import TenantResolver
-from cigate.gateway.upstream import Upstream
+from cigate.gateway.upstream import TokenCredential, Upstream
 from cigate.storage.blobs import open_blob_store
 from cigate.storage.metadata import MetadataStore
 from cigate.web.bodies import BodyGuard
@@ -47,8 +48,6 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds each readiness check may take before it counts as unavailable.
-_READY_TIMEOUT = 5.0
 _GET_HEAD = ["GET", "HEAD"]
 
 
@@ -57,32 +56,11 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request) -> Response:
-    """Readiness: the metadata store answers and the blob store takes writes (503 otherwise).
-
-    Unauthenticated, for load balancers and orchestrators: it names the failing part, never
-    the error (which may carry host names); the gateway's log has the details.
-    """
-    svc = services(request)
-    checks: dict[str, str] = {}
-    for name, check in (("database", svc.meta.check), ("blobs", svc.blobs.check)):
-        try:
-            await asyncio.wait_for(check(), _READY_TIMEOUT)
-            checks[name] = "ok"
-        except (CigateError, TimeoutError) as exc:
-            log.warning("readiness: %s is not ready: %s", name, exc)
-            checks[name] = "unavailable"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
-
-
 def _routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route("/readyz", probes.readyz, methods=["GET"]),
+        Route("/metrics", probes.metrics_endpoint, methods=["GET"]),
         # The gateway's own endpoints.
         Route("/files/{file_id}", files.file_metadata, methods=["GET"]),
         Route("/files/{file_id}/content", files.file_content, methods=_GET_HEAD),
@@ -138,15 +116,22 @@ def create_app(
     settings: GatewaySettings,
     *,
     upstream_client: httpx2.AsyncClient | None = None,
+    upstream_credential: TokenCredential | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
-    """The gateway app; ``upstream_client`` lets tests swap the transport (STYLE rule 2)."""
+    """The gateway app; ``upstream_client`` and ``upstream_credential`` let tests swap the
+    transport and the Entra credential, ``tracer_provider`` the span exporter (STYLE rule 2;
+    by default traces go where the ``OTEL_*`` variables say, or nowhere)."""
     settings.require_upstream()
+    provider = tracer_provider if tracer_provider is not None else tracing.provider_from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         meta = await MetadataStore.open(settings.database_url)
         blobs = open_blob_store(settings.blobs_url)
-        upstream = Upstream(settings, client=upstream_client)
+        upstream = Upstream(settings, client=upstream_client, credential=upstream_credential)
+        if provider is not None:  # the sweep's copies are traced too
+            tracing.TRACER.set(provider.get_tracer("cigate.gateway"))
         tasks = TaskRegistry()
         harvester = Harvester(meta, blobs, upstream, settings, tasks)
         recorder = Recorder(meta, harvester, tasks, settings)
@@ -169,10 +154,14 @@ def create_app(
             await upstream.aclose()
             await blobs.close()
             await meta.close()
+            if provider is not None and tracer_provider is None:
+                provider.shutdown()  # flush the spans still queued
 
     return Starlette(
         routes=_routes(),
         middleware=[
+            # Request id, access line, metrics and the request span: around everything.
+            Middleware(ObserveMiddleware, provider=provider),
             # Outermost: no route, not even the catch-all, sees a path that is not canonical.
             edge_middleware(),
             # Multipart uploads stream to the upstream unparsed: its own caps apply to them.

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
+
+from opentelemetry.trace import Status, StatusCode
 
 from cigate.exceptions import (
     CigateError,
@@ -25,6 +28,7 @@ from cigate.exceptions import (
     FileNotFoundInContainerError,
     IntegrityError,
 )
+from cigate.gateway import metrics, tracing
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.upstream import Upstream
@@ -134,16 +138,28 @@ class Harvester:
                 row.id, row.tries + attempt, error_kind=exc.kind, message=exc.message
             )
 
-        fetched = await self.fetcher.fetch(
-            _ref(row, expected_size), self._into_blobs, on_retry=retrying
+        with tracing.span("harvest copy", **{"cigate.file_id": row.id}) as sp:
+            fetched = await self.fetcher.fetch(
+                _ref(row, expected_size), self._into_blobs, on_retry=retrying
+            )
+            tries = row.tries + max(fetched.attempts, 1)
+            if fetched.error is not None or fetched.stored is None:
+                exc = fetched.error or IntegrityError(f"{row.upstream_file_id}: nothing was stored")
+                log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
+                metrics.FILES_FAILED.labels(exc.kind).inc()
+                if sp is not None:
+                    sp.set_status(Status(StatusCode.ERROR, exc.kind))
+                return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
+            info = fetched.stored
+            stored = await self.meta.mark_stored(
+                row.id, info.sha256, info.size, fetched.content_type
+            )
+        metrics.FILES_HARVESTED.inc()
+        metrics.BYTES_STORED.inc(info.size)
+        metrics.HARVEST_LAG.observe(
+            max(0.0, (datetime.now(UTC) - _aware(row.created_at)).total_seconds())
         )
-        tries = row.tries + max(fetched.attempts, 1)
-        if fetched.error is not None or fetched.stored is None:
-            exc = fetched.error or IntegrityError(f"{row.upstream_file_id}: nothing was stored")
-            log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
-            return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
-        info = fetched.stored
-        return await self.meta.mark_stored(row.id, info.sha256, info.size, fetched.content_type)
+        return stored
 
     async def _into_blobs(self, body: Body) -> BlobInfo:
         """The harvest core's sink: the checked bytes into the blob store (nothing on failure)."""
@@ -229,6 +245,11 @@ class Harvester:
             current.tries,
         )
         self.start_copy(failed, retry_failed=True, expected_size=expected)
+
+
+def _aware(moment: datetime) -> datetime:
+    """``moment`` in UTC (SQLite gives naive datetimes back)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _ref(row: FileRow, expected_size: int | None) -> FileRef:

@@ -87,6 +87,12 @@ class GatewaySettings:
     #: default): only the scoped and the stateless calls go upstream, the rest is refused (403).
     #: See :mod:`cigate.gateway.tenancy`.
     allow_unscoped: str = ""
+    #: Serve Prometheus metrics at ``GET /metrics`` (off: 404). See "Metrics" in docs/gateway.md.
+    metrics: bool = False
+    #: Bearer token ``/metrics`` requires (empty: none, e.g. behind a network policy).
+    metrics_token: str = ""
+    #: ``/readyz`` also checks the upstream credential (a token, or a key the upstream accepts).
+    ready_check_upstream: bool = False
     #: Identifies this process in leases; empty means host:pid.
     worker_id: str = ""
 
