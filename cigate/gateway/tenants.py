@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+from cachetools import TTLCache
 from starlette.requests import Request
 
 from cigate.exceptions import AccessDeniedError
@@ -38,13 +39,14 @@ def caller_key(request: Request) -> str | None:
 
 
 class TenantResolver:
-    """Key -> tenant id, with a bounded time-to-live cache."""
+    """Key -> tenant id, with a bounded time-to-live cache (cachetools' ``TTLCache``: at most
+    ``max_entries`` digests, least recently used evicted first, each for ``ttl`` seconds)."""
 
     def __init__(self, meta: MetadataStore, ttl: float = 10.0, max_entries: int = 10_000) -> None:
         self.meta = meta
         self.ttl = ttl
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[str, float]] = {}
+        self._cache: TTLCache[str, str] = TTLCache(max_entries, ttl, timer=time.monotonic)
 
     async def tenant_id(self, request: Request) -> str:
         """The caller's tenant id; raises a 401 ``AccessDeniedError`` otherwise."""
@@ -53,9 +55,8 @@ class TenantResolver:
             raise _MISSING
         digest = hashlib.sha256(key.encode()).hexdigest()
         hit = self._cache.get(digest)
-        now = time.monotonic()
-        if hit and hit[1] > now:
-            return hit[0]
+        if hit is not None:
+            return hit
         tenant = await self.meta.tenant_for_key(key)
         if tenant is None:
             raise AccessDeniedError(
@@ -63,7 +64,5 @@ class TenantResolver:
                 hint="Check the key, or ask for a new one (`cigate gateway tenant add NAME`).",
                 status=401,
             )
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()
-        self._cache[digest] = (tenant.id, now + self.ttl)
+        self._cache[digest] = tenant.id
         return tenant.id
