@@ -201,6 +201,9 @@ class Upstream:
         self._credential = credential
         self._token_provider: Callable[[], Awaitable[str]] | None = None
         self.alarm = CredentialAlarm()
+        # Every call on this client (forwarding, and the harvest core's downloads and
+        # listings) has its 401/403 turned into the alarm's 502.
+        self.client.event_hooks["response"].append(self._check_credential_accepted)
 
     def url(self, form: Literal["v1", "legacy"], segments: Sequence[str]) -> str:
         """The upstream URL of decoded path ``segments`` (after the API prefix) in ``form``.
@@ -311,10 +314,6 @@ class Upstream:
                 self._observe(method, "error", started)
                 raise unavailable(exc) from exc
             self._observe(method, metrics.status_label(response.status_code), started)
-            if response.status_code in (401, 403):
-                raise await self._refused(response)
-            if self.alarm.failing:
-                self.alarm.recovered()
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -323,6 +322,13 @@ class Upstream:
         metrics.UPSTREAM_SECONDS.labels(metrics.method_label(method), status).observe(
             time.perf_counter() - started
         )
+
+    async def _check_credential_accepted(self, response: httpx2.Response) -> None:
+        """Response hook: a 401/403 raises the alarm's 502; anything else clears the alarm."""
+        if response.status_code in (401, 403):
+            raise await self._refused(response)
+        if self.alarm.failing:
+            self.alarm.recovered()
 
     async def _refused(self, response: httpx2.Response) -> UpstreamCredentialError:
         """A 401/403: the upstream refused the gateway's own credential."""
@@ -343,10 +349,12 @@ class Upstream:
             what=f"{response.request.method} {response.request.url.path}",
             uses_entra=self.uses_entra,
         )
-        hint = refused.hint or (
-            "check --upstream-key (CIGATE_GATEWAY_UPSTREAM_KEY): it must be a key of the "
-            "upstream resource --upstream names"
-        )
+        hint = refused.hint
+        if self.settings.upstream_auth == "key" and "key based" not in refused.message.lower():
+            hint = (
+                "check --upstream-key (CIGATE_GATEWAY_UPSTREAM_KEY): it must be a key of the "
+                f"resource {self.settings.upstream} (Keys and Endpoint in the Azure portal)"
+            )
         return self.alarm.raised("rejected", refused.message[:500], hint)
 
     async def read(self, response: httpx2.Response) -> bytes:

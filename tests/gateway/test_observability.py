@@ -18,6 +18,7 @@ import string
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 from azure.identity.aio import AzureCliCredential
 from prometheus_client.parser import text_string_to_metric_families
@@ -413,3 +414,59 @@ def test_a_wrong_upstream_key_is_a_502_for_tenants_and_one_log_line_with_the_fix
         tenant = gw.add_tenant("acme2")
         assert gw.client.get("/openai/v1/containers", headers=tenant.headers).status_code == 200
         assert gw.client.get("/readyz").json()["checks"]["upstream"] == "ok"
+
+
+def test_harvest_downloads_refused_by_the_upstream_raise_the_same_alarm_and_stay_retryable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The harvest core's own calls (listing, download) meet a 401 too: each copy is recorded
+    failed as ``upstream_unavailable`` (the sweep tries it again once the key is fixed), not
+    as a permanent refusal, and the operator reads one line, not one per file."""
+    seen: list[str] = []
+
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.url.path)
+        return httpx2.Response(
+            401,
+            json={
+                "error": {
+                    "code": "401",
+                    "message": "Access denied due to invalid subscription key or wrong API "
+                    "endpoint.",
+                }
+            },
+        )
+
+    settings = dataclasses.replace(
+        _settings(tmp_path, harvest_attempts=2, harvest_backoff=0.01),
+        upstream_auth="key",
+        upstream_key="wrong",
+    )
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(refuse))
+    with GatewayHarness(settings, upstream_client=client) as gw, caplog.at_level(logging.INFO):
+        tenant = gw.add_tenant("acme")
+
+        async def copy_all() -> list[str | None]:
+            svc = gw.services
+            tasks = []
+            for i in range(4):
+                row = await svc.meta.upsert_file(
+                    tenant.id,
+                    kind="container",
+                    upstream_file_id=f"cfile_{i:032x}",
+                    container_id="cntr_" + "a" * 32,
+                    response_id=None,
+                    filename=f"f{i}.txt",
+                    origin="citation",
+                )
+                task = svc.harvester.start_copy(row)
+                assert task is not None
+                tasks.append(task)
+            return [(await t).error_kind for t in tasks]
+
+        kinds = gw.call(copy_all)
+    assert seen  # the upstream was asked
+    assert kinds == ["upstream_unavailable"] * 4
+    alarms = [rec for rec in caplog.records if "upstream credential failed" in rec.getMessage()]
+    assert len(alarms) == 1
+    assert "--upstream-key" in alarms[0].getMessage()
