@@ -161,10 +161,15 @@ class CredentialAlarm:
         )
 
     def recovered(self) -> None:
+        """An answer that is no refusal: noted once per interval too (a credential refused
+        on some calls only flaps between the two)."""
         if self.failing:
             self.failing = False
-            self._last.clear()
-            log.warning("the upstream credential is accepted again")
+            now = time.monotonic()
+            last = self._last.get("recovered")
+            if last is None or now - last >= self.interval:
+                self._last["recovered"] = now
+                log.warning("the upstream credential is accepted again")
 
 
 def unavailable(exc: httpx2.TransportError) -> UpstreamUnavailableError:
@@ -324,24 +329,21 @@ class Upstream:
         )
 
     async def _check_credential_accepted(self, response: httpx2.Response) -> None:
-        """Response hook: a 401/403 raises the alarm's 502; anything else clears the alarm."""
-        if response.status_code in (401, 403):
-            raise await self._refused(response)
-        if self.alarm.failing:
-            self.alarm.recovered()
+        """Response hook: a 401/403 that refuses the gateway's credential raises the alarm's
+        502; anything else clears the alarm.
 
-    async def _refused(self, response: httpx2.Response) -> UpstreamCredentialError:
-        """A 401/403: the upstream refused the gateway's own credential."""
-        body = b""
+        Azure's CheckAccess 403 refuses an operation on this endpoint, not the credential:
+        it goes on to the caller (the harvest core records it with its own hint). The body
+        of a 401/403 is read here to tell (an error document; the caller can still read it).
+        """
+        if response.status_code not in (401, 403):
+            if self.alarm.failing:
+                self.alarm.recovered()
+            return
         try:
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) >= _AUTH_BODY_LIMIT:
-                    break
+            body = await response.aread()
         except httpx2.TransportError:
-            pass
-        finally:
-            await response.aclose()
+            body = b""
         refused = from_http(
             response.status_code,
             body[:_AUTH_BODY_LIMIT],
@@ -349,13 +351,16 @@ class Upstream:
             what=f"{response.request.method} {response.request.url.path}",
             uses_entra=self.uses_entra,
         )
+        if "checkaccess" in refused.message.lower():
+            return
+        await response.aclose()
         hint = refused.hint
         if self.settings.upstream_auth == "key" and "key based" not in refused.message.lower():
             hint = (
                 "check --upstream-key (CIGATE_GATEWAY_UPSTREAM_KEY): it must be a key of the "
                 f"resource {self.settings.upstream} (Keys and Endpoint in the Azure portal)"
             )
-        return self.alarm.raised("rejected", refused.message[:500], hint)
+        raise self.alarm.raised("rejected", refused.message[:500], hint)
 
     async def read(self, response: httpx2.Response) -> bytes:
         """The whole body of a streamed ``response``, which is closed; failures become 502/504."""
