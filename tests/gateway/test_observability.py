@@ -15,15 +15,22 @@ import random
 import socket
 import stat
 import string
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 from azure.identity.aio import AzureCliCredential
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from cigate.gateway.app import create_app
+from cigate.gateway.observe import ObserveMiddleware
 from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator
 from tests.gateway.conftest import DEAD_UPSTREAM, Backend
@@ -470,3 +477,51 @@ def test_harvest_downloads_refused_by_the_upstream_raise_the_same_alarm_and_stay
     alarms = [rec for rec in caplog.records if "upstream credential failed" in rec.getMessage()]
     assert len(alarms) == 1
     assert "--upstream-key" in alarms[0].getMessage()
+
+
+def _failing_app() -> Starlette:
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("a bug with /secret/path in its message")
+
+    async def broken_stream(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"data: 1\n\n"
+            raise RuntimeError("broke off mid-stream")
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[Route("/boom", boom), Route("/stream", broken_stream)],
+        middleware=[Middleware(ObserveMiddleware)],
+    )
+
+
+def test_an_unexpected_exception_is_a_json_500_naming_the_request_id_and_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        TestClient(_failing_app(), raise_server_exceptions=False) as client,
+        caplog.at_level(logging.INFO),
+    ):
+        r = client.get("/boom", headers={"x-request-id": "req-42"})
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-request-id"] == "req-42"
+    error = r.json()["error"]
+    assert error["type"] == "server_error"
+    assert "req-42" in error["message"]
+    assert "secret" not in r.text
+    tracebacks = [rec for rec in caplog.records if rec.exc_info]
+    assert len(tracebacks) == 1
+    access = [rec for rec in caplog.records if rec.name == "cigate.access"]
+    assert len(access) == 1
+    assert access[0].__dict__["status"] == 500
+
+
+def test_an_exception_after_the_answer_started_breaks_the_connection_off() -> None:
+    """A stream that fails midway must not end cleanly (the client would take it as whole)."""
+    with (
+        TestClient(_failing_app(), raise_server_exceptions=True) as client,
+        pytest.raises(RuntimeError, match="broke off mid-stream"),
+    ):
+        client.get("/stream")
