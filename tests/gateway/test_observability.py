@@ -15,6 +15,7 @@ import random
 import socket
 import stat
 import string
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -34,8 +35,8 @@ from cigate.gateway.observe import ObserveMiddleware
 from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator
 from tests.gateway.conftest import DEAD_UPSTREAM, Backend
-from tests.gateway.harness import GatewayHarness
-from tests.gateway.live import serve_process
+from tests.gateway.harness import GatewayHarness, Tenant
+from tests.gateway.live import CODE_TOOL, code_input, serve_process
 
 TOKEN = "metrics-secret-token"
 
@@ -525,3 +526,66 @@ def test_an_exception_after_the_answer_started_breaks_the_connection_off() -> No
         pytest.raises(RuntimeError, match="broke off mid-stream"),
     ):
         client.get("/stream")
+
+
+def _stream_and_harvest(gw: GatewayHarness, tenant: Tenant) -> tuple[int, list[dict]]:
+    """A streamed response whose code writes one 1000-byte file; (events, its files)."""
+    body = {
+        "model": "gpt-4.1",
+        "tools": CODE_TOOL,
+        "stream": True,
+        "input": code_input("open('/mnt/data/m.txt', 'w').write('x' * 1000)"),
+    }
+    with gw.client.stream("POST", "/openai/v1/responses", json=body, headers=tenant.headers) as r:
+        assert r.status_code == 200
+        events = [line for line in r.iter_lines() if line.startswith("data:")]
+    response_id = json.loads(events[-1][5:])["response"]["id"]
+    data: list[dict] = []
+    for _ in range(300):
+        files = gw.client.get(f"/responses/{response_id}/files", headers=tenant.headers)
+        data = files.json().get("data", [])
+        if data and files.json()["listed"] and all(f["state"] != "pending" for f in data):
+            break
+        time.sleep(0.1)
+    return len(events), data
+
+
+@pytest.mark.sandbox
+def test_harvest_stream_and_upstream_metrics_follow_what_happened(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """A streamed response whose file is stored, then one whose file download fails for good:
+    events relayed, one file harvested with its bytes and lag, one failed under its kind, and
+    the upstream calls timed."""
+    settings = dataclasses.replace(
+        _settings(tmp_path, metrics=True, metrics_token=TOKEN, harvest_attempts=1),
+        upstream=emulator.base_url,
+        upstream_auth="key",
+        upstream_key=emulator.api_key,
+    )
+    with GatewayHarness(settings) as gw:
+        tenant = gw.add_tenant("acme")
+        before = _scrape(gw)
+        events, [stored] = _stream_and_harvest(gw, tenant)
+        middle = _scrape(gw)
+        emulator.control.switch("download-404-empty")
+        more_events, [failed] = _stream_and_harvest(gw, tenant)
+        after = _scrape(gw)
+
+    def delta(a: str, b: str, name: str, **labels: str) -> float:
+        return _value(b, name, **labels) - _value(a, name, **labels)
+
+    assert stored["state"] == "stored"
+    assert delta(before, middle, "cigate_sse_events_relayed_total") == events
+    assert delta(before, middle, "cigate_files_harvested_total") == 1
+    assert delta(before, middle, "cigate_bytes_stored_total") == 1000
+    assert delta(before, middle, "cigate_harvest_lag_seconds_count") == 1
+    assert delta(before, middle, "cigate_files_failed_total") == 0
+    up = {"method": "POST", "status": "200"}
+    assert delta(before, middle, "cigate_upstream_duration_seconds_count", **up) == 1
+    assert delta(before, middle, "cigate_requests_total", route="/openai/v1/responses") == 1
+    assert failed["state"] == "failed"
+    kind = failed["error"]["kind"]
+    assert delta(middle, after, "cigate_files_failed_total", reason=kind) == 1
+    assert delta(middle, after, "cigate_files_harvested_total") == 0
+    assert delta(middle, after, "cigate_sse_events_relayed_total") == more_events
