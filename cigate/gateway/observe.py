@@ -44,6 +44,9 @@ class ObserveMiddleware:
     def __init__(self, app: ASGIApp, *, provider: TracerProvider | None = None) -> None:
         self.app = app
         self.tracer = provider.get_tracer("cigate.gateway") if provider is not None else None
+        #: The labelled series of each (route, method, status) seen, so a request costs two
+        #: dictionary lookups, not prometheus-client's label checks (bounded like the labels).
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,8 +128,15 @@ class ObserveMiddleware:
         route = metrics.route_label(scope)
         method = metrics.method_label(scope["method"])
         status: int = state["status"]
-        metrics.REQUESTS.labels(route, method, metrics.status_label(status)).inc()
-        metrics.REQUEST_SECONDS.labels(route).observe(seconds)
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                metrics.REQUESTS.labels(route, method, metrics.status_label(status)),
+                metrics.REQUEST_SECONDS.labels(route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
         if ACCESS.isEnabledFor(logging.INFO):
             path = _path(scope)
             ACCESS.info(
