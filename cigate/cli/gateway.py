@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from cigate.cli.serving import log_level_option, tls_options
+from cigate.cli.serving import log_format_option, log_level_option, tls_options
 from cigate.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -71,9 +71,27 @@ def gateway() -> None:
     type=click.Choice(["upstream", "self"]),
     help="Who runs code_interpreter: the provider (default) or this gateway's sandboxes.",
 )
+@log_format_option(_env("log_format"))
+@click.option(
+    "--metrics/--no-metrics",
+    envvar=_env("metrics"),
+    default=None,
+    help="Serve Prometheus metrics at GET /metrics (default: off).",
+)
+@click.option("--metrics-token", envvar=_env("metrics_token"), help="Bearer token for /metrics.")
+@click.option(
+    "--ready-check-upstream/--no-ready-check-upstream",
+    envvar=_env("ready_check_upstream"),
+    default=None,
+    help="/readyz also checks the upstream credential (default: off).",
+)
 @tls_options
 def serve(
-    log_level: str, ssl_certfile: str | None, ssl_keyfile: str | None, **options: Any
+    log_level: str,
+    log_format: str,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    **options: Any,
 ) -> None:
     """Serve the gateway.
 
@@ -93,6 +111,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        log_format=log_format,
+        access_log=False,  # the gateway writes its own (cigate.access, with the request id)
         banner=lambda root: [f"cigate gateway on {root} -> {settings.upstream}"],
         preflight=lambda: _check_stores(settings),
         ssl_certfile=ssl_certfile,

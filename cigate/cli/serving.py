@@ -23,7 +23,15 @@ import click
 
 from cigate.exceptions import ConfigurationError
 
-__all__ = ["bind", "check_tls", "log_level_option", "serve_app", "tls_options", "url_root"]
+__all__ = [
+    "bind",
+    "check_tls",
+    "log_format_option",
+    "log_level_option",
+    "serve_app",
+    "tls_options",
+    "url_root",
+]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -76,6 +84,18 @@ def check_tls(certfile: str | None, keyfile: str | None) -> bool:
     return True
 
 
+def log_format_option(envvar: str) -> Callable[[Any], Any]:
+    """``--log-format``: ``text`` (one human line) or ``json`` (one object per line)."""
+    return click.option(
+        "--log-format",
+        envvar=envvar,
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Log lines as text or as JSON objects (each with the request id).",
+    )
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (``0``: any free port); refusals are one line."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -111,8 +131,14 @@ def serve_app(
     preflight: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    log_format: str | None = None,
+    access_log: bool = True,
 ) -> None:
-    """Check, bind, print the banner (with the real port), then serve until Ctrl-C."""
+    """Check, bind, print the banner (with the real port), then serve until Ctrl-C.
+
+    With ``log_format``, every log line (uvicorn's too) goes through
+    :func:`cigate.gateway.logs.configure_logging` in that format.
+    """
     import uvicorn
 
     tls = check_tls(ssl_certfile, ssl_keyfile)
@@ -121,9 +147,16 @@ def serve_app(
     sock = bind(host, port)
     for line in banner(url_root(host, sock.getsockname()[1], tls=tls)):
         click.echo(line)
+    if log_format is not None:
+        from cigate.gateway.logs import configure_logging
+
+        configure_logging(log_level, log_format)
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         log_level=log_level,
+        # With a format of ours, every line (uvicorn's too) goes through configure_logging.
+        log_config=None if log_format is not None else uvicorn.config.LOGGING_CONFIG,
+        access_log=access_log,
         ssl_certfile=ssl_certfile if tls else None,
         ssl_keyfile=ssl_keyfile if tls else None,
     )

@@ -13,12 +13,12 @@ refused here with a 400/413 and never reaches the upstream.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 import httpx2
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -29,8 +29,18 @@ from starlette.routing import BaseRoute, Route
 from cigate.engine.containers import KernelProvider
 from cigate.engine.errors import ApiError
 from cigate.exceptions import CigateError
-from cigate.gateway import assistants, audit, files, links, passthrough, proxy, scoped
-from cigate.gateway.context import Services, services
+from cigate.gateway import (
+    assistants,
+    audit,
+    files,
+    links,
+    passthrough,
+    probes,
+    proxy,
+    scoped,
+    tracing,
+)
+from cigate.gateway.context import Services
 from cigate.gateway.edge import PREFIXES, edge_middleware
 from cigate.gateway.entra import EntraCallers, EntraConfig
 from cigate.gateway.errors import handle_cigate_error, render
@@ -38,6 +48,7 @@ from cigate.gateway.harvester import Harvester
 from cigate.gateway.interpreter import containers as interpreter_containers
 from cigate.gateway.interpreter.responses import handle_api_error
 from cigate.gateway.interpreter.service import Interpreter
+from cigate.gateway.observe import ObserveMiddleware
 from cigate.gateway.recorder import Recorder
 from cigate.gateway.retention import RetentionSweep
 from cigate.gateway.settings import GatewaySettings
@@ -45,7 +56,7 @@ from cigate.gateway.sweep import Sweep
 from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.tenancy import check_routes
 from cigate.gateway.tenants import TenantResolver
-from cigate.gateway.upstream import Upstream
+from cigate.gateway.upstream import TokenCredential, Upstream
 from cigate.storage.blobs import open_blob_store
 from cigate.storage.metadata import MetadataStore
 from cigate.web.bodies import BodyGuard
@@ -54,8 +65,6 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds each readiness check may take before it counts as unavailable.
-_READY_TIMEOUT = 5.0
 _GET_HEAD = ["GET", "HEAD"]
 
 
@@ -64,32 +73,11 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request) -> Response:
-    """Readiness: the metadata store answers and the blob store takes writes (503 otherwise).
-
-    Unauthenticated, for load balancers and orchestrators: it names the failing part, never
-    the error (which may carry host names); the gateway's log has the details.
-    """
-    svc = services(request)
-    checks: dict[str, str] = {}
-    for name, check in (("database", svc.meta.check), ("blobs", svc.blobs.check)):
-        try:
-            await asyncio.wait_for(check(), _READY_TIMEOUT)
-            checks[name] = "ok"
-        except (CigateError, TimeoutError) as exc:
-            log.warning("readiness: %s is not ready: %s", name, exc)
-            checks[name] = "unavailable"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
-
-
 def _routes(*, self_hosted: bool = False) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route("/readyz", probes.readyz, methods=["GET"]),
+        Route("/metrics", probes.metrics_endpoint, methods=["GET"]),
         # The gateway's own endpoints.
         Route("/files/{file_id}", files.file_metadata, methods=["GET"]),
         Route("/files/{file_id}", files.delete_file, methods=["DELETE"]),  # erasure
@@ -150,17 +138,24 @@ def create_app(
     *,
     upstream_client: httpx2.AsyncClient | None = None,
     kernels: KernelProvider | None = None,
+    upstream_credential: TokenCredential | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
-    """The gateway app; ``upstream_client`` lets tests swap the transport (STYLE rule 2),
-    ``kernels`` the self-hosted interpreter's sandbox pool (one shared by many apps)."""
+    """The gateway app; ``upstream_client`` and ``upstream_credential`` let tests swap the
+    transport and the Entra credential, ``tracer_provider`` the span exporter (STYLE rule 2;
+    by default traces go where the ``OTEL_*`` variables say, or nowhere); ``kernels`` is the
+    self-hosted interpreter's sandbox pool (one shared by many apps)."""
     settings.require_upstream()
     entra_config = EntraConfig.from_settings(settings)  # Entra callers: checked now
+    provider = tracer_provider if tracer_provider is not None else tracing.provider_from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         meta = await MetadataStore.open(settings.database_url)
         blobs = open_blob_store(settings.blobs_url)
-        upstream = Upstream(settings, client=upstream_client)
+        upstream = Upstream(settings, client=upstream_client, credential=upstream_credential)
+        if provider is not None:  # the sweep's copies are traced too
+            tracing.TRACER.set(provider.get_tracer("cigate.gateway"))
         tasks = TaskRegistry()
         harvester = Harvester(meta, blobs, upstream, settings, tasks)
         recorder = Recorder(meta, harvester, tasks, settings)
@@ -196,10 +191,14 @@ def create_app(
                 await entra.aclose()
             await blobs.close()
             await meta.close()
+            if provider is not None and tracer_provider is None:
+                provider.shutdown()  # flush the spans still queued
 
     return Starlette(
         routes=_routes(self_hosted=settings.code_interpreter == "self"),
         middleware=[
+            # Request id, access line, metrics and the request span: around everything.
+            Middleware(ObserveMiddleware, provider=provider),
             # Outermost: no route, not even the catch-all, sees a path that is not canonical.
             edge_middleware(),
             # Multipart uploads stream to the upstream unparsed: its own caps apply to them.

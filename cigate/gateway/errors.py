@@ -109,7 +109,7 @@ def render(exc: CigateError) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
         headers["retry-after"] = str(int(exc.retry_after))
-    if status >= 500:
+    if status >= 500 and not getattr(exc, "logged", False):  # e.g. the credential alarm's
         log.warning("gateway error %s: %s", exc.kind, exc.message)
     if isinstance(exc, StorageError | ConfigurationError):
         # The operator's side failed: its details (SQL, paths, host names, connection

@@ -19,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from datetime import UTC, datetime
+
+from opentelemetry.trace import Status, StatusCode
 
 from cigate.exceptions import (
     CigateError,
@@ -26,7 +29,7 @@ from cigate.exceptions import (
     FileNotFoundInContainerError,
     IntegrityError,
 )
-from cigate.gateway import quotas
+from cigate.gateway import metrics, quotas, tracing
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.upstream import Upstream
@@ -146,31 +149,46 @@ class Harvester:
 
         if full := await quotas.quota_full(self.meta, row.tenant_id):
             log.warning("%s not copied: %s", row.id, full)
+            metrics.FILES_FAILED.labels(KIND_QUOTA).inc()
             return await self.meta.mark_failed(row.id, KIND_QUOTA, full, row.tries)
-        for _ in range(_BLOB_RACES):
-            fetched = await self.fetcher.fetch(
-                _ref(row, expected_size), self._into_blobs, on_retry=retrying
-            )
-            tries = row.tries + max(fetched.attempts, 1)
-            if fetched.error is not None or fetched.stored is None:
-                exc = fetched.error or IntegrityError(f"{row.upstream_file_id}: nothing was stored")
-                log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
-                return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
-            info = fetched.stored
-            present = functools.partial(quotas.blob_present, self.blobs, info)
-            outcome = await self.meta.store_copy(
-                row.id,
-                info.sha256,
-                info.size,
-                fetched.content_type,
-                blob_present=present,
-                delete_blob=self.blobs.delete,
-            )
-            if outcome.result == "quota":
-                log.warning("%s not kept: its tenant's quota is full", row.id)
-            if outcome.result != "blob_missing":
-                return outcome.row or row
-            log.info("%s: an erasure took the shared blob %s; copying again", row.id, info.sha256)
+        with tracing.span("harvest copy", **{"cigate.file_id": row.id}) as sp:
+            for _ in range(_BLOB_RACES):
+                fetched = await self.fetcher.fetch(
+                    _ref(row, expected_size), self._into_blobs, on_retry=retrying
+                )
+                tries = row.tries + max(fetched.attempts, 1)
+                if fetched.error is not None or fetched.stored is None:
+                    exc = fetched.error or IntegrityError(
+                        f"{row.upstream_file_id}: nothing was stored"
+                    )
+                    log.warning("giving up on %s after %d tries: %s", row.id, tries, exc)
+                    metrics.FILES_FAILED.labels(exc.kind).inc()
+                    if sp is not None:
+                        sp.set_status(Status(StatusCode.ERROR, exc.kind))
+                    return await self.meta.mark_failed(row.id, exc.kind, exc.message, tries)
+                info = fetched.stored
+                present = functools.partial(quotas.blob_present, self.blobs, info)
+                outcome = await self.meta.store_copy(
+                    row.id,
+                    info.sha256,
+                    info.size,
+                    fetched.content_type,
+                    blob_present=present,
+                    delete_blob=self.blobs.delete,
+                )
+                if outcome.result == "quota":
+                    log.warning("%s not kept: its tenant's quota is full", row.id)
+                    metrics.FILES_FAILED.labels(KIND_QUOTA).inc()
+                if outcome.result != "blob_missing":
+                    if outcome.result == "stored":
+                        metrics.FILES_HARVESTED.inc()
+                        metrics.BYTES_STORED.inc(info.size)
+                        lag = (datetime.now(UTC) - _aware(row.created_at)).total_seconds()
+                        metrics.HARVEST_LAG.observe(max(0.0, lag))
+                    return outcome.row or row
+                log.info(
+                    "%s: an erasure took the shared blob %s; copying again", row.id, info.sha256
+                )
         return await self.meta.mark_failed(
             row.id, "integrity", "erasures of the same bytes kept removing the copy", tries
         )
@@ -259,6 +277,11 @@ class Harvester:
             current.tries,
         )
         self.start_copy(failed, retry_failed=True, expected_size=expected)
+
+
+def _aware(moment: datetime) -> datetime:
+    """``moment`` in UTC (SQLite gives naive datetimes back)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _ref(row: FileRow, expected_size: int | None) -> FileRef:

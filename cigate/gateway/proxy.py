@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
-from cigate.gateway import body_refs, rewrite, scoped
+from cigate.gateway import body_refs, metrics, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.interpreter import responses as interpreter_responses
@@ -172,6 +172,7 @@ async def _relay(
     finally:
         await upstream_response.aclose()
         if tap is not None:
+            metrics.SSE_EVENTS.inc(tap.events)
             tap.sighting.end()
 
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
+from cigate.gateway import metrics
 from cigate.gateway.context import Services
 from cigate.gateway.errors import not_found
 from cigate.gateway.quotas import KIND_QUOTA, quota_error
@@ -117,6 +118,7 @@ async def _audited(
             yield chunk
             sent += len(chunk)
     finally:
+        metrics.BYTES_SERVED.inc(sent)
         svc.tasks.spawn(
             svc.meta.record_download(
                 tenant_id, file_id, actor=actor, bytes_sent=sent, status=status

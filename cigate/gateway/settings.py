@@ -103,6 +103,12 @@ class GatewaySettings:
     #: fetches (a token naming an unknown key fetches at once, at most this often).
     entra_jwks_max_age: float = 3600.0
     entra_jwks_refetch: float = 60.0
+    #: Serve Prometheus metrics at ``GET /metrics`` (off: 404). See "Metrics" in docs/gateway.md.
+    metrics: bool = False
+    #: Bearer token ``/metrics`` requires (empty: none, e.g. behind a network policy).
+    metrics_token: str = ""
+    #: ``/readyz`` also checks the upstream credential (a token, or a key the upstream accepts).
+    ready_check_upstream: bool = False
     #: Identifies this process in leases; empty means host:pid.
     worker_id: str = ""
     #: ``upstream``: the provider runs ``code_interpreter``; ``self``: the gateway runs it in its

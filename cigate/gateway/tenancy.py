@@ -128,6 +128,7 @@ SCOPED = frozenset(name for name, family in FAMILIES.items() if family.scoped)
 OWN_ROUTES: dict[str, Literal["public", "link", "tenant"]] = {
     "/healthz": "public",
     "/readyz": "public",
+    "/metrics": "public",  # off unless --metrics; --metrics-token guards it (probes.py)
     "/links/{link_id}": "link",
     "/audit": "tenant",
     "/files/{file_id}": "tenant",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+from cachetools import TTLCache
 from starlette.requests import Request
 
 from cigate.exceptions import AccessDeniedError
@@ -39,7 +40,8 @@ def caller_key(request: Request) -> str | None:
 
 
 class TenantResolver:
-    """Key -> tenant id, with a bounded time-to-live cache."""
+    """Key -> tenant id, with a bounded time-to-live cache (cachetools' ``TTLCache``: at most
+    ``max_entries`` digests, least recently used evicted first, each for ``ttl`` seconds)."""
 
     def __init__(
         self,
@@ -54,7 +56,7 @@ class TenantResolver:
         self.entra = entra
         self.ttl = ttl
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[str, float]] = {}
+        self._cache: TTLCache[str, str] = TTLCache(max_entries, ttl, timer=time.monotonic)
 
     async def tenant_id(self, request: Request) -> str:
         """The caller's tenant id; raises a 401 ``AccessDeniedError`` otherwise."""
@@ -65,9 +67,8 @@ class TenantResolver:
             return await self.entra.tenant_id(key)
         digest = hashlib.sha256(key.encode()).hexdigest()
         hit = self._cache.get(digest)
-        now = time.monotonic()
-        if hit and hit[1] > now:
-            return hit[0]
+        if hit is not None:
+            return hit
         tenant = await self.meta.tenant_for_key(key)
         if tenant is None:
             raise AccessDeniedError(
@@ -75,7 +76,5 @@ class TenantResolver:
                 hint="Check the key, or ask for a new one (`cigate gateway tenant add NAME`).",
                 status=401,
             )
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()
-        self._cache[digest] = (tenant.id, now + self.ttl)
+        self._cache[digest] = tenant.id
         return tenant.id

@@ -11,7 +11,11 @@ Files-API fallback agree on it. It takes decoded segments (a request's canonical
 * legacy ``/openai/X?api-version=...`` -> ``{upstream}/openai/X`` with the query kept.
 
 Connection failures become ``UpstreamUnavailableError`` with status 502 (504 for timeouts) in
-exactly one place, :meth:`Upstream.send`. The class is also the harvest core's
+exactly one place, :meth:`Upstream.send`. So do failures of the gateway's own credential: a
+token that cannot be obtained, or a 401/403 from the upstream (a wrong key, a missing role) is
+the operator's to fix, not the tenant's, so the tenant gets a 502 in the OpenAI envelope and
+the log one line with the fix (:class:`CredentialAlarm`: once, then at most every few
+minutes). The class is also the harvest core's
 :class:`~cigate.harvest.fetch.UpstreamAPI`: file downloads go through the same client and
 credential.
 """
@@ -21,20 +25,24 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import httpx2
 
 from cigate.exceptions import BadInputError, ConfigurationError, UpstreamUnavailableError
+from cigate.gateway import metrics, tracing
 from cigate.gateway.settings import GatewaySettings
+from cigate.harvest.classify import from_http
 from cigate.web.paths import encode
 
 __all__ = [
     "HOP_BY_HOP",
     "IDEMPOTENT",
+    "CredentialAlarm",
     "TokenCredential",
     "Upstream",
+    "UpstreamCredentialError",
     "forwardable_headers",
     "unavailable",
 ]
@@ -107,6 +115,63 @@ def _wire_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return out
 
 
+class UpstreamCredentialError(UpstreamUnavailableError):
+    """The gateway's own upstream credential failed: a 502 for the tenant (the same ``kind``,
+    so a file copy that met it is retried by the sweep once the operator fixed it)."""
+
+    #: Already logged by :class:`CredentialAlarm`: the error renderer does not log it again.
+    logged = True
+
+
+#: Seconds between two log lines about the same failing credential.
+ALARM_INTERVAL = 300.0
+#: Bytes of a 401/403 body read for the log line.
+_AUTH_BODY_LIMIT = 16 * 1024
+
+
+class CredentialAlarm:
+    """Logs a failing upstream credential once (then at most every ``interval`` s) with its
+    fix, counts every failure in ``cigate_upstream_auth_failures``, and notes the recovery."""
+
+    def __init__(self, interval: float = ALARM_INTERVAL) -> None:
+        self.interval = interval
+        self.failing = False
+        self._last: dict[str, float] = {}
+
+    def raised(self, reason: str, detail: str, hint: str) -> UpstreamCredentialError:
+        metrics.UPSTREAM_AUTH_FAILURES.labels(reason).inc()
+        now = time.monotonic()
+        last = self._last.get(reason)
+        if last is None or now - last >= self.interval:
+            self._last[reason] = now
+            log.error(
+                "the upstream credential failed (%s): %s. Fix: %s "
+                "(logged once per %.0f s while it lasts; tenants get a 502)",
+                reason,
+                detail,
+                hint,
+                self.interval,
+            )
+        self.failing = True
+        what = "was refused by the upstream" if reason == "rejected" else "could not be obtained"
+        return UpstreamCredentialError(
+            f"The gateway's credential for its upstream {what}; the gateway's operator "
+            "can see why in its log.",
+            status=502,
+        )
+
+    def recovered(self) -> None:
+        """An answer that is no refusal: noted once per interval too (a credential refused
+        on some calls only flaps between the two)."""
+        if self.failing:
+            self.failing = False
+            now = time.monotonic()
+            last = self._last.get("recovered")
+            if last is None or now - last >= self.interval:
+                self._last["recovered"] = now
+                log.warning("the upstream credential is accepted again")
+
+
 def unavailable(exc: httpx2.TransportError) -> UpstreamUnavailableError:
     """The one mapping of a transport failure: 504 for a timeout, 502 for anything else."""
     if isinstance(exc, httpx2.TimeoutException):
@@ -139,7 +204,11 @@ class Upstream:
             follow_redirects=False,
         )
         self._credential = credential
-        self._token: tuple[str, float] | None = None
+        self._token_provider: Callable[[], Awaitable[str]] | None = None
+        self.alarm = CredentialAlarm()
+        # Every call on this client (forwarding, and the harvest core's downloads and
+        # listings) has its 401/403 turned into the alarm's 502.
+        self.client.event_hooks["response"].append(self._check_credential_accepted)
 
     def url(self, form: Literal["v1", "legacy"], segments: Sequence[str]) -> str:
         """The upstream URL of decoded path ``segments`` (after the API prefix) in ``form``.
@@ -172,17 +241,35 @@ class Upstream:
         return {}
 
     async def _entra_token(self) -> str:
-        if self._token and self._token[1] - time.time() > 300:
-            return self._token[0]
-        if self._credential is None:
+        """A token from azure-identity's bearer token provider (cached, refreshed before it
+        expires); any failure to get one is the operator's: a logged 502, never a 500."""
+        if self._token_provider is None:
             try:
-                from azure.identity.aio import DefaultAzureCredential
+                from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
             except ImportError as exc:  # pragma: no cover - azure-identity is a dependency
                 raise ConfigurationError("--upstream-auth entra needs azure-identity") from exc
-            self._credential = DefaultAzureCredential()
-        token = await self._credential.get_token(self.settings.upstream_scope)
-        self._token = (str(token.token), float(token.expires_on))
-        return self._token[0]
+            if self._credential is None:
+                self._credential = DefaultAzureCredential()
+            self._token_provider = get_bearer_token_provider(
+                self._credential,  # type: ignore[arg-type]
+                self.settings.upstream_scope,
+            )
+        try:
+            return await self._token_provider()
+        except Exception as exc:  # every credential fails its own way; all are the operator's
+            raise self.alarm.raised(
+                "credential",
+                f"{type(exc).__name__}: {_first_line(exc)}",
+                "give the gateway a working Microsoft Entra ID identity (managed identity, "
+                "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or `az login`) with the "
+                "role 'Cognitive Services OpenAI User' for the scope "
+                + self.settings.upstream_scope,
+            ) from exc
+
+    async def check_credential(self) -> None:
+        """Readiness: a token can be obtained, and the upstream accepts the credential."""
+        response = await self.send("GET", self.v1_url("models"), stream=True)
+        await response.aclose()
 
     async def send(
         self,
@@ -214,18 +301,66 @@ class Upstream:
             request = self.client.build_request(
                 method, url, headers=_wire_headers(merged), params=params, content=content
             )
+            started = time.perf_counter()
             try:
-                return await self.client.send(request, stream=stream)
+                with tracing.span(f"upstream {method}", **{"http.request.method": method}) as sp:
+                    response = await self.client.send(request, stream=stream)
+                    if sp is not None:
+                        sp.set_attribute("http.response.status_code", response.status_code)
             except _DEAD_CONNECTION as exc:
                 if attempt == 1 and replayable:
                     # A pooled keep-alive connection the upstream had closed: nothing reached
                     # it, or nothing that cannot be done again. Once more, on a new connection.
                     log.info("retrying %s %s on a new connection: %r", method, url, exc)
                     continue
+                self._observe(method, "error", started)
                 raise unavailable(exc) from exc
             except httpx2.TransportError as exc:
+                self._observe(method, "error", started)
                 raise unavailable(exc) from exc
+            self._observe(method, metrics.status_label(response.status_code), started)
+            return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _observe(method: str, status: str, started: float) -> None:
+        metrics.UPSTREAM_SECONDS.labels(metrics.method_label(method), status).observe(
+            time.perf_counter() - started
+        )
+
+    async def _check_credential_accepted(self, response: httpx2.Response) -> None:
+        """Response hook: a 401/403 that refuses the gateway's credential raises the alarm's
+        502; anything else clears the alarm.
+
+        Azure's CheckAccess 403 refuses an operation on this endpoint, not the credential:
+        it goes on to the caller (the harvest core records it with its own hint). The body
+        of a 401/403 is read here to tell (an error document; the caller can still read it).
+        """
+        if response.status_code not in (401, 403):
+            if self.alarm.failing:
+                self.alarm.recovered()
+            return
+        try:
+            body = await response.aread()
+        except httpx2.TransportError:
+            body = b""
+        refused = from_http(
+            response.status_code,
+            body[:_AUTH_BODY_LIMIT],
+            response.headers,
+            what=f"{response.request.method} {response.request.url.path}",
+            uses_entra=self.uses_entra,
+        )
+        if "checkaccess" in refused.message.lower():
+            return
+        await response.aclose()
+        hint = refused.hint
+        if self.settings.upstream_auth == "key" and "key based" not in refused.message.lower():
+            hint = (
+                "check --upstream-key (CIGATE_GATEWAY_UPSTREAM_KEY): it must be a key of the "
+                f"resource {self.settings.upstream} (Keys and Endpoint in the Azure portal)"
+            )
+        raise self.alarm.raised("rejected", refused.message[:500], hint)
 
     async def read(self, response: httpx2.Response) -> bytes:
         """The whole body of a streamed ``response``, which is closed; failures become 502/504."""
@@ -240,3 +375,8 @@ class Upstream:
         await self.client.aclose()
         if self._credential is not None:
             await self._credential.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""

@@ -4,7 +4,9 @@ The SDK's own retries ignore ``x-ms-retry-after-ms`` and give up at once on long
 (api-reference §5.3); downloads need their own policy: bounded attempts, exponential backoff
 with jitter, and the server's delay honoured from any of the three headers Azure and OpenAI use.
 Whether a failure is worth another attempt is :func:`cigate.harvest.classify.retryable`'s
-answer, passed in as ``retryable`` (this module knows no error classes).
+answer, passed in as ``retryable`` (this module knows no error classes). The loop itself is
+tenacity's (:meth:`RetryPolicy.call`); the delays, the stop rule and the refusal of long
+server delays are this policy's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from cigate.exceptions import CigateError
 
@@ -94,20 +97,43 @@ class RetryPolicy:
         The last :class:`~cigate.exceptions.CigateError` is raised; when the server asked
         for a longer wait than :attr:`max_wait`, its hint says so.
         """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await op()
-            except CigateError as error:
-                delay = error.retry_after
-                if not retryable(error) or not self.should_retry(attempt, delay):
-                    if delay is not None and delay > self.max_wait:
-                        error.hint = (
-                            f"The service asks to wait {delay:.0f} s, longer than the "
-                            f"{self.max_wait:.0f} s allowed (--max-retry-wait); {error.hint}"
-                        )
-                    raise
-                if on_retry is not None:
-                    await on_retry(attempt, error)
-                await anyio.sleep(self.delay(attempt, delay))
+
+        def worth_retrying(error: BaseException) -> bool:
+            return isinstance(error, CigateError) and retryable(error)
+
+        def wait(state: RetryCallState) -> float:
+            return self.delay(state.attempt_number, _error(state).retry_after)
+
+        def stop(state: RetryCallState) -> bool:
+            return not self.should_retry(state.attempt_number, _error(state).retry_after)
+
+        async def before_sleep(state: RetryCallState) -> None:
+            if on_retry is not None:
+                await on_retry(state.attempt_number, _error(state))
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(worth_retrying),
+            stop=stop,
+            wait=wait,
+            before_sleep=before_sleep,
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(op)
+        except CigateError as error:
+            delay = error.retry_after
+            if delay is not None and delay > self.max_wait:
+                error.hint = (
+                    f"The service asks to wait {delay:.0f} s, longer than the "
+                    f"{self.max_wait:.0f} s allowed (--max-retry-wait); {error.hint}"
+                )
+            raise
+
+
+def _error(state: RetryCallState) -> CigateError:
+    """The error of the attempt that just failed (only CigateErrors are retried)."""
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    assert isinstance(error, CigateError)
+    return error

@@ -35,9 +35,9 @@ class Tenant:
 class GatewayHarness:
     """One gateway app, entered; ``client`` is an httpx2 client bound to it."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, **app_options: Any) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, **app_options)
         self.client = TestClient(self.app, raise_server_exceptions=True)
 
     def __enter__(self) -> GatewayHarness:

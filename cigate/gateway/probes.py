@@ -1,0 +1,93 @@
+"""The operator's endpoints: ``/readyz`` (readiness) and ``/metrics`` (Prometheus).
+
+``/readyz`` is unauthenticated, for load balancers and orchestrators: it names the failing
+part, never the error (which may carry host names); the gateway's log has the details. With
+``--ready-check-upstream`` it also checks the upstream credential (a token can be obtained
+and the upstream does not refuse it), so a gateway whose credential fails leaves rotation.
+
+``/metrics`` is off unless ``--metrics``; with ``--metrics-token`` it needs that bearer
+token. Its metrics carry no tenant name or id (see :mod:`cigate.gateway.metrics`), but counts
+and latencies are still the operator's business: expose it on an internal network or set a
+token (docs/gateway.md, "Metrics").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cigate.exceptions import AccessDeniedError, BadInputError, CigateError
+from cigate.gateway.context import Services, services
+from cigate.gateway.metrics import REGISTRY, STORE_UP
+
+__all__ = ["metrics_endpoint", "readyz"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds each readiness check may take before it counts as unavailable.
+READY_TIMEOUT = 5.0
+#: Seconds each store check may take during a scrape.
+SCRAPE_TIMEOUT = 2.0
+
+
+async def _check(name: str, check: Callable[[], Awaitable[None]], seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(check(), seconds)
+    except (CigateError, TimeoutError) as exc:
+        log.warning("readiness: %s is not ready: %s", name, exc)
+        ok = False
+    else:
+        ok = True
+    if name != "upstream":
+        STORE_UP.labels(name).set(1 if ok else 0)
+    return ok
+
+
+def _checks(svc: Services, upstream: bool) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    checks: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("database", svc.meta.check),
+        ("blobs", svc.blobs.check),
+    ]
+    if upstream:
+        checks.append(("upstream", svc.upstream.check_credential))
+    return checks
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the stores answer (and, opted in, the upstream credential works); 503 else."""
+    svc = services(request)
+    checks = {
+        name: "ok" if await _check(name, check, READY_TIMEOUT) else "unavailable"
+        for name, check in _checks(svc, svc.settings.ready_check_upstream)
+    }
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics``: the text exposition format; 404 unless enabled, 401 without the token."""
+    svc = services(request)
+    settings = svc.settings
+    if not settings.metrics:
+        raise BadInputError("Invalid URL (GET /metrics)", status=404)
+    if settings.metrics_token:
+        scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+        expected = settings.metrics_token.encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), expected):
+            raise AccessDeniedError(
+                "Missing or wrong metrics token: send 'Authorization: Bearer TOKEN'.",
+                hint="The token is the gateway's --metrics-token.",
+                status=401,
+            )
+    for name, check in _checks(svc, upstream=False):
+        await _check(name, check, SCRAPE_TIMEOUT)
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
