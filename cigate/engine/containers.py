@@ -408,8 +408,10 @@ class ContainerBackend:
         code: str,
         *,
         timeout: float,  # noqa: ASYNC109 - the kernel's own deadline, passed on to execute()
+        save_figures: bool = False,
     ) -> CodeRun:
-        """Run one cell in the container's kernel and register what it wrote."""
+        """Run one cell in the container's kernel and register what it wrote; with
+        ``save_figures`` (the Responses API's tool) each displayed image becomes a file too."""
         async with container.lock:
             if container.status != "running":
                 raise container_expired()
@@ -420,7 +422,8 @@ class ContainerBackend:
             self.touch(container)
             after = await asyncio.to_thread(_snapshot, container.directory)
             changed = self._register_changes(container, before, after)
-            changed += self._save_figures(container, result)
+            if save_figures:
+                changed += self._save_figures(container, result)
         return CodeRun(result=result, changed=changed)
 
     def _save_figures(

@@ -245,7 +245,9 @@ class ResponseRun:
         self.events.emit("response.code_interpreter_call_code.done", **at, code=code)
         self._in_flight = {**added, "code": code, "status": "interpreting"}
         self.events.emit("response.code_interpreter_call.interpreting", **at)
-        run = await self.containers.run_code(container, code, timeout=self.plan.exec_timeout)
+        run = await self.containers.run_code(
+            container, code, timeout=self.plan.exec_timeout, save_figures=True
+        )
         self.events.emit("response.code_interpreter_call.completed", **at)
         item = code_call_item(
             item_id=item_id,

@@ -98,9 +98,12 @@ class StoringContainers(ContainerBackend):
         code: str,
         *,
         timeout: float,  # noqa: ASYNC109 - the kernel's own deadline
+        save_figures: bool = False,
     ) -> CodeRun:
         try:
-            run = await super().run_code(container, code, timeout=timeout)
+            run = await super().run_code(
+                container, code, timeout=timeout, save_figures=save_figures
+            )
         except (ApiError, asyncio.CancelledError):
             raise
         except Exception as exc:
