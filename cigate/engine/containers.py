@@ -45,6 +45,9 @@ from cigate.sandbox.base import MOUNT_POINT, ExecutionResult, KernelSession
 
 log = logging.getLogger(__name__)
 
+#: File name suffix of a displayed figure saved into its container, by image type.
+_FIGURE_SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
+
 DEFAULT_IDLE_MINUTES = 20
 #: The longest name (bytes) a Linux file can have: upload names are cut to fit.
 NAME_MAX = 255
@@ -405,8 +408,10 @@ class ContainerBackend:
         code: str,
         *,
         timeout: float,  # noqa: ASYNC109 - the kernel's own deadline, passed on to execute()
+        save_figures: bool = False,
     ) -> CodeRun:
-        """Run one cell in the container's kernel and register what it wrote."""
+        """Run one cell in the container's kernel and register what it wrote; with
+        ``save_figures`` (the Responses API's tool) each displayed image becomes a file too."""
         async with container.lock:
             if container.status != "running":
                 raise container_expired()
@@ -417,7 +422,29 @@ class ContainerBackend:
             self.touch(container)
             after = await asyncio.to_thread(_snapshot, container.directory)
             changed = self._register_changes(container, before, after)
+            if save_figures:
+                changed += self._save_figures(container, result)
         return CodeRun(result=result, changed=changed)
+
+    def _save_figures(
+        self, container: Container, result: ExecutionResult
+    ) -> builtins.list[ContainerFile]:
+        """Each displayed image saved into the container as ``cfile_<id>.png``, as the service
+        does (seed 000's ``filename: cfile_689df4….png``): listed, downloadable and cited like
+        any file the code wrote. A figure the code also saved keeps both files."""
+        saved = []
+        for image in result.images:
+            file_id = ids.container_file_id()
+            suffix = _FIGURE_SUFFIX.get(image.mime_type, ".png")
+            try:
+                saved.append(
+                    self.add_file(
+                        container, file_id + suffix, image.data, source="assistant", file_id=file_id
+                    )
+                )
+            except OSError as exc:  # a full /mnt/data: the figure stays in the call's outputs
+                log.warning("a figure of container %s was not saved: %s", container.id, exc)
+        return saved
 
     async def _session(self, container: Container) -> KernelSession:
         if container.session is None:

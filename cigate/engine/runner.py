@@ -17,7 +17,7 @@ from typing import Any
 
 from cigate import ids
 from cigate.clock import Clock
-from cigate.engine.containers import Container, ContainerBackend, ContainerFile
+from cigate.engine.containers import Container, ContainerBackend
 from cigate.engine.errors import ApiError
 from cigate.engine.events import EventLog
 from cigate.engine.items import (
@@ -45,7 +45,6 @@ from cigate.engine.model import (
     message_text,
 )
 from cigate.engine.request import CreateRequest
-from cigate.sandbox.base import ExecutionResult
 
 __all__ = ["MAX_TOOL_CALLS", "ResponseRun", "RunPlan"]
 
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 
 #: Hard cap on code calls per response, whatever the model asks (a runaway real model).
 MAX_TOOL_CALLS = 32
-_FIGURE_SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
 
 
 @dataclass(frozen=True)
@@ -247,8 +245,9 @@ class ResponseRun:
         self.events.emit("response.code_interpreter_call_code.done", **at, code=code)
         self._in_flight = {**added, "code": code, "status": "interpreting"}
         self.events.emit("response.code_interpreter_call.interpreting", **at)
-        run = await self.containers.run_code(container, code, timeout=self.plan.exec_timeout)
-        figures = self._save_figures(container, run.result)
+        run = await self.containers.run_code(
+            container, code, timeout=self.plan.exec_timeout, save_figures=True
+        )
         self.events.emit("response.code_interpreter_call.completed", **at)
         item = code_call_item(
             item_id=item_id,
@@ -262,25 +261,7 @@ class ResponseRun:
         self._in_flight = None
         done = with_outputs(item, self.plan.request.include_outputs)
         self.events.emit("response.output_item.done", output_index=index, item=done)
-        return ToolResult(code=code, result=run.result, changed=(*run.changed, *figures))
-
-    def _save_figures(self, container: Container, result: ExecutionResult) -> list[ContainerFile]:
-        """Each displayed image saved into the container as ``cfile_<id>.png``, as the service
-        does (seed 000's ``filename: cfile_689df4….png``): listed, downloadable and cited like
-        any file the code wrote. A figure the code also saved keeps both files."""
-        saved = []
-        for image in result.images:
-            file_id = ids.container_file_id()
-            suffix = _FIGURE_SUFFIX.get(image.mime_type, ".png")
-            try:
-                saved.append(
-                    self.containers.add_file(
-                        container, file_id + suffix, image.data, source="assistant", file_id=file_id
-                    )
-                )
-            except OSError as exc:  # a full /mnt/data: the figure stays in the call's outputs
-                log.warning("figure of response %s not saved: %s", self.id, exc)
-        return saved
+        return ToolResult(code=code, result=run.result, changed=run.changed)
 
     def _function_call(self, step: CallFunction) -> None:
         """A ``function_call`` item with its argument deltas, as the service streams one."""

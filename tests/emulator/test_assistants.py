@@ -123,6 +123,10 @@ def test_run_steps_carry_the_code_its_logs_and_displayed_images(
     again = client.beta.threads.runs.steps.retrieve(tool.id, thread_id=thread.id, run_id=run.id)
     assert again.id == tool.id
     assert messages[0].content[0].image_file.file_id == image.image.file_id
+    # The Assistants tool returns a displayed image once (as an image output and its message
+    # block); it does not also become a generated file, as it does on the Responses API.
+    images = [c for c in messages[0].content if c.type == "image_file"]
+    assert [c.image_file.file_id for c in images] == [image.image.file_id]
 
 
 def test_the_thread_keeps_one_kernel_across_runs(emulator: RunningEmulator) -> None:

@@ -326,7 +326,9 @@ def test_a_displayed_figure_is_saved_as_a_file_cited_and_kept(
     call, message = response.output
     kinds = [o.type for o in call.outputs or []]  # type: ignore[union-attr]
     assert kinds == ["logs", "image"]
-    [citation] = message.content[0].annotations  # type: ignore[union-attr]
+    annotations = message.content[0].annotations  # type: ignore[union-attr]
+    assert len(annotations) == 1, [(a.filename, a.file_id) for a in annotations]
+    [citation] = annotations
     assert citation.filename.startswith("cfile_")
     assert citation.filename.endswith(".png")
     listed = client.containers.files.retrieve(citation.file_id, container_id=citation.container_id)

@@ -91,7 +91,8 @@ async def test_a_cell_past_its_deadline_is_interrupted_and_the_kernel_lives_on(
 async def test_a_hostile_listing_writes_nothing_outside_the_mirror(
     kernel: RemoteKernel, tmp_path: Path
 ) -> None:
-    names = [b"../escape.txt", b"/etc/evil", b"a/../../x", b"", b"ok.txt\x00.png"]
+    absolute = tmp_path / "absolute-evil"  # an absolute name the mirror must not follow
+    names = [b"../escape.txt", bytes(absolute), b"a/../../x", b"", b"ok.txt\x00.png"]
     entries = [[n.hex(), 3, 1, 1] for n in names] + [["zz-not-hex", 1, 1, 1], "junk", [1, 2]]
     code = (
         "import _cigate\n"
@@ -104,6 +105,7 @@ async def test_a_hostile_listing_writes_nothing_outside_the_mirror(
     assert result.error is None, result.logs
     assert not (kernel.workdir.parent / "escape.txt").exists()
     assert not (tmp_path / "x").exists()
+    assert not absolute.exists()
     assert sorted(p.name for p in kernel.workdir.rglob("*")) == []
 
 

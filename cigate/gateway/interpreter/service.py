@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 import httpx2
 
-from cigate import ids
 from cigate.clock import Clock
 from cigate.engine.containers import (
     CodeRun,
@@ -86,8 +85,9 @@ class StoringContainers(ContainerBackend):
     """Containers whose changed files are handed to ``on_changed`` after every cell, before
     the model hears of them: a file a reply links is in the store already.
 
-    A figure the cell displayed is also saved as a file (``cfile_<hex>.png``), as the hosted
-    tool saves displayed images, so the model can link it and it outlives the container.
+    A figure the cell displayed is among them: the engine saves it as a file
+    (``cfile_<id>.png``), as the hosted tool does, so the model can link it and it outlives
+    the container.
     """
 
     def __init__(self, *, on_changed: OnChanged, **kwargs: Any) -> None:
@@ -100,9 +100,12 @@ class StoringContainers(ContainerBackend):
         code: str,
         *,
         timeout: float,  # noqa: ASYNC109 - the kernel's own deadline
+        save_figures: bool = False,
     ) -> CodeRun:
         try:
-            run = await super().run_code(container, code, timeout=timeout)
+            run = await super().run_code(
+                container, code, timeout=timeout, save_figures=save_figures
+            )
         except (ApiError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -112,17 +115,6 @@ class StoringContainers(ContainerBackend):
             raise ApiError(
                 500, "The code interpreter could not run the code.", type="server_error"
             ) from exc
-        saved = [
-            self.add_file(
-                container,
-                f"{ids.container_file_id()}{_EXTENSIONS.get(image.mime_type, '.png')}",
-                image.data,
-                source="assistant",
-            )
-            for image in run.result.images
-        ]
-        if saved:
-            run = CodeRun(result=run.result, changed=[*run.changed, *saved])
         if run.changed:
             await self.on_changed(container, run.changed)
         return run
