@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 from cigate.exceptions import CigateError
 from cigate.gateway import assistants, files, links, passthrough, proxy, scoped
 from cigate.gateway.context import Services, services
-from cigate.gateway.edge import PREFIXES, edge_middleware
+from cigate.gateway.edge import V1_PREFIXES, ProjectGate, edge_middleware
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.recorder import Recorder
@@ -108,7 +108,7 @@ def _routes() -> list[BaseRoute]:
             methods=["GET", "POST"],
         ),
     ]
-    for prefix in PREFIXES[:2]:  # /openai/v1, /v1 (the legacy form is above)
+    for prefix in V1_PREFIXES:  # the legacy form is above
         routes += [
             Route(f"{prefix}/responses", proxy.create_response, methods=["POST"]),
             Route(
@@ -175,6 +175,7 @@ def create_app(
         middleware=[
             # Outermost: no route, not even the catch-all, sees a path that is not canonical.
             edge_middleware(),
+            Middleware(ProjectGate, project=settings.upstream_project),
             # Multipart uploads stream to the upstream unparsed: its own caps apply to them.
             Middleware(
                 BodyGuard, json_limit=settings.max_json_body, upload_limit=None, refuse=render

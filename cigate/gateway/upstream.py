@@ -8,7 +8,10 @@ Files-API fallback agree on it. It takes decoded segments (a request's canonical
 
 * ``/openai/v1/X`` and ``/v1/X`` -> ``{upstream}/openai/v1/X`` (or ``{upstream}/X`` when the
   upstream URL already ends in ``/v1``, as ``https://api.openai.com/v1`` does);
-* legacy ``/openai/X?api-version=...`` -> ``{upstream}/openai/X`` with the query kept.
+* legacy ``/openai/X?api-version=...`` -> ``{upstream}/openai/X`` with the query kept;
+* a Foundry project's classic surface ``/api/projects/P/X`` -> ``{upstream}/X``, where the
+  upstream is that project's endpoint (its ``/openai/v1`` is the project's v1 surface, which
+  the rules above already give).
 
 Connection failures become ``UpstreamUnavailableError`` with status 502 (504 for timeouts) in
 exactly one place, :meth:`Upstream.send`. The class is also the harvest core's
@@ -131,6 +134,7 @@ class Upstream:
         base = settings.upstream.rstrip("/")
         self._v1_base = base if base.endswith("/v1") else f"{base}/openai/v1"
         self._legacy_base = f"{base.removesuffix('/v1').removesuffix('/openai')}/openai"
+        self._project_base = base if settings.upstream_project is not None else None
         self.client = client or httpx2.AsyncClient(
             timeout=httpx2.Timeout(
                 settings.read_timeout, connect=settings.connect_timeout, pool=None
@@ -141,13 +145,18 @@ class Upstream:
         self._credential = credential
         self._token: tuple[str, float] | None = None
 
-    def url(self, form: Literal["v1", "legacy"], segments: Sequence[str]) -> str:
+    def url(self, form: Literal["v1", "legacy", "project"], segments: Sequence[str]) -> str:
         """The upstream URL of decoded path ``segments`` (after the API prefix) in ``form``.
 
         Each segment is checked and escaped by :func:`cigate.web.paths.encode`: an id
         holding ``/``, ``..`` or an escape is refused (404), never read as more path.
         """
-        base = self._legacy_base if form == "legacy" else self._v1_base
+        if form == "project":
+            if self._project_base is None:  # the edge's ProjectGate refused it already
+                raise BadInputError("the upstream is not a Foundry project endpoint", status=404)
+            base = self._project_base
+        else:
+            base = self._legacy_base if form == "legacy" else self._v1_base
         return f"{base}/{encode(segments)}"
 
     def v1_url(self, *segments: str) -> str:
@@ -180,7 +189,7 @@ class Upstream:
             except ImportError as exc:  # pragma: no cover - azure-identity is a dependency
                 raise ConfigurationError("--upstream-auth entra needs azure-identity") from exc
             self._credential = DefaultAzureCredential()
-        token = await self._credential.get_token(self.settings.upstream_scope)
+        token = await self._credential.get_token(self.settings.entra_scope)
         self._token = (str(token.token), float(token.expires_on))
         return self._token[0]
 
