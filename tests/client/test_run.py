@@ -214,6 +214,24 @@ def test_cigate_run_prints_the_files_as_json(emulator: RunningEmulator, tmp_path
     assert "[3/5]" in result.stderr
 
 
+def test_cigate_run_keeps_every_file_of_a_foundry_project_endpoint(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """The documented project URL (no ``/openai/v1``): its OpenAI v1 surface, every file."""
+    env = {
+        "CIGATE_ENDPOINT": emulator.project_url("proj", tls=False),
+        "CIGATE_API_KEY": emulator.api_key,
+    }
+    args = ["run", PROMPT, "--model", MODEL, "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert sorted(f["filename"] for f in data["files"]) == ["chart.png", "table.csv"]
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "table.csv").read_text() == "x,y\n1,1\n2,4\n3,9\n"
+    assert "/api/projects/proj/openai/v1/" in result.stderr + result.stdout
+
+
 def test_cigate_run_prints_the_answer_and_a_table(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:

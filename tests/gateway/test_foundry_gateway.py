@@ -11,6 +11,7 @@ served by the gateway after the emulator's container expired.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,7 +25,9 @@ from azure.ai.agents.models import CodeInterpreterTool, FilePurpose, ListSortOrd
 from azure.ai.projects import AIProjectClient
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from click.testing import CliRunner
 
+from cigate.cli import main
 from cigate.emulator.server import run_in_thread
 from cigate.gateway.app import create_app
 from cigate.testing.plugin import RunningEmulator
@@ -183,3 +186,30 @@ def test_a_caller_without_a_gateway_key_is_refused_on_the_project_routes(
         pytest.raises(ClientAuthenticationError),
     ):
         agents.threads.create()
+
+
+def test_cigate_run_through_the_gateways_project_endpoint_keeps_every_file_twice(
+    gateway: LiveGateway, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """``cigate run --endpoint https://GATEWAY/api/projects/P`` over TLS with a gateway key:
+    the caller saves every file, and the gateway keeps its own copy of each."""
+    cell = (
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3])\n"
+        "plt.savefig('/mnt/data/chart.png')\n"
+        "open('/mnt/data/table.csv', 'w').write('x,y\\n1,1\\n')"
+    )
+    env = {"CIGATE_ENDPOINT": _project(gateway), "CIGATE_API_KEY": gateway.tenant.key}
+    args = ["run", code_input(cell), "--model", "gpt-4.1", "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    saved = {f["filename"]: Path(f["path"]).read_bytes() for f in data["files"]}
+    # The two the code wrote, and the figure it left open, auto-saved as the service does.
+    assert {"chart.png", "table.csv"} < set(saved), sorted(saved)
+    rows = gateway.harvested(data["response_id"], at_least=len(saved))
+    assert sorted(r["filename"] for r in rows) == sorted(saved)
+    emulator.control.advance_clock(24 * 3600)
+    http = gateway.http()
+    for row in rows:
+        assert http.get(f"/files/{row['id']}/content").content == saved[row["filename"]]
