@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cigate.exceptions import BadInputError
+from cigate.exceptions import BadInputError, CigateError
 from cigate.gateway.errors import render
 from cigate.web.paths import (
     AmbiguousQueryError,
@@ -134,7 +134,9 @@ class ProjectGate:
     """After the canonical-path layer: a project path must name the upstream's own project.
 
     ``project`` is the upstream's (:attr:`GatewaySettings.upstream_project`), None when the
-    upstream is not a Foundry project endpoint: then every project path is refused.
+    upstream is not a Foundry project endpoint: then every project path is refused. The
+    caller's gateway key is checked first (a 401 without one), so the answer tells nobody
+    without a key which project the gateway fronts.
     """
 
     def __init__(self, app: ASGIApp, *, project: str | None) -> None:
@@ -145,6 +147,12 @@ class ProjectGate:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
             api = parse_api_path(scope["path"])
             if api is not None and api.project is not None and api.project != self.project:
+                try:  # the caller's key first, as everywhere: no name is told to strangers
+                    request = Request(scope)
+                    await request.app.state.services.tenants.tenant_id(request)
+                except CigateError as exc:
+                    await render(exc)(scope, receive, send)
+                    return
                 what = (
                     "this gateway's upstream is not a Foundry project endpoint"
                     if self.project is None

@@ -139,6 +139,19 @@ def test_another_projects_path_is_refused_before_anything_goes_upstream(
     assert upstream.seen == []
 
 
+def test_a_caller_without_a_key_learns_no_project_name(
+    project_gateway: tuple[GatewayHarness, Recorder],
+) -> None:
+    """The right project and a wrong one answer a missing or unknown key alike: 401."""
+    gw, upstream = project_gateway
+    for path in ("/api/projects/proj/files", "/api/projects/other/files"):
+        for headers in ({}, {"authorization": "Bearer not-a-key"}, {"api-key": "nope"}):
+            r = gw.client.get(path, headers=headers)
+            assert r.status_code == 401, (path, headers, r.text)
+            assert "project" not in r.json()["error"]["message"]
+    assert upstream.seen == []
+
+
 @pytest.mark.parametrize(
     "path",
     [
