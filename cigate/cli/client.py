@@ -57,7 +57,8 @@ def _connection_options(fn: F) -> F:
             "--scope",
             envvar="CIGATE_TOKEN_SCOPE",
             show_envvar=True,
-            help="Entra ID token scope [default: https://cognitiveservices.azure.com/.default].",
+            help="Entra ID token scope [default: https://ai.azure.com/.default for a Foundry "
+            "project endpoint, else https://cognitiveservices.azure.com/.default].",
         ),
         click.option(
             "--api-version",

@@ -64,7 +64,13 @@ def gateway(
     settings = replace(
         live_settings(emulator, backend), upstream=emulator.project_url(PROJECT, tls=True)
     )
-    handle = run_in_thread(create_app(settings), "127.0.0.1", 0, tls=emulator.tls)
+    handle = run_in_thread(
+        create_app(settings),
+        "127.0.0.1",
+        0,
+        ssl_certfile=emulator.tls.certfile,
+        ssl_keyfile=emulator.tls.keyfile,
+    )
     gw = LiveGateway(settings, handle, add_tenant(settings.database_url, "acme"))
     try:
         yield gw
