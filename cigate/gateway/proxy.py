@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
-from cigate.gateway import body_refs, rewrite, scoped
+from cigate.gateway import body_refs, conversations, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.passthrough import target
@@ -42,6 +42,7 @@ async def create_response(request: Request) -> Response:
     body = await body_refs.json_body(request, svc.settings.max_json_body)
     await scoped.check_response_containers(svc, tenant_id, body)
     await check_previous_response(svc, tenant_id, body)
+    await conversations.check_response_conversation(svc, tenant_id, body)
     await body_refs.enforce(svc, tenant_id, request)
     return await forward(svc, request, target(svc, request), tenant_id, harvest=True)
 

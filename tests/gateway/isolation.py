@@ -106,6 +106,15 @@ def _bindings(route: str, w: World) -> list[dict[str, str]]:
         if "sub" in params:
             return [{"response_id": a["response"], "sub": "input_items"}]
         return [{"response_id": a["response"]}]
+    if "conversation_id" in params:
+        if "rest" not in params:
+            return [{"conversation_id": a["conversation"]}]
+        subs = ["items", f"items/{a['conversation_item']}"]
+        return [
+            {"conversation_id": c, "rest": r}
+            for c in (a["conversation"], w.b["conversation"])
+            for r in subs
+        ]
     if "assistant_id" in params:
         return [{"assistant_id": a["assistant"], **({"rest": "x"} if "rest" in params else {})}]
     if "thread_id" in params:
@@ -133,6 +142,7 @@ def _bindings(route: str, w: World) -> list[dict[str, str]]:
             {"rest": f"responses/{a['response']}/input_items"},
             {"rest": f"threads/{a['thread']}/messages"},
             {"rest": f"assistants/{a['assistant']}"},
+            {"rest": f"conversations/{a['conversation']}/items"},
         ]
     raise AssertionError(f"no ids for route {route}: add its parameters to _bindings")
 
@@ -150,7 +160,7 @@ def _exists(route: str, path: str, prefix: str, rest: str, w: World) -> bool:
         and route != f"{prefix}/{{rest:path}}"
         and not (prefix == "/openai" and family == "containers")
         and not (prefix == PROJECT and family in ("containers", "responses"))
-        and rest != "threads"
+        and rest not in ("threads", "conversations")
         and route != "/links/{link_id}"
         and (w.project_upstream or not prefix.startswith("/api/"))
         and not (w.project_upstream and prefix == "/openai")
@@ -198,6 +208,11 @@ def _body(method: str, api_rest: str, w: World) -> dict[str, Any] | None:
         }
     if parts == ["threads", "runs"]:
         return {"assistant_id": a["assistant"]}
+    if parts == ["conversations"] or (
+        len(parts) == 3 and parts[0] == "conversations" and parts[2] == "items"
+    ):
+        part = {"type": "input_file", "file_id": a["files_api_file"]}
+        return {"items": [{"type": "message", "role": "user", "content": [part]}]}
     if len(parts) == 3 and parts[0] == "threads" and parts[2] == "messages":
         return {"role": "user", "content": "pwned-by-b"}
     if len(parts) == 3 and parts[0] == "threads" and parts[2] == "runs":
@@ -228,6 +243,7 @@ def cases(routes: list[Any], w: World, *, every: int = 1) -> Iterator[Case]:
         (w.b["container"], w.a["auto_container"]),
         (w.b["thread"], w.a["thread"]),
         (w.b["assistant"], w.a["assistant"]),
+        (w.b["conversation"], w.a["conversation"]),
     ]
     for route in routes:
         if not isinstance(route, Route) or route.path in ("/healthz", "/readyz"):

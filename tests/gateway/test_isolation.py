@@ -85,6 +85,10 @@ def _make_world(gw: LiveGateway, emulator: RunningEmulator, project_upstream: bo
     assert run.status == "completed"
     message = a.beta.threads.messages.list(thread_id=thread.id).data[0]
     step = a.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data[0]
+    conversation = a.conversations.create(
+        items=[{"type": "message", "role": "user", "content": secret.decode()}]
+    )
+    conversation_item = a.conversations.items.list(conversation.id).data[0]
     link = gw.http().post(f"/files/{generated['id']}/links", json={"expires_in": 3600}).json()
     query = dict(p.split("=", 1) for p in link["url"].split("?", 1)[1].split("&"))
     ids = {
@@ -102,11 +106,14 @@ def _make_world(gw: LiveGateway, emulator: RunningEmulator, project_upstream: bo
         "message": message.id,
         "step": step.id,
         "link": link["id"],
+        "conversation": conversation.id,
+        "conversation_item": conversation_item.id,
     }
     mine = {
         "container": b.containers.create(name="b-own").id,
         "thread": b.beta.threads.create().id,
         "assistant": b.beta.assistants.create(model=MODEL).id,
+        "conversation": b.conversations.create().id,
         "key": b_tenant.key,
     }
     _settle(gw, response.id, run.id)
@@ -158,6 +165,8 @@ def _snapshot(emulator: RunningEmulator, gw: LiveGateway, w: World) -> dict[str,
     out["thread"] = read(up, f"{v1}/threads/{a['thread']}")
     out["thread.messages"] = ids(up, f"{v1}/threads/{a['thread']}/messages")
     out["thread.runs"] = ids(up, f"{v1}/threads/{a['thread']}/runs")
+    out["conversation"] = read(up, f"{v1}/conversations/{a['conversation']}")
+    out["conversation.items"] = ids(up, f"{v1}/conversations/{a['conversation']}/items")
     out["gateway.rows"] = ids(http, f"/responses/{a['response']}/files")
     out["gateway.content"] = read(http, f"/files/{a['gateway_file']}/content")
     link = f"/links/{a['link']}?expires={w.link_expires}&signature={w.link_signature}"
@@ -178,12 +187,27 @@ def _last_active(emulator: RunningEmulator, w: World) -> dict[str, float | None]
 
 
 #: Pass-through rules: a POST that creates or runs something, whatever it names.
-_RUNS = ["**/responses", "**/containers", "**/threads", "**/threads/runs", "**/assistants"]
+_RUNS = [
+    "**/responses",
+    "**/containers",
+    "**/threads",
+    "**/threads/runs",
+    "**/assistants",
+    "**/conversations",
+]
 #: A's objects that own others (the gateway checks these; everything under them is theirs).
 #: Container files, messages, runs and steps are only reachable through their parent: under
 #: B's own container or thread they do go up, and the upstream's own pairing check refuses
 #: them (the leak and snapshot checks prove nothing came back and nothing changed).
-_PARENTS = ("container", "auto_container", "files_api_file", "response", "assistant", "thread")
+_PARENTS = (
+    "container",
+    "auto_container",
+    "files_api_file",
+    "response",
+    "assistant",
+    "thread",
+    "conversation",
+)
 
 
 def _count_upstream(emulator: RunningEmulator, w: World) -> None:
