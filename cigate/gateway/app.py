@@ -27,7 +27,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import CigateError
-from cigate.gateway import assistants, conversations, files, links, passthrough, proxy, scoped
+from cigate.gateway import (
+    agents,
+    assistants,
+    conversations,
+    files,
+    links,
+    passthrough,
+    proxy,
+    scoped,
+)
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import V1_PREFIXES, ProjectGate, edge_middleware
 from cigate.gateway.errors import handle_cigate_error, render
@@ -128,6 +137,7 @@ def _routes() -> list[BaseRoute]:
         *scoped.routes(),
         *assistants.routes(),  # Assistants pass-through + harvest (issue 5)
         *conversations.routes(),  # Conversations, tenant-scoped (issue 12)
+        *agents.routes(),  # Foundry agents v2, tenant-scoped by name (issue 12)
         # Every other OpenAI path under /openai/v1, /v1 and /openai: relayed unchanged.
         *passthrough.catch_all_routes(),
     ]

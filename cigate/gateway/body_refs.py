@@ -65,6 +65,7 @@ Operation = Literal[
     "messages.create",
     "runs.create",
     "conversations",
+    "agents",
 ]
 
 #: POST paths (after the API prefix) whose bodies can name files, and what they are.
@@ -79,6 +80,7 @@ _OPERATIONS: list[tuple[re.Pattern[str], Operation]] = [
     (re.compile(r"threads/[^/]+/messages"), "messages.create"),
     (re.compile(r"threads/[^/]+/runs"), "runs.create"),
     (re.compile(r"conversations(/[^/]+/items)?"), "conversations"),
+    (re.compile(r"agents(/[^/]+(/versions)?)?"), "agents"),
 ]
 
 
@@ -114,6 +116,12 @@ def extract(op: Operation, body: Any) -> list[Group]:
         return list(_responses(body))
     if op == "conversations":  # items as a response's input: they reach its container
         return list(_input_parts(body.get("items"), "items"))
+    if op == "agents":  # a definition's tools, as a response's: its container gets the files
+        definition = body.get("definition")
+        tools = definition.get("tools") if isinstance(definition, dict) else None
+        return [
+            Group(g.style, f"definition.{g.param}", g.ids) for g in _responses({"tools": tools})
+        ]
     if op == "containers.create":
         return [Group("containers", "id", (f,)) for f in _strings(body.get("file_ids"))]
     if op == "containers.files.create":

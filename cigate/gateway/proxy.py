@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
-from cigate.gateway import body_refs, conversations, rewrite, scoped
+from cigate.gateway import agents, body_refs, conversations, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.passthrough import target
@@ -43,6 +43,7 @@ async def create_response(request: Request) -> Response:
     await scoped.check_response_containers(svc, tenant_id, body)
     await check_previous_response(svc, tenant_id, body)
     await conversations.check_response_conversation(svc, tenant_id, body)
+    await agents.check_response_agent(svc, tenant_id, body)
     await body_refs.enforce(svc, tenant_id, request)
     return await forward(svc, request, target(svc, request), tenant_id, harvest=True)
 

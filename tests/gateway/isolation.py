@@ -106,6 +106,9 @@ def _bindings(route: str, w: World) -> list[dict[str, str]]:
         if "sub" in params:
             return [{"response_id": a["response"], "sub": "input_items"}]
         return [{"response_id": a["response"]}]
+    if "agent_name" in params:
+        rests = [{"rest": r} for r in ("versions/1", "x")] if "rest" in params else [{}]
+        return [{"agent_name": a["agent"], **r} for r in rests]
     if "conversation_id" in params:
         if "rest" not in params:
             return [{"conversation_id": a["conversation"]}]
@@ -143,6 +146,7 @@ def _bindings(route: str, w: World) -> list[dict[str, str]]:
             {"rest": f"threads/{a['thread']}/messages"},
             {"rest": f"assistants/{a['assistant']}"},
             {"rest": f"conversations/{a['conversation']}/items"},
+            {"rest": f"agents/{a['agent']}/versions"},
         ]
     raise AssertionError(f"no ids for route {route}: add its parameters to _bindings")
 
@@ -208,6 +212,13 @@ def _body(method: str, api_rest: str, w: World) -> dict[str, Any] | None:
         }
     if parts == ["threads", "runs"]:
         return {"assistant_id": a["assistant"]}
+    if parts[:1] == ["agents"] and parts[-1:] in (["agents"], ["versions"]):
+        tool = {
+            "type": "code_interpreter",
+            "container": {"type": "auto", "file_ids": [a["files_api_file"]]},
+        }
+        definition = {"kind": "prompt", "model": MODEL, "tools": [tool]}
+        return {"name": "agent-b", "definition": definition}
     if parts == ["conversations"] or (
         len(parts) == 3 and parts[0] == "conversations" and parts[2] == "items"
     ):

@@ -23,8 +23,17 @@ import pytest
 from azure.ai.agents import AgentsClient
 from azure.ai.agents.models import CodeInterpreterTool, FilePurpose, ListSortOrder
 from azure.ai.projects import AIProjectClient
+from azure.ai.projects.models import (
+    AutoCodeInterpreterToolParam,
+    PromptAgentDefinition,
+)
+from azure.ai.projects.models import CodeInterpreterTool as ProjectCodeInterpreterTool
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
 from click.testing import CliRunner
 
 from cigate.cli import main
@@ -219,3 +228,68 @@ def test_cigate_run_through_the_gateways_project_endpoint_keeps_every_file_twice
     http = gateway.http()
     for row in rows:
         assert http.get(f"/files/{row['id']}/content").content == saved[row["filename"]]
+
+
+def test_the_prompt_agent_flow_runs_through_the_gateway_and_its_files_outlive_the_container(
+    gateway: LiveGateway, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """azure-ai-projects 2.x unchanged (agent version, conversation, ``agent_reference``,
+    container file download after the agent is deleted), then after the container expired;
+    another tenant can neither run, see, nor take over the agent's name."""
+    (tmp_path / "nifty.csv").write_bytes(CSV)
+    credential = GatewayKeyCredential(gateway.tenant.key)
+    with (
+        AIProjectClient(endpoint=_project(gateway), credential=credential) as project,
+        project.get_openai_client() as client,
+    ):
+        with (tmp_path / "nifty.csv").open("rb") as upload:
+            file = client.files.create(purpose="assistants", file=upload)
+        tool = ProjectCodeInterpreterTool(
+            container=AutoCodeInterpreterToolParam(file_ids=[file.id])
+        )
+        agent = project.agents.create_version(
+            agent_name="MyAgent",
+            definition=PromptAgentDefinition(model="gpt-4.1", instructions="Help.", tools=[tool]),
+        )
+        conversation = client.conversations.create()
+        reference = {"agent_reference": {"name": agent.name, "type": "agent_reference"}}
+        response = client.responses.create(
+            conversation=conversation.id, input=PROMPT, extra_body=reference
+        )
+        assert response.status == "completed"
+        annotations = response.output[-1].content[-1].annotations  # type: ignore[union-attr]
+        cited = {a.file_id: a for a in annotations if a.type == "container_file_citation"}
+        assert len(cited) == 2  # the saved figure and the displayed one
+
+        other = GatewayKeyCredential(gateway.add_tenant("other").key)
+        with (
+            AIProjectClient(endpoint=_project(gateway), credential=other) as theirs,
+            theirs.get_openai_client() as their_client,
+        ):
+            with pytest.raises(openai.NotFoundError, match="Agent 'MyAgent' not found"):
+                their_client.responses.create(input="hi", extra_body=reference)
+            with pytest.raises(ResourceNotFoundError):
+                theirs.agents.get(agent_name="MyAgent")
+            assert [a.name for a in theirs.agents.list()] == []
+            with pytest.raises(HttpResponseError) as taken:
+                theirs.agents.create_version(
+                    agent_name="MyAgent",
+                    definition=PromptAgentDefinition(model="gpt-4.1", instructions="Mine now."),
+                )
+            assert taken.value.status_code == 409
+        assert project.agents.get(agent_name="MyAgent").versions.latest.version == "1"
+
+        # The sample deletes the agent before it downloads; then every container expires.
+        project.agents.delete_version(agent_name=agent.name, agent_version=agent.version)
+        first = {
+            f: client.containers.files.content.retrieve(f, container_id=a.container_id).read()
+            for f, a in cited.items()
+        }
+        assert all(data.startswith(PNG) for data in first.values())
+        gateway.harvested(response.id, at_least=2)
+        emulator.control.advance_clock(24 * 3600)
+        for file_id, annotation in cited.items():
+            again = client.containers.files.content.retrieve(
+                file_id, container_id=annotation.container_id
+            ).read()
+            assert again == first[file_id]

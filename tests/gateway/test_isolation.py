@@ -89,6 +89,17 @@ def _make_world(gw: LiveGateway, emulator: RunningEmulator, project_upstream: bo
         items=[{"type": "message", "role": "user", "content": secret.decode()}]
     )
     conversation_item = a.conversations.items.list(conversation.id).data[0]
+    agent = "agent-a"
+    if project_upstream:  # agents v2 live on a project only
+        tool = {
+            "type": "code_interpreter",
+            "container": {"type": "auto", "file_ids": [uploaded.id]},
+        }
+        made = gw.http().post(
+            f"{PROJECT}/agents/{agent}/versions?api-version=v1",
+            json={"definition": {"kind": "prompt", "model": MODEL, "tools": [tool]}},
+        )
+        assert made.status_code == 200, made.text
     link = gw.http().post(f"/files/{generated['id']}/links", json={"expires_in": 3600}).json()
     query = dict(p.split("=", 1) for p in link["url"].split("?", 1)[1].split("&"))
     ids = {
@@ -108,6 +119,7 @@ def _make_world(gw: LiveGateway, emulator: RunningEmulator, project_upstream: bo
         "link": link["id"],
         "conversation": conversation.id,
         "conversation_item": conversation_item.id,
+        "agent": agent,
     }
     mine = {
         "container": b.containers.create(name="b-own").id,
@@ -167,6 +179,8 @@ def _snapshot(emulator: RunningEmulator, gw: LiveGateway, w: World) -> dict[str,
     out["thread.runs"] = ids(up, f"{v1}/threads/{a['thread']}/runs")
     out["conversation"] = read(up, f"{v1}/conversations/{a['conversation']}")
     out["conversation.items"] = ids(up, f"{v1}/conversations/{a['conversation']}/items")
+    out["agent"] = read(up, f"{PROJECT}/agents/{a['agent']}?api-version=v1")
+    out["agent.versions"] = ids(up, f"{PROJECT}/agents/{a['agent']}/versions?api-version=v1")
     out["gateway.rows"] = ids(http, f"/responses/{a['response']}/files")
     out["gateway.content"] = read(http, f"/files/{a['gateway_file']}/content")
     link = f"/links/{a['link']}?expires={w.link_expires}&signature={w.link_signature}"
@@ -207,6 +221,7 @@ _PARENTS = (
     "assistant",
     "thread",
     "conversation",
+    "agent",
 )
 
 
