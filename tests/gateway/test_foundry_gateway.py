@@ -293,3 +293,37 @@ def test_the_prompt_agent_flow_runs_through_the_gateway_and_its_files_outlive_th
                 file_id, container_id=annotation.container_id
             ).read()
             assert again == first[file_id]
+
+
+def test_cigate_run_agent_through_the_gateway_keeps_every_file(
+    gateway: LiveGateway, tmp_path: Path
+) -> None:
+    """``cigate run --agent NAME`` on the gateway's project endpoint: the tenant's own agent
+    runs and every file is kept; another tenant's key cannot run it."""
+    credential = GatewayKeyCredential(gateway.tenant.key)
+    with AIProjectClient(endpoint=_project(gateway), credential=credential) as project:
+        project.agents.create_version(
+            agent_name="Charts",
+            definition=PromptAgentDefinition(
+                model="gpt-4.1",
+                instructions="Run the code.",
+                tools=[ProjectCodeInterpreterTool(container=AutoCodeInterpreterToolParam())],
+            ),
+        )
+    cell = "open('/mnt/data/agent.txt', 'w').write('made by the agent')"
+    args = ["run", code_input(cell), "--agent", "Charts", "--out", str(tmp_path), "--json"]
+    env = {"CIGATE_ENDPOINT": _project(gateway), "CIGATE_API_KEY": gateway.tenant.key}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [f["filename"] for f in data["files"]] == ["agent.txt"]
+    assert (tmp_path / "agent.txt").read_text() == "made by the agent"
+    rows = gateway.harvested(data["response_id"], at_least=1)
+    assert [r["filename"] for r in rows] == ["agent.txt"]
+
+    other = {**env, "CIGATE_API_KEY": gateway.add_tenant("other").key}
+    theirs = ["run", code_input(cell), "--agent", "Charts", "--out", str(tmp_path / "b")]
+    refused = CliRunner().invoke(main, theirs, env=other)
+    assert refused.exit_code != 0
+    assert "Agent 'Charts' not found" in refused.output
+    assert not (tmp_path / "b").exists()
