@@ -57,7 +57,8 @@ def _connection_options(fn: F) -> F:
             "--scope",
             envvar="CIGATE_TOKEN_SCOPE",
             show_envvar=True,
-            help="Entra ID token scope [default: https://cognitiveservices.azure.com/.default].",
+            help="Entra ID token scope [default: https://ai.azure.com/.default for a Foundry "
+            "project endpoint, else https://cognitiveservices.azure.com/.default].",
         ),
         click.option(
             "--api-version",
@@ -180,6 +181,10 @@ def _print_result(result: Harvest, as_json: bool, *, answer: bool = True) -> Non
 )
 @click.option("--container", help="Run in this existing container (cntr_…).")
 @click.option(
+    "--agent",
+    help="Run this Foundry agent (its latest version; its model, instructions and files).",
+)
+@click.option(
     "--previous-response",
     "previous_response_id",
     help="Continue the conversation of this response (resp_…).",
@@ -214,6 +219,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     instructions: str | None,
     model: str | None,
     container: str | None,
+    agent: str | None,
     previous_response_id: str | None,
     reasoning_effort: str | None,
     out: Path | None,
@@ -233,6 +239,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
       cigate run "Plot y=x^2 and save it as a PNG" --model gpt-4.1 --out ./downloads
       cigate run - --file sales.csv < prompt.md
       cigate run "Now as a bar chart" --previous-response resp_abc
+      cigate run "Chart the upload" --agent MyAgent \\
+          --endpoint https://RES.services.ai.azure.com/api/projects/PROJECT
     """
     from cigate.cli.console import ConsoleObserver
     from cigate.client._responses import run as run_prompt
@@ -246,11 +254,16 @@ def run(  # noqa: PLR0917 - one parameter per click option
             ("--max-output-tokens", max_output_tokens),
             ("--previous-response", previous_response_id),
             ("--reasoning-effort", reasoning_effort),
+            ("--agent", agent),
         ):
             if value is not None:
                 raise BadInputError(f"{flag} applies to the Responses API, not --api assistants")
         _run_assistants(text, files, instructions, container, not no_stream, config, as_json)
         return
+    if agent is not None and model is not None:  # arun sees only the config's model
+        raise BadInputError(
+            "a Foundry agent brings its own model, instructions, tools and files; drop --model"
+        )
     with ConsoleObserver() as observer:
         result = run_prompt(
             text,
@@ -263,6 +276,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
             max_output_tokens=max_output_tokens,
             previous_response_id=previous_response_id,
             options={"reasoning": {"effort": reasoning_effort}} if reasoning_effort else None,
+            agent=agent,
         )
     _print_result(result, as_json)
 

@@ -383,7 +383,9 @@ def resolve_config(
         )
 
     version = _api_version(values["api_version"], sources["api_version"], warnings)
-    chosen_scope = values["scope"] or DEFAULT_SCOPE
+    # A Foundry project endpoint wants tokens for ai.azure.com (a resource's audience is a 401).
+    project = "/api/projects/" in urlsplit(base_url).path
+    chosen_scope = values["scope"] or (FOUNDRY_SCOPE if project else DEFAULT_SCOPE)
     if not chosen_scope.endswith("/.default"):
         warnings.append(f"token scope {chosen_scope!r} does not end in /.default")
 

@@ -185,6 +185,7 @@ async def arun(
     max_output_tokens: int | None = None,
     previous_response_id: str | None = None,
     options: Mapping[str, Any] | None = None,
+    agent: str | None = None,
 ) -> RunResult:
     """Run ``prompt`` with the code interpreter, download every file, return a RunResult.
 
@@ -195,8 +196,14 @@ async def arun(
     Download failures are recorded in the result (``result.errors``); failures of the run
     itself raise a CigateError. A response that ends ``incomplete`` (``max_output_tokens``
     reached, content filter) keeps its files and gives a warning: ``result.status`` says so.
+    ``agent`` runs a Foundry agent (its latest version) instead: the model, instructions and
+    tools (with their container files) are the agent's, so none of those may be given.
     """
-    config, obs, model, inputs = prepare(config, observer, model, files, model_required=True)
+    if agent is not None:
+        _check_agent_run(agent, files, instructions, model, container)
+    config, obs, model, inputs = prepare(
+        config, observer, model, files, model_required=agent is None
+    )
     async with (
         client_for(config, client) as oai,
         Downloader(config, out, client=http_client, observer=obs) as downloader,
@@ -217,6 +224,11 @@ async def arun(
             "tools": [tool],
             "instructions": instructions or DEFAULT_INSTRUCTIONS,
         }
+        if agent is not None:  # the agent's own model, instructions and tools
+            for key in ("model", "tools", "instructions"):
+                del request[key]
+            reference = {"type": "agent_reference", "name": agent}
+            request["extra_body"] = {**request.get("extra_body", {}), "agent_reference": reference}
         # Figures the code only displays come back in the call's outputs: ask for them.
         include = [*request.get("include", ()), DISPLAYED_OUTPUTS]
         request["include"] = list(dict.fromkeys(include))
@@ -224,7 +236,8 @@ async def arun(
             request["max_output_tokens"] = max_output_tokens
         if previous_response_id is not None:
             request["previous_response_id"] = previous_response_id
-        obs.step(3, STEPS, f"Running the code interpreter on {model}")
+        running = f"agent {agent}" if agent is not None else model
+        obs.step(3, STEPS, f"Running the code interpreter on {running}")
         result = RunResult()
         collector = RefCollector()
         failure: CigateError | None = None
@@ -439,6 +452,33 @@ def _data_url(url: str) -> tuple[str, bytes] | None:
         return head[5:-7] or "application/octet-stream", base64.b64decode(payload, validate=True)
     except ValueError:
         return None
+
+
+def _check_agent_run(
+    agent: str,
+    files: Iterable[str | Path],
+    instructions: str | None,
+    model: str | None,
+    container: str | None,
+) -> None:
+    """An agent brings its own model, instructions, tools and container files."""
+    if not agent:
+        raise BadInputError("agent must be a Foundry agent's name")
+    given = [
+        flag
+        for flag, value in (
+            ("files", list(files)),
+            ("instructions", instructions),
+            ("model", model),
+            ("container", container),
+        )
+        if value
+    ]
+    if given:
+        raise BadInputError(
+            f"a Foundry agent brings its own model, instructions, tools and files; "
+            f"drop {', '.join(given)} (or add them to the agent's definition)"
+        )
 
 
 def run(prompt: str, **kwargs: Any) -> RunResult:

@@ -30,8 +30,10 @@ from cigate.engine.containers import KernelProvider
 from cigate.engine.errors import ApiError
 from cigate.exceptions import CigateError
 from cigate.gateway import (
+    agents,
     assistants,
     audit,
+    conversations,
     files,
     links,
     passthrough,
@@ -41,7 +43,7 @@ from cigate.gateway import (
     tracing,
 )
 from cigate.gateway.context import Services
-from cigate.gateway.edge import PREFIXES, edge_middleware
+from cigate.gateway.edge import V1_PREFIXES, ProjectGate, edge_middleware
 from cigate.gateway.entra import EntraCallers, EntraConfig
 from cigate.gateway.errors import handle_cigate_error, render
 from cigate.gateway.harvester import Harvester
@@ -105,7 +107,7 @@ def _routes(*, self_hosted: bool = False) -> list[BaseRoute]:
             methods=["GET", "POST"],
         ),
     ]
-    for prefix in PREFIXES[:2]:  # /openai/v1, /v1 (the legacy form is above)
+    for prefix in V1_PREFIXES:  # the legacy form is above
         routes += [
             Route(f"{prefix}/responses", proxy.create_response, methods=["POST"]),
             Route(
@@ -126,6 +128,8 @@ def _routes(*, self_hosted: bool = False) -> list[BaseRoute]:
         # Containers and Files-API files, tenant-scoped (store first where it has the bytes).
         *scoped.routes(),
         *assistants.routes(),  # Assistants pass-through + harvest (issue 5)
+        *conversations.routes(),  # Conversations, tenant-scoped (issue 12)
+        *agents.routes(),  # Foundry agents v2, tenant-scoped by name (issue 12)
         # Every other OpenAI path under /openai/v1, /v1 and /openai: relayed unchanged.
         *passthrough.catch_all_routes(),
     ]
@@ -201,6 +205,7 @@ def create_app(
             Middleware(ObserveMiddleware, provider=provider),
             # Outermost: no route, not even the catch-all, sees a path that is not canonical.
             edge_middleware(),
+            Middleware(ProjectGate, project=settings.upstream_project),
             # Multipart uploads stream to the upstream unparsed: its own caps apply to them.
             Middleware(
                 BodyGuard, json_limit=settings.max_json_body, upload_limit=None, refuse=render

@@ -2,7 +2,8 @@
 
 The gateway scopes ids in URL paths, but several create calls take file ids in their JSON body
 and make the upstream copy those files somewhere the caller can read them: a container
-(``tools[].container.file_ids``, ``input_file`` parts, ``POST /containers``, a JSON
+(``tools[].container.file_ids``, ``input_file`` parts, also as conversation items,
+``POST /containers``, a JSON
 ``POST /containers/{cid}/files``) or a thread whose code the caller's run executes
 (``tool_resources``, message ``attachments``, ``image_file`` parts). The upstream account is
 shared, so a leaked id of another tenant's file would otherwise be readable by anyone.
@@ -63,6 +64,8 @@ Operation = Literal[
     "threads.create_and_run",
     "messages.create",
     "runs.create",
+    "conversations",
+    "agents",
 ]
 
 #: POST paths (after the API prefix) whose bodies can name files, and what they are.
@@ -76,6 +79,8 @@ _OPERATIONS: list[tuple[re.Pattern[str], Operation]] = [
     (re.compile(r"threads/[^/]+"), "threads.update"),
     (re.compile(r"threads/[^/]+/messages"), "messages.create"),
     (re.compile(r"threads/[^/]+/runs"), "runs.create"),
+    (re.compile(r"conversations(/[^/]+/items)?"), "conversations"),
+    (re.compile(r"agents(/[^/]+(/versions)?)?"), "agents"),
 ]
 
 
@@ -109,6 +114,14 @@ def extract(op: Operation, body: Any) -> list[Group]:
         return []
     if op == "responses":
         return list(_responses(body))
+    if op == "conversations":  # items as a response's input: they reach its container
+        return list(_input_parts(body.get("items"), "items"))
+    if op == "agents":  # a definition's tools, as a response's: its container gets the files
+        definition = body.get("definition")
+        tools = definition.get("tools") if isinstance(definition, dict) else None
+        return [
+            Group(g.style, f"definition.{g.param}", g.ids) for g in _responses({"tools": tools})
+        ]
     if op == "containers.create":
         return [Group("containers", "id", (f,)) for f in _strings(body.get("file_ids"))]
     if op == "containers.files.create":
@@ -179,7 +192,12 @@ def _responses(body: dict[str, Any]) -> Iterator[Group]:
             param = f"tools[{i}].container.file_ids"
             for file_id in _strings(container.get("file_ids")):
                 yield Group("responses", param, (file_id,))
-    for i, item in enumerate(_list(body.get("input"))):
+    yield from _input_parts(body.get("input"), "input")
+
+
+def _input_parts(items: Any, name: str) -> Iterator[Group]:
+    """``input_file``/``input_image`` parts of input items (a response's, a conversation's)."""
+    for i, item in enumerate(_list(items)):
         content = item.get("content") if isinstance(item, dict) else None
         for j, part in enumerate(_list(content)):
             if (
@@ -187,7 +205,7 @@ def _responses(body: dict[str, Any]) -> Iterator[Group]:
                 and part.get("type") in ("input_file", "input_image")
                 and isinstance(part.get("file_id"), str)
             ):
-                yield Group("responses", f"input[{i}].content[{j}].file_id", (part["file_id"],))
+                yield Group("responses", f"{name}[{i}].content[{j}].file_id", (part["file_id"],))
 
 
 def _thread(thread: dict[str, Any]) -> list[Group]:

@@ -9,6 +9,12 @@ and never reaches a route or the upstream.
 decoded segments after the prefix). Every forwarding handler builds its upstream URL from
 exactly those segments with :meth:`~cigate.gateway.upstream.Upstream.url`, so the path the
 gateway checked is the path the upstream gets, spelled by :func:`cigate.web.paths.encode`.
+
+Foundry project endpoints add two prefixes with a name in them, ``/api/projects/{project}``
+(the classic agents surface) and ``/api/projects/{project}/openai/v1``. The gateway fronts one
+project (its upstream URL is that project's endpoint), so :class:`ProjectGate` answers a path
+naming any other project, or any project when the upstream is not one, with a 404 before any
+route: a tenant cannot steer the gateway's credential to another project of the resource.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import Literal
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cigate.exceptions import BadInputError, CigateError
 from cigate.gateway.errors import render
 from cigate.web.paths import (
     AmbiguousQueryError,
@@ -31,18 +38,32 @@ from cigate.web.paths import (
 __all__ = [
     "LEGACY",
     "PREFIXES",
+    "PROJECT",
+    "PROJECT_V1",
+    "V1_PREFIXES",
     "ApiPath",
     "Form",
+    "ProjectGate",
     "api_path",
     "edge_middleware",
     "parse_api_path",
 ]
 
 LEGACY = "/openai"
-#: Longest first: ``/openai/v1/x`` must not be read as the legacy ``/openai`` + ``v1/x``.
-PREFIXES = ("/openai/v1", "/v1", LEGACY)
-#: ``v1``: ``/openai/v1`` and ``/v1``; ``legacy``: Azure's dated ``/openai/…?api-version``.
-Form = Literal["v1", "legacy"]
+#: A Foundry project's classic agents surface (assistants, threads, runs, files).
+PROJECT = "/api/projects/{project}"
+#: A Foundry project's OpenAI v1 surface.
+PROJECT_V1 = f"{PROJECT}/openai/v1"
+#: Longest first: ``/openai/v1/x`` must not be read as the legacy ``/openai`` + ``v1/x``, nor
+#: ``/api/projects/p/openai/v1/x`` as the classic surface's family ``openai``.
+PREFIXES = (PROJECT_V1, PROJECT, "/openai/v1", "/v1", LEGACY)
+#: The prefixes of the OpenAI v1 surface (the Responses API lives there).
+V1_PREFIXES = (PROJECT_V1, "/openai/v1", "/v1")
+#: Spelt exactly at the edge, shorter forms included (``/API/projects/p`` is refused too).
+_EDGE_PREFIXES = (*PREFIXES, "/api/projects", f"{PROJECT}/openai")
+#: ``v1``: ``/openai/v1``, ``/v1`` and a project's ``/openai/v1``; ``legacy``: Azure's dated
+#: ``/openai/…?api-version``; ``project``: a project's classic agents surface.
+Form = Literal["v1", "legacy", "project"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +72,18 @@ class ApiPath:
 
     prefix: str
     segments: tuple[str, ...]
+    #: The :data:`PREFIXES` entry ``prefix`` fills (``/api/projects/{project}``); ``prefix``
+    #: itself when it has no name in it.
+    template: str = ""
+    #: The project a project prefix names, else None.
+    project: str | None = None
 
     @property
     def form(self) -> Form:
-        return "legacy" if self.prefix == LEGACY else "v1"
+        template = self.template or self.prefix
+        if template == LEGACY:
+            return "legacy"
+        return "project" if template == PROJECT else "v1"
 
     @property
     def family(self) -> str:
@@ -69,9 +98,17 @@ class ApiPath:
 
 def parse_api_path(path: str) -> ApiPath | None:
     """The :class:`ApiPath` of a canonical decoded ``path``, or None outside the prefixes."""
-    for prefix in PREFIXES:
-        if path.startswith(prefix + "/"):
-            return ApiPath(prefix, tuple(path[len(prefix) + 1 :].split("/")))
+    parts = tuple(path.split("/")[1:])
+    for template in PREFIXES:
+        wanted = template.split("/")[1:]
+        if len(parts) <= len(wanted):
+            continue
+        head = parts[: len(wanted)]
+        if all(w in (s, "{project}") for w, s in zip(wanted, head, strict=True)):
+            project = head[wanted.index("{project}")] if "{project}" in wanted else None
+            return ApiPath(
+                "/" + "/".join(head), parts[len(wanted) :], template=template, project=project
+            )
     return None
 
 
@@ -90,4 +127,43 @@ def _refuse(scope: Scope, exc: NonCanonicalPathError | AmbiguousQueryError) -> R
 
 def edge_middleware() -> Middleware:
     """The canonical-path layer, first in the gateway's middleware list."""
-    return Middleware(CanonicalPathMiddleware, refuse=_refuse, prefixes=PREFIXES)
+    return Middleware(CanonicalPathMiddleware, refuse=_refuse, prefixes=_EDGE_PREFIXES)
+
+
+class ProjectGate:
+    """After the canonical-path layer: a project path must name the upstream's own project.
+
+    ``project`` is the upstream's (:attr:`GatewaySettings.upstream_project`), None when the
+    upstream is not a Foundry project endpoint: then every project path is refused. The
+    caller's gateway key is checked first (a 401 without one), so the answer tells nobody
+    without a key which project the gateway fronts.
+    """
+
+    def __init__(self, app: ASGIApp, *, project: str | None) -> None:
+        self.app = app
+        self.project = project
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            api = parse_api_path(scope["path"])
+            if api is not None and api.project is not None and api.project != self.project:
+                try:  # the caller's key first, as everywhere: no name is told to strangers
+                    request = Request(scope)
+                    await request.app.state.services.tenants.tenant_id(request)
+                except CigateError as exc:
+                    await render(exc)(scope, receive, send)
+                    return
+                what = (
+                    "this gateway's upstream is not a Foundry project endpoint"
+                    if self.project is None
+                    else "the project does not exist"
+                )
+                refusal = BadInputError(
+                    f"Invalid URL ({scope['method']} {scope['path']}): {what}.",
+                    hint="Use the gateway's own project name, that of its upstream project "
+                    "endpoint (docs/gateway.md).",
+                    status=404,
+                )
+                await render(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

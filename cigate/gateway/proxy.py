@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
-from cigate.gateway import body_refs, metrics, rewrite, scoped
+from cigate.gateway import agents, body_refs, conversations, metrics, rewrite, scoped
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.interpreter import responses as interpreter_responses
@@ -43,6 +43,8 @@ async def create_response(request: Request) -> Response:
     body = await body_refs.json_body(request, svc.settings.max_json_body)
     await scoped.check_response_containers(svc, tenant_id, body)
     await check_previous_response(svc, tenant_id, body)
+    await conversations.check_response_conversation(svc, tenant_id, body)
+    await agents.check_response_agent(svc, tenant_id, body)
     await body_refs.enforce(svc, tenant_id, request)
     if svc.interpreter is not None and (
         svc.interpreter.handles(body) or svc.interpreter.owns(tenant_id, _previous_id(body))

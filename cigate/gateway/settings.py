@@ -8,11 +8,13 @@ are found here, at start-up, not on the first request (STYLE rule 6).
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cigate.exceptions import ConfigurationError
 from cigate.gateway.tenancy import parse_allowed
@@ -26,6 +28,11 @@ _ENV_PREFIX = "CIGATE_GATEWAY_"
 _AUTH_MODES = ("key", "entra", "none")
 _CI_MODES = ("upstream", "self")
 _INTERPRETER_APIS = ("responses", "chat")
+#: The path of a Foundry project endpoint (``https://RES.services.ai.azure.com/api/projects/P``).
+_PROJECT_PATH = re.compile(r"/api/projects/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/?")
+#: Entra scopes: an Azure OpenAI / AI Services resource, and a Foundry project endpoint.
+COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+FOUNDRY_SCOPE = "https://ai.azure.com/.default"
 
 
 def cigate_home() -> Path:
@@ -37,14 +44,16 @@ def cigate_home() -> Path:
 class GatewaySettings:
     """Everything ``create_app`` needs; ``from_env`` fills it from the environment."""
 
-    #: Base URL of the upstream resource, e.g. ``https://RES.openai.azure.com`` or the emulator.
+    #: Base URL of the upstream resource, e.g. ``https://RES.openai.azure.com`` or the emulator,
+    #: or a Foundry project endpoint ``https://RES.services.ai.azure.com/api/projects/P``.
     upstream: str = ""
     #: ``key`` (send ``api-key``), ``entra`` (Microsoft Entra ID bearer token) or ``none``.
     upstream_auth: str = "key"
     #: The upstream API key (``upstream_auth="key"``).
     upstream_key: str = ""
-    #: Entra ID scope for ``upstream_auth="entra"``.
-    upstream_scope: str = "https://cognitiveservices.azure.com/.default"
+    #: Entra ID scope for ``upstream_auth="entra"``; empty: ``https://ai.azure.com/.default``
+    #: for a Foundry project endpoint, ``https://cognitiveservices.azure.com/.default`` else.
+    upstream_scope: str = ""
     #: Metadata store URL; empty means SQLite at ``$CIGATE_HOME/gateway.db``.
     database: str = ""
     #: Blob store URL; empty means ``$CIGATE_HOME/blobs``; ``azure://CONTAINER?...`` for Azure.
@@ -200,6 +209,13 @@ class GatewaySettings:
             raise ConfigurationError(
                 f"--upstream must be an http(s) URL, not {self.upstream!r}", hint=SETTINGS_HINT
             )
+        path = urlsplit(self.upstream).path
+        if path.startswith("/api/") and not _PROJECT_PATH.fullmatch(path):
+            raise ConfigurationError(
+                f"--upstream {self.upstream!r} is not a Foundry project endpoint "
+                "(https://RES.services.ai.azure.com/api/projects/PROJECT)",
+                hint=SETTINGS_HINT,
+            )
         if self.harvest_concurrency < 1 or self.harvest_attempts < 1:
             raise ConfigurationError(
                 "harvest concurrency and attempts must be at least 1", hint=SETTINGS_HINT
@@ -230,6 +246,19 @@ class GatewaySettings:
                 "--upstream-auth key needs --upstream-key (CIGATE_GATEWAY_UPSTREAM_KEY)",
                 hint="Or use --upstream-auth entra to authenticate with Microsoft Entra ID.",
             )
+
+    @property
+    def upstream_project(self) -> str | None:
+        """The project's name when the upstream is a Foundry project endpoint, else None."""
+        match = _PROJECT_PATH.fullmatch(urlsplit(self.upstream).path)
+        return match.group(1) if match else None
+
+    @property
+    def entra_scope(self) -> str:
+        """The scope of the upstream's Entra tokens (Foundry projects want ai.azure.com)."""
+        if self.upstream_scope:
+            return self.upstream_scope
+        return FOUNDRY_SCOPE if self.upstream_project is not None else COGNITIVE_SCOPE
 
     @cached_property
     def allowed_unscoped(self) -> frozenset[str]:

@@ -116,7 +116,10 @@ FAMILIES: dict[str, Family] = {
         Family("fine_tuning", "fine-tuning jobs: unscoped"),
         Family("uploads", "multipart uploads: unscoped"),
         Family("evals", "evals: unscoped"),
-        Family("conversations", "conversations and their items: unscoped"),
+        Family("conversations", "conversations and their items (owners table)", scoped=True),
+        Family(
+            "agents", "Foundry agents v2 and their versions, by name (owners table)", scoped=True
+        ),
         Family("realtime", "realtime sessions: unscoped"),
     )
 }
@@ -186,7 +189,8 @@ def require_forwardable(method: str, api: ApiPath, allowed: frozenset[str]) -> N
         + ("not scoped per tenant" if known else "unknown to")
         + f" this gateway, so it is refused; its operator may allow it for every tenant "
         f"with {ALLOW_SETTING}={api.family or '*'}.",
-        hint="Containers, files, responses, assistants and threads are tenant-scoped; "
+        hint="Containers, files, responses, assistants, threads, conversations and agents "
+        "are tenant-scoped; "
         "ask the operator for anything else.",
         status=403,
     )

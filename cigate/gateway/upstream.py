@@ -8,7 +8,10 @@ Files-API fallback agree on it. It takes decoded segments (a request's canonical
 
 * ``/openai/v1/X`` and ``/v1/X`` -> ``{upstream}/openai/v1/X`` (or ``{upstream}/X`` when the
   upstream URL already ends in ``/v1``, as ``https://api.openai.com/v1`` does);
-* legacy ``/openai/X?api-version=...`` -> ``{upstream}/openai/X`` with the query kept.
+* legacy ``/openai/X?api-version=...`` -> ``{upstream}/openai/X`` with the query kept;
+* a Foundry project's classic surface ``/api/projects/P/X`` -> ``{upstream}/X``, where the
+  upstream is that project's endpoint (its ``/openai/v1`` is the project's v1 surface, which
+  the rules above already give).
 
 Connection failures become ``UpstreamUnavailableError`` with status 502 (504 for timeouts) in
 exactly one place, :meth:`Upstream.send`. So do failures of the gateway's own credential: a
@@ -196,6 +199,7 @@ class Upstream:
         base = settings.upstream.rstrip("/")
         self._v1_base = base if base.endswith("/v1") else f"{base}/openai/v1"
         self._legacy_base = f"{base.removesuffix('/v1').removesuffix('/openai')}/openai"
+        self._project_base = base if settings.upstream_project is not None else None
         self.client = client or httpx2.AsyncClient(
             timeout=httpx2.Timeout(
                 settings.read_timeout, connect=settings.connect_timeout, pool=None
@@ -210,13 +214,18 @@ class Upstream:
         # listings) has its 401/403 turned into the alarm's 502.
         self.client.event_hooks["response"].append(self._check_credential_accepted)
 
-    def url(self, form: Literal["v1", "legacy"], segments: Sequence[str]) -> str:
+    def url(self, form: Literal["v1", "legacy", "project"], segments: Sequence[str]) -> str:
         """The upstream URL of decoded path ``segments`` (after the API prefix) in ``form``.
 
         Each segment is checked and escaped by :func:`cigate.web.paths.encode`: an id
         holding ``/``, ``..`` or an escape is refused (404), never read as more path.
         """
-        base = self._legacy_base if form == "legacy" else self._v1_base
+        if form == "project":
+            if self._project_base is None:  # the edge's ProjectGate refused it already
+                raise BadInputError("the upstream is not a Foundry project endpoint", status=404)
+            base = self._project_base
+        else:
+            base = self._legacy_base if form == "legacy" else self._v1_base
         return f"{base}/{encode(segments)}"
 
     def v1_url(self, *segments: str) -> str:
@@ -252,7 +261,7 @@ class Upstream:
                 self._credential = DefaultAzureCredential()
             self._token_provider = get_bearer_token_provider(
                 self._credential,  # type: ignore[arg-type]
-                self.settings.upstream_scope,
+                self.settings.entra_scope,
             )
         try:
             return await self._token_provider()
@@ -262,8 +271,7 @@ class Upstream:
                 f"{type(exc).__name__}: {_first_line(exc)}",
                 "give the gateway a working Microsoft Entra ID identity (managed identity, "
                 "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or `az login`) with the "
-                "role 'Cognitive Services OpenAI User' for the scope "
-                + self.settings.upstream_scope,
+                "role 'Cognitive Services OpenAI User' for the scope " + self.settings.entra_scope,
             ) from exc
 
     async def check_credential(self) -> None:

@@ -27,7 +27,7 @@ from cigate.storage.schema import owners
 
 __all__ = ["OwnedKind", "OwnerQueries", "claim_in"]
 
-OwnedKind = Literal["container", "file", "assistant", "thread"]
+OwnedKind = Literal["container", "file", "assistant", "thread", "conversation", "agent"]
 
 _MAX_ID = 200
 

@@ -215,6 +215,25 @@ def test_a_credential_passed_from_code_selects_entra_and_its_scope() -> None:
     assert "tok1" not in repr(cfg)
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "scope"),
+    [
+        ("https://res.services.ai.azure.com/api/projects/p1", "https://ai.azure.com/.default"),
+        ("https://gw.contoso.com/api/projects/p1/openai/v1/", "https://ai.azure.com/.default"),
+        ("https://res.services.ai.azure.com/", DEFAULT_SCOPE),
+        ("https://res.openai.azure.com/openai/v1/", DEFAULT_SCOPE),
+    ],
+    ids=["project", "project-v1-behind-a-proxy", "resource", "openai-v1"],
+)
+def test_entra_tokens_for_a_foundry_project_are_asked_for_ai_azure_com(
+    endpoint: str, scope: str
+) -> None:
+    cred = CountingCredential()
+    cfg = resolve_config(endpoint=endpoint, credential=cred, env={})  # type: ignore[arg-type]
+    assert cfg.auth_headers() == {"Authorization": "Bearer tok1"}
+    assert cred.calls == [(scope,)]
+
+
 def test_a_failing_credential_is_access_denied_without_the_secret() -> None:
     class Broken:
         def get_token(self, *scopes: str, **_: Any) -> _Token:

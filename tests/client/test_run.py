@@ -214,6 +214,68 @@ def test_cigate_run_prints_the_files_as_json(emulator: RunningEmulator, tmp_path
     assert "[3/5]" in result.stderr
 
 
+def test_cigate_run_keeps_every_file_of_a_foundry_project_endpoint(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """The documented project URL (no ``/openai/v1``): its OpenAI v1 surface, every file."""
+    env = {
+        "CIGATE_ENDPOINT": emulator.project_url("proj", tls=False),
+        "CIGATE_API_KEY": emulator.api_key,
+    }
+    args = ["run", PROMPT, "--model", MODEL, "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert sorted(f["filename"] for f in data["files"]) == ["chart.png", "table.csv"]
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "table.csv").read_text() == "x,y\n1,1\n2,4\n3,9\n"
+    assert "/api/projects/proj/openai/v1/" in result.stderr + result.stdout
+
+
+def test_cigate_run_agent_runs_a_foundry_agent_and_keeps_every_file(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """``--agent NAME``: the agent's model and code interpreter, no model given; every file."""
+    definition = {
+        "kind": "prompt",
+        "model": MODEL,
+        "instructions": "Run the code.",
+        "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}],
+    }
+    with emulator.http_client(headers=emulator.auth_headers) as http:
+        made = http.post(
+            "/api/projects/proj/agents/Charts/versions?api-version=v1",
+            json={"definition": definition},
+        )
+        assert made.status_code == 200, made.text
+    env = {
+        "CIGATE_ENDPOINT": emulator.project_url("proj", tls=False),
+        "CIGATE_API_KEY": emulator.api_key,
+    }
+    args = ["run", PROMPT, "--agent", "Charts", "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert sorted(f["filename"] for f in data["files"]) == ["chart.png", "table.csv"]
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert "agent Charts" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--model", MODEL], ["--instructions", "x"], ["--container", "cntr_1"]],
+    ids=["model", "instructions", "container"],
+)
+def test_cigate_run_agent_refuses_what_the_agent_brings_itself(
+    emulator: RunningEmulator, tmp_path: Path, extra: list[str]
+) -> None:
+    env = {"CIGATE_ENDPOINT": emulator.project_url("p", tls=False), "CIGATE_API_KEY": "k"}
+    args = ["run", "hi", "--agent", "Charts", "--out", str(tmp_path), *extra]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code != 0
+    assert "brings its own model" in result.output
+
+
 def test_cigate_run_prints_the_answer_and_a_table(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:

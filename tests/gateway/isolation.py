@@ -31,6 +31,12 @@ VERBS = ("GET", "HEAD", "OPTIONS", "PATCH", "PUT", "POST", "DELETE")
 #: edge the verb no longer matters; before one, these are the three kinds of harm.
 SPELLING_VERBS = ("GET", "POST", "DELETE")
 LEGACY_QUERY = "api-version=2025-04-01-preview"
+#: The Foundry project the project-upstream world is made in, and its classic api-version.
+PROJECT_NAME = "proj"
+PROJECT_QUERY = "api-version=v1"
+#: Filled project prefixes (the classic surface second: it is a prefix of the v1 one).
+PROJECT_V1 = f"/api/projects/{PROJECT_NAME}/openai/v1"
+PROJECT = f"/api/projects/{PROJECT_NAME}"
 MODEL = "gpt-4.1"
 #: Code B tries to run in A's container.
 PWN_CELL = "open('/mnt/data/pwned-by-b.txt', 'w').write('b was here')"
@@ -45,6 +51,10 @@ class World:
     b: dict[str, str]
     link_expires: int
     link_signature: str
+    #: Whether the gateway's upstream is the Foundry project :data:`PROJECT_NAME` (project
+    #: paths are served, the dated ``/openai`` form goes to a surface the emulator has not)
+    #: or the resource (every project path is refused by the gateway's ProjectGate).
+    project_upstream: bool = False
 
     @property
     def a_ids(self) -> set[bytes]:
@@ -86,7 +96,7 @@ def _bindings(route: str, w: World) -> list[dict[str, str]]:
         return [{"file_id": a["gateway_file"], "link_id": a["link"]}]
     if "file_id" in params:
         ids = (a["gateway_file"], a["generated_file"], a["files_api_file"])
-        if route.startswith("/openai") or route.startswith("/v1"):
+        if route.startswith(("/openai", "/v1", "/api/")):
             ids = (a["files_api_file"], a["gateway_file"], a["generated_file"])
         rests = [{"rest": "x"}] if "rest" in params else [{}]
         return [{"file_id": f, **r} for f in ids for r in rests]
@@ -96,6 +106,18 @@ def _bindings(route: str, w: World) -> list[dict[str, str]]:
         if "sub" in params:
             return [{"response_id": a["response"], "sub": "input_items"}]
         return [{"response_id": a["response"]}]
+    if "agent_name" in params:
+        rests = [{"rest": r} for r in ("versions/1", "x")] if "rest" in params else [{}]
+        return [{"agent_name": a["agent"], **r} for r in rests]
+    if "conversation_id" in params:
+        if "rest" not in params:
+            return [{"conversation_id": a["conversation"]}]
+        subs = ["items", f"items/{a['conversation_item']}"]
+        return [
+            {"conversation_id": c, "rest": r}
+            for c in (a["conversation"], w.b["conversation"])
+            for r in subs
+        ]
     if "assistant_id" in params:
         return [{"assistant_id": a["assistant"], **({"rest": "x"} if "rest" in params else {})}]
     if "thread_id" in params:
@@ -123,21 +145,29 @@ def _bindings(route: str, w: World) -> list[dict[str, str]]:
             {"rest": f"responses/{a['response']}/input_items"},
             {"rest": f"threads/{a['thread']}/messages"},
             {"rest": f"assistants/{a['assistant']}"},
+            {"rest": f"conversations/{a['conversation']}/items"},
+            {"rest": f"agents/{a['agent']}/versions"},
         ]
     raise AssertionError(f"no ids for route {route}: add its parameters to _bindings")
 
 
-def _exists(route: str, path: str, prefix: str, rest: str) -> bool:
+def _exists(route: str, path: str, prefix: str, rest: str, w: World) -> bool:
     """Whether a canonical read names something of A's that exists for A: not a sub-path the
-    upstream does not know, not a container on Azure's dated surface (which has none), not a
-    listing of threads (the API has none), not the signed-link route (its credential is the
-    signature, not a key), not the catch-all (what it sees is refused for everyone)."""
+    upstream does not know, not a container on Azure's dated surface (which has none) nor a
+    container or response on a project's classic surface (nor has it), not a listing of
+    threads (the API has none), not the signed-link route (its credential is the signature,
+    not a key), not the catch-all (what it sees is refused for everyone), not a project path
+    when the upstream is no project, nor the dated form when it is one."""
+    family = rest.split("/", maxsplit=1)[0]
     return (
         not path.endswith(("/anything", "/x"))
         and route != f"{prefix}/{{rest:path}}"
-        and not (prefix == "/openai" and rest.split("/", maxsplit=1)[0] == "containers")
-        and rest != "threads"
+        and not (prefix == "/openai" and family == "containers")
+        and not (prefix == PROJECT and family in ("containers", "responses"))
+        and rest not in ("threads", "conversations")
         and route != "/links/{link_id}"
+        and (w.project_upstream or not prefix.startswith("/api/"))
+        and not (w.project_upstream and prefix == "/openai")
     )
 
 
@@ -182,6 +212,18 @@ def _body(method: str, api_rest: str, w: World) -> dict[str, Any] | None:
         }
     if parts == ["threads", "runs"]:
         return {"assistant_id": a["assistant"]}
+    if parts[:1] == ["agents"] and parts[-1:] in (["agents"], ["versions"]):
+        tool = {
+            "type": "code_interpreter",
+            "container": {"type": "auto", "file_ids": [a["files_api_file"]]},
+        }
+        definition = {"kind": "prompt", "model": MODEL, "tools": [tool]}
+        return {"name": "agent-b", "definition": definition}
+    if parts == ["conversations"] or (
+        len(parts) == 3 and parts[0] == "conversations" and parts[2] == "items"
+    ):
+        part = {"type": "input_file", "file_id": a["files_api_file"]}
+        return {"items": [{"type": "message", "role": "user", "content": [part]}]}
     if len(parts) == 3 and parts[0] == "threads" and parts[2] == "messages":
         return {"role": "user", "content": "pwned-by-b"}
     if len(parts) == 3 and parts[0] == "threads" and parts[2] == "runs":
@@ -193,7 +235,7 @@ def _body(method: str, api_rest: str, w: World) -> dict[str, Any] | None:
 
 def _api_rest(path: str) -> tuple[str, str]:
     """(prefix, rest) of a filled path ("" prefix for the gateway's own routes)."""
-    for prefix in ("/openai/v1", "/v1", "/openai"):
+    for prefix in (PROJECT_V1, PROJECT, "/openai/v1", "/v1", "/openai"):
         if path.startswith(prefix + "/"):
             return prefix, path[len(prefix) + 1 :]
     return "", path.lstrip("/")
@@ -212,15 +254,17 @@ def cases(routes: list[Any], w: World, *, every: int = 1) -> Iterator[Case]:
         (w.b["container"], w.a["auto_container"]),
         (w.b["thread"], w.a["thread"]),
         (w.b["assistant"], w.a["assistant"]),
+        (w.b["conversation"], w.a["conversation"]),
     ]
     for route in routes:
         # The operator's endpoints hold no tenant data (/metrics: test_observability.py).
         if not isinstance(route, Route) or route.path in ("/healthz", "/readyz", "/metrics"):
             continue
-        for values in _bindings(route.path, w):
-            path = _fill(route.path, values)
+        template = route.path.replace("{project}", PROJECT_NAME)
+        for values in _bindings(template, w):
+            path = _fill(template, values)
             prefix, rest = _api_rest(path)
-            query = LEGACY_QUERY if prefix == "/openai" else ""
+            query = {"/openai": LEGACY_QUERY, PROJECT: PROJECT_QUERY}.get(prefix, "")
             if route.path == "/links/{link_id}":
                 queries = [
                     "",
@@ -229,7 +273,7 @@ def cases(routes: list[Any], w: World, *, every: int = 1) -> Iterator[Case]:
                 ]
             else:
                 queries = [query]
-            at = (1, prefix.count("/")) if prefix else (1,)
+            at = tuple(range(1, prefix.count("/") + 1)) if prefix else (1,)
             routed = set(route.methods or ()) | (
                 {"HEAD"} if "GET" in (route.methods or ()) else set()
             )
@@ -258,7 +302,7 @@ def cases(routes: list[Any], w: World, *, every: int = 1) -> Iterator[Case]:
                             and method in ("GET", "HEAD")
                             and method in routed
                             and not any(v in path for v in w.b.values())
-                            and _exists(route.path, path, prefix, rest),
+                            and _exists(template, path, prefix, rest, w),
                             headers={"content-type": "application/json"} if raw else {},
                         )
 

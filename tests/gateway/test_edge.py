@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
-from cigate.gateway.edge import PREFIXES
+from cigate.gateway.edge import parse_api_path
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
 from cigate.testing.plugin import RunningEmulator
@@ -29,12 +30,19 @@ from tests.gateway.live import LiveGateway, add_tenant, start_gateway
 pytestmark = [pytest.mark.storage]
 
 LEGACY_QUERY = "api-version=2025-04-01-preview"
+PROJECT = "/api/projects/proj"
 #: Paths of every kind: each API prefix, scoped and unscoped families, the gateway's own.
 PATHS = [
     ("/openai/v1/containers/cntr_x/files/cfile_y/content", ""),
     ("/v1/files/file-x/content", ""),
     ("/openai/assistants/asst_x", LEGACY_QUERY),
     ("/openai/v1/responses", ""),
+    # A Foundry project's two surfaces (issue 12): the name in the prefix, and after it.
+    ("/api/projects/proj/openai/v1/containers/cntr_x/files/cfile_y/content", ""),
+    ("/api/projects/proj/openai/v1/responses", ""),
+    ("/api/projects/proj/assistants/asst_x", "api-version=v1"),
+    ("/api/projects/proj/threads/thread_x/runs", "api-version=v1"),
+    ("/api/projects/proj/files/assistant-x/content", "api-version=v1"),
     ("/v1/vector_stores/vs_x", ""),
     ("/files/gwf_x/content", ""),
     ("/links/lnk_x", ""),
@@ -49,7 +57,8 @@ def gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGateway]:
     backend = Backend(
         "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
     )
-    settings = live_settings(emulator, backend)
+    # The upstream is a Foundry project endpoint, so project paths are served (ProjectGate).
+    settings = replace(live_settings(emulator, backend), upstream=f"{emulator.base_url}{PROJECT}")
     gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
     emulator.control.add_fault(path="**")  # replaces nothing: counts what reaches it
     try:
@@ -60,8 +69,9 @@ def gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGateway]:
 
 
 def _at(path: str) -> tuple[int, ...]:
-    prefix = next((p for p in PREFIXES if path.startswith(p + "/")), "/x")
-    return tuple({1, prefix.count("/")})
+    """After the first segment and after every segment of the API prefix."""
+    api = parse_api_path(path)
+    return tuple(sorted({1, *range(1, api.prefix.count("/") + 1)})) if api else (1,)
 
 
 def test_every_non_canonical_spelling_is_refused_before_any_route(

@@ -18,7 +18,11 @@ a raw socket, to the real gateway in front of the emulator, and:
   run code in and delete its container, so the test cannot pass by refusing everything.
 
 The full matrix runs on SQLite + disk; PostgreSQL + Azurite gets every canonical case and a
-sixth of the other spellings. The numbers are printed (requests tried, leaks, 5xx).
+sixth of the other spellings. A third world puts the gateway in front of a Foundry project
+endpoint of the emulator (``/api/projects/proj``), so A's canonical reads through the project
+routes must succeed and B's fail (every canonical case, a third of the other spellings); in
+the first two, every project path is refused outright. The numbers are printed (requests
+tried, leaks, 5xx).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import openai
@@ -37,7 +42,7 @@ from cigate.emulator.settings import EmulatorSettings
 from cigate.testing.plugin import RunningEmulator, current_mode
 from cigate.testing.rawhttp import RawClient
 from tests.gateway.conftest import live_settings, make_backend
-from tests.gateway.isolation import MODEL, VERBS, Case, World, cases, leak
+from tests.gateway.isolation import MODEL, PROJECT, VERBS, Case, World, cases, leak
 from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
 
 pytestmark = [
@@ -47,11 +52,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
-#: Sample of non-canonical cases per backend (1: all of them).
-EVERY = {"sqlite-disk": 1, "postgres-azurite": 6}
+#: Sample of non-canonical cases per world (1: all of them); ``+project``: the upstream is
+#: the emulator's Foundry project endpoint.
+EVERY = {"sqlite-disk": 1, "postgres-azurite": 6, "sqlite-disk+project": 3}
 
 
-def _make_world(gw: LiveGateway, emulator: RunningEmulator) -> World:
+def _make_world(gw: LiveGateway, emulator: RunningEmulator, project_upstream: bool) -> World:
     """A's objects, made through the gateway with the official SDK, and B's own few."""
     secret = f"SECRET-A-{uuid.uuid4().hex}".encode()
     a = gw.openai()
@@ -79,6 +85,21 @@ def _make_world(gw: LiveGateway, emulator: RunningEmulator) -> World:
     assert run.status == "completed"
     message = a.beta.threads.messages.list(thread_id=thread.id).data[0]
     step = a.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data[0]
+    conversation = a.conversations.create(
+        items=[{"type": "message", "role": "user", "content": secret.decode()}]
+    )
+    conversation_item = a.conversations.items.list(conversation.id).data[0]
+    agent = "agent-a"
+    if project_upstream:  # agents v2 live on a project only
+        tool = {
+            "type": "code_interpreter",
+            "container": {"type": "auto", "file_ids": [uploaded.id]},
+        }
+        made = gw.http().post(
+            f"{PROJECT}/agents/{agent}/versions?api-version=v1",
+            json={"definition": {"kind": "prompt", "model": MODEL, "tools": [tool]}},
+        )
+        assert made.status_code == 200, made.text
     link = gw.http().post(f"/files/{generated['id']}/links", json={"expires_in": 3600}).json()
     query = dict(p.split("=", 1) for p in link["url"].split("?", 1)[1].split("&"))
     ids = {
@@ -96,15 +117,19 @@ def _make_world(gw: LiveGateway, emulator: RunningEmulator) -> World:
         "message": message.id,
         "step": step.id,
         "link": link["id"],
+        "conversation": conversation.id,
+        "conversation_item": conversation_item.id,
+        "agent": agent,
     }
     mine = {
         "container": b.containers.create(name="b-own").id,
         "thread": b.beta.threads.create().id,
         "assistant": b.beta.assistants.create(model=MODEL).id,
+        "conversation": b.conversations.create().id,
         "key": b_tenant.key,
     }
     _settle(gw, response.id, run.id)
-    return World(ids, secret, mine, int(query["expires"]), query["signature"])
+    return World(ids, secret, mine, int(query["expires"]), query["signature"], project_upstream)
 
 
 def _settle(gw: LiveGateway, *response_ids: str) -> None:
@@ -152,6 +177,10 @@ def _snapshot(emulator: RunningEmulator, gw: LiveGateway, w: World) -> dict[str,
     out["thread"] = read(up, f"{v1}/threads/{a['thread']}")
     out["thread.messages"] = ids(up, f"{v1}/threads/{a['thread']}/messages")
     out["thread.runs"] = ids(up, f"{v1}/threads/{a['thread']}/runs")
+    out["conversation"] = read(up, f"{v1}/conversations/{a['conversation']}")
+    out["conversation.items"] = ids(up, f"{v1}/conversations/{a['conversation']}/items")
+    out["agent"] = read(up, f"{PROJECT}/agents/{a['agent']}?api-version=v1")
+    out["agent.versions"] = ids(up, f"{PROJECT}/agents/{a['agent']}/versions?api-version=v1")
     out["gateway.rows"] = ids(http, f"/responses/{a['response']}/files")
     out["gateway.content"] = read(http, f"/files/{a['gateway_file']}/content")
     link = f"/links/{a['link']}?expires={w.link_expires}&signature={w.link_signature}"
@@ -172,12 +201,28 @@ def _last_active(emulator: RunningEmulator, w: World) -> dict[str, float | None]
 
 
 #: Pass-through rules: a POST that creates or runs something, whatever it names.
-_RUNS = ["**/responses", "**/containers", "**/threads", "**/threads/runs", "**/assistants"]
+_RUNS = [
+    "**/responses",
+    "**/containers",
+    "**/threads",
+    "**/threads/runs",
+    "**/assistants",
+    "**/conversations",
+]
 #: A's objects that own others (the gateway checks these; everything under them is theirs).
 #: Container files, messages, runs and steps are only reachable through their parent: under
 #: B's own container or thread they do go up, and the upstream's own pairing check refuses
 #: them (the leak and snapshot checks prove nothing came back and nothing changed).
-_PARENTS = ("container", "auto_container", "files_api_file", "response", "assistant", "thread")
+_PARENTS = (
+    "container",
+    "auto_container",
+    "files_api_file",
+    "response",
+    "assistant",
+    "thread",
+    "conversation",
+    "agent",
+)
 
 
 def _count_upstream(emulator: RunningEmulator, w: World) -> None:
@@ -198,11 +243,14 @@ def attacked(
         handle=emulator_server, api_key=emulator_settings.api_key, mode=current_mode()
     )
     emulator.control.reset()
-    backend = make_backend(request.param, request, tmp_path_factory.mktemp("isolation"))
+    kind, _, upstream = request.param.partition("+")
+    backend = make_backend(kind, request, tmp_path_factory.mktemp("isolation"))
     settings = live_settings(emulator, backend)
+    if upstream == "project":
+        settings = replace(settings, upstream=f"{emulator.base_url}{PROJECT}")
     gw = start_gateway(settings, add_tenant(settings.database_url, "a"))
     try:
-        yield request.param, gw, emulator, _make_world(gw, emulator)
+        yield request.param, gw, emulator, _make_world(gw, emulator, upstream == "project")
     finally:
         emulator.control.clear_faults()
         gw.close()
@@ -284,6 +332,9 @@ def test_tenant_b_gets_nothing_of_tenant_a_by_any_route_verb_or_spelling(
     assert after_active == active
     assert denied == [], [(c.method, c.target, s) for c, s in denied[:40]]
     assert len(control) > 50
+    # With a project upstream, A's reads through the project routes are part of the control.
+    through_projects = sum(c.target.startswith(b"/api/projects/") for c in control)
+    assert (through_projects > 50) == w.project_upstream, through_projects
     # Every route of the app was attacked (the health checks hold nothing of anyone's).
     assert {c.route for c in attack} == {r.path for r in routes} - {
         "/healthz",
