@@ -89,7 +89,7 @@ def attacked(
     settings = self_settings(live_settings(emulator, backend), Path(tmp))
     gw = start_gateway(settings, add_tenant(settings.database_url, "a"))
     try:
-        world = _make_world(gw, emulator)
+        world = _make_world(gw, emulator, project_upstream=False)
         assert interpreter(gw).knows(world.a["container"])
         assert interpreter(gw).knows(world.a["auto_container"])
         yield gw, emulator, world
