@@ -420,7 +420,9 @@ def test_filling_the_inode_table_stops_at_the_inode_limit(
         assert os.statvfs(session(emulator, cid).workdir).f_files == int(found["files"])
     else:
         assert found["files"] == "65536"  # ... at tmp_inodes
-        assert found["made"] == "65535"  # the root directory is one of them
+        # The root directory is one of them, and a library may have left a file or two in
+        # /tmp before the cell (a cache): the cell made all the rest, and not one more.
+        assert 65_535 - 64 <= int(found["made"]) <= 65_535
 
 
 # -- CPU ------------------------------------------------------------------------------------
