@@ -9,19 +9,17 @@ the OpenAI error envelope by the app's one error handler.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cigate.emulator.bodies import json_object
 from cigate.emulator.state import backends
-from cigate.engine.events import sse_stream
 from cigate.engine.items import INCLUDE_CODE_OUTPUTS
 from cigate.engine.queries import flag_param, include_param, int_param
+from cigate.engine.replies import answer_created, stream_events
 from cigate.engine.store import ResponsesBackend
 
 __all__ = ["ROUTES"]
-
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _backend(request: Request) -> ResponsesBackend:
@@ -31,18 +29,7 @@ def _backend(request: Request) -> ResponsesBackend:
 async def create_response(request: Request) -> Response:
     body = await json_object(request)
     run = await _backend(request).create(body)
-    req = run.plan.request
-    if req.stream:
-        return StreamingResponse(
-            sse_stream(run.events.follow_batches(), obfuscate=req.include_obfuscation),
-            media_type="text/event-stream",
-            headers=_SSE_HEADERS,
-        )
-    if not req.background:
-        await run.finished.wait()
-        if run.failure is not None:
-            raise run.failure
-    return JSONResponse(run.response())
+    return await answer_created(run)
 
 
 async def retrieve_response(request: Request) -> Response:
@@ -51,11 +38,7 @@ async def retrieve_response(request: Request) -> Response:
     if flag_param(request, "stream"):
         starting_after = int_param(request, "starting_after")
         obfuscate = request.query_params.get("include_obfuscation", "true").lower() != "false"
-        return StreamingResponse(
-            sse_stream(run.events.follow_batches(starting_after), obfuscate=obfuscate),
-            media_type="text/event-stream",
-            headers=_SSE_HEADERS,
-        )
+        return stream_events(run, starting_after=starting_after, obfuscate=obfuscate)
     return JSONResponse(run.response(include_outputs=INCLUDE_CODE_OUTPUTS in include))
 
 

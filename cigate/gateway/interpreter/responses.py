@@ -14,17 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from cigate.engine.errors import ApiError
-from cigate.engine.events import sse_stream
 from cigate.engine.items import INCLUDE_CODE_OUTPUTS
 from cigate.engine.queries import flag_param, include_param, int_param
+from cigate.engine.replies import answer_created, stream_events
 from cigate.gateway.interpreter.service import Interpreter
 
 __all__ = ["create_response", "handle_api_error", "response_subresource"]
-
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
@@ -39,18 +37,7 @@ async def create_response(
     """Run the response in the gateway; stream it, or answer once it is over."""
     run = await interpreter.create(body, tenant_id)
     tasks_spawn(interpreter.settled(run, tenant_id), name=f"cigate-settle-{run.id}")
-    req = run.plan.request
-    if req.stream:
-        return StreamingResponse(
-            sse_stream(run.events.follow_batches(), obfuscate=req.include_obfuscation),
-            media_type="text/event-stream",
-            headers=_SSE_HEADERS,
-        )
-    if not req.background:
-        await run.finished.wait()
-        if run.failure is not None:
-            raise run.failure
-    return JSONResponse(run.response())
+    return await answer_created(run)
 
 
 async def response_subresource(request: Request, interpreter: Interpreter) -> Response:
@@ -81,13 +68,7 @@ async def response_subresource(request: Request, interpreter: Interpreter) -> Re
         include = include_param(request)
         if flag_param(request, "stream"):
             obfuscate = request.query_params.get("include_obfuscation", "true").lower() != "false"
-            return StreamingResponse(
-                sse_stream(
-                    run.events.follow_batches(int_param(request, "starting_after")),
-                    obfuscate=obfuscate,
-                ),
-                media_type="text/event-stream",
-                headers=_SSE_HEADERS,
-            )
+            starting_after = int_param(request, "starting_after")
+            return stream_events(run, starting_after=starting_after, obfuscate=obfuscate)
         return JSONResponse(run.response(include_outputs=INCLUDE_CODE_OUTPUTS in include))
     raise ApiError(404, f"Invalid URL ({request.method} {request.url.path})", code=None)
