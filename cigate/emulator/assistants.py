@@ -24,13 +24,13 @@ from cigate.engine.assistants.executor import RunExecutor
 from cigate.engine.assistants.params import PageQuery
 from cigate.engine.errors import BadRequestError
 from cigate.engine.pagination import parse_page_query
+from cigate.engine.replies import SSE_HEADERS
 
 __all__ = ["POLL_AFTER_MS", "PROJECT_ROUTES", "ROUTES"]
 
 #: What run bodies advertise as the polling interval (the SDK's default is 1000 ms).
 POLL_AFTER_MS = 50
 _POLL_HEADERS = {"openai-poll-after-ms": str(POLL_AFTER_MS)}
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _BETA_MISSING = (
     "You must provide the 'OpenAI-Beta' header to access the Assistants API. Please try again "
     "by setting the header 'OpenAI-Beta: assistants=v2'."
@@ -151,7 +151,7 @@ async def delete_message(request: Request) -> Response:
 def _run_response(executor: RunExecutor, body: dict[str, Any]) -> Response:
     if body.get("stream"):
         return StreamingResponse(
-            executor.log.frames(), media_type="text/event-stream", headers=_SSE_HEADERS
+            executor.log.frames(), media_type="text/event-stream", headers=SSE_HEADERS
         )
     return JSONResponse(executor.run_.to_api(), headers=_POLL_HEADERS)
 

@@ -29,13 +29,13 @@ from cigate.engine.functions import CallFunction, code_function, function_tools,
 from cigate.engine.functions import chat_turn as _chat_turn
 from cigate.engine.items import split_text, tokens
 from cigate.engine.model import echo
+from cigate.engine.replies import SSE_HEADERS
 from cigate.engine.store import deployment_not_found
 from cigate.engine.text import message_text
 
 __all__ = ["LEGACY_ROUTES", "ROUTES"]
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def create_completion(request: Request) -> Response:
@@ -66,7 +66,7 @@ async def create_completion(request: Request) -> Response:
         options = body.get("stream_options")
         with_usage = isinstance(options, dict) and options.get("include_usage") is True
         return StreamingResponse(
-            completion.chunks(with_usage), media_type="text/event-stream", headers=_SSE_HEADERS
+            completion.chunks(with_usage), media_type="text/event-stream", headers=SSE_HEADERS
         )
     return JSONResponse(completion.body())
 
