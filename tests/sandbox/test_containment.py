@@ -321,10 +321,15 @@ for _ in range(8):  # 2**8 = 256 processes if nothing stops it
         os.fork()
     except OSError:
         failed += 1
+if failed:  # whichever process was refused says so (not only the first: forks race)
+    fd = os.open('/tmp/bomb-refused', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.write(fd, b'x' * failed)
+    os.close(fd)
 if os.getpid() != me:
     time.sleep(1)
     os._exit(0)
-print('failed=%d' % failed)
+time.sleep(0.5)
+print('failed=%d' % (os.path.getsize('/tmp/bomb-refused') if os.path.exists('/tmp/bomb-refused') else 0))
 """
 
 
