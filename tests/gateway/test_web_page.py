@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,14 @@ class World:
     hostile: list[str]
 
 
+def _visible(name: str) -> str:
+    """How the page must show a name (the rule of ``visible()`` in app.js, written again)."""
+    return "".join(
+        f"[U+{ord(c):04X}]" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+        for c in name
+    )
+
+
 def _require_chromium() -> None:
     if Path(CHROMIUM).exists():
         return
@@ -106,7 +115,7 @@ def _require_chromium() -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     _require_chromium()
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 (only with a browser)
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -168,7 +177,8 @@ def world(
         http = gw.http()
         png_bytes = http.get(f"/files/{png['id']}/content").content
         csv_bytes = http.get(f"/files/{csv['id']}/content").content
-        assert png_bytes.startswith(b"\x89PNG") and csv_bytes.startswith(b"region,")
+        assert png_bytes.startswith(b"\x89PNG")
+        assert csv_bytes.startswith(b"region,")
         h = gw.add_tenant("attacker")
         hostile = [shown(p) for p in HOSTILE_PATHS] + XSS_NAMES
         payloads = [(name, b"x", "text/plain") for name in hostile] + [
@@ -178,9 +188,7 @@ def world(
             ("hostile-cells.csv", HOSTILE_CSV, "text/csv"),
         ]
         _store(settings.database_url, settings.blobs_url, h, payloads)
-        yield World(
-            gw, gw.tenant, gw.add_tenant("b"), h, png, csv, png_bytes, csv_bytes, hostile
-        )
+        yield World(gw, gw.tenant, gw.add_tenant("b"), h, png, csv, png_bytes, csv_bytes, hostile)
     finally:
         gw.close()
         emulator.close()
@@ -194,7 +202,7 @@ def page(browser: Any, world: World) -> Iterator[Any]:
     tab.dialogs = []
     tab.requests = []
     tab.on("dialog", lambda d: (tab.dialogs.append(d.message), d.dismiss()))
-    tab.on("request", lambda r: tab.requests.append(r))
+    tab.on("request", tab.requests.append)
     try:
         yield tab
     finally:
@@ -258,15 +266,15 @@ def test_without_a_key_the_page_shows_the_sign_in_form_and_asks_for_nothing(
     _shot(page, "sign-in")
 
 
-def test_a_tenant_signs_in_previews_downloads_erases_and_signs_out(
-    page: Any, world: World
-) -> None:
+def test_a_tenant_signs_in_previews_downloads_erases_and_signs_out(page: Any, world: World) -> None:
     _sign_in(page, world.a.key)
     page.wait_for_selector("#rows > tr")
     _wait_previews(page)
     png_row, csv_row = _row(page, "chart.png"), _row(page, "table.csv")
-    assert png_row.count() == 1 and csv_row.count() == 1
-    assert page.locator("#signin").is_hidden() and page.locator("#signout").is_visible()
+    assert png_row.count() == 1
+    assert csv_row.count() == 1
+    assert page.locator("#signin").is_hidden()
+    assert page.locator("#signout").is_visible()
     # Newest first: the listing's order is the page's order.
     ids = page.eval_on_selector_all("#rows > tr", "rows => rows.map(r => r.dataset.id)")
     listed = world.gw.http().get("/files?order=desc").json()["data"]
@@ -330,7 +338,8 @@ def test_tenant_b_sees_only_its_own_empty_list_never_a_file_of_a(page: Any, worl
     _sign_in(page, world.b.key)
     page.wait_for_selector("#empty:not([hidden])")
     html = page.content()
-    assert world.csv["id"] not in html and "table.csv" not in html
+    assert world.csv["id"] not in html
+    assert "table.csv" not in html
     # B asking for A's file by id gets the unknown-id answer, in the browser as anywhere.
     status = page.evaluate(
         """async ([id, key]) => (await fetch(`/files/${id}/content`,
@@ -380,8 +389,11 @@ def test_hostile_file_names_and_contents_run_no_script_and_show_as_text(
     _wait_previews(page)
     names = page.locator("#rows td.name").all_text_contents()
     expected = [*world.hostile, "evil.svg", "evil.html", "markup-not-a.png", "hostile-cells.csv"]
-    # Every name shown exactly as stored (text, not markup), each once.
-    assert sorted(names) == sorted(expected)
+    # Every name shown as stored (text, not markup), each once; invisible characters (bidi
+    # overrides, zero-width, controls, line breaks) spelt out, so no name passes for another.
+    assert sorted(names) == sorted(_visible(n) for n in expected)
+    assert "[U+202E]gnp.exe" in names
+    assert "new[U+000A]line.txt" in names
     assert page.evaluate("() => window.__pwned") is None
     assert page.dialogs == []
     # No preview renders the SVG, the HTML or the markup named .png; no frame, object, script.
@@ -423,4 +435,3 @@ def test_a_signed_link_opens_one_file_without_a_key(page: Any, world: World) -> 
     page.click("#signin button[type=submit]")
     page.wait_for_selector("#status:not([hidden])")
     assert page.inner_text("#status") == "This download link is invalid, expired or revoked."
-

@@ -136,6 +136,14 @@ function originLines(file) {
   return lines;
 }
 
+/** A name as it is shown: controls, format characters (bidi overrides, zero-width) and line
+ * separators become a visible [U+XXXX], so "\u202Egnp.exe" cannot pass for "exe.png". */
+function visible(name) {
+  return String(name).replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, (c) =>
+    `[U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}]`,
+  );
+}
+
 function basename(name) {
   const parts = String(name).split(/[/\\]/);
   return parts[parts.length - 1] || "download";
@@ -191,7 +199,7 @@ async function preview(cell, { type, name, bytes }, fetchBytes) {
       }
       const url = URL.createObjectURL(new Blob([data], { type }));
       objectUrls.push(url);
-      const img = el("img", { alt: `Preview of ${name}` });
+      const img = el("img", { alt: `Preview of ${visible(name)}` });
       img.src = url;
       cell.replaceChildren(img);
       return;
@@ -306,14 +314,15 @@ function fileRow(file) {
   if (file.state === "failed" && file.error) {
     state.append(el("span", { className: "error" }, `${file.error.kind}: ${file.error.message}`));
   }
-  const download = el("button", { type: "button", title: `Download ${file.filename}` }, "Download");
-  const erase = el("button", { type: "button", className: "danger", title: `Erase ${file.filename}` }, "Erase");
+  const name = visible(file.filename);
+  const download = el("button", { type: "button", title: `Download ${name}` }, "Download");
+  const erase = el("button", { type: "button", className: "danger", title: `Erase ${name}` }, "Erase");
   const cancel = el("button", { type: "button", hidden: true }, "Cancel");
   const row = el(
     "tr",
     {},
     previewCell,
-    el("td", { className: "name" }, file.filename),
+    el("td", { className: "name" }, name),
     el("td", { className: "num" }, size(file.bytes)),
     el("td", {}, file.content_type || "–"),
     el("td", { className: "num" }, created(file.created_at)),
@@ -336,7 +345,7 @@ function fileRow(file) {
     busy(erase, async () => {
       await api(`files/${encodeURIComponent(file.id)}`, { method: "DELETE" });
       row.remove();
-      showStatus(`Erased ${file.filename}.`, "info");
+      showStatus(`Erased ${name}.`, "info");
       afterChange();
     });
   });
@@ -402,6 +411,7 @@ function signOut(message = "", kind = "error") {
   document.querySelector(".single")?.remove();
   $("files").hidden = true;
   $("signout").hidden = true;
+  $("signout").textContent = "Sign out";
   $("who").hidden = true;
   $("who").textContent = "";
   $("key").value = "";
@@ -443,6 +453,7 @@ async function showLink(url) {
   $("signin").hidden = true;
   $("files").hidden = true;
   $("signout").hidden = false;
+  $("signout").textContent = "Close";
   const target = `${url.pathname}${url.search}`;
   const head = await api(target, { method: "HEAD", key: null });
   const name = dispositionName(head.headers.get("content-disposition"));
@@ -454,7 +465,7 @@ async function showLink(url) {
   const box = el(
     "section",
     { className: "single" },
-    el("h2", {}, name),
+    el("h2", {}, visible(name)),
     el("dl", {}, el("dt", {}, "Size"), el("dd", {}, size(bytes)), el("dt", {}, "Type"), el("dd", {}, type || "–")),
     previewBox,
     el("div", {}, download),
