@@ -202,7 +202,7 @@ def page(browser: Any, world: World) -> Iterator[Any]:
     tab.dialogs = []
     tab.requests = []
     tab.on("dialog", lambda d: (tab.dialogs.append(d.message), d.dismiss()))
-    tab.on("request", tab.requests.append)
+    tab.on("request", lambda r: tab.requests.append(r))  # noqa: PLW0108 (needs a function)
     try:
         yield tab
     finally:
@@ -387,6 +387,8 @@ def test_hostile_file_names_and_contents_run_no_script_and_show_as_text(
         page.click("#more")
         page.wait_for_function(f"() => document.querySelectorAll('#rows > tr').length > {before}")
     _wait_previews(page)
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.dialogs == []
     names = page.locator("#rows td.name").all_text_contents()
     expected = [*world.hostile, "evil.svg", "evil.html", "markup-not-a.png", "hostile-cells.csv"]
     # Every name shown as stored (text, not markup), each once; invisible characters (bidi
@@ -435,3 +437,17 @@ def test_a_signed_link_opens_one_file_without_a_key(page: Any, world: World) -> 
     page.click("#signin button[type=submit]")
     page.wait_for_selector("#status:not([hidden])")
     assert page.inner_text("#status") == "This download link is invalid, expired or revoked."
+
+
+@pytest.mark.parametrize(
+    ("required", "outcome"),
+    [("1", pytest.fail.Exception), ("", pytest.skip.Exception)],
+    ids=["ci-fails", "developer-run-skips"],
+)
+def test_a_missing_chromium_fails_the_run_when_suites_are_required(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, required: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setattr(f"{__name__}.CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("CIGATE_REQUIRE_SUITES", required)
+    with pytest.raises(outcome, match="no-chromium is missing"):
+        _require_chromium()
