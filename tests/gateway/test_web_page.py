@@ -66,6 +66,13 @@ rows = ["region,quarter,revenue"] + [f"r{i},Q{i % 4 + 1},{1000 + 37 * i}" for i 
 open("/mnt/data/table.csv", "w").write("\n".join(rows) + "\n")
 """
 
+#: What an Assistants run's code writes: a JSON summary.
+JSON_CELL = """
+import json
+summary = {"rows": 40, "regions": ["r0", "r1"], "total": 65860}
+json.dump(summary, open("/mnt/data/summary.json", "w"))
+"""
+
 #: Names an attacker's code gives its files: every name of tests/names.py and markup.
 XSS_NAMES = [
     "<img src=x onerror=window.__pwned=1;alert(1)>.png",
@@ -93,6 +100,7 @@ class World:
     png_bytes: bytes
     csv_bytes: bytes
     hostile: list[str]
+    summary: dict[str, Any]  # a JSON file an Assistants run wrote
 
 
 def _visible(name: str) -> str:
@@ -179,6 +187,19 @@ def world(
         csv_bytes = http.get(f"/files/{csv['id']}/content").content
         assert png_bytes.startswith(b"\x89PNG")
         assert csv_bytes.startswith(b"region,")
+        # An Assistants run's file: the origin names the run and the Files-API id.
+        client = gw.openai()
+        assistant = client.beta.assistants.create(
+            model="gpt-4o-mini", tools=[{"type": "code_interpreter"}]
+        )
+        thread = client.beta.threads.create(
+            messages=[{"role": "user", "content": code_input(JSON_CELL)}]
+        )
+        run = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id
+        )
+        client.beta.threads.messages.list(thread_id=thread.id)  # the gateway sees the citation
+        [summary] = gw.harvested(run.id, at_least=1)
         h = gw.add_tenant("attacker")
         hostile = [shown(p) for p in HOSTILE_PATHS] + XSS_NAMES
         payloads = [(name, b"x", "text/plain") for name in hostile] + [
@@ -188,7 +209,9 @@ def world(
             ("hostile-cells.csv", HOSTILE_CSV, "text/csv"),
         ]
         _store(settings.database_url, settings.blobs_url, h, payloads)
-        yield World(gw, gw.tenant, gw.add_tenant("b"), h, png, csv, png_bytes, csv_bytes, hostile)
+        yield World(
+            gw, gw.tenant, gw.add_tenant("b"), h, png, csv, png_bytes, csv_bytes, hostile, summary
+        )
     finally:
         gw.close()
         emulator.close()
@@ -289,6 +312,13 @@ def test_a_tenant_signs_in_previews_downloads_erases_and_signs_out(page: Any, wo
     assert "Container " + world.png["container_id"] in png_row.locator("td.origin").inner_text()
     assert csv_row.locator("td.num").first.inner_text() == f"{len(world.csv_bytes)} B"
     assert png_row.locator("td.state-stored").count() == 1
+    # The Assistants run's JSON: its origin names the run and the file; pretty-printed.
+    json_row = _row(page, "summary.json")
+    origin = json_row.locator("td.origin").inner_text()
+    assert f"Assistants run {world.summary['response_id']}" in origin
+    assert f"Files API {world.summary['upstream_file_id']}" in origin
+    assert world.summary["upstream_file_id"].startswith("assistant-")
+    assert '"regions": [\n    "r0",' in json_row.locator("td.preview pre").inner_text()
     _shot(page, "signed-in-list")
     png_row.locator("td.preview").screenshot(path=str(SHOTS / "preview-image.png"))
     csv_row.locator("td.preview").screenshot(path=str(SHOTS / "preview-table.png"))
@@ -303,6 +333,7 @@ def test_a_tenant_signs_in_previews_downloads_erases_and_signs_out(page: Any, wo
     erase = png_row.get_by_role("button", name=re.compile("Erase"))
     erase.click()
     assert png_row.count() == 1  # the first click only asks
+    _shot(page, "erase-confirm")
     erase.click()
     page.wait_for_selector("#status:has-text('Erased chart.png')")
     assert _row(page, "chart.png").count() == 0

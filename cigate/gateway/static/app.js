@@ -116,7 +116,7 @@ function size(bytes) {
 
 function created(seconds) {
   if (typeof seconds !== "number") return "–";
-  return new Date(seconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  return new Date(seconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, "");
 }
 
 const HOW = {
