@@ -495,6 +495,12 @@ def test_a_signed_link_opens_one_file_without_a_key(page: Any, world: World) -> 
     assert all("authorization" not in r.headers for r in page.requests)
     _shot(page, "signed-link")
 
+    # A link of another origin is not followed: the page says so and asks nobody.
+    page.goto("/ui#link=" + quote("https://198.51.100.1/links/lnk_x?expires=1&signature=0"))
+    page.wait_for_selector("#status:not([hidden])")
+    assert page.inner_text("#status") == "This is not a download link of this gateway."
+    assert not any("198.51.100.1" in r.url for r in page.requests)
+
     tampered = url[:-4] + ("0000" if not url.endswith("0000") else "1111")
     page.goto("/ui")
     page.fill("#key", tampered)

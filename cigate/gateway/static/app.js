@@ -17,6 +17,7 @@ const BASE = new URL(".", document.baseURI);
 const $ = (id) => document.getElementById(id);
 let cursor = null; // id of the last file shown: the next page starts after it
 let objectUrls = [];
+let shown = 0; // bumped when the previews are forgotten: late answers are dropped
 
 class ApiError extends Error {
   constructor(message, status) {
@@ -98,6 +99,7 @@ function showStatus(message, kind = "error") {
 function forgetPreviews() {
   for (const url of objectUrls) URL.revokeObjectURL(url);
   objectUrls = [];
+  shown += 1;
 }
 
 // -- formatting ---------------------------------------------------------------------------
@@ -182,6 +184,7 @@ function previewKind(type, name) {
 /** Fill `cell` with a preview of the bytes `fetchBytes(range)` returns, when the type has one. */
 async function preview(cell, { type, name, bytes }, fetchBytes) {
   const kind = previewKind(type, name);
+  const generation = shown;
   if (kind === null) {
     cell.replaceChildren(el("span", { className: "none" }, "no preview"));
     return;
@@ -193,6 +196,7 @@ async function preview(cell, { type, name, bytes }, fetchBytes) {
         return;
       }
       const data = new Uint8Array(await fetchBytes(null));
+      if (generation !== shown) return; // signed out (or reloaded) meanwhile
       if (!IMAGES[type](data)) {
         cell.replaceChildren(el("span", { className: "none" }, `no preview: not a ${type} file`));
         return;
@@ -312,7 +316,7 @@ function fileRow(file) {
   const previewCell = el("td", { className: "preview" }, el("span", { className: "none" }, "…"));
   const state = el("td", { className: `state-${file.state}` }, file.state);
   if (file.state === "failed" && file.error) {
-    state.append(el("span", { className: "error" }, `${file.error.kind}: ${file.error.message}`));
+    state.append(el("span", { className: "error" }, visible(`${file.error.kind}: ${file.error.message}`)));
   }
   const name = visible(file.filename);
   const download = el("button", { type: "button", title: `Download ${name}` }, "Download");
@@ -527,6 +531,7 @@ function start() {
   $("more").addEventListener("click", () =>
     busy($("more"), () => loadPage(storedKey())),
   );
+  window.addEventListener("hashchange", () => location.reload()); // a new #link= typed in
   const hash = location.hash.startsWith("#link=") ? decodeURIComponent(location.hash.slice(6)) : null;
   const link = hash !== null ? linkUrl(hash) : null;
   const key = storedKey();
