@@ -207,6 +207,7 @@ def world(
             ("evil.html", HTML, "text/html"),
             ("markup-not-a.png", HTML, "image/png"),
             ("hostile-cells.csv", HOSTILE_CSV, "text/csv"),
+            ("plain.tsv", b"name\tvalue\n<b>x</b>\t1\n", "application/octet-stream"),
         ]
         _store(settings.database_url, settings.blobs_url, h, payloads)
         yield World(
@@ -421,7 +422,14 @@ def test_hostile_file_names_and_contents_run_no_script_and_show_as_text(
     assert page.evaluate("() => window.__pwned") is None
     assert page.dialogs == []
     names = page.locator("#rows td.name").all_text_contents()
-    expected = [*world.hostile, "evil.svg", "evil.html", "markup-not-a.png", "hostile-cells.csv"]
+    expected = [
+        *world.hostile,
+        "evil.svg",
+        "evil.html",
+        "markup-not-a.png",
+        "hostile-cells.csv",
+        "plain.tsv",
+    ]
     # Every name shown as stored (text, not markup), each once; invisible characters (bidi
     # overrides, zero-width, controls, line breaks) spelt out, so no name passes for another.
     assert sorted(names) == sorted(_visible(n) for n in expected)
@@ -438,6 +446,8 @@ def test_hostile_file_names_and_contents_run_no_script_and_show_as_text(
     cells = _row(page, "hostile-cells.csv").locator("td.preview td").all_text_contents()
     assert cells[0] == '<img src=x onerror="window.__pwned=1">'
     assert cells[1] == "<script>alert(1)</script>"
+    tsv = _row(page, "plain.tsv").locator("td.preview td").all_text_contents()
+    assert tsv == ["name", "value", "<b>x</b>", "1"]
     # Downloading the SVG saves it; the page never opens it.
     with page.expect_download() as info:
         _row(page, "evil.svg").get_by_role("button", name="Download").click()
