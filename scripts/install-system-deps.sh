@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages cigate's sandbox and test servers need, when running as root.
-# --sandbox-only: just bubblewrap (what `make demo` needs). Without it: also PostgreSQL and nginx.
+# --sandbox-only: just bubblewrap (what `make demo` needs). Without it: also PostgreSQL, nginx
+# and Chromium (the gateway web page is tested in it, headless).
 set -euo pipefail
 want=(bubblewrap)
-[ "${1:-}" = "--sandbox-only" ] || want+=(postgresql nginx-light)
+[ "${1:-}" = "--sandbox-only" ] || want+=(postgresql nginx-light chromium)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

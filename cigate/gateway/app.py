@@ -41,6 +41,7 @@ from cigate.gateway import (
     proxy,
     scoped,
     tracing,
+    webpage,
 )
 from cigate.gateway.context import Services
 from cigate.gateway.edge import V1_PREFIXES, ProjectGate, edge_middleware
@@ -81,6 +82,8 @@ def _routes(*, self_hosted: bool = False) -> list[BaseRoute]:
         Route("/readyz", probes.readyz, methods=["GET"]),
         Route("/metrics", probes.metrics_endpoint, methods=["GET"]),
         # The gateway's own endpoints.
+        Route("/files", files.list_files, methods=["GET"]),  # the tenant's stored files
+        *webpage.routes(),  # the tenants' web page (issue 14): no data, no key needed
         Route("/files/{file_id}", files.file_metadata, methods=["GET"]),
         Route("/files/{file_id}", files.delete_file, methods=["DELETE"]),  # erasure
         Route("/audit", audit.audit_log, methods=["GET"]),

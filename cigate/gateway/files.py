@@ -32,6 +32,7 @@ __all__ = [
     "file_content",
     "file_json",
     "file_metadata",
+    "list_files",
     "page_params",
     "resolve",
     "response_files",
@@ -109,6 +110,57 @@ async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> 
         origin="on_demand",
     )
     return await svc.harvester.ensure_stored(row)
+
+
+async def list_files(request: Request) -> Response:
+    """``GET /files``: the caller's stored files, newest first, in OpenAI-list pages.
+
+    ``limit`` (1..100, 20), ``after`` (the last id of the previous page), ``order``
+    (``desc``/``asc``), and filters ``response_id``, ``container_id``. An ``after`` or a filter
+    naming nothing of the caller's is the unknown-id 404, so the answer is the same for another
+    tenant's id and for one that never existed. (The Files API list, ``/openai/v1/files``, is
+    another route: the upstream's files of the caller.)
+    """
+    svc = services(request)
+    tenant_id = await svc.tenants.tenant_id(request)
+    limit, after = page_params(request, default=20, most=100)
+    order = request.query_params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadInputError("order must be 'asc' or 'desc'.")
+    response_id = _id_param(request, "response_id")
+    container_id = _id_param(request, "container_id")
+    if response_id is not None and await svc.meta.get_response(tenant_id, response_id) is None:
+        raise not_found("response", response_id)
+    if container_id is not None and await svc.meta.owner("container", container_id) != tenant_id:
+        raise not_found("container", container_id)
+    try:
+        rows = await svc.meta.list_files(
+            tenant_id,
+            response_id=response_id,
+            container_id=container_id,
+            after=after,
+            limit=limit + 1,
+            order="asc" if order == "asc" else "desc",
+        )
+    except NotFoundError:
+        raise not_found("file", after or "") from None
+    page, base = rows[:limit], svc.public_base(request)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [file_json(row, base) for row in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": len(rows) > limit,
+        }
+    )
+
+
+def _id_param(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name) or None
+    if value is not None and not _CURSOR.fullmatch(value):
+        raise BadInputError(f"{name} must be an id the gateway gave.")
+    return value
 
 
 async def file_metadata(request: Request) -> Response:

@@ -134,6 +134,10 @@ OWN_ROUTES: dict[str, Literal["public", "link", "tenant"]] = {
     "/metrics": "public",  # off unless --metrics; --metrics-token guards it (probes.py)
     "/links/{link_id}": "link",
     "/audit": "tenant",
+    "/files": "tenant",
+    "/ui": "public",  # the web page and its assets hold no data (webpage.py)
+    "/ui/app.js": "public",
+    "/ui/app.css": "public",
     "/files/{file_id}": "tenant",
     "/files/{file_id}/content": "tenant",
     "/files/{file_id}/links": "tenant",

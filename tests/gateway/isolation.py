@@ -271,6 +271,15 @@ def cases(routes: list[Any], w: World, *, every: int = 1) -> Iterator[Case]:
                     f"expires={w.link_expires}&signature={'0' * 64}",
                     f"expires={w.link_expires + 1}&signature={w.link_signature}",
                 ]
+            elif route.path == "/files":  # the listing: cursors and filters naming A's
+                queries = [
+                    "",
+                    f"after={w.a['gateway_file']}",
+                    f"after={w.a['generated_file']}",
+                    f"response_id={w.a['response']}",
+                    f"container_id={w.a['auto_container']}",
+                    f"container_id={w.a['container']}&order=asc",
+                ]
             else:
                 queries = [query]
             at = tuple(range(1, prefix.count("/") + 1)) if prefix else (1,)

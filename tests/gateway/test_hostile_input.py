@@ -336,6 +336,7 @@ LISTS = [
     "/openai/v1/assistants",
     "/openai/v1/threads/{t}/messages",
     "/responses/{resp}/files",
+    "/files",  # the tenant's stored files (the web page's listing)
 ]
 
 
