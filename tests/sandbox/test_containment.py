@@ -315,21 +315,32 @@ def test_processes_stop_at_the_pids_limit(client: openai.OpenAI, emulator: Runni
 
 BOMB = """
 import os, time
-me, failed = os.getpid(), 0
+me, made, failed = os.getpid(), 0, 0
 for _ in range(8):  # 2**8 = 256 processes if nothing stops it
     try:
-        os.fork()
+        if os.fork() == 0:
+            made = failed = 0  # a child counts its own forks
+        else:
+            made += 1
     except OSError:
         failed += 1
-if failed:  # whichever process was refused says so (not only the first: forks race)
-    fd = os.open('/tmp/bomb-refused', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.write(fd, b'x' * failed)
-    os.close(fd)
+# Every process says what it made and what was refused, then waits for the all-clear: all of
+# them are alive together however slowly the machine schedules them.
+fd = os.open('/tmp/bomb', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+os.write(fd, b'%d %d\\n' % (made, failed))
+os.close(fd)
+end = time.monotonic() + 60
 if os.getpid() != me:
-    time.sleep(1)
+    while not os.path.exists('/tmp/bomb-over') and time.monotonic() < end:
+        time.sleep(0.05)
     os._exit(0)
-time.sleep(0.5)
-print('failed=%d' % (os.path.getsize('/tmp/bomb-refused') if os.path.exists('/tmp/bomb-refused') else 0))
+while time.monotonic() < end:
+    rows = [tuple(map(int, r.split())) for r in open('/tmp/bomb').read().splitlines()]
+    if len(rows) == 1 + sum(m for m, _ in rows):  # every process made has reported
+        break
+    time.sleep(0.05)
+open('/tmp/bomb-over', 'w').close()
+print('failed=%d' % sum(f for _, f in rows))
 """
 
 
