@@ -157,6 +157,12 @@ class GatewaySettings:
     #: The kernels' data directory: ``/mnt/data`` where the pod mounts it; empty: a directory
     #: per kernel under the kernel's working directory (a Kernel Gateway on one host).
     kernel_gateway_data_dir: str = ""
+    #: Apply pending metadata-store migrations at start-up. Off (``--no-migrate``, for replicas
+    #: started after ``cigate gateway migrate``): refuse to start unless the store is at exactly
+    #: this version, and require a configured link secret (docs/deploy.md).
+    migrate: bool = True
+    #: A file holding the link secret (a mounted Secret); instead of ``link_secret``.
+    link_secret_file: str = ""
 
     def __post_init__(self) -> None:
         if self.upstream_auth not in _AUTH_MODES:
