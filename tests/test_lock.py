@@ -1,8 +1,9 @@
 """The locks pin, with hashes, every package make installs, and still satisfy pyproject.toml.
 
-``requirements/dev.txt`` (tests, benchmarks, docs), ``requirements/demo.txt`` (``make demo``) and
-``requirements/gateway.txt`` (the gateway image, deploy/Dockerfile) are produced by ``make lock`` (uv); pyproject.toml keeps ranges for library users. Editing a
-range or adding a dependency without re-locking fails here, not in CI on a fresh machine.
+``requirements/dev.txt`` (tests, benchmarks, docs), ``requirements/demo.txt`` (``make demo``)
+and ``requirements/gateway.txt`` (the gateway image) are produced by ``make lock`` (uv);
+pyproject.toml keeps ranges for library users. Editing a range or adding a dependency without
+re-locking fails here, not in CI on a fresh machine.
 """
 
 from __future__ import annotations

@@ -313,11 +313,47 @@ class GatewaySettings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = os.environ.get(_ENV_PREFIX + f.name.upper())
+            if f.name in _FILE_FIELDS:
+                raw = _from_file(f.name, raw)
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, type(getattr(_DEFAULTS, f.name)))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+#: Settings that may hold a credential: ``CIGATE_GATEWAY_<NAME>_FILE`` names a file holding the
+#: value (a mounted Kubernetes or compose secret) instead of the variable itself. The link
+#: secret has its own setting, ``link_secret_file`` (checked in :mod:`cigate.gateway.links`).
+_FILE_FIELDS = frozenset(
+    {
+        "upstream_key",
+        "database",
+        "blobs",
+        "metrics_token",
+        "interpreter_upstream_key",
+        "kernel_gateway_token",
+    }
+)
+
+
+def _from_file(name: str, raw: str | None) -> str | None:
+    """The value of ``name`` from ``CIGATE_GATEWAY_<NAME>_FILE`` when that is set."""
+    variable = f"{_ENV_PREFIX}{name.upper()}_FILE"
+    path = os.environ.get(variable)
+    if not path:
+        return raw
+    if raw:
+        raise ConfigurationError(
+            f"set {_ENV_PREFIX}{name.upper()} or {variable}, not both", hint=SETTINGS_HINT
+        )
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()  # secret files end with "\n"
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"cannot read {variable}={path!r}: {getattr(exc, 'strerror', None) or exc}",
+            hint=SETTINGS_HINT,
+        ) from exc
 
 
 def _convert(name: str, raw: str, kind: type) -> Any:

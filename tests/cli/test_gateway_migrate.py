@@ -18,6 +18,7 @@ from sqlalchemy import inspect, text
 
 from cigate.cli import main
 from cigate.exceptions import ConfigurationError, StorageError
+from cigate.gateway.settings import GatewaySettings
 from cigate.storage import MetadataStore, migrations
 from cigate.storage._db import create_engine
 from cigate.storage.migrations import MIGRATIONS, applied_versions
@@ -219,3 +220,30 @@ def test_migrate_uses_the_same_default_database_as_the_gateway(
     result = CliRunner().invoke(main, ["gateway", "migrate"])
     assert result.exit_code == 0, result.output
     assert _versions(f"sqlite:///{tmp_path / 'gateway.db'}") == ALL
+
+
+@pytest.mark.parametrize(
+    "name", ["upstream_key", "database", "blobs", "metrics_token", "kernel_gateway_token"]
+)
+def test_a_credential_setting_can_come_from_a_mounted_secret_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    secret = tmp_path / name
+    secret.write_text("value-from-the-secret\n")
+    monkeypatch.setenv(f"CIGATE_GATEWAY_{name.upper()}_FILE", str(secret))
+    assert getattr(GatewaySettings.from_env(), name) == "value-from-the-secret"
+    monkeypatch.setenv(f"CIGATE_GATEWAY_{name.upper()}", "inline")
+    with pytest.raises(ConfigurationError, match="not both"):
+        GatewaySettings.from_env()
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe"], ids=["missing-file", "not-utf8"])
+def test_an_unreadable_secret_file_is_a_start_up_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None
+) -> None:
+    path = tmp_path / "key"
+    if content is not None:
+        path.write_bytes(content)
+    monkeypatch.setenv("CIGATE_GATEWAY_UPSTREAM_KEY_FILE", str(path))
+    with pytest.raises(ConfigurationError, match="cannot read CIGATE_GATEWAY_UPSTREAM_KEY_FILE"):
+        GatewaySettings.from_env()
