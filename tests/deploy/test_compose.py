@@ -8,28 +8,25 @@ settings loader, as the container would.
 from __future__ import annotations
 
 import re
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from cigate.gateway import settings as settings_module
 from cigate.gateway.links import load_link_secret
 from cigate.gateway.settings import GatewaySettings
+from tests.deploy.settings_names import real_setting_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 #: Azurite's published development account key: public, in Microsoft's documentation.
-AZURITE_DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq%2FK1SZFPTOtr%2FKBHBeksoGMGw%3D%3D"
-
-
-def real_setting_names() -> set[str]:
-    names = {f"CIGATE_GATEWAY_{f.name.upper()}" for f in fields(GatewaySettings)}
-    names |= {f"CIGATE_GATEWAY_{n.upper()}_FILE" for n in settings_module._FILE_FIELDS}
-    return names | {"CIGATE_GATEWAY_LOG_LEVEL", "CIGATE_GATEWAY_LOG_FORMAT"}  # CLI-only
+AZURITE_DEV_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq"
+    "%2FK1SZFPTOtr%2FKBHBeksoGMGw%3D%3D"
+)
 
 
 def test_the_migration_runs_once_before_the_gateway_which_never_migrates() -> None:
@@ -85,11 +82,10 @@ def test_the_gateway_environment_loads_as_a_replica_with_its_secret_files(
     for name, content in files.items():
         (tmp_path / name).write_text(content)
     monkeypatch.setenv("CIGATE_UPSTREAM", "https://res.openai.azure.com")
-    for key, value in SERVICES["gateway"]["environment"].items():
-        value = value.replace("/run/secrets/", f"{tmp_path}/")
+    for key, raw in SERVICES["gateway"]["environment"].items():
+        value = raw.replace("/run/secrets/", f"{tmp_path}/")
         value = re.sub(r"\$\{CIGATE_UPSTREAM:\?[^}]*\}", "https://res.openai.azure.com", value)
-        value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
-        monkeypatch.setenv(key, value)
+        monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value))
     settings = replace(
         GatewaySettings.from_env(), migrate="--no-migrate" not in SERVICES["gateway"]["command"]
     )
