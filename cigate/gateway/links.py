@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
@@ -31,6 +32,7 @@ from cigate.gateway.settings import SETTINGS_HINT, GatewaySettings, cigate_home
 __all__ = ["create_link", "load_link_secret", "revoke_link", "serve_link", "sign"]
 
 _MAX_TTL = 30 * 24 * 3600
+log = logging.getLogger(__name__)
 
 
 def load_link_secret(settings: GatewaySettings) -> bytes:
@@ -57,6 +59,11 @@ def load_link_secret(settings: GatewaySettings) -> bytes:
             "fail on the others",
             hint="Set CIGATE_GATEWAY_LINK_SECRET_FILE to a mounted Secret (or "
             "CIGATE_GATEWAY_LINK_SECRET); make one with `openssl rand -base64 48`.",
+        )
+    if not settings.database_url.startswith("sqlite"):
+        log.warning(
+            "no CIGATE_GATEWAY_LINK_SECRET(_FILE): this gateway signs links with a secret of "
+            "its own; other gateways sharing the store will refuse them (docs/deploy.md)"
         )
     path = Path(cigate_home()) / "gateway-link-secret"
     if not path.exists():

@@ -61,7 +61,10 @@ def test_a_link_one_replica_signs_downloads_from_another_sharing_the_secret_file
 
 
 def test_replicas_that_invented_their_own_secret_would_refuse_each_others_links(
-    postgres_azurite: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_azurite: Backend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Why a replica must not invent one: the failure the refusal prevents, shown."""
     homes = []
@@ -69,6 +72,9 @@ def test_replicas_that_invented_their_own_secret_would_refuse_each_others_links(
         monkeypatch.setenv("CIGATE_HOME", str(tmp_path / name))
         homes.append(load_link_secret(_settings(postgres_azurite)))
     assert homes[0] != homes[1]
+    warnings = [r for r in caplog.records if r.name == "cigate.gateway.links"]
+    assert len(warnings) == 2  # each one said so
+    assert "other gateways sharing the store will refuse them" in warnings[0].getMessage()
     with pytest.raises(ConfigurationError, match="needs the link secret every replica shares"):
         load_link_secret(_settings(postgres_azurite, migrate=False))
 
