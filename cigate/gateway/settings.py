@@ -348,12 +348,18 @@ def _from_file(name: str, raw: str | None) -> str | None:
             f"set {_ENV_PREFIX}{name.upper()} or {variable}, not both", hint=SETTINGS_HINT
         )
     try:
-        return Path(path).read_text(encoding="utf-8").strip()  # secret files end with "\n"
+        value = Path(path).read_text(encoding="utf-8").strip()  # secret files end with "\n"
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(
             f"cannot read {variable}={path!r}: {getattr(exc, 'strerror', None) or exc}",
             hint=SETTINGS_HINT,
         ) from exc
+    if not value.isprintable():  # a NUL or a line break inside: never a key or a URL
+        raise ConfigurationError(
+            f"{variable}={path!r} holds a control character (a value is one printable line)",
+            hint=SETTINGS_HINT,
+        )
+    return value
 
 
 def _convert(name: str, raw: str, kind: type) -> Any:

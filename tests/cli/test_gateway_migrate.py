@@ -9,6 +9,7 @@ nothing while refusing.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -247,3 +248,47 @@ def test_an_unreadable_secret_file_is_a_start_up_error(
     monkeypatch.setenv("CIGATE_GATEWAY_UPSTREAM_KEY_FILE", str(path))
     with pytest.raises(ConfigurationError, match="cannot read CIGATE_GATEWAY_UPSTREAM_KEY_FILE"):
         GatewaySettings.from_env()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://somewhere/db", "not a url at all ://"],
+    ids=["other-database", "not-a-url"],
+)
+def test_migrate_with_a_bad_database_url_is_one_line_and_a_hint(url: str) -> None:
+    code, output = _migrate(url)
+    assert code == ConfigurationError.exit_code, output
+    assert output.startswith("error: ")
+    assert "hint: " in output
+    assert "Traceback" not in output
+
+
+def test_generated_secret_files_give_the_value_or_one_line_never_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 database URL files with hostile bytes, through `cigate gateway migrate`.
+
+    Each migrates (a printable SQLite path), or ends with one ``error:`` line and a hint: never
+    a traceback, never exit 1. A NUL inside crashed sqlite3 before the check existed.
+    """
+    rng = random.Random(1414)
+    hostile = ["\x00", "\n", "\r", "\t", "\x1b", "\u202e", "\x7f", "\ufeff", "é", " "]
+    path = tmp_path / "database_url"
+    monkeypatch.setenv("CIGATE_GATEWAY_DATABASE_FILE", str(path))
+    outcomes: dict[int, int] = {}
+    for n in range(100):
+        name = [rng.choice("ab-_") for _ in range(rng.randrange(1, 6))]
+        if rng.random() < 0.6:  # one hostile character somewhere
+            name.insert(rng.randrange(len(name) + 1), rng.choice(hostile))
+        name = "".join(name)
+        url = f"sqlite:///{tmp_path}/db{n}-{name}.db" + rng.choice(["", "\n", "\r\n"])
+        path.write_bytes(url.encode("utf-8", "surrogatepass"))
+        result = CliRunner().invoke(main, ["gateway", "migrate"])
+        outcomes[result.exit_code] = outcomes.get(result.exit_code, 0) + 1
+        assert result.exit_code in (0, ConfigurationError.exit_code), (url, result.output)
+        assert "Traceback" not in result.output
+        if result.exit_code == 0:
+            assert url.strip().isprintable(), url
+        else:
+            assert result.output.startswith("error: "), result.output
+    assert set(outcomes) == {0, ConfigurationError.exit_code}, outcomes

@@ -16,6 +16,7 @@ host ``podman build``/``run`` need none of them.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -39,16 +40,26 @@ pytestmark = [pytest.mark.image, pytest.mark.storage, pytest.mark.sandbox, pytes
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "localhost/cigate-base:bookworm"
 IMAGE = "localhost/cigate-gateway:test"
-PODMAN = ["podman", "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+#: This sandbox's flags (see the module docstring); CIGATE_TEST_PODMAN_FLAGS and
+#: CIGATE_TEST_PODMAN_RUN_FLAGS replace them on a host that needs none or others.
+PODMAN = [
+    "podman",
+    *shlex.split(
+        os.environ.get(
+            "CIGATE_TEST_PODMAN_FLAGS",
+            "--storage-driver vfs --runtime runc --cgroup-manager cgroupfs",
+        )
+    ),
+]
 RUN = [
     *PODMAN,
     "run",
-    "--network",
-    "host",
-    "--ulimit",
-    "nofile=4096:4096",
-    "--ulimit",
-    "nproc=4096:4096",
+    *shlex.split(
+        os.environ.get(
+            "CIGATE_TEST_PODMAN_RUN_FLAGS",
+            "--network host --ulimit nofile=4096:4096 --ulimit nproc=4096:4096",
+        )
+    ),
 ]
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CODE = "data = bytes(range(256)) * 5000\nopen('/mnt/data/numbers.bin', 'wb').write(data)\n"
@@ -66,7 +77,7 @@ def image() -> str:
     if _podman(*PODMAN, "image", "exists", BASE, check=False).returncode != 0:
         env = {**os.environ, "PODMAN_FLAGS": " ".join(PODMAN[1:])}
         subprocess.run([str(ROOT / "deploy/build-base.sh"), BASE], check=True, env=env)
-    build = [*PODMAN, "build", "--format", "docker", "--isolation", "chroot", "--network", "host"]
+    build = [*PODMAN, "build", "--format", "docker", "--isolation", "chroot", "--network=host"]
     if CA_BUNDLE.exists():  # a TLS-inspecting proxy's CA, as a build secret (never a layer)
         build += ["--secret", f"id=pip_cert,src={CA_BUNDLE}"]
     _podman(*build, "--build-arg", f"BASE_IMAGE={BASE}", "-f", "deploy/Dockerfile", "-t", IMAGE,
