@@ -59,12 +59,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* The secret files as CIGATE_GATEWAY_<NAME>_FILE variables (mounted at /run/secrets/cigate). */}}
-{{- define "cigate.secretEnv" -}}
-- name: CIGATE_GATEWAY_DATABASE_FILE
-  value: /run/secrets/cigate/{{ .Values.secrets.keys.databaseUrl }}
-{{- end -}}
-
+{{/* The Secret, mounted as files at /run/secrets/cigate (0440, group fsGroup). */}}
 {{- define "cigate.secretVolume" -}}
 - name: secrets
   secret:
