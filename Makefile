@@ -10,6 +10,8 @@ STAMP_DEV := $(VENV)/.installed-dev
 # ranges for library users stay in pyproject.toml). demo.txt is dev.txt's subset for the demo.
 LOCK_DEV := requirements/dev.txt
 LOCK_DEMO := requirements/demo.txt
+# The gateway image's lock (deploy/Dockerfile): the gateway with PostgreSQL and Azure storage.
+LOCK_GATEWAY := requirements/gateway.txt
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 LOCK_FLAGS := --universal --generate-hashes --python-version 3.11 --quiet
 
@@ -37,6 +39,8 @@ lock: $(STAMP_DEV)
 		$(if $(UPGRADE),--upgrade) -o $(LOCK_DEV)
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra emulator $(LOCK_FLAGS) \
 		-c $(LOCK_DEV) -o $(LOCK_DEMO)
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra postgres --extra azure \
+		$(LOCK_FLAGS) -c $(LOCK_DEV) -o $(LOCK_GATEWAY)
 
 system-deps:
 	@bash scripts/install-system-deps.sh

@@ -1,8 +1,9 @@
 """The locks pin, with hashes, every package make installs, and still satisfy pyproject.toml.
 
-``requirements/dev.txt`` (tests, benchmarks, docs) and ``requirements/demo.txt`` (``make demo``)
-are produced by ``make lock`` (uv); pyproject.toml keeps ranges for library users. Editing a
-range or adding a dependency without re-locking fails here, not in CI on a fresh machine.
+``requirements/dev.txt`` (tests, benchmarks, docs), ``requirements/demo.txt`` (``make demo``)
+and ``requirements/gateway.txt`` (the gateway image) are produced by ``make lock`` (uv);
+pyproject.toml keeps ranges for library users. Editing a range or adding a dependency without
+re-locking fails here, not in CI on a fresh machine.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def build_requirements() -> list[Requirement]:
 LOCKS = {
     "dev.txt": [*requirements("dev"), *build_requirements()],
     "demo.txt": [*requirements("emulator"), *build_requirements()],
+    "gateway.txt": [*requirements("postgres", "azure"), *build_requirements()],
 }
 
 
@@ -121,12 +123,13 @@ def test_the_lock_satisfies_every_range_in_pyproject(lock: str, env: dict[str, s
     assert problems == [], "run `make lock`: " + "; ".join(problems)
 
 
-def test_the_demo_lock_is_the_dev_locks_versions() -> None:
+@pytest.mark.parametrize("lock", ["demo.txt", "gateway.txt"], ids=["demo", "gateway-image"])
+def test_the_demo_and_gateway_locks_are_the_dev_locks_versions(lock: str) -> None:
     # By name and version: a dev-only package can widen a shared dependency's marker in the dev
     # lock (jupyter-kernel-gateway: cffi, ptyprocess) without changing its version.
     dev = {(p.name, p.version) for p in read_lock(ROOT / "requirements/dev.txt")}
-    demo = read_lock(ROOT / "requirements" / "demo.txt")
-    assert [p.name for p in demo if (p.name, p.version) not in dev] == []
+    subset = read_lock(ROOT / "requirements" / lock)
+    assert [p.name for p in subset if (p.name, p.version) not in dev] == []
 
 
 def test_the_makefile_installs_only_from_the_locks_with_hashes() -> None:

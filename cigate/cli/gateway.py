@@ -85,6 +85,18 @@ def gateway() -> None:
     default=None,
     help="/readyz also checks the upstream credential (default: off).",
 )
+@click.option(
+    "--migrate/--no-migrate",
+    envvar=_env("migrate"),
+    default=None,
+    help="Apply pending store migrations at start (default); --no-migrate: refuse to start "
+    "unless the store is at this version (replicas after `cigate gateway migrate`).",
+)
+@click.option(
+    "--link-secret-file",
+    envvar=_env("link_secret_file"),
+    help="File holding the link secret every replica shares (a mounted Secret).",
+)
 @tls_options
 def serve(
     log_level: str,
@@ -122,10 +134,12 @@ def serve(
 
 async def _check_stores(settings: GatewaySettings) -> None:
     """Open both stores as the gateway will (migrations included) and check them, once."""
+    from cigate.gateway.links import load_link_secret
     from cigate.storage.blobs import open_blob_store
     from cigate.storage.metadata import MetadataStore
 
-    meta = await MetadataStore.open(settings.database_url)
+    load_link_secret(settings)  # a replica without the shared secret stops here
+    meta = await MetadataStore.open(settings.database_url, migrate=settings.migrate)
     try:
         await meta.check()
         blobs = open_blob_store(settings.blobs_url)
@@ -135,6 +149,29 @@ async def _check_stores(settings: GatewaySettings) -> None:
             await blobs.close()
     finally:
         await meta.close()
+
+
+@gateway.command()
+@_DATABASE
+def migrate(database: str | None) -> None:
+    """Apply the metadata store's pending migrations, then exit (0: the store is current).
+
+    Run it once per upgrade before the gateways start with --no-migrate (the Helm chart's
+    migration Job, compose's migrate service). Safe to run twice or from several places.
+
+    Example: cigate gateway migrate --database postgresql://cigate@db/cigate
+    """
+    from cigate.storage.metadata import MetadataStore
+
+    url = GatewaySettings.from_env(database=database).database_url
+    before, applied = asyncio.run(MetadataStore.migrate(url))
+    if applied:
+        click.echo(
+            f"migrated the metadata store from schema version {before.current} to "
+            f"{before.newest} (applied {', '.join(map(str, applied))})"
+        )
+    else:
+        click.echo(f"the metadata store is at schema version {before.newest}: nothing to do")
 
 
 @gateway.group()

@@ -158,7 +158,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        meta = await MetadataStore.open(settings.database_url)
+        link_secret = links.load_link_secret(settings)  # before anything needs closing
+        meta = await MetadataStore.open(settings.database_url, migrate=settings.migrate)
         blobs = open_blob_store(settings.blobs_url)
         upstream = Upstream(settings, client=upstream_client, credential=upstream_credential)
         if provider is not None:  # the sweep's copies are traced too
@@ -182,7 +183,7 @@ def create_app(
             recorder=recorder,
             tasks=tasks,
             tenants=TenantResolver(meta, entra=entra),
-            link_secret=links.load_link_secret(settings),
+            link_secret=link_secret,
             interpreter=interpreter,
         )
         Sweep(harvester, recorder).start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
@@ -20,26 +21,50 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cigate.exceptions import AccessDeniedError, BadInputError
+from cigate.exceptions import AccessDeniedError, BadInputError, ConfigurationError
 from cigate.gateway.body_refs import json_body, read_capped
 from cigate.gateway.context import services
 from cigate.gateway.errors import not_found
 from cigate.gateway.files import resolve
 from cigate.gateway.serving import serve_file
-from cigate.gateway.settings import GatewaySettings, cigate_home
+from cigate.gateway.settings import SETTINGS_HINT, GatewaySettings, cigate_home
 
 __all__ = ["create_link", "load_link_secret", "revoke_link", "serve_link", "sign"]
 
 _MAX_TTL = 30 * 24 * 3600
+log = logging.getLogger(__name__)
 
 
 def load_link_secret(settings: GatewaySettings) -> bytes:
-    """The configured secret, else one generated once and kept in ``$CIGATE_HOME``.
+    """The configured secret (``link_secret`` or ``link_secret_file``), else one generated
+    once and kept in ``$CIGATE_HOME``.
 
-    Several gateway processes must share it: set ``CIGATE_GATEWAY_LINK_SECRET`` for scale-out.
+    Every gateway process sharing a metadata store must use the same secret, or a link one
+    replica signs is refused by the next: a gateway started without migrating (a replica,
+    ``migrate=False``) never invents one, it needs the secret configured (docs/deploy.md).
     """
+    if settings.link_secret and settings.link_secret_file:
+        raise ConfigurationError(
+            "set CIGATE_GATEWAY_LINK_SECRET or CIGATE_GATEWAY_LINK_SECRET_FILE, not both",
+            hint=SETTINGS_HINT,
+        )
+    if settings.link_secret_file:
+        return _checked(_read_secret_file(Path(settings.link_secret_file)), "the file's secret")
     if settings.link_secret:
-        return settings.link_secret.encode()
+        return _checked(settings.link_secret, "CIGATE_GATEWAY_LINK_SECRET")
+    if not settings.migrate:
+        raise ConfigurationError(
+            "a gateway started with --no-migrate (a replica) needs the link secret every "
+            "replica shares: each would otherwise invent its own, and links one signs would "
+            "fail on the others",
+            hint="Set CIGATE_GATEWAY_LINK_SECRET_FILE to a mounted Secret (or "
+            "CIGATE_GATEWAY_LINK_SECRET); make one with `openssl rand -base64 48`.",
+        )
+    if not settings.database_url.startswith("sqlite"):
+        log.warning(
+            "no CIGATE_GATEWAY_LINK_SECRET(_FILE): this gateway signs links with a secret of "
+            "its own; other gateways sharing the store will refuse them (docs/deploy.md)"
+        )
     path = Path(cigate_home()) / "gateway-link-secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +72,37 @@ def load_link_secret(settings: GatewaySettings) -> bytes:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
     return path.read_text().strip().encode()
+
+
+#: Shortest configured secret: 32 characters (a generated one has 64).
+MIN_SECRET_LENGTH = 32
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read CIGATE_GATEWAY_LINK_SECRET_FILE {str(path)!r}: {exc.strerror}",
+            hint=SETTINGS_HINT,
+        ) from exc
+    try:
+        return raw.decode("utf-8").strip()  # a Secret's file often ends with a newline
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"CIGATE_GATEWAY_LINK_SECRET_FILE {str(path)!r} is not UTF-8 text",
+            hint=SETTINGS_HINT,
+        ) from exc
+
+
+def _checked(secret: str, where: str) -> bytes:
+    if len(secret) < MIN_SECRET_LENGTH or not secret.isprintable():
+        raise ConfigurationError(
+            f"{where} must be at least {MIN_SECRET_LENGTH} printable characters "
+            f"(got {len(secret)})",
+            hint="Make one with `openssl rand -base64 48`.",
+        )
+    return secret.encode()
 
 
 def sign(secret: bytes, link_id: str, file_id: str, expires: int) -> str:

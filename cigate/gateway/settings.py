@@ -157,6 +157,12 @@ class GatewaySettings:
     #: The kernels' data directory: ``/mnt/data`` where the pod mounts it; empty: a directory
     #: per kernel under the kernel's working directory (a Kernel Gateway on one host).
     kernel_gateway_data_dir: str = ""
+    #: Apply pending metadata-store migrations at start-up. Off (``--no-migrate``, for replicas
+    #: started after ``cigate gateway migrate``): refuse to start unless the store is at exactly
+    #: this version, and require a configured link secret (docs/deploy.md).
+    migrate: bool = True
+    #: A file holding the link secret (a mounted Secret); instead of ``link_secret``.
+    link_secret_file: str = ""
 
     def __post_init__(self) -> None:
         if self.upstream_auth not in _AUTH_MODES:
@@ -307,11 +313,53 @@ class GatewaySettings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = os.environ.get(_ENV_PREFIX + f.name.upper())
+            if f.name in _FILE_FIELDS:
+                raw = _from_file(f.name, raw)
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, type(getattr(_DEFAULTS, f.name)))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+#: Settings that may hold a credential: ``CIGATE_GATEWAY_<NAME>_FILE`` names a file holding the
+#: value (a mounted Kubernetes or compose secret) instead of the variable itself. The link
+#: secret has its own setting, ``link_secret_file`` (checked in :mod:`cigate.gateway.links`).
+_FILE_FIELDS = frozenset(
+    {
+        "upstream_key",
+        "database",
+        "blobs",
+        "metrics_token",
+        "interpreter_upstream_key",
+        "kernel_gateway_token",
+    }
+)
+
+
+def _from_file(name: str, raw: str | None) -> str | None:
+    """The value of ``name`` from ``CIGATE_GATEWAY_<NAME>_FILE`` when that is set."""
+    variable = f"{_ENV_PREFIX}{name.upper()}_FILE"
+    path = os.environ.get(variable)
+    if not path:
+        return raw
+    if raw:
+        raise ConfigurationError(
+            f"set {_ENV_PREFIX}{name.upper()} or {variable}, not both", hint=SETTINGS_HINT
+        )
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()  # secret files end with "\n"
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"cannot read {variable}={path!r}: {getattr(exc, 'strerror', None) or exc}",
+            hint=SETTINGS_HINT,
+        ) from exc
+    if not value.isprintable():  # a NUL or a line break inside: never a key or a URL
+        raise ConfigurationError(
+            f"{variable}={path!r} holds a control character (a value is one printable line)",
+            hint=SETTINGS_HINT,
+        )
+    return value
 
 
 def _convert(name: str, raw: str, kind: type) -> Any:

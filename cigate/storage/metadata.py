@@ -30,7 +30,12 @@ from cigate.storage.errors import NotFoundError
 from cigate.storage.metadata_erasure import ErasureQueries, audit_record
 from cigate.storage.metadata_files import FileQueries, check_id, clean_text
 from cigate.storage.metadata_owners import OwnerQueries, claim_in
-from cigate.storage.migrations import apply_migrations
+from cigate.storage.migrations import (
+    SchemaStatus,
+    apply_migrations,
+    check_schema,
+    schema_status,
+)
 from cigate.storage.records import ApiKey, Download, Link, ResponseRecord, Tenant
 from cigate.storage.schema import api_keys, downloads, links, responses, tenants
 
@@ -70,20 +75,37 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
     """Open with ``await MetadataStore.open(url)``; ``await store.close()`` when done."""
 
     @classmethod
-    async def open(cls, url: str | None = None, *, clock: Clock | None = None) -> Self:
+    async def open(
+        cls, url: str | None = None, *, clock: Clock | None = None, migrate: bool = True
+    ) -> Self:
         """Connect and apply pending migrations (safe when many processes start at once).
 
         ``url`` empty or ``None`` means SQLite at ``$CIGATE_HOME/gateway.db``;
         ``sqlite:///…`` and ``postgresql://…`` get the async drivers automatically.
+        ``migrate=False`` only checks: ``StorageError`` unless the database is at exactly this
+        code's schema version (replicas started after a migration job).
         """
         clock = clock or Clock()
         engine = create_engine(url or default_database_url())
         try:
-            await apply_migrations(engine, clock)
+            if migrate:
+                await apply_migrations(engine, clock)
+            else:
+                await check_schema(engine)
         except BaseException:
             await engine.dispose()
             raise
         return cls(engine, clock)
+
+    @staticmethod
+    async def migrate(url: str | None = None) -> tuple[SchemaStatus, list[int]]:
+        """Apply pending migrations and close: the version found, and the versions applied."""
+        engine = create_engine(url or default_database_url())
+        try:
+            before = await schema_status(engine)
+            return before, await apply_migrations(engine, Clock())
+        finally:
+            await engine.dispose()
 
     async def close(self) -> None:
         await self._engine.dispose()

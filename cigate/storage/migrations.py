@@ -8,6 +8,9 @@ SQLite and PostgreSQL, with several processes starting at once. What that takes:
 - the whole check-and-apply runs under a lock: ``pg_advisory_xact_lock`` on PostgreSQL,
   ``BEGIN IMMEDIATE`` (the database write lock) on SQLite; a second process waits, then
   finds everything applied and does nothing;
+- gateways started without migrating (``cigate gateway serve --no-migrate``, replicas after a
+  ``cigate gateway migrate`` job) only read the version (:func:`check_schema`) and refuse to
+  start on a database behind or ahead of the code;
 - a migration's tables are *frozen here*, never imported from :mod:`cigate.storage.schema`:
   changing the schema means appending a migration, and a test checks that the migrated
   database matches ``schema.py``.
@@ -33,6 +36,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
     select,
     text,
 )
@@ -43,7 +47,15 @@ from cigate.exceptions import StorageError
 from cigate.storage._db import StoreBase
 from cigate.storage.schema import UtcDateTime, schema_migrations
 
-__all__ = ["MIGRATIONS", "Migration", "applied_versions", "apply_migrations"]
+__all__ = [
+    "MIGRATIONS",
+    "Migration",
+    "SchemaStatus",
+    "applied_versions",
+    "apply_migrations",
+    "check_schema",
+    "schema_status",
+]
 
 #: Arbitrary constant naming cigate's advisory lock on PostgreSQL ("cigate" in ASCII).
 _PG_LOCK_KEY = 0x636967617465
@@ -290,13 +302,8 @@ async def apply_migrations(engine: AsyncEngine, clock: Clock) -> list[int]:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         await conn.run_sync(lambda sync: schema_migrations.create(sync, checkfirst=True))
         done = set((await conn.execute(select(schema_migrations.c.version))).scalars())
-        newest = max((m.version for m in MIGRATIONS), default=0)
-        if done and max(done) > newest:
-            raise StorageError(
-                f"the database is at schema version {max(done)}, newer than this cigate "
-                f"knows ({newest})",
-                hint="Upgrade cigate on this host; every gateway process must run one version.",
-            )
+        if SchemaStatus(frozenset(done)).ahead:
+            raise _ahead_error(SchemaStatus(frozenset(done)))
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
@@ -317,3 +324,72 @@ async def applied_versions(engine: AsyncEngine) -> list[int]:
             select(schema_migrations.c.version).order_by(schema_migrations.c.version)
         )
         return list(rows.scalars())
+
+
+def _newest() -> int:
+    return max((m.version for m in MIGRATIONS), default=0)
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Which migrations a database has, against the ones this code knows."""
+
+    applied: frozenset[int]
+
+    @property
+    def current(self) -> int:
+        """The database's version: its newest applied migration (0: none, a new database)."""
+        return max(self.applied, default=0)
+
+    @property
+    def newest(self) -> int:
+        return _newest()
+
+    @property
+    def pending(self) -> list[int]:
+        """Known migrations the database lacks (a gap in the middle counts too)."""
+        return [m.version for m in MIGRATIONS if m.version not in self.applied]
+
+    @property
+    def ahead(self) -> bool:
+        """The database has a migration this code does not know (a newer cigate made it)."""
+        return self.current > self.newest
+
+
+def _ahead_error(status: SchemaStatus) -> StorageError:
+    return StorageError(
+        f"the database is at schema version {status.current}, newer than this cigate "
+        f"knows ({status.newest})",
+        hint="Upgrade cigate on this host; every gateway process must run one version.",
+    )
+
+
+async def schema_status(engine: AsyncEngine) -> SchemaStatus:
+    """The database's migrations, read without writing anything (no table: none applied)."""
+    store = StoreBase(engine, Clock())
+    async with store._read("reading the schema version") as conn:
+        exists = await conn.run_sync(lambda sync: inspect(sync).has_table(schema_migrations.name))
+        if not exists:
+            return SchemaStatus(frozenset())
+        rows = await conn.execute(select(schema_migrations.c.version))
+        return SchemaStatus(frozenset(rows.scalars()))
+
+
+async def check_schema(engine: AsyncEngine) -> SchemaStatus:
+    """Raise ``StorageError`` unless the database is exactly at this code's version.
+
+    For processes that must not migrate (``--no-migrate``): a database behind needs
+    ``cigate gateway migrate`` first; one ahead needs this process's image upgraded.
+    """
+    status = await schema_status(engine)
+    if status.ahead:
+        raise _ahead_error(status)
+    if status.pending:
+        raise StorageError(
+            f"the database is at schema version {status.current}, this cigate needs "
+            f"{status.newest} (missing: {', '.join(map(str, status.pending))}) and was started "
+            "without migrating",
+            hint="Run `cigate gateway migrate` (the chart's migration Job, compose's migrate "
+            "service) with this version first, or start without --no-migrate.",
+        )
+    return status
