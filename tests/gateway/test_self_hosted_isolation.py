@@ -3,9 +3,10 @@
 The same attack as ``test_isolation.py`` (every route x every binding of tenant A's ids x every
 verb, every canonical spelling and a third of the others, over a raw socket, judged by
 :func:`tests.gateway.isolation.leak`), on a gateway whose containers are its own: A's explicit
-container, its upload, A's auto container and the file its code wrote are the self-hosted interpreter's. Nothing of A's may leak or
-change, nothing naming A's objects may reach the upstream, and A keeps every canonical read.
-SQLite + disk only (the storage backends are covered by the upstream-mode test).
+container, its upload, A's auto container and the file its code wrote are the self-hosted
+interpreter's. Nothing of A's may leak or change, nothing naming A's objects may reach the
+upstream, and A keeps every canonical read. SQLite + disk only (the storage backends are covered
+by the upstream-mode test).
 """
 
 from __future__ import annotations
