@@ -157,6 +157,12 @@ class GatewaySettings:
     #: The kernels' data directory: ``/mnt/data`` where the pod mounts it; empty: a directory
     #: per kernel under the kernel's working directory (a Kernel Gateway on one host).
     kernel_gateway_data_dir: str = ""
+    #: Several upstreams (issue 14): a TOML or JSON file listing them (docs/gateway.md,
+    #: "Several upstreams"); parsed by :mod:`cigate.gateway.upstreams`. Empty: ``--upstream``.
+    upstreams_file: str = ""
+    #: Seconds an upstream that failed (connect error, 5xx, 429) gets no new work; doubled per
+    #: failure in a row, up to 32 times this.
+    upstream_down_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if self.upstream_auth not in _AUTH_MODES:
