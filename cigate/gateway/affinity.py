@@ -14,7 +14,9 @@ through the answer, so the rule lives in one place:
 * a call naming objects of two upstreams is refused with a 400 before anything is sent;
 * new work (nothing named: a new response with ``container: {"type": "auto"}``, a new
   container, an upload, a stateless call) goes to a healthy upstream serving its model
-  (:meth:`~cigate.gateway.upstreams.Pool.candidates`), and fails over to the next one only
+  (:meth:`~cigate.gateway.upstreams.Pool.candidates`): the next by round robin, or the
+  tenant's home upstream with ``CIGATE_GATEWAY_UPSTREAM_BALANCE=tenant`` and always for new
+  assistants and threads (a run must find both on one upstream); it fails over to the next one only
   while no byte of the answer was relayed and the request can be sent again: a body held in
   memory, or a streamed upload none of which was read yet (a connection refused);
 * calls of families the gateway forwards without recording their objects (an operator's
@@ -57,6 +59,9 @@ _PATH_KINDS: dict[str, PlacedKind] = {
 }
 #: Families whose new objects are recorded with their upstream (so may be balanced).
 _RECORDED = frozenset(_PATH_KINDS)
+#: Families whose new objects go to the tenant's home upstream whatever the balance mode: a
+#: run joins an assistant and a thread that were created separately.
+_HOMED = frozenset({"assistants", "threads"})
 
 
 @dataclass
@@ -214,7 +219,9 @@ async def destination(svc: Services, request: Request) -> Destination:
         if verdict != "stateless":
             # Objects of families the gateway does not record live on the default upstream.
             return Destination(pool, [pool.default], pinned_by=f"every {family} object")
-    return Destination(pool, pool.candidates(await _model(svc, request)))
+    home = family in _HOMED or svc.settings.upstream_balance == "tenant"
+    tenant = await svc.tenants.tenant_id(request) if home else None
+    return Destination(pool, pool.candidates(await _model(svc, request), home_of=tenant))
 
 
 async def _model(svc: Services, request: Request) -> str | None:

@@ -18,8 +18,10 @@ back-off (doubled per failure in a row); an answer below 500 brings it back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -34,10 +36,12 @@ from cigate.gateway import metrics
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
 
-__all__ = ["DEFAULT_NAME", "Pool", "UpstreamConfig", "load_upstreams"]
+__all__ = ["BALANCE_MODES", "DEFAULT_NAME", "Pool", "UpstreamConfig", "load_upstreams"]
 
 log = logging.getLogger(__name__)
 
+#: How new work is spread: per request (round robin), or per tenant (each tenant's home).
+BALANCE_MODES = ("request", "tenant")
 #: The name of the single ``--upstream``.
 DEFAULT_NAME = "default"
 #: Upstream names: short, lower case, safe as a metric label and in a log line.
@@ -85,6 +89,12 @@ def load_upstreams(settings: GatewaySettings) -> list[UpstreamConfig]:
 
     Raises :class:`ConfigurationError` with the entry and the fix for anything wrong.
     """
+    if settings.upstream_balance not in BALANCE_MODES:
+        raise ConfigurationError(
+            f"CIGATE_GATEWAY_UPSTREAM_BALANCE must be one of {', '.join(BALANCE_MODES)}, "
+            f"not {settings.upstream_balance!r}",
+            hint=_HINT,
+        )
     if not settings.upstreams_file:
         settings.require_upstream()
         return [
@@ -251,11 +261,13 @@ class Pool:
             status=503,
         )
 
-    def candidates(self, model: str | None) -> list[Upstream]:
+    def candidates(self, model: str | None, home_of: str | None = None) -> list[Upstream]:
         """The upstreams new work for ``model`` may go to, in the order to try them.
 
-        Healthy ones first, the next by smooth weighted round robin; then the ones marked
-        down, soonest back first (a last resort when every one is down).
+        Healthy ones first: the next by smooth weighted round robin, or, with ``home_of``
+        (a tenant id), that tenant's own order (weighted rendezvous hashing: the same for
+        every replica, and only the tenants of an upstream that goes move); then the ones
+        marked down, soonest back first (a last resort when every one is down).
         """
         serving = [
             name
@@ -272,11 +284,19 @@ class Pool:
         down = sorted(
             (n for n in serving if n not in healthy), key=lambda n: self._health[n].down_until
         )
-        if healthy:
+        if home_of is not None:
+            healthy.sort(key=lambda n: self._score(home_of, n), reverse=True)
+        elif healthy:
             first = self._next(healthy)
             healthy.remove(first)
             healthy.insert(0, first)
         return [self.members[n] for n in (*healthy, *down)]
+
+    def _score(self, key: str, name: str) -> float:
+        """Weighted rendezvous hashing's score of upstream ``name`` for ``key``."""
+        digest = hashlib.sha256(f"{key}\x00{name}".encode()).digest()
+        unit = (int.from_bytes(digest[:8], "big") + 1) / (2**64 + 1)  # in (0, 1)
+        return -self.configs[name].weight / math.log(unit)
 
     def _next(self, names: list[str]) -> str:
         """Smooth weighted round robin (nginx's): deterministic, spreads by weight."""

@@ -1,0 +1,324 @@
+"""Two regions behind one gateway: new work spread, every later call where its object lives.
+
+Two emulators ("east", "west", :mod:`tests.gateway.regions`) are the gateway's upstreams. The
+official SDK (streaming and not) makes containers, responses, uploads and follow-ups across
+both; each region's own log then shows that not one call naming an object went to the region
+that did not make it (:func:`tests.gateway.regions.misroutes`). A region taken down: new work
+fails over, calls about its objects get a clear 502 naming it, nothing lands elsewhere, and
+once it is back its objects work again. A new gateway on the same store, and two replicas on
+one PostgreSQL store, route exactly the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from cigate.gateway.settings import GatewaySettings
+from tests.gateway.conftest import Backend, make_backend
+from tests.gateway.live import CODE_TOOL, LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.regions import Region, calls_about, misroutes, start_regions, upstreams_toml
+
+pytestmark = [pytest.mark.storage, pytest.mark.sandbox, pytest.mark.slow]
+
+MODEL = "gpt-4.1"
+
+
+@pytest.fixture(scope="module")
+def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Region]]:
+    started = start_regions(tmp_path_factory.mktemp("regions"), ["east", "west"])
+    try:
+        yield started
+    finally:
+        for region in started:
+            region.close()
+
+
+def _settings(regions: list[Region], backend: Backend, tmp: Path) -> GatewaySettings:
+    path = tmp / "upstreams.toml"
+    path.write_text(upstreams_toml(regions))
+    return GatewaySettings(
+        upstreams_file=str(path),
+        database=backend.database,
+        blobs=backend.blobs,
+        resume_interval=0.5,
+        lease_seconds=3,
+        harvest_attempts=3,
+        harvest_backoff=0.05,
+        upstream_down_seconds=30.0,
+        connect_timeout=2.0,
+    )
+
+
+def _sqlite(tmp: Path) -> Backend:
+    return Backend("sqlite-disk", f"sqlite+aiosqlite:///{tmp / 'gw.db'}", str(tmp / "blobs"))
+
+
+def _region_of(regions: list[Region], object_id: str) -> str:
+    """The region whose successful answers carry the id (exactly one)."""
+    found = {r.name for r in regions if object_id.encode() in r.issued()}
+    assert len(found) == 1, (object_id, found)
+    return found.pop()
+
+
+def _write(name: str, data: bytes) -> str:
+    return code_input(f"open('/mnt/data/{name}', 'wb').write({data!r})")
+
+
+def _respond(client: openai.OpenAI, *, stream: bool, **kw: Any) -> Any:
+    if not stream:
+        return client.responses.create(model=MODEL, **kw)
+    events = list(client.responses.create(model=MODEL, stream=True, **kw))
+    assert events[-1].type == "response.completed", events[-1]
+    return events[-1].response
+
+
+def _container_of(response: Any) -> str:
+    return next(i.container_id for i in response.output if i.type == "code_interpreter_call")
+
+
+def _assert_no_misroutes(regions: list[Region], at_least: int) -> int:
+    wrong, naming = misroutes(regions)
+    assert wrong == [], wrong[:20]
+    assert naming >= at_least, naming  # the check looked at real traffic
+    return naming
+
+
+def test_every_call_about_an_object_goes_to_the_region_that_made_it(
+    regions: list[Region], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = _settings(regions, _sqlite(tmp_path), tmp_path)
+    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        sdk = gw.openai()
+        # New work: responses whose code writes a file, streaming and not; containers; uploads.
+        made: dict[str, tuple[Any, bytes]] = {}
+        for n in range(4):
+            data = f"region-file-{n}-".encode() * (n + 1)
+            response = _respond(
+                sdk, stream=n % 2 == 0, input=_write(f"f{n}.txt", data), tools=CODE_TOOL
+            )
+            made[response.id] = (response, data)
+        containers = [sdk.containers.create(name=f"c{n}") for n in range(4)]
+        uploads = [
+            sdk.files.create(file=(f"u{n}.txt", b"upload %d" % n), purpose="assistants")
+            for n in range(2)
+        ]
+        placed = {
+            o: _region_of(regions, o)
+            for o in [*made, *(c.id for c in containers), *(u.id for u in uploads)]
+        }
+        # New work is spread: both regions made responses and containers.
+        assert {placed[r] for r in made} == {"east", "west"}, placed
+        assert {placed[c.id] for c in containers} == {"east", "west"}, placed
+
+        # Every route that names a container, in both regions.
+        for container in containers:
+            uploaded = sdk.containers.files.create(
+                container.id, file=("in.txt", b"in " + container.id.encode())
+            )
+            assert sdk.containers.retrieve(container.id).id == container.id
+            assert [f.id for f in sdk.containers.files.list(container.id)] == [uploaded.id]
+            assert (
+                sdk.containers.files.retrieve(uploaded.id, container_id=container.id).id
+                == uploaded.id
+            )
+            got = sdk.containers.files.content.retrieve(
+                uploaded.id, container_id=container.id
+            ).read()
+            assert got == b"in " + container.id.encode()
+            # A response that runs in this container goes to its region (streaming too).
+            follow = _respond(
+                sdk,
+                stream=True,
+                input=_write("more.txt", b"more"),
+                tools=[{"type": "code_interpreter", "container": container.id}],
+            )
+            assert (
+                placed.setdefault(follow.id, _region_of(regions, follow.id)) == placed[container.id]
+            )
+            sdk.containers.files.delete(uploaded.id, container_id=container.id)
+        # Every route that names a response; previous_response_id continues in its region.
+        for response_id, (response, data) in made.items():
+            assert sdk.responses.retrieve(response_id).id == response_id
+            assert sdk.responses.input_items.list(response_id).data
+            for stream in (False, True):
+                nxt = _respond(
+                    sdk, stream=stream, input="and then?", previous_response_id=response_id
+                )
+                assert _region_of(regions, nxt.id) == placed[response_id]
+        # A container made with an uploaded file goes where the file is.
+        for upload in uploads:
+            container = sdk.containers.create(name="with-file", file_ids=[upload.id])
+            assert _region_of(regions, container.id) == placed[upload.id]
+            assert sdk.files.retrieve(upload.id).id == upload.id
+
+        # Objects of two regions in one request: a clear 400, sent nowhere.
+        east = next(r for r in made if placed[r] == "east")
+        west_container = next(c.id for c in containers if placed[c.id] == "west")
+        before = [len(r.tap.calls) for r in regions]
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.responses.create(
+                model=MODEL,
+                input="mix",
+                previous_response_id=east,
+                tools=[{"type": "code_interpreter", "container": west_container}],
+            )
+        message = refused.value.body["message"]  # type: ignore[index]
+        assert "different upstreams" in message and "'east'" in message and "'west'" in message
+        assert [len(r.tap.calls) for r in regions] == before
+
+        # The listing of containers covers both regions (pages of 2 cross from one to the other).
+        mine = {c.id for c in containers} | {_container_of(r) for r, _ in made.values()}
+        listed = {c.id for c in sdk.containers.list(limit=2)}
+        assert mine <= listed, mine - listed
+
+        # Harvest: every file of every container, in both regions, stored byte for byte.
+        for response_id, (_, data) in made.items():
+            files = gw.harvested(response_id, at_least=1)
+            by_name = {f["filename"].rsplit("/", 1)[-1]: f for f in files}
+            row = next(
+                f for name, f in by_name.items() if name.endswith(".txt") and name.startswith("f")
+            )
+            assert row["state"] == "stored", row
+            assert gw.http().get(f"/files/{row['id']}/content").content == data
+        naming = _assert_no_misroutes(regions, at_least=60)
+        with capsys.disabled():
+            print(
+                f"\nmulti-upstream: {sum(len(r.tap.calls) for r in regions)} upstream calls "
+                f"({', '.join(f'{r.name} {len(r.tap.calls)}' for r in regions)}), {naming} "
+                "naming an object, 0 in the wrong region"
+            )
+    finally:
+        gw.close()
+
+
+def test_a_region_down_fails_new_work_over_and_refuses_calls_about_its_objects_clearly(
+    regions: list[Region], tmp_path: Path
+) -> None:
+    settings = _settings(regions, _sqlite(tmp_path), tmp_path)
+    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    east, west = regions
+    try:
+        sdk = gw.openai()
+        responses = [
+            _respond(sdk, stream=False, input=_write(f"d{n}.txt", b"down %d" % n), tools=CODE_TOOL)
+            for n in range(2)
+        ]
+        by_region = {_region_of(regions, r.id): r for r in responses}
+        assert set(by_region) == {"east", "west"}
+        lost = by_region["west"]
+        lost_container = _container_of(lost)
+        stored = gw.harvested(lost.id, at_least=1)
+        west.door.shut()
+        try:
+            west_calls = len(west.tap.calls)
+            # New work goes to east, streaming and not, containers and uploads too.
+            fresh = [
+                _respond(sdk, stream=n % 2 == 1, input=_write("x.txt", b"x"), tools=CODE_TOOL)
+                for n in range(3)
+            ]
+            fresh_container = sdk.containers.create(name="while-west-is-down")
+            upload = sdk.files.create(file=("w.txt", b"w"), purpose="assistants")
+            for made in [*(r.id for r in fresh), fresh_container.id, upload.id]:
+                assert _region_of(regions, made) == "east"
+            # Calls about west's objects: a clear 502 naming west, never sent to east.
+            east_calls = len(east.tap.calls)
+            attempts = [
+                lambda: sdk.responses.retrieve(lost.id),
+                lambda: sdk.responses.input_items.list(lost.id),
+                lambda: sdk.responses.create(
+                    model=MODEL, input="go on", previous_response_id=lost.id
+                ),
+                lambda: sdk.containers.retrieve(lost_container),
+                lambda: sdk.containers.files.create(lost_container, file=("late.txt", b"late")),
+                lambda: sdk.responses.create(
+                    model=MODEL,
+                    input="in it",
+                    tools=[{"type": "code_interpreter", "container": lost_container}],
+                    stream=True,
+                ),
+            ]
+            for attempt in attempts:
+                with pytest.raises(openai.APIStatusError) as failed:
+                    attempt()
+                assert failed.value.status_code == 502, failed.value
+                error = failed.value.body
+                assert isinstance(error, dict) and error["type"] == "server_error", error
+                assert (
+                    "'west'" in error["message"]
+                    and "never sent to another upstream" in error["message"]
+                )
+            assert len(east.tap.calls) == east_calls  # not one of them went to east
+            assert len(west.tap.calls) == west_calls  # (the door was shut)
+            # What was harvested from west is still served from the store.
+            for row in stored:
+                assert gw.http().get(f"/files/{row['id']}/content").status_code == 200
+        finally:
+            west.door.open()
+        # West is back: its objects work again, through the same gateway.
+        assert sdk.containers.retrieve(lost_container).id == lost_container
+        again = _respond(sdk, stream=True, input="and now?", previous_response_id=lost.id)
+        assert _region_of(regions, again.id) == "west"
+        _assert_no_misroutes(regions, at_least=10)
+    finally:
+        gw.close()
+
+
+def _make(gw: LiveGateway) -> list[str]:
+    """Two containers and two responses (round robin: one of each per region)."""
+    sdk = gw.openai()
+    made: list[str] = []
+    for n in range(2):
+        made.append(sdk.containers.create(name=f"r{n}").id)
+        made.append(_respond(sdk, stream=n == 0, input="hello", tools=CODE_TOOL).id)
+    return made
+
+
+def _use(gw: LiveGateway, made: list[str]) -> None:
+    sdk = gw.openai()
+    for object_id in made:
+        if object_id.startswith("cntr_"):
+            assert sdk.containers.retrieve(object_id).id == object_id
+            sdk.containers.files.create(object_id, file=("x.txt", b"x"))
+        else:
+            assert sdk.responses.retrieve(object_id).id == object_id
+            _respond(sdk, stream=True, input="again", previous_response_id=object_id)
+
+
+def test_a_restarted_gateway_and_two_replicas_on_one_postgresql_store_keep_affinity(
+    regions: list[Region],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    backend = make_backend("postgres-azurite", request, tmp_path)
+    settings = _settings(regions, backend, tmp_path)
+    tenant = add_tenant(settings.database_url, "acme")
+    first = start_gateway(settings, tenant)
+    second = start_gateway(replace(settings, worker_id="replica-2"), tenant)
+    try:
+        made = _make(first)
+        assert {_region_of(regions, m) for m in made} == {"east", "west"}
+        # The other replica (its round robin elsewhere) sends each call where the object is.
+        _make(second)
+        _use(second, made)
+    finally:
+        first.close()
+        second.close()
+    # A new gateway on the same store: the same answer.
+    third = start_gateway(replace(settings, worker_id="after-restart"), tenant)
+    try:
+        _use(third, made)
+    finally:
+        third.close()
+    for object_id in made:
+        assert {name for name, _ in calls_about(regions, object_id)} == {
+            _region_of(regions, object_id)
+        }
+    _assert_no_misroutes(regions, at_least=20)
