@@ -11,7 +11,6 @@ one PostgreSQL store, route exactly the same way.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -145,7 +144,7 @@ def test_every_call_about_an_object_goes_to_the_region_that_made_it(
             )
             sdk.containers.files.delete(uploaded.id, container_id=container.id)
         # Every route that names a response; previous_response_id continues in its region.
-        for response_id, (response, data) in made.items():
+        for response_id in made:
             assert sdk.responses.retrieve(response_id).id == response_id
             assert sdk.responses.input_items.list(response_id).data
             for stream in (False, True):
@@ -171,7 +170,9 @@ def test_every_call_about_an_object_goes_to_the_region_that_made_it(
                 tools=[{"type": "code_interpreter", "container": west_container}],
             )
         message = refused.value.body["message"]  # type: ignore[index]
-        assert "different upstreams" in message and "'east'" in message and "'west'" in message
+        assert "different upstreams" in message
+        assert "'east'" in message
+        assert "'west'" in message
         assert [len(r.tap.calls) for r in regions] == before
 
         # The listing of containers covers both regions (pages of 2 cross from one to the other).
@@ -250,11 +251,11 @@ def test_a_region_down_fails_new_work_over_and_refuses_calls_about_its_objects_c
                     attempt()
                 assert failed.value.status_code == 502, failed.value
                 error = failed.value.body
-                assert isinstance(error, dict) and error["type"] == "server_error", error
-                assert (
-                    "'west'" in error["message"]
-                    and "never sent to another upstream" in error["message"]
-                )
+                assert isinstance(error, dict), error
+                assert error["type"] == "server_error", error
+                assert error["code"] == "upstream_unavailable", error
+                assert "'west'" in error["message"], error
+                assert "never sent to another upstream" in error["message"], error
             assert len(east.tap.calls) == east_calls  # not one of them went to east
             assert len(west.tap.calls) == west_calls  # (the door was shut)
             # What was harvested from west is still served from the store.
