@@ -137,7 +137,9 @@ def load_upstreams(settings: GatewaySettings) -> list[UpstreamConfig]:
             hint=_HINT,
         )
     if len(entries) > MAX_UPSTREAMS:
-        raise ConfigurationError(f"at most {MAX_UPSTREAMS} upstreams, not {len(entries)}")
+        raise ConfigurationError(
+            f"at most {MAX_UPSTREAMS} upstreams, not {len(entries)}", hint=_HINT
+        )
     configs = [_entry(i, entry, path.parent) for i, entry in enumerate(entries)]
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
@@ -169,7 +171,7 @@ def _entry(index: int, entry: Any, base: Path) -> UpstreamConfig:
             f"{where}: a Foundry project endpoint can only be the single --upstream", hint=_HINT
         )
     if auth not in _AUTH:
-        raise ConfigurationError(f"{where}: auth must be one of {_AUTH}, not {auth!r}")
+        raise ConfigurationError(f"{where}: auth must be one of {_AUTH}, not {auth!r}", hint=_HINT)
     if not isinstance(scope, str):
         raise ConfigurationError(f"{where}: scope must be a string", hint=_HINT)
     key = _key(where, entry, base) if auth == "key" else ""
