@@ -105,6 +105,7 @@ class Door:
         self.shut()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()
 
     async def _listen(self) -> None:
         if self._server is None:

@@ -11,15 +11,21 @@ one PostgreSQL store, route exactly the same way.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 
 from cigate.gateway.settings import GatewaySettings
+from cigate.storage.metadata import MetadataStore
+from cigate.testing.control import EmulatorControl
+from cigate.testing.emulator import TEST_API_KEY
 from tests.gateway.conftest import Backend, make_backend
 from tests.gateway.live import CODE_TOOL, LiveGateway, add_tenant, code_input, start_gateway
 from tests.gateway.regions import Region, calls_about, misroutes, start_regions, upstreams_toml
@@ -220,17 +226,20 @@ def test_a_region_down_fails_new_work_over_and_refuses_calls_about_its_objects_c
         west.door.shut()
         try:
             west_calls = len(west.tap.calls)
-            # New work goes to east, streaming and not, containers and uploads too.
+            # New work goes to east: two uploads first (round robin sends one of them to west,
+            # refused at connect: the streamed upload, none of it read, goes to east), then
+            # responses streaming and not, and a container.
+            uploads = [
+                sdk.files.create(file=(f"w{n}.txt", b"w"), purpose="assistants") for n in range(2)
+            ]
             fresh = [
                 _respond(sdk, stream=n % 2 == 1, input=_write("x.txt", b"x"), tools=CODE_TOOL)
                 for n in range(3)
             ]
             fresh_container = sdk.containers.create(name="while-west-is-down")
-            upload = sdk.files.create(file=("w.txt", b"w"), purpose="assistants")
-            for made in [*(r.id for r in fresh), fresh_container.id, upload.id]:
+            for made in [*(r.id for r in fresh), fresh_container.id, *(u.id for u in uploads)]:
                 assert _region_of(regions, made) == "east"
             # Calls about west's objects: a clear 502 naming west, never sent to east.
-            east_calls = len(east.tap.calls)
             attempts = [
                 lambda: sdk.responses.retrieve(lost.id),
                 lambda: sdk.responses.input_items.list(lost.id),
@@ -256,7 +265,8 @@ def test_a_region_down_fails_new_work_over_and_refuses_calls_about_its_objects_c
                 assert error["code"] == "upstream_unavailable", error
                 assert "'west'" in error["message"], error
                 assert "never sent to another upstream" in error["message"], error
-            assert len(east.tap.calls) == east_calls  # not one of them went to east
+            assert not list(calls_about([east], lost.id))  # not one of them went to east
+            assert not list(calls_about([east], lost_container))
             assert len(west.tap.calls) == west_calls  # (the door was shut)
             # What was harvested from west is still served from the store.
             for row in stored:
@@ -323,3 +333,75 @@ def test_a_restarted_gateway_and_two_replicas_on_one_postgresql_store_keep_affin
             _region_of(regions, object_id)
         }
     _assert_no_misroutes(regions, at_least=20)
+
+
+def test_a_5xx_or_429_moves_new_work_on_but_is_relayed_for_calls_about_an_object(
+    regions: list[Region], tmp_path: Path
+) -> None:
+    settings = _settings(regions, _sqlite(tmp_path), tmp_path)
+    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    east, west = regions
+    http = httpx2.Client(base_url=east.url, trust_env=False, timeout=30)
+    control = EmulatorControl(http)
+    try:
+        sdk = gw.openai()
+        on_east = next(
+            r
+            for r in (_respond(sdk, stream=False, input="hi", tools=CODE_TOOL) for _ in range(2))
+            if _region_of(regions, r.id) == "east"
+        )
+        control.add_fault(method="POST", path="**/responses", status=503)
+        control.add_fault(method="GET", path="**/responses/*", status=429)
+        west_before = len(west.tap.calls)
+        # New work: east answers 503 before any byte was relayed, so west gets it.
+        moved = [_respond(sdk, stream=n == 1, input="new", tools=CODE_TOOL) for n in range(2)]
+        assert {_region_of(regions, r.id) for r in moved} == {"west"}
+        # A call about east's response: east's own 429, relayed, never asked of west.
+        asked_west = len(west.tap.calls)
+        with pytest.raises(openai.RateLimitError):
+            sdk.responses.retrieve(on_east.id)
+        assert len(west.tap.calls) == asked_west
+        assert asked_west > west_before
+        assert not [c for _, c in calls_about([west], on_east.id)]
+    finally:
+        control.clear_faults()
+        http.close()
+        gw.close()
+    _assert_no_misroutes(regions, at_least=5)
+
+
+async def _record_direct(database: str, tenant_id: str, container_id: str, upstream: str) -> str:
+    """A response row as a gateway that died before concluding it would have left it."""
+    response_id = "resp_" + secrets.token_hex(24)
+    async with await MetadataStore.open(database) as meta:
+        await meta.record_response(
+            tenant_id, response_id, upstream=upstream, model=None, container_ids=[container_id]
+        )
+    return response_id
+
+
+def test_the_resume_sweep_lists_and_copies_from_the_region_that_holds_the_container(
+    regions: list[Region], tmp_path: Path
+) -> None:
+    west = regions[1]
+    data = b"left behind in the west " * 100
+    with httpx2.Client(base_url=west.url, headers={"api-key": TEST_API_KEY}, trust_env=False) as up:
+        container = up.post("/openai/v1/containers", json={"name": "orphan"}).json()["id"]
+        made = up.post(
+            f"/openai/v1/containers/{container}/files", files={"file": ("orphan.bin", data)}
+        )
+        assert made.status_code == 200, made.text
+    settings = replace(_settings(regions, _sqlite(tmp_path), tmp_path), harvest_relist_after=0.0)
+    tenant = add_tenant(settings.database_url, "acme")
+    response_id = asyncio.run(_record_direct(settings.database_url, tenant.id, container, "west"))
+    gw = start_gateway(settings, tenant)  # its sweep concludes what the dead one left
+    try:
+        (row,) = gw.harvested(response_id, at_least=1)
+        assert row["state"] == "stored", row
+        assert gw.http().get(f"/files/{row['id']}/content").content == data
+    finally:
+        gw.close()
+    asked = {name for name, _ in calls_about(regions, container)}
+    assert asked == {"west"}, asked
+    assert {name for name, _ in calls_about(regions, response_id)} == {"west"}
+    _assert_no_misroutes(regions, at_least=3)
