@@ -141,22 +141,20 @@ class OwnerQueries(StoreBase):
         could learn from (ownership is checked by the same handlers). Responses are looked
         up in their own table (its ``upstream`` column).
         """
-        wanted: dict[PlacedKind, list[str]] = {}
+        wanted: dict[PlacedKind, dict[str, None]] = {}
         for kind, uid in refs:
             if _usable(uid):
-                wanted.setdefault(kind, [])
-                if uid not in wanted[kind]:
-                    wanted[kind].append(uid)
+                wanted.setdefault(kind, {})[uid] = None
         found: dict[tuple[PlacedKind, str], str | None] = {}
         async with self._read("finding where objects live") as conn:
             for kind, uids in wanted.items():
                 if kind == "response":
                     query = select(responses.c.response_id, responses.c.upstream).where(
-                        responses.c.response_id.in_(uids)
+                        responses.c.response_id.in_(list(uids))
                     )
                 else:
                     query = select(owners.c.upstream_id, owners.c.upstream).where(
-                        owners.c.kind == kind, owners.c.upstream_id.in_(uids)
+                        owners.c.kind == kind, owners.c.upstream_id.in_(list(uids))
                     )
                 for uid, upstream in (await conn.execute(query)).all():
                     found[(kind, uid)] = upstream
