@@ -12,7 +12,9 @@ one PostgreSQL store, route exactly the same way.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,8 +28,16 @@ from cigate.gateway.settings import GatewaySettings
 from cigate.storage.metadata import MetadataStore
 from cigate.testing.control import EmulatorControl
 from cigate.testing.emulator import TEST_API_KEY
+from cigate.testing.services import free_port
 from tests.gateway.conftest import Backend, make_backend
-from tests.gateway.live import CODE_TOOL, LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.live import (
+    CODE_TOOL,
+    LiveGateway,
+    add_tenant,
+    code_input,
+    serve_process,
+    start_gateway,
+)
 from tests.gateway.regions import Region, calls_about, misroutes, start_regions, upstreams_toml
 
 pytestmark = [pytest.mark.storage, pytest.mark.sandbox, pytest.mark.slow]
@@ -293,7 +303,10 @@ def _make(gw: LiveGateway) -> list[str]:
 
 
 def _use(gw: LiveGateway, made: list[str]) -> None:
-    sdk = gw.openai()
+    _use_with(gw.openai(), made)
+
+
+def _use_with(sdk: openai.OpenAI, made: list[str]) -> None:
     for object_id in made:
         if object_id.startswith("cntr_"):
             assert sdk.containers.retrieve(object_id).id == object_id
@@ -307,6 +320,7 @@ def test_a_restarted_gateway_and_two_replicas_on_one_postgresql_store_keep_affin
     regions: list[Region],
     request: pytest.FixtureRequest,
     tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
 ) -> None:
     backend = make_backend("postgres-azurite", request, tmp_path)
     settings = _settings(regions, backend, tmp_path)
@@ -322,12 +336,21 @@ def test_a_restarted_gateway_and_two_replicas_on_one_postgresql_store_keep_affin
     finally:
         first.close()
         second.close()
-    # A new gateway on the same store: the same answer.
-    third = start_gateway(replace(settings, worker_id="after-restart"), tenant)
+    # A new gateway process (`cigate gateway serve`) on the same store: the same answer.
+    port = free_port()
+    processes.append(
+        serve_process(settings, port, tmp_path / "home", upstreams_file=settings.upstreams_file)
+    )
+    sdk = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/openai/v1/",
+        api_key=tenant.key,
+        max_retries=0,
+        http_client=httpx2.Client(trust_env=False, timeout=60),
+    )
     try:
-        _use(third, made)
+        _use_with(sdk, made)
     finally:
-        third.close()
+        sdk.close()
     for object_id in made:
         assert {name for name, _ in calls_about(regions, object_id)} == {
             _region_of(regions, object_id)
@@ -405,3 +428,77 @@ def test_the_resume_sweep_lists_and_copies_from_the_region_that_holds_the_contai
     assert asked == {"west"}, asked
     assert {name for name, _ in calls_about(regions, response_id)} == {"west"}
     _assert_no_misroutes(regions, at_least=3)
+
+
+def test_readiness_stays_ready_while_one_region_answers_and_metrics_name_the_regions(
+    regions: list[Region], tmp_path: Path
+) -> None:
+    east, west = regions
+    settings = replace(
+        _settings(regions, _sqlite(tmp_path), tmp_path), ready_check_upstream=True, metrics=True
+    )
+    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        http = gw.http()
+        assert http.get("/readyz").json()["checks"]["upstream"] == "ok"
+        west.door.shut()
+        try:
+            ready = http.get("/readyz")
+            assert ready.status_code == 200, ready.text  # east still answers
+            assert gw.handle.app.state.services.pool.is_down("west")  # type: ignore[attr-defined]
+            # New work skips west at once (marked down by the check, not by a failed call).
+            made = [
+                _respond(gw.openai(), stream=False, input="hi", tools=CODE_TOOL) for _ in range(2)
+            ]
+            assert {_region_of(regions, r.id) for r in made} == {"east"}
+            east.door.shut()
+            try:
+                assert http.get("/readyz").status_code == 503
+            finally:
+                east.door.open()
+        finally:
+            west.door.open()
+        scraped = http.get("/metrics").text
+        requests = r'cigate_upstream_requests_total\{status="200",upstream="east"\} [1-9]'
+        assert re.search(requests, scraped), scraped[-2000:]
+        assert 'cigate_upstream_up{upstream="west"}' in scraped
+        failures = r'cigate_upstream_failures_total\{reason="readiness",upstream="west"\} [1-9]'
+        assert re.search(failures, scraped), scraped[-2000:]
+    finally:
+        gw.close()
+
+
+async def _record_before_migration(database: str, tenant_id: str, container_id: str) -> str:
+    """A container and a response as a gateway before migration 8 left them: no upstream name
+    on the container, the upstream's URL on the response."""
+    response_id = "resp_" + secrets.token_hex(24)
+    async with await MetadataStore.open(database) as meta:
+        await meta.claim(tenant_id, "container", container_id)
+        await meta.record_response(
+            tenant_id, response_id, upstream="https://old.example", model=None, container_ids=[]
+        )
+    return response_id
+
+
+def test_objects_recorded_before_several_upstreams_belong_to_the_first_one(
+    regions: list[Region], tmp_path: Path
+) -> None:
+    east = regions[0]
+    with httpx2.Client(base_url=east.url, headers={"api-key": TEST_API_KEY}, trust_env=False) as up:
+        container = up.post("/openai/v1/containers", json={"name": "old"}).json()["id"]
+    settings = _settings(regions, _sqlite(tmp_path), tmp_path)
+    tenant = add_tenant(settings.database_url, "acme")
+    old_response = asyncio.run(
+        _record_before_migration(settings.database_url, tenant.id, container)
+    )
+    gw = start_gateway(settings, tenant)
+    try:
+        sdk = gw.openai()
+        for _ in range(2):  # whatever the round robin would say
+            assert sdk.containers.retrieve(container).id == container
+        with pytest.raises(openai.NotFoundError):  # east's own answer: it never made it
+            sdk.responses.retrieve(old_response)
+    finally:
+        gw.close()
+    assert {name for name, _ in calls_about(regions, container)} == {"east"}
+    assert {name for name, _ in calls_about(regions, old_response)} == {"east"}
