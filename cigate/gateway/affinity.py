@@ -38,6 +38,7 @@ from cigate.exceptions import BadInputError, UpstreamUnavailableError
 from cigate.gateway import body_refs, metrics
 from cigate.gateway.context import Services
 from cigate.gateway.edge import ApiPath, api_path
+from cigate.gateway.logs import UPSTREAM_STATE_KEY
 from cigate.gateway.tenancy import SCOPED, classify
 from cigate.gateway.upstream import Upstream, UpstreamCredentialError
 from cigate.gateway.upstreams import Pool
@@ -72,6 +73,8 @@ class Destination:
     candidates: Sequence[Upstream]
     pinned_by: str | None = None
     chosen: Upstream | None = None
+    #: The request's ``scope["state"]``: the access line names the upstream that answered.
+    state: dict[str, Any] | None = None
 
     @property
     def upstream(self) -> Upstream:
@@ -116,6 +119,8 @@ class Destination:
             else:
                 self.pool.succeeded(up.name)
             self.chosen = up
+            if self.state is not None:
+                self.state[UPSTREAM_STATE_KEY] = up.name
             return response
         raise AssertionError("unreachable")  # pragma: no cover - the last one returns or raises
 
@@ -193,6 +198,12 @@ async def references(svc: Services, request: Request) -> list[tuple[PlacedKind, 
 
 async def destination(svc: Services, request: Request) -> Destination:
     """Where this call goes (see the module docstring); raises the 400 for mixed upstreams."""
+    found = await _destination(svc, request)
+    found.state = request.scope.setdefault("state", {})
+    return found
+
+
+async def _destination(svc: Services, request: Request) -> Destination:
     pool = svc.pool
     if not pool.several:  # one upstream: nothing to decide, nothing to look up
         return Destination(pool, [pool.default])

@@ -12,6 +12,7 @@ one PostgreSQL store, route exactly the same way.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import subprocess
@@ -106,8 +107,12 @@ def _assert_no_misroutes(regions: list[Region], at_least: int) -> int:
 
 
 def test_every_call_about_an_object_goes_to_the_region_that_made_it(
-    regions: list[Region], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    regions: list[Region],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="cigate.access")
     settings = _settings(regions, _sqlite(tmp_path), tmp_path)
     gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
     try:
@@ -206,6 +211,9 @@ def test_every_call_about_an_object_goes_to_the_region_that_made_it(
             assert row["state"] == "stored", row
             assert gw.http().get(f"/files/{row['id']}/content").content == data
         naming = _assert_no_misroutes(regions, at_least=60)
+        # The access line names the upstream that answered each forwarded call.
+        access = [r for r in caplog.records if r.name == "cigate.access"]
+        assert {getattr(r, "upstream", None) for r in access} >= {"east", "west"}
         with capsys.disabled():
             print(
                 f"\nmulti-upstream: {sum(len(r.tap.calls) for r in regions)} upstream calls "
