@@ -323,12 +323,14 @@ class Pool:
         health.down_until = time.monotonic() + pause
         metrics.UPSTREAM_UP.labels(name).set(0)
         metrics.UPSTREAM_FAILURES.labels(name, reason).inc()
-        log.warning("upstream %s marked down for %.1f s: %s", name, pause, reason)
+        if self.several:  # with one upstream there is nothing to move new work to
+            log.warning("upstream %s marked down for %.1f s: %s", name, pause, reason)
 
     def succeeded(self, name: str) -> None:
         health = self._health[name]
         if health.failures or health.down_until:
-            log.info("upstream %s answers again", name)
+            if self.several:
+                log.info("upstream %s answers again", name)
             health.failures, health.down_until = 0, 0.0
             metrics.UPSTREAM_UP.labels(name).set(1)
 
