@@ -52,14 +52,11 @@ async def claim_in(
 ) -> None:
     """Claim ids for a tenant inside the caller's transaction; ids owned already stay put
     (with the upstream that holds them: ``None`` is the first/default one)."""
+    # No ``upstream`` column value for the default: NULL, and a claim reads as it did before
+    # migration 8 (tests build stores at older schema versions with it).
+    placed = {"upstream": upstream} if upstream is not None else {}
     values = [
-        {
-            "kind": kind,
-            "upstream_id": uid,
-            "tenant_id": tenant_id,
-            "created_at": now,
-            "upstream": upstream,
-        }
+        {"kind": kind, "upstream_id": uid, "tenant_id": tenant_id, "created_at": now, **placed}
         for uid in dict.fromkeys(upstream_ids)
         if _usable(uid)
     ]
