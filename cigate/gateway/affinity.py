@@ -236,7 +236,11 @@ async def _destination(svc: Services, request: Request) -> Destination:
 
 
 async def _model(svc: Services, request: Request) -> str | None:
-    """The ``model`` of a JSON request body (new work goes to an upstream serving it)."""
+    """The model new work asks for (it goes to an upstream serving it): the deployment of an
+    Azure ``deployments/{name}/…`` call, else the ``model`` of a JSON request body."""
+    api = api_path(request)
+    if api.family == "deployments" and len(api.segments) > 1:
+        return api.segments[1]
     if request.method != "POST" or not request.headers.get("content-type", "").lower().startswith(
         "application/json"
     ):

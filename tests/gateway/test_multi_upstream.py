@@ -513,3 +513,34 @@ def test_objects_recorded_before_several_upstreams_belong_to_the_first_one(
         gw.close()
     assert {name for name, _ in calls_about(regions, container)} == {"east"}
     assert {name for name, _ in calls_about(regions, old_response)} == {"east"}
+
+
+def test_new_work_goes_only_to_the_region_serving_its_model_or_deployment(
+    regions: list[Region], tmp_path: Path
+) -> None:
+    east, west = regions
+    listed = tmp_path / "models.toml"
+    listed.write_text(
+        f'[[upstreams]]\nname = "east"\nurl = "{east.url}"\nkey = "{TEST_API_KEY}"\n'
+        'models = ["gpt-4.1"]\n'
+        f'[[upstreams]]\nname = "west"\nurl = "{west.url}"\nkey = "{TEST_API_KEY}"\n'
+        'models = ["o4-mini"]\n'
+    )
+    settings = replace(_settings(regions, _sqlite(tmp_path), tmp_path), upstreams_file=str(listed))
+    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        sdk = gw.openai()
+        for model, region in (("gpt-4.1", "east"), ("o4-mini", "west")):
+            made = [sdk.responses.create(model=model, input="hi") for _ in range(2)]
+            assert {_region_of(regions, r.id) for r in made} == {region}
+        west_before = len(west.tap.calls)
+        chat = gw.http().post(
+            "/openai/deployments/o4-mini/chat/completions?api-version=2025-04-01-preview",
+            json={"messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert chat.status_code == 200, chat.text
+        assert len(west.tap.calls) == west_before + 1
+        with pytest.raises(openai.NotFoundError, match="not served by any upstream"):
+            sdk.responses.create(model="gpt-5", input="hi")
+    finally:
+        gw.close()
