@@ -264,7 +264,8 @@ class Pool:
         )
 
     def candidates(self, model: str | None, home_of: str | None = None) -> list[Upstream]:
-        """The upstreams new work for ``model`` may go to, in the order to try them.
+        """The upstreams new work for ``model`` may go to, in the order to try them (work
+        that names no model, such as a new container or an upload, may go to any).
 
         Healthy ones first: the next by smooth weighted round robin, or, with ``home_of``
         (a tenant id), that tenant's own order (weighted rendezvous hashing: the same for
@@ -274,7 +275,7 @@ class Pool:
         serving = [
             name
             for name, config in self.configs.items()
-            if not config.models or (model is not None and model in config.models)
+            if model is None or not config.models or model in config.models
         ]
         if not serving:
             raise BadInputError(

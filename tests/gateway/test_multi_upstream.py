@@ -542,5 +542,8 @@ def test_new_work_goes_only_to_the_region_serving_its_model_or_deployment(
         assert len(west.tap.calls) == west_before + 1
         with pytest.raises(openai.NotFoundError, match="not served by any upstream"):
             sdk.responses.create(model="gpt-5", input="hi")
+        # Work that names no model goes to either region.
+        made = [sdk.containers.create(name=f"m{n}").id for n in range(2)]
+        assert {_region_of(regions, c) for c in made} == {"east", "west"}
     finally:
         gw.close()

@@ -179,6 +179,7 @@ async def test_new_work_goes_only_to_upstreams_serving_its_model() -> None:
     try:
         assert {pool.candidates("o4-mini")[0].name for _ in range(5)} == {"b"}
         assert [u.name for u in pool.candidates("gpt-4.1")] == ["a"]
+        assert {u.name for u in pool.candidates(None)} == {"a", "b"}  # names no model
         with pytest.raises(BadInputError, match="not served by any upstream") as refused:
             pool.candidates("gpt-5")
         assert refused.value.status == 404
