@@ -547,3 +547,53 @@ def test_new_work_goes_only_to_the_region_serving_its_model_or_deployment(
         assert {_region_of(regions, c) for c in made} == {"east", "west"}
     finally:
         gw.close()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's Assistants API
+def test_assistants_threads_and_runs_of_a_tenant_meet_on_one_region(
+    regions: list[Region], tmp_path: Path
+) -> None:
+    settings = _settings(regions, _sqlite(tmp_path), tmp_path)
+    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        for name in ("t1", "t2", "t3", "t4"):
+            sdk = gw.openai(gw.add_tenant(name))
+            assistant = sdk.beta.assistants.create(model=MODEL)
+            thread = sdk.beta.threads.create()
+            sdk.beta.threads.messages.create(thread.id, role="user", content="hi")
+            run = sdk.beta.threads.runs.create_and_poll(
+                thread_id=thread.id, assistant_id=assistant.id
+            )
+            assert run.status == "completed", run
+            other = sdk.beta.threads.create_and_run_poll(assistant_id=assistant.id)
+            assert other.status == "completed", other
+            placed = {
+                _region_of(regions, i) for i in (assistant.id, thread.id, run.id, other.thread_id)
+            }
+            assert len(placed) == 1, placed
+        _assert_no_misroutes(regions, at_least=10)
+    finally:
+        gw.close()
+
+
+def test_with_tenant_balancing_a_tenants_new_objects_share_its_home_region(
+    regions: list[Region], tmp_path: Path
+) -> None:
+    settings = replace(_settings(regions, _sqlite(tmp_path), tmp_path), upstream_balance="tenant")
+    gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        sdk = gw.openai()
+        made = [sdk.containers.create(name=f"h{n}").id for n in range(3)]
+        made += [sdk.files.create(file=("h.txt", b"h"), purpose="assistants").id for _ in range(2)]
+        made += [sdk.responses.create(model=MODEL, input="hi").id for _ in range(2)]
+        assert len({_region_of(regions, m) for m in made}) == 1
+        # So a response can use a file and a container made separately.
+        file_id, container = made[3], made[0]
+        response = sdk.responses.create(
+            model=MODEL,
+            input=[{"role": "user", "content": [{"type": "input_file", "file_id": file_id}]}],
+            tools=[{"type": "code_interpreter", "container": container}],
+        )
+        assert _region_of(regions, response.id) == _region_of(regions, container)
+    finally:
+        gw.close()
