@@ -16,9 +16,10 @@ through the answer, so the rule lives in one place:
   container, an upload, a stateless call) goes to a healthy upstream serving its model
   (:meth:`~cigate.gateway.upstreams.Pool.candidates`): the next by round robin, or the
   tenant's home upstream with ``CIGATE_GATEWAY_UPSTREAM_BALANCE=tenant`` and always for new
-  assistants and threads (a run must find both on one upstream); it fails over to the next one only
-  while no byte of the answer was relayed and the request can be sent again: a body held in
-  memory, or a streamed upload none of which was read yet (a connection refused);
+  assistants, threads and uploads (a run must find them on one upstream); it fails over to
+  the next one only while no byte of the answer was relayed and the request can be sent
+  again: a body held in memory, or a streamed upload none of which was read yet (a
+  connection refused);
 * calls of families the gateway forwards without recording their objects (an operator's
   ``CIGATE_GATEWAY_ALLOW_UNSCOPED``: vector stores, batches …) always go to the default
   upstream, which is where their objects are then always made.
@@ -61,8 +62,9 @@ _PATH_KINDS: dict[str, PlacedKind] = {
 #: Families whose new objects are recorded with their upstream (so may be balanced).
 _RECORDED = frozenset(_PATH_KINDS)
 #: Families whose new objects go to the tenant's home upstream whatever the balance mode: a
-#: run joins an assistant and a thread that were created separately.
-_HOMED = frozenset({"assistants", "threads"})
+#: run joins an assistant and a thread that were created separately, and an uploaded file is
+#: made to be named later (by an assistant, a thread, a container, a response).
+_HOMED = frozenset({"assistants", "threads", "files"})
 
 
 @dataclass

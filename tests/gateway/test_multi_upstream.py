@@ -247,9 +247,9 @@ def test_a_region_down_fails_new_work_over_and_refuses_calls_about_its_objects_c
         west.door.shut()
         try:
             west_calls = len(west.tap.calls)
-            # New work goes to east: two uploads first (round robin sends one of them to west,
-            # refused at connect: the streamed upload, none of it read, goes to east), then
-            # responses streaming and not, and a container.
+            # New work goes to east: uploads (when the tenant's home is west, the streamed
+            # upload, refused at connect and none of it read, goes to east), then responses
+            # streaming and not, and a container.
             uploads = [
                 sdk.files.create(file=(f"w{n}.txt", b"w"), purpose="assistants") for n in range(2)
             ]
