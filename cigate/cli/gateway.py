@@ -53,6 +53,11 @@ def gateway() -> None:
     help="How the gateway authenticates upstream (default: key).",
 )
 @click.option("--upstream-key", envvar=_env("upstream_key"), help="Upstream API key.")
+@click.option(
+    "--upstreams-file",
+    envvar=_env("upstreams_file"),
+    help="TOML/JSON file listing several upstreams (instead of --upstream).",
+)
 @click.option("--database", envvar=_env("database"), help="Metadata store URL (default SQLite).")
 @click.option("--blobs", envvar=_env("blobs"), help="Blob store: a path or azure://CONTAINER?...")
 @click.option("--host", envvar=_env("host"), help="Interface to listen on (default 127.0.0.1).")
@@ -125,7 +130,9 @@ def serve(
         log_level=log_level,
         log_format=log_format,
         access_log=False,  # the gateway writes its own (cigate.access, with the request id)
-        banner=lambda root: [f"cigate gateway on {root} -> {settings.upstream}"],
+        banner=lambda root: [
+            f"cigate gateway on {root} -> {settings.upstream or settings.upstreams_file}"
+        ],
         preflight=lambda: _check_stores(settings),
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,

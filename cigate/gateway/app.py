@@ -60,6 +60,7 @@ from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.tenancy import check_routes
 from cigate.gateway.tenants import TenantResolver
 from cigate.gateway.upstream import TokenCredential, Upstream
+from cigate.gateway.upstreams import Pool, load_upstreams
 from cigate.storage.blobs import open_blob_store
 from cigate.storage.metadata import MetadataStore
 from cigate.web.bodies import BodyGuard
@@ -152,7 +153,7 @@ def create_app(
     transport and the Entra credential, ``tracer_provider`` the span exporter (STYLE rule 2;
     by default traces go where the ``OTEL_*`` variables say, or nowhere); ``kernels`` is the
     self-hosted interpreter's sandbox pool (one shared by many apps)."""
-    settings.require_upstream()
+    configs = load_upstreams(settings)  # the one --upstream, or the list: checked now
     entra_config = EntraConfig.from_settings(settings)  # Entra callers: checked now
     provider = tracer_provider if tracer_provider is not None else tracing.provider_from_env()
 
@@ -161,11 +162,25 @@ def create_app(
         link_secret = links.load_link_secret(settings)  # before anything needs closing
         meta = await MetadataStore.open(settings.database_url, migrate=settings.migrate)
         blobs = open_blob_store(settings.blobs_url)
-        upstream = Upstream(settings, client=upstream_client, credential=upstream_credential)
+        pool = Pool(
+            configs,
+            [
+                Upstream(
+                    c.settings(settings),
+                    # A swapped client and credential (tests) are the first upstream's.
+                    client=upstream_client if i == 0 else None,
+                    credential=upstream_credential if i == 0 else None,
+                    name=c.name,
+                )
+                for i, c in enumerate(configs)
+            ],
+            down_seconds=settings.upstream_down_seconds,
+        )
+        upstream = pool.default
         if provider is not None:  # the sweep's copies are traced too
             tracing.TRACER.set(provider.get_tracer("cigate.gateway"))
         tasks = TaskRegistry()
-        harvester = Harvester(meta, blobs, upstream, settings, tasks)
+        harvester = Harvester(meta, blobs, pool, settings, tasks)
         recorder = Recorder(meta, harvester, tasks, settings)
         interpreter = None
         if settings.code_interpreter == "self":
@@ -179,6 +194,7 @@ def create_app(
             meta=meta,
             blobs=blobs,
             upstream=upstream,
+            pool=pool,
             harvester=harvester,
             recorder=recorder,
             tasks=tasks,
@@ -194,7 +210,7 @@ def create_app(
             if interpreter is not None:  # its runs and kernels first: they use the stores
                 await interpreter.close()
             await tasks.shutdown()  # unfinished rows stay pending for the next process
-            await upstream.aclose()
+            await pool.aclose()
             if entra is not None:
                 await entra.aclose()
             await blobs.close()

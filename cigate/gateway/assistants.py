@@ -36,10 +36,10 @@ from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import body_refs
+from cigate.gateway.affinity import destination
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, api_path
 from cigate.gateway.errors import UnknownIdError
-from cigate.gateway.passthrough import target
 from cigate.gateway.scoped import owned_root
 from cigate.gateway.upstream import forwardable_headers
 from cigate.harvest.sse import SSESplitter, parse_event
@@ -133,9 +133,10 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     await body_refs.enforce(svc, tenant_id, request)  # file ids in tool_resources, attachments
-    upstream_response = await svc.upstream.send(
+    dest = await destination(svc, request)
+    upstream_response = await dest.send(
         request.method,
-        target(svc, request),
+        api_path(request),
         headers=request.headers,
         params=request.query_params.multi_items(),
         content=(await body_refs.read_capped(request, svc.settings.max_json_body)) or None,
@@ -147,21 +148,28 @@ async def passthrough(request: Request, *, claim_thread: bool = False) -> Respon
     claim_thread = claim_thread and ok
     if upstream_response.headers.get("content-type", "").startswith("text/event-stream"):
         return StreamingResponse(
-            _relay(svc, tenant_id, upstream_response, watch=watch, claim_thread=claim_thread),
+            _relay(
+                svc,
+                tenant_id,
+                upstream_response,
+                dest.upstream.name,
+                watch=watch,
+                claim_thread=claim_thread,
+            ),
             status_code=upstream_response.status_code,
             headers=headers,
             background=BackgroundTask(upstream_response.aclose),
         )
-    content = await svc.upstream.read(upstream_response)
+    content = await dest.upstream.read(upstream_response)
     if watch:
         try:
             body = json.loads(content)
         except ValueError:
             body = None
         if claim_thread and (thread_id := _thread_id(body)):
-            await svc.meta.claim(tenant_id, "thread", thread_id)
+            await svc.meta.claim(tenant_id, "thread", thread_id, dest.upstream.name)
         if body is not None:
-            await svc.recorder.record_assistants(tenant_id, body)
+            await svc.recorder.record_assistants(tenant_id, body, dest.upstream.name)
     return Response(content, status_code=upstream_response.status_code, headers=headers)
 
 
@@ -178,6 +186,7 @@ async def _relay(
     svc: Services,
     tenant_id: str,
     upstream_response: httpx2.Response,
+    upstream: str,
     *,
     watch: bool,
     claim_thread: bool = False,
@@ -194,7 +203,7 @@ async def _relay(
             # thread goes out: the client cannot use the id before it is the caller's.
             for raw in events if claim_thread else ():
                 if thread_id := _thread_id(parse_event(raw, _THREAD_EVENTS)):
-                    await svc.meta.claim(tenant_id, "thread", thread_id)
+                    await svc.meta.claim(tenant_id, "thread", thread_id, upstream)
                     claim_thread = False
                     break
             yield chunk
@@ -203,7 +212,7 @@ async def _relay(
                 if data is not None:
                     recording.append(
                         svc.tasks.spawn(
-                            svc.recorder.record_assistants(tenant_id, data),
+                            svc.recorder.record_assistants(tenant_id, data, upstream),
                             name="cigate-assistants-files",
                         )
                     )

@@ -17,6 +17,7 @@ from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.tenants import TenantResolver
 from cigate.gateway.upstream import Upstream
+from cigate.gateway.upstreams import Pool
 from cigate.storage.blobs import BlobStore
 from cigate.storage.metadata import MetadataStore
 
@@ -31,18 +32,18 @@ class Services:
     settings: GatewaySettings
     meta: MetadataStore
     blobs: BlobStore
+    #: The default (first) upstream: the one for calls that name no upstream-bound object
+    #: and go nowhere else (the self-hosted interpreter's model, Files-API adoption).
     upstream: Upstream
     harvester: Harvester
     recorder: Recorder
     tasks: TaskRegistry
     tenants: TenantResolver
     link_secret: bytes
+    #: Every configured upstream and their health (:mod:`cigate.gateway.upstreams`).
+    pool: Pool
     #: The self-hosted code interpreter (``--code-interpreter self``), else ``None``.
     interpreter: Interpreter | None = None
-
-    @property
-    def upstream_name(self) -> str:
-        return self.settings.upstream
 
     def public_base(self, request: Request) -> str:
         """Base URL for links the gateway hands out (configured, else the request's own)."""

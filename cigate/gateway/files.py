@@ -91,7 +91,9 @@ async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> 
     if await svc.meta.files_api_owner(file_id) not in (None, tenant_id):
         raise not_found("file", file_id)
     try:
-        meta = await svc.harvester.fetcher.record(FileRef(file_id, file_id, source="assistants"))
+        # The upstream the tenant uploaded it to; an id never seen: the first upstream.
+        fetcher = await svc.harvester.fetcher_of("file", file_id)
+        meta = await fetcher.record(FileRef(file_id, file_id, source="assistants"))
     except FileNotFoundInContainerError as exc:
         raise not_found("file", file_id) from exc
     except CigateError as exc:

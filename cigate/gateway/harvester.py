@@ -33,6 +33,7 @@ from cigate.gateway import metrics, quotas, tracing
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tasks import TaskRegistry
 from cigate.gateway.upstream import Upstream
+from cigate.gateway.upstreams import Pool
 from cigate.harvest import classify
 from cigate.harvest.content_types import is_json_name
 from cigate.harvest.fetch import HEAD_BYTES, Body, Fetcher, suspect
@@ -42,6 +43,7 @@ from cigate.storage.blobs import BlobStore
 from cigate.storage.errors import BlobNotFoundError, NotFoundError
 from cigate.storage.metadata import MetadataStore
 from cigate.storage.metadata_erasure import KIND_QUOTA
+from cigate.storage.metadata_owners import PlacedKind
 from cigate.storage.records import BlobInfo, FileRow
 
 __all__ = ["Harvester"]
@@ -60,20 +62,44 @@ class Harvester:
         self,
         meta: MetadataStore,
         blobs: BlobStore,
-        upstream: Upstream,
+        pool: Pool,
         settings: GatewaySettings,
         tasks: TaskRegistry,
     ) -> None:
         self.meta = meta
         self.blobs = blobs
-        self.upstream = upstream
+        self.pool = pool
+        self.upstream: Upstream = pool.default
         self.settings = settings
         self.tasks = tasks
         self.policy = RetryPolicy(
             attempts=settings.harvest_attempts, backoff=settings.harvest_backoff
         )
-        self.fetcher = Fetcher(upstream, self.policy)
+        #: One fetch chain per configured upstream; ``fetcher`` is the default one's.
+        self._fetchers = {name: Fetcher(up, self.policy) for name, up in pool.members.items()}
+        self.fetcher = self._fetchers[pool.default.name]
         self._slots = asyncio.Semaphore(settings.harvest_concurrency)
+
+    async def holder_of(self, kind: PlacedKind, object_id: str) -> Upstream:
+        """The upstream that holds an object (recorded in the store; the default one for
+        objects recorded before there were several)."""
+        if not self.pool.several:
+            return self.pool.default
+        found = await self.meta.placements([(kind, object_id)])
+        return self.pool.holder(found.get((kind, object_id)), f"{kind} '{object_id}'")
+
+    def fetcher_for(self, upstream: Upstream) -> Fetcher:
+        return self._fetchers[upstream.name]
+
+    async def fetcher_of(self, kind: PlacedKind, object_id: str) -> Fetcher:
+        """The fetch chain of the upstream that holds an object: a file is only ever fetched
+        from the upstream whose container or run made it."""
+        return self.fetcher_for(await self.holder_of(kind, object_id))
+
+    async def _row_fetcher(self, row: FileRow) -> Fetcher:
+        if row.kind == "container":
+            return await self.fetcher_of("container", row.container_id or "")
+        return await self.fetcher_of("file", row.upstream_file_id)
 
     # -- copying ---------------------------------------------------------------------------
 
@@ -151,9 +177,14 @@ class Harvester:
             log.warning("%s not copied: %s", row.id, full)
             metrics.FILES_FAILED.labels(KIND_QUOTA).inc()
             return await self.meta.mark_failed(row.id, KIND_QUOTA, full, row.tries)
+        try:
+            fetcher = await self._row_fetcher(row)
+        except CigateError as gone:  # its upstream is not configured any more: not elsewhere
+            log.warning("%s not copied: %s", row.id, gone.message)
+            return await self.meta.mark_failed(row.id, gone.kind, gone.message, row.tries)
         with tracing.span("harvest copy", **{"cigate.file_id": row.id}) as sp:
             for _ in range(_BLOB_RACES):
-                fetched = await self.fetcher.fetch(
+                fetched = await fetcher.fetch(
                     _ref(row, expected_size), self._into_blobs, on_retry=retrying
                 )
                 tries = row.tries + max(fetched.attempts, 1)
@@ -227,7 +258,7 @@ class Harvester:
             problem = "the stored bytes are an upstream error document, not the file"
         elif classify.looks_like_error_body(head) and is_json_name(row.filename):
             try:
-                record = await self.fetcher.record(_ref(row, None))
+                record = await (await self._row_fetcher(row)).record(_ref(row, None))
             except (ContainerExpiredError, FileNotFoundInContainerError):
                 record = {}  # nothing left to compare with: keep the bytes
             except CigateError as exc:

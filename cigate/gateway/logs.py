@@ -27,6 +27,7 @@ __all__ = [
     "ACCESS",
     "LOG_FORMATS",
     "REQUEST_ID",
+    "UPSTREAM_STATE_KEY",
     "JsonFormatter",
     "RequestIdFilter",
     "configure_logging",
@@ -47,6 +48,11 @@ _STANDARD = frozenset(
     | {"message", "asctime", "request_id", "taskName"}
 )
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+#: Where a forwarding route leaves the name of the upstream that answered, in the request's
+#: ``scope["state"]``, for the access line.
+UPSTREAM_STATE_KEY = "cigate.upstream"
 
 
 def new_request_id() -> str:

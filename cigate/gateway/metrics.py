@@ -67,6 +67,25 @@ UPSTREAM_AUTH_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+UPSTREAM_REQUESTS = Counter(
+    "cigate_upstream_requests",
+    "Calls sent to each configured upstream (label: its configured name), by status "
+    "('error': no response).",
+    ["upstream", "status"],
+    registry=REGISTRY,
+)
+UPSTREAM_FAILURES = Counter(
+    "cigate_upstream_failures",
+    "Failures that marked a configured upstream down (connect error, timeout, 5xx, 429).",
+    ["upstream", "reason"],
+    registry=REGISTRY,
+)
+UPSTREAM_UP = Gauge(
+    "cigate_upstream_up",
+    "1 while a configured upstream takes new work, 0 while it is marked down.",
+    ["upstream"],
+    registry=REGISTRY,
+)
 SSE_EVENTS = Counter(
     "cigate_sse_events_relayed",
     "Server-sent events of Responses streams relayed to clients.",

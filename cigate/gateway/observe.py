@@ -26,7 +26,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cigate.gateway import metrics
 from cigate.gateway.errors import error_response
-from cigate.gateway.logs import ACCESS, REQUEST_ID, incoming_request_id, new_request_id
+from cigate.gateway.logs import (
+    ACCESS,
+    REQUEST_ID,
+    UPSTREAM_STATE_KEY,
+    incoming_request_id,
+    new_request_id,
+)
 from cigate.gateway.tracing import TRACER
 from cigate.web.paths import shown
 
@@ -152,6 +158,8 @@ class ObserveMiddleware:
                     "status": status,
                     "duration_ms": round(seconds * 1000, 2),
                     "upstream_request_id": state["upstream_id"],
+                    # The configured upstream that answered (cigate.gateway.affinity), if any.
+                    "upstream": (scope.get("state") or {}).get(UPSTREAM_STATE_KEY),
                 },
             )
 

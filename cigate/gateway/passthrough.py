@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import BadInputError, UpstreamUnavailableError
+from cigate.gateway.affinity import Destination, destination
 from cigate.gateway.context import Services, services
 from cigate.gateway.edge import PREFIXES, api_path
 from cigate.gateway.errors import error_response
@@ -40,7 +41,6 @@ __all__ = [
     "not_found_route",
     "owned_list",
     "relay",
-    "target",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,6 @@ log = logging.getLogger(__name__)
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # HEAD comes with GET
 #: Upstream pages a filtered listing reads at most before it answers ``has_more: true``.
 MAX_LIST_PAGES = 20
-
-
-def target(svc: Services, request: Request) -> str:
-    """The upstream URL of a request under an API prefix: the same canonical segments, in the
-    URL form the client used (:meth:`~cigate.gateway.upstream.Upstream.url`)."""
-    api = api_path(request)
-    return svc.upstream.url(api.form, api.segments)
 
 
 def has_body(request: Request) -> bool:
@@ -66,10 +59,14 @@ def has_body(request: Request) -> bool:
 
 
 async def relay(svc: Services, request: Request) -> Response:
-    """Forward the request as it streams in; stream the upstream's answer back unchanged."""
-    upstream_response = await svc.upstream.send(
+    """Forward the request as it streams in; stream the upstream's answer back unchanged.
+
+    It goes where :func:`cigate.gateway.affinity.destination` says: the upstream of the
+    objects it names (the same canonical segments, in the URL form the client used)."""
+    dest = await destination(svc, request)
+    upstream_response = await dest.send(
         request.method,
-        target(svc, request),
+        api_path(request),
         headers=request.headers,
         params=request.query_params.multi_items(),
         content=request.stream() if has_body(request) else None,
@@ -124,6 +121,9 @@ async def owned_list(svc: Services, request: Request, tenant_id: str, kind: Owne
     from the client's ``after`` on and filtered through the owners table until the client's
     ``limit`` is filled; ``has_more``, ``first_id`` and ``last_id`` describe the filtered page,
     so the SDK's auto-pagination (``after=last_id``) continues where this page stopped.
+
+    With several upstreams the listing is each upstream's in turn, in configured order: an
+    ``after`` id continues in the upstream that holds it, then the ones after it.
     """
     params = dict(request.query_params)
     try:
@@ -131,33 +131,47 @@ async def owned_list(svc: Services, request: Request, tenant_id: str, kind: Owne
     except ValueError as exc:
         raise BadInputError("limit must be an integer between 1 and 100.") from exc
     after = params.pop("after", None)
-    url = target(svc, request)
+    api = api_path(request)
+    members = list(svc.pool.members.values())
+    if after is not None and svc.pool.several:
+        found = await svc.meta.placements([(kind, after)])
+        start = svc.pool.holder(found.get((kind, after)), f"{kind} '{after[:200]}'")
+        members = members[members.index(start) :]
     collected: list[dict[str, Any]] = []
     upstream_more = False
-    for _ in range(MAX_LIST_PAGES):
-        query = {**params, "limit": "100", **({"after": after} if after else {})}
-        answer = await svc.upstream.send("GET", url, headers=request.headers, params=query)
-        if answer.status_code != 200:
-            return Response(
-                answer.content,
-                status_code=answer.status_code,
-                headers=forwardable_headers(answer.headers),
-            )
-        try:
-            page = answer.json()
-        except ValueError as exc:
-            raise UpstreamUnavailableError("the upstream sent a listing that is not JSON") from exc
-        data = [
-            item
-            for item in (page.get("data") if isinstance(page, dict) else None) or []
-            if isinstance(item, dict) and isinstance(item.get("id"), str)
-        ]
-        mine = await svc.meta.owned_among(tenant_id, kind, [item["id"] for item in data])
-        collected += [item for item in data if item["id"] in mine]
-        upstream_more = bool(data) and page.get("has_more") is not False
-        if len(collected) > limit or not upstream_more:
+    for n, upstream in enumerate(members):
+        if n:
+            after = None  # the next upstream's listing from its start
+        for _ in range(MAX_LIST_PAGES):
+            query = {**params, "limit": "100", **({"after": after} if after else {})}
+            dest = Destination(svc.pool, [upstream], pinned_by=f"{kind} listings")
+            answer = await dest.send("GET", api, headers=request.headers, params=query)
+            if answer.status_code != 200:
+                return Response(
+                    answer.content,
+                    status_code=answer.status_code,
+                    headers=forwardable_headers(answer.headers),
+                )
+            try:
+                page = answer.json()
+            except ValueError as exc:
+                raise UpstreamUnavailableError(
+                    "the upstream sent a listing that is not JSON"
+                ) from exc
+            data = [
+                item
+                for item in (page.get("data") if isinstance(page, dict) else None) or []
+                if isinstance(item, dict) and isinstance(item.get("id"), str)
+            ]
+            mine = await svc.meta.owned_among(tenant_id, kind, [item["id"] for item in data])
+            collected += [item for item in data if item["id"] in mine]
+            upstream_more = bool(data) and page.get("has_more") is not False
+            if len(collected) > limit or not upstream_more:
+                break
+            after = data[-1]["id"]
+        if len(collected) > limit or upstream_more:
             break
-        after = data[-1]["id"]
+        upstream_more = n < len(members) - 1  # the next upstreams may hold more
     items = collected[:limit]
     return JSONResponse(
         {

@@ -14,6 +14,7 @@ token (docs/gateway.md, "Metrics").
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -55,8 +56,26 @@ def _checks(svc: Services, upstream: bool) -> list[tuple[str, Callable[[], Await
         ("blobs", svc.blobs.check),
     ]
     if upstream:
-        checks.append(("upstream", svc.upstream.check_credential))
+        checks.append(("upstream", functools.partial(_any_upstream, svc)))
     return checks
+
+
+async def _any_upstream(svc: Services) -> None:
+    """The credential check of every configured upstream; each result is the pool's health
+    (a failing one gets no new work), and the gateway is ready while one of them passes."""
+    failures: list[CigateError] = []
+    for name, member in svc.pool.members.items():
+        try:
+            await asyncio.wait_for(member.check_credential(), READY_TIMEOUT)
+        except (CigateError, TimeoutError) as exc:
+            error = exc if isinstance(exc, CigateError) else CigateError("timed out")
+            log.warning("readiness: upstream %s is not ready: %s", name, error)
+            svc.pool.failed(name, "readiness")
+            failures.append(error)
+        else:
+            svc.pool.succeeded(name)
+    if len(failures) == len(svc.pool.members):
+        raise failures[0]
 
 
 async def readyz(request: Request) -> Response:

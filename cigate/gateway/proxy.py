@@ -23,10 +23,11 @@ from starlette.responses import Response, StreamingResponse
 
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import agents, body_refs, conversations, metrics, rewrite, scoped
+from cigate.gateway.affinity import destination
 from cigate.gateway.context import Services, services
+from cigate.gateway.edge import api_path
 from cigate.gateway.errors import UnknownIdError, not_found
 from cigate.gateway.interpreter import responses as interpreter_responses
-from cigate.gateway.passthrough import target
 from cigate.gateway.recorder import Keeper, Sighting
 from cigate.gateway.tap import ResponseTap
 from cigate.gateway.upstream import forwardable_headers
@@ -52,7 +53,7 @@ async def create_response(request: Request) -> Response:
         return await interpreter_responses.create_response(
             svc.interpreter, svc.tasks.spawn, tenant_id, body
         )
-    return await forward(svc, request, target(svc, request), tenant_id, harvest=True)
+    return await forward(svc, request, tenant_id, harvest=True)
 
 
 def _previous_id(body: Any) -> str:
@@ -84,17 +85,19 @@ async def response_subresource(request: Request) -> Response:
     if svc.interpreter is not None and svc.interpreter.owns(tenant_id, response_id):
         return await interpreter_responses.response_subresource(request, svc.interpreter)
     replay = request.method == "GET" and not request.path_params.get("sub")
-    return await forward(svc, request, target(svc, request), tenant_id, harvest=replay)
+    return await forward(svc, request, tenant_id, harvest=replay)
 
 
-async def forward(
-    svc: Services, request: Request, url: str, tenant_id: str, *, harvest: bool
-) -> Response:
-    """Send the client's request upstream with the gateway's credential and relay the answer."""
+async def forward(svc: Services, request: Request, tenant_id: str, *, harvest: bool) -> Response:
+    """Send the client's request upstream with the gateway's credential and relay the answer.
+
+    The upstream is the one holding what the request names, or a healthy one for a new
+    response (:mod:`cigate.gateway.affinity`); the sighting records which one it was."""
     body = await body_refs.read_capped(request, svc.settings.max_json_body)
-    upstream_response = await svc.upstream.send(
+    dest = await destination(svc, request)
+    upstream_response = await dest.send(
         request.method,
-        url,
+        api_path(request),
         headers=request.headers,
         params=request.query_params.multi_items(),
         content=body or None,
@@ -104,7 +107,7 @@ async def forward(
     content_type = upstream_response.headers.get("content-type", "")
     ok = upstream_response.status_code == 200
     if content_type.startswith("text/event-stream"):
-        sighting = Sighting(tenant_id, svc.upstream_name) if harvest and ok else None
+        sighting = Sighting(tenant_id, dest.upstream.name) if harvest and ok else None
         rewriter = (
             rewrite.StreamRewriter(svc.public_base(request))
             if sighting is not None and svc.settings.rewrite_links
@@ -118,9 +121,9 @@ async def forward(
             # Runs also when the client left before the body started (the relay never ran).
             background=BackgroundTask(_close, upstream_response, sighting),
         )
-    content = await svc.upstream.read(upstream_response)
+    content = await dest.upstream.read(upstream_response)
     if harvest and ok:
-        content = await _harvest_plain(svc, request, tenant_id, content)
+        content = await _harvest_plain(svc, request, tenant_id, content, dest.upstream.name)
     return Response(content, status_code=upstream_response.status_code, headers=headers)
 
 
@@ -189,7 +192,9 @@ async def _close(upstream_response: httpx2.Response, sighting: Sighting | None) 
         sighting.end()
 
 
-async def _harvest_plain(svc: Services, request: Request, tenant_id: str, content: bytes) -> bytes:
+async def _harvest_plain(
+    svc: Services, request: Request, tenant_id: str, content: bytes, upstream: str
+) -> bytes:
     """Record the response and its citations (awaited: the client may ask for them next);
     the rest of the harvest runs in the background."""
     try:
@@ -198,7 +203,7 @@ async def _harvest_plain(svc: Services, request: Request, tenant_id: str, conten
         return content
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         return content
-    sighting = Sighting(tenant_id, svc.upstream_name)
+    sighting = Sighting(tenant_id, upstream)
     sighting.see_response(body)
     sighting.end()
     await svc.recorder.keep(sighting).flush()

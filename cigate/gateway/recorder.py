@@ -197,13 +197,13 @@ class Recorder:
             new = [c for c in s.containers if ("on-response", c) not in written]
             if ("response", s.response_id) not in written or new:
                 self.live.add(s.response_id)
-                await self.record_response(s.tenant_id, s.response_id, s.model, new)
+                await self.record_response(s.tenant_id, s.response_id, s.model, new, s.upstream)
                 written.add(("response", s.response_id))
                 written.update(("on-response", c) for c in new)
         else:
             for container_id in s.containers:  # no response id (yet): claim them at least
                 if ("claimed", container_id) not in written:
-                    await self.meta.claim(s.tenant_id, "container", container_id)
+                    await self.meta.claim(s.tenant_id, "container", container_id, s.upstream)
                     written.add(("claimed", container_id))
         for key, annotation in list(s.citations.items()):
             if ("citation", key) not in written:
@@ -211,13 +211,19 @@ class Recorder:
                 written.add(("citation", key))
 
     async def record_response(
-        self, tenant_id: str, response_id: str, model: str | None, containers: Iterable[str]
+        self,
+        tenant_id: str,
+        response_id: str,
+        model: str | None,
+        containers: Iterable[str],
+        upstream: str,
     ) -> None:
-        """The one place a response row is written (containers merged and claimed)."""
+        """The one place a response row is written (containers merged and claimed, with the
+        configured name of the upstream that made them)."""
         await self.meta.record_response(
             tenant_id,
             response_id,
-            upstream=self.settings.upstream,
+            upstream=upstream,
             model=model,
             container_ids=list(containers),
         )
@@ -257,7 +263,7 @@ class Recorder:
         """
         try:
             if s.final is not None:
-                await self.conclude_final(s.tenant_id, s.final)
+                await self.conclude_final(s.tenant_id, s.final, s.upstream)
             elif s.response_id:
                 await self.settle(s.tenant_id, s.response_id, s.containers, wait=SETTLE_WAIT)
         finally:
@@ -277,10 +283,16 @@ class Recorder:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         delay = 0.25
+        try:  # the upstream that made the response, never another
+            upstream = await self.harvester.holder_of("response", response_id)
+        except CigateError as exc:
+            log.warning("cannot conclude %s: %s", response_id, exc.message)
+            return False
+        fetcher = self.harvester.fetcher_for(upstream)
         while True:
             try:
-                response = await self.harvester.fetcher.get_json(
-                    self.harvester.fetcher.upstream.v1_url("responses", response_id),
+                response = await fetcher.get_json(
+                    upstream.v1_url("responses", response_id),
                     {},
                     f"retrieve response {response_id}",
                 )
@@ -292,19 +304,22 @@ class Recorder:
                 log.info("cannot read %s now: %s", response_id, exc.message)
                 response = None
             if response is not None and response.get("status") not in UNFINISHED:
-                await self.conclude_final(tenant_id, response)
+                await self.conclude_final(tenant_id, response, upstream.name)
                 return True
             if loop.time() + delay > deadline:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    async def conclude_final(self, tenant_id: str, response: dict[str, Any]) -> None:
-        """A finished Response object: its citations, then every file of its containers."""
+    async def conclude_final(self, tenant_id: str, response: dict[str, Any], upstream: str) -> None:
+        """A finished Response object (made by ``upstream``): its citations, then every file
+        of its containers."""
         response_id = response.get("id") if isinstance(response.get("id"), str) else None
         containers, citations = walk_response(response)
         if response_id:
-            await self.record_response(tenant_id, response_id, response.get("model"), containers)
+            await self.record_response(
+                tenant_id, response_id, response.get("model"), containers, upstream
+            )
         for annotation in citations:  # first, so their rows keep origin and cited name
             await self.record_citation(tenant_id, response_id, annotation)
         await self.reconcile(tenant_id, response_id, containers)
@@ -320,7 +335,8 @@ class Recorder:
         complete = True
         for container_id in sorted(set(container_ids)):
             try:
-                listed = await self.harvester.fetcher.list_files(container_id)
+                fetcher = await self.harvester.fetcher_of("container", container_id)
+                listed = await fetcher.list_files(container_id)
             except (ContainerExpiredError, FileNotFoundInContainerError) as exc:
                 log.info("container %s is gone: %s", container_id, exc.message)
                 continue
@@ -374,8 +390,9 @@ class Recorder:
 
     # -- Assistants ----------------------------------------------------------------------------
 
-    async def record_assistants(self, tenant_id: str, body: Any) -> int:
-        """Record and start copying every Files-API file cited in ``body``; returns how many.
+    async def record_assistants(self, tenant_id: str, body: Any, upstream: str) -> int:
+        """Record and start copying every Files-API file cited in ``body`` (an answer of
+        ``upstream``, the configured name); returns how many.
 
         The files are recorded under the run's id (``/responses/{run_id}/files`` lists them).
         A file another tenant already owns is left alone, as for on-demand adoption.
@@ -386,7 +403,7 @@ class Recorder:
         run_ids = {str(rid) for rid in _run_ids(body)}
         run_id = next(iter(run_ids)) if len(run_ids) == 1 else None
         if run_id is not None:
-            await self.record_response(tenant_id, run_id, None, ())
+            await self.record_response(tenant_id, run_id, None, (), upstream)
             # A run has no containers to list: its files are the ones its messages cite.
             await self.meta.mark_listed(tenant_id, run_id)
         count = 0
@@ -401,19 +418,21 @@ class Recorder:
                 upstream_file_id=ref.file_id,
                 container_id=None,
                 response_id=run_id,
-                filename=await self._filename(ref),
+                filename=await self._filename(ref, upstream),
                 origin="assistants",
+                upstream=upstream,
             )
             self.harvester.start_copy(row)
             count += 1
         return count
 
-    async def _filename(self, ref: FileRef) -> str:
+    async def _filename(self, ref: FileRef, upstream: str) -> str:
         """The name the upstream gave the file (an ``image_file`` block cites only its id)."""
         if ref.filename != ref.file_id:
             return ref.filename
+        holder = self.harvester.pool.members.get(upstream, self.harvester.pool.default)
         try:
-            record = await self.harvester.fetcher.record(ref)
+            record = await self.harvester.fetcher_for(holder).record(ref)
         except CigateError as exc:
             log.info("no metadata for %s: %s", ref.file_id, exc.message)
             return ref.file_id

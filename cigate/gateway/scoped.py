@@ -30,10 +30,11 @@ from starlette.routing import BaseRoute, Route
 
 from cigate.exceptions import UpstreamUnavailableError
 from cigate.gateway import body_refs, erasure, facade
+from cigate.gateway.affinity import destination
 from cigate.gateway.context import Services, services
-from cigate.gateway.edge import PREFIXES
+from cigate.gateway.edge import PREFIXES, api_path
 from cigate.gateway.errors import container_not_found, not_found
-from cigate.gateway.passthrough import ALL_METHODS, has_body, owned_list, relay, target
+from cigate.gateway.passthrough import ALL_METHODS, has_body, owned_list, relay
 from cigate.gateway.upstream import forwardable_headers
 from cigate.storage.metadata_owners import OwnedKind
 
@@ -80,9 +81,10 @@ async def create_and_claim(request: Request, kind: OwnedKind) -> Response:
     svc = services(request)
     tenant_id = await svc.tenants.tenant_id(request)
     await body_refs.enforce(svc, tenant_id, request)
-    answer = await svc.upstream.send(
+    dest = await destination(svc, request)
+    answer = await dest.send(
         "POST",
-        target(svc, request),
+        api_path(request),
         headers=request.headers,
         params=request.query_params.multi_items(),
         content=request.stream() if has_body(request) else None,
@@ -94,7 +96,7 @@ async def create_and_claim(request: Request, kind: OwnedKind) -> Response:
         except ValueError:
             created = None
         if isinstance(created, dict) and isinstance(created.get("id"), str):
-            await svc.meta.claim(tenant_id, kind, created["id"])
+            await svc.meta.claim(tenant_id, kind, created["id"], dest.upstream.name)
     return Response(
         answer.content, status_code=answer.status_code, headers=forwardable_headers(answer.headers)
     )
@@ -129,24 +131,30 @@ async def container_files(request: Request) -> Response:
     if request.method == "POST":
         await body_refs.enforce(svc, tenant_id, request)
         return await relay(svc, request)
+    live: Response | None = None
+    unreachable: UpstreamUnavailableError | None = None
     try:
-        live = await svc.upstream.send(
+        upstream_live = await (await destination(svc, request)).send(
             "GET",
-            target(svc, request),
+            api_path(request),
             headers=request.headers,
             params=request.query_params.multi_items(),
         )
-    except UpstreamUnavailableError:
-        live = None
+        live = Response(
+            upstream_live.content,
+            status_code=upstream_live.status_code,
+            headers=forwardable_headers(upstream_live.headers),
+        )
+    except UpstreamUnavailableError as exc:
+        unreachable = exc
     if live is not None and live.status_code == 200:
-        return Response(live.content, headers=forwardable_headers(live.headers))
+        return live
     if await svc.meta.list_files(tenant_id, container_id=container_id, limit=1):
         return await facade.container_files(request)
-    if live is None:
-        raise UpstreamUnavailableError("cannot reach the upstream to list the container")
-    return Response(
-        live.content, status_code=live.status_code, headers=forwardable_headers(live.headers)
-    )
+    if unreachable is not None:
+        raise unreachable  # which upstream holds the container, and that it is unreachable
+    assert live is not None
+    return live
 
 
 async def _stored(request: Request) -> tuple[Services, bool]:

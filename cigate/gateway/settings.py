@@ -163,6 +163,15 @@ class GatewaySettings:
     migrate: bool = True
     #: A file holding the link secret (a mounted Secret); instead of ``link_secret``.
     link_secret_file: str = ""
+    #: Several upstreams (issue 14): a TOML or JSON file listing them (docs/gateway.md,
+    #: "Several upstreams"); parsed by :mod:`cigate.gateway.upstreams`. Empty: ``--upstream``.
+    upstreams_file: str = ""
+    #: Seconds an upstream that failed (connect error, 5xx, 429) gets no new work; doubled per
+    #: failure in a row, up to 32 times this.
+    upstream_down_seconds: float = 5.0
+    #: How new work is spread over several upstreams: ``request`` (round robin) or ``tenant``
+    #: (each tenant's new objects on its own home upstream, so they can be used together).
+    upstream_balance: str = "request"
 
     def __post_init__(self) -> None:
         if self.upstream_auth not in _AUTH_MODES:

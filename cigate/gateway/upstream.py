@@ -194,7 +194,10 @@ class Upstream:
         settings: GatewaySettings,
         client: httpx2.AsyncClient | None = None,
         credential: TokenCredential | None = None,
+        name: str = "default",
     ) -> None:
+        #: The configured name (:mod:`cigate.gateway.upstreams`): in logs, metrics, the store.
+        self.name = name
         self.settings = settings
         base = settings.upstream.rstrip("/")
         self._v1_base = base if base.endswith("/v1") else f"{base}/openai/v1"

@@ -239,6 +239,7 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
                         container_ids,
                         tenant_id=tenant_id,
                         now=self._now(),
+                        upstream=upstream,
                     )
                     row = (await conn.execute(select(responses).where(*key))).first()
                     if row is None:

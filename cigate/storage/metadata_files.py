@@ -89,8 +89,12 @@ class FileQueries(StoreBase):
         filename: str,
         origin: FileOrigin,
         path: str | None = None,
+        upstream: str | None = None,
     ) -> FileRow:
         """Record a file the gateway must copy; idempotent on (tenant, upstream ids).
+
+        ``upstream`` is the configured upstream holding it (kept with the claim of its
+        container or Files-API id; ``None``: the first/default upstream).
 
         The first call mints a gateway id in state ``pending``; later calls return the same
         row unchanged, except that a missing ``response_id`` or ``path`` is filled in (a file
@@ -146,7 +150,15 @@ class FileQueries(StoreBase):
                 if kind == "container"
                 else ("file", upstream_file_id)
             )
-            await claim_in(conn, self.dialect, owned[0], [owned[1]], tenant_id=tenant_id, now=now)
+            await claim_in(
+                conn,
+                self.dialect,
+                owned[0],
+                [owned[1]],
+                tenant_id=tenant_id,
+                now=now,
+                upstream=upstream,
+            )
             if origin == "citation":
                 # A listing only guesses which response wrote a file (a container serves many);
                 # the response that cites it made it, under the name it gave.

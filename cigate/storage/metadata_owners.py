@@ -23,11 +23,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cigate.storage._db import StoreBase
-from cigate.storage.schema import owners
+from cigate.storage.schema import owners, responses
 
-__all__ = ["OwnedKind", "OwnerQueries", "claim_in"]
+__all__ = ["OwnedKind", "OwnerQueries", "PlacedKind", "claim_in"]
 
 OwnedKind = Literal["container", "file", "assistant", "thread", "conversation", "agent"]
+#: What a call can name that lives on one upstream: owned objects, and responses.
+PlacedKind = OwnedKind | Literal["response"]
 
 _MAX_ID = 200
 
@@ -46,10 +48,15 @@ async def claim_in(
     *,
     tenant_id: str,
     now: datetime,
+    upstream: str | None = None,
 ) -> None:
-    """Claim ids for a tenant inside the caller's transaction; ids owned already stay put."""
+    """Claim ids for a tenant inside the caller's transaction; ids owned already stay put
+    (with the upstream that holds them: ``None`` is the first/default one)."""
+    # No ``upstream`` column value for the default: NULL, and a claim reads as it did before
+    # migration 8 (tests build stores at older schema versions with it).
+    placed = {"upstream": upstream} if upstream is not None else {}
     values = [
-        {"kind": kind, "upstream_id": uid, "tenant_id": tenant_id, "created_at": now}
+        {"kind": kind, "upstream_id": uid, "tenant_id": tenant_id, "created_at": now, **placed}
         for uid in dict.fromkeys(upstream_ids)
         if _usable(uid)
     ]
@@ -64,15 +71,24 @@ async def claim_in(
 class OwnerQueries(StoreBase):
     """The ownership half of :class:`~cigate.storage.metadata.MetadataStore`."""
 
-    async def claim(self, tenant_id: str, kind: OwnedKind, upstream_id: str) -> str | None:
+    async def claim(
+        self, tenant_id: str, kind: OwnedKind, upstream_id: str, upstream: str | None = None
+    ) -> str | None:
         """Claim one id for the tenant; returns its owner afterwards (maybe another tenant).
 
-        An id no service can issue is nobody's: ``None``, nothing written."""
+        ``upstream`` names the configured upstream that made the object (kept from the first
+        claim on). An id no service can issue is nobody's: ``None``, nothing written."""
         if not _usable(upstream_id):
             return None
         async with self._write("claiming an id") as conn:
             await claim_in(
-                conn, self.dialect, kind, [upstream_id], tenant_id=tenant_id, now=self._now()
+                conn,
+                self.dialect,
+                kind,
+                [upstream_id],
+                tenant_id=tenant_id,
+                now=self._now(),
+                upstream=upstream,
             )
             query = select(owners.c.tenant_id).where(
                 owners.c.kind == kind, owners.c.upstream_id == upstream_id
@@ -111,3 +127,32 @@ class OwnerQueries(StoreBase):
         )
         async with self._read("checking owners") as conn:
             return set((await conn.execute(query)).scalars())
+
+    async def placements(
+        self, refs: Iterable[tuple[PlacedKind, str]]
+    ) -> dict[tuple[PlacedKind, str], str | None]:
+        """Where each known object lives: ``(kind, id)`` -> upstream name (``None``: the
+        first/default upstream). Objects the store does not know are left out.
+
+        Unscoped on purpose, as :meth:`owner`: routing a call precedes nothing the tenant
+        could learn from (ownership is checked by the same handlers). Responses are looked
+        up in their own table (its ``upstream`` column).
+        """
+        wanted: dict[PlacedKind, dict[str, None]] = {}
+        for kind, uid in refs:
+            if _usable(uid):
+                wanted.setdefault(kind, {})[uid] = None
+        found: dict[tuple[PlacedKind, str], str | None] = {}
+        async with self._read("finding where objects live") as conn:
+            for kind, uids in wanted.items():
+                if kind == "response":
+                    query = select(responses.c.response_id, responses.c.upstream).where(
+                        responses.c.response_id.in_(list(uids))
+                    )
+                else:
+                    query = select(owners.c.upstream_id, owners.c.upstream).where(
+                        owners.c.kind == kind, owners.c.upstream_id.in_(list(uids))
+                    )
+                for uid, upstream in (await conn.execute(query)).all():
+                    found[(kind, uid)] = upstream
+        return found

@@ -273,6 +273,15 @@ def _m0007_accountability(conn: Connection) -> None:
     ).create(conn)
 
 
+def _m0008_upstream_placement(conn: Connection) -> None:
+    """Which configured upstream holds each owned object (issue 14: several upstreams).
+
+    NULL means the first (default) upstream: every object recorded before this migration was
+    made by the one upstream the gateway had then.
+    """
+    conn.execute(text("ALTER TABLE owners ADD COLUMN upstream TEXT"))
+
+
 def _aware(value: Any) -> datetime:
     """A raw ``created_at`` read with plain SQL, as the aware UTC datetime the type expects."""
     if isinstance(value, str):  # SQLite hands back text for a raw SELECT
@@ -290,6 +299,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "container paths of files", _m0005_file_paths),
     Migration(6, "verification of stored files", _m0006_file_verification),
     Migration(7, "erasure, retention and quotas", _m0007_accountability),
+    Migration(8, "upstream of each owned object", _m0008_upstream_placement),
 )
 
 

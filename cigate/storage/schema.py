@@ -166,6 +166,9 @@ owners = Table(
     Column("upstream_id", String(200), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # Migration 8: the configured upstream that holds the object (NULL: the first/default
+    # one, where everything recorded before several upstreams lives).
+    Column("upstream", Text),
     Index("ix_owners_tenant_kind", "tenant_id", "kind", "created_at"),
 )
 

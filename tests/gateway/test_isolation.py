@@ -21,12 +21,16 @@ The full matrix runs on SQLite + disk; PostgreSQL + Azurite gets every canonical
 sixth of the other spellings. A third world puts the gateway in front of a Foundry project
 endpoint of the emulator (``/api/projects/proj``), so A's canonical reads through the project
 routes must succeed and B's fail (every canonical case, a third of the other spellings); in
-the first two, every project path is refused outright. The numbers are printed (requests
-tried, leaks, 5xx).
+the first two, every project path is refused outright. A fourth gives the gateway two
+configured upstreams (both the emulator, so the checks above still see every object): A's
+objects are spread over them and every call is routed through the affinity lookup (every
+canonical case, a sixth of the other spellings). The numbers are printed (requests tried,
+leaks, 5xx).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -39,6 +43,7 @@ import pytest
 
 from cigate.emulator.server import ServerHandle
 from cigate.emulator.settings import EmulatorSettings
+from cigate.storage.metadata import MetadataStore
 from cigate.testing.plugin import RunningEmulator, current_mode
 from cigate.testing.rawhttp import RawClient
 from tests.gateway.conftest import live_settings, make_backend
@@ -53,8 +58,8 @@ pytestmark = [
 ]
 
 #: Sample of non-canonical cases per world (1: all of them); ``+project``: the upstream is
-#: the emulator's Foundry project endpoint.
-EVERY = {"sqlite-disk": 1, "postgres-azurite": 6, "sqlite-disk+project": 3}
+#: the emulator's Foundry project endpoint; ``+two``: two configured upstreams.
+EVERY = {"sqlite-disk": 1, "postgres-azurite": 6, "sqlite-disk+project": 3, "sqlite-disk+two": 6}
 
 
 def _make_world(gw: LiveGateway, emulator: RunningEmulator, project_upstream: bool) -> World:
@@ -141,6 +146,13 @@ def _settle(gw: LiveGateway, *response_ids: str) -> None:
             if all(r["state"] != "pending" for r in rows):
                 break
             time.sleep(0.1)
+
+
+async def _placed(database: str, w: World) -> dict[Any, str | None]:
+    keys = ("container", "auto_container", "response", "files_api_file", "assistant", "thread")
+    kinds = ("container", "container", "response", "file", "assistant", "thread")
+    async with await MetadataStore.open(database) as meta:
+        return await meta.placements([(k, w.a[key]) for k, key in zip(kinds, keys, strict=True)])
 
 
 def _snapshot(emulator: RunningEmulator, gw: LiveGateway, w: World) -> dict[str, Any]:
@@ -248,9 +260,25 @@ def attacked(
     settings = live_settings(emulator, backend)
     if upstream == "project":
         settings = replace(settings, upstream=f"{emulator.base_url}{PROJECT}")
+    if upstream == "two":
+        listed = tmp_path_factory.mktemp("upstreams") / "upstreams.toml"
+        listed.write_text(
+            "".join(
+                f'[[upstreams]]\nname = "{name}"\nurl = "{emulator.base_url}"\n'
+                f'key = "{emulator.api_key}"\n'
+                for name in ("one", "two")
+            )
+        )
+        settings = replace(settings, upstream="", upstream_key="", upstreams_file=str(listed))
     gw = start_gateway(settings, add_tenant(settings.database_url, "a"))
     try:
-        yield request.param, gw, emulator, _make_world(gw, emulator, upstream == "project")
+        world = _make_world(gw, emulator, upstream == "project")
+        if upstream == "two":  # A's objects are on both upstreams
+            assert set(asyncio.run(_placed(settings.database_url, world)).values()) == {
+                "one",
+                "two",
+            }
+        yield request.param, gw, emulator, world
     finally:
         emulator.control.clear_faults()
         gw.close()
