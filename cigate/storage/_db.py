@@ -13,6 +13,7 @@ SQLite and PostgreSQL need different care to be safe with several gateway proces
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -142,6 +143,10 @@ class StoreBase:
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
         self._clock = clock
+        #: SQLite has one writer at a time. Queued here (FIFO, woken at once) instead of in
+        #: SQLite's busy handler, which sleeps up to 100 ms between tries: under concurrent
+        #: writes that made a response row wait seconds (bench/load.py).
+        self._write_turn = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -158,5 +163,9 @@ class StoreBase:
 
     @asynccontextmanager
     async def _write(self, action: str) -> AsyncIterator[AsyncConnection]:
-        async with db_errors(action), self._writer.begin() as conn:
+        if self._write_turn is None:
+            async with db_errors(action), self._writer.begin() as conn:
+                yield conn
+            return
+        async with self._write_turn, db_errors(action), self._writer.begin() as conn:
             yield conn
