@@ -110,40 +110,92 @@ class ScriptedUpstream:
         elif scope["method"] == "GET" and parts == ["healthz"]:
             await _send(send, 200, b'{"ok":true}')
         else:
-            await _send(send, 404, b'{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":null}}')
+            await _send(
+                send,
+                404,
+                _error("not found"),
+            )
 
     async def stream(self, send: Send) -> None:
         rid = "resp_" + secrets.token_hex(24)
         cid = "cntr_" + secrets.token_hex(24)
         fids = ["cfile_" + secrets.token_hex(16) for _ in range(self.files)]
         self.containers[cid] = fids
-        call = {"type": "code_interpreter_call", "id": "ci_" + secrets.token_hex(8),
-                "status": "completed", "container_id": cid, "code": "...", "outputs": None}
-        anns = [{"type": "container_file_citation", "container_id": cid, "file_id": f,
-                 "filename": f"{f}.bin", "start_index": 0, "end_index": 1} for f in fids]
-        message = {"type": "message", "id": "msg_" + secrets.token_hex(8), "role": "assistant",
-                   "status": "completed",
-                   "content": [{"type": "output_text", "text": "x", "annotations": anns}]}
+        call = {
+            "type": "code_interpreter_call",
+            "id": "ci_" + secrets.token_hex(8),
+            "status": "completed",
+            "container_id": cid,
+            "code": "...",
+            "outputs": None,
+        }
+        anns = [
+            {
+                "type": "container_file_citation",
+                "container_id": cid,
+                "file_id": f,
+                "filename": f"{f}.bin",
+                "start_index": 0,
+                "end_index": 1,
+            }
+            for f in fids
+        ]
+        message = {
+            "type": "message",
+            "id": "msg_" + secrets.token_hex(8),
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "x", "annotations": anns}],
+        }
 
         def response(status: str, output: list[Any]) -> dict[str, Any]:
-            return {"id": rid, "object": "response", "created_at": int(time.time()),
-                    "status": status, "model": "bench", "output": output}
+            return {
+                "id": rid,
+                "object": "response",
+                "created_at": int(time.time()),
+                "status": status,
+                "model": "bench",
+                "output": output,
+            }
 
         script: list[dict[str, Any]] = [
             {"type": "response.created", "response": response("in_progress", [])},
             {"type": "response.output_item.added", "output_index": 0, "item": call},
         ]
         deltas = max(1, self.events - len(script) - len(anns) - 1)
-        script += [{"type": "response.output_text.delta", "item_id": message["id"],
-                    "output_index": 1, "content_index": 0, "delta": "x"}] * deltas
-        script += [{"type": "response.output_text.annotation.added", "item_id": message["id"],
-                    "output_index": 1, "content_index": 0, "annotation_index": i,
-                    "annotation": a} for i, a in enumerate(anns)]
-        script.append({"type": "response.completed",
-                       "response": response("completed", [call, message])})
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache")]})
+        script += [
+            {
+                "type": "response.output_text.delta",
+                "item_id": message["id"],
+                "output_index": 1,
+                "content_index": 0,
+                "delta": "x",
+            }
+        ] * deltas
+        script += [
+            {
+                "type": "response.output_text.annotation.added",
+                "item_id": message["id"],
+                "output_index": 1,
+                "content_index": 0,
+                "annotation_index": i,
+                "annotation": a,
+            }
+            for i, a in enumerate(anns)
+        ]
+        script.append(
+            {"type": "response.completed", "response": response("completed", [call, message])}
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
         for seq, event in enumerate(script):
             if seq:
                 await asyncio.sleep(self.gap)
@@ -157,13 +209,23 @@ class ScriptedUpstream:
     async def container(self, cid: str, rest: list[str], send: Send) -> None:
         fids = self.containers.get(cid)
         if fids is None:
-            await _send(send, 404, b'{"error":{"message":"no such container","type":"invalid_request_error","param":null,"code":null}}')
+            await _send(
+                send,
+                404,
+                _error("no such container"),
+            )
             return
 
         def record(f: str) -> dict[str, Any]:
-            return {"id": f, "object": "container.file", "container_id": cid,
-                    "path": f"/mnt/data/{f}.bin", "bytes": FILE_SIZE, "source": "assistant",
-                    "created_at": 0}
+            return {
+                "id": f,
+                "object": "container.file",
+                "container_id": cid,
+                "path": f"/mnt/data/{f}.bin",
+                "bytes": FILE_SIZE,
+                "source": "assistant",
+                "created_at": 0,
+            }
 
         if rest == ["files"]:
             page = {"object": "list", "data": [record(f) for f in fids], "has_more": False}
@@ -173,20 +235,41 @@ class ScriptedUpstream:
         elif len(rest) == 3 and rest[1] in fids and rest[2] == "content":
             await _send(send, 200, file_bytes(rest[1]), b"application/octet-stream")
         else:
-            await _send(send, 404, b'{"error":{"message":"no such file","type":"invalid_request_error","param":null,"code":null}}')
+            await _send(
+                send,
+                404,
+                _error("no such file"),
+            )
+
+
+def _error(message: str) -> bytes:
+    """An OpenAI error envelope."""
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    return json.dumps({"error": error}).encode()
 
 
 async def _send(send: Send, status: int, body: bytes, ctype: bytes = b"application/json") -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def serve_upstream(port: int, events: int, gap_ms: float, files: int) -> None:
     import uvicorn
 
-    uvicorn.run(ScriptedUpstream(events, gap_ms, files), host="127.0.0.1", port=port,
-                log_level="warning", access_log=False, lifespan="on")
+    uvicorn.run(
+        ScriptedUpstream(events, gap_ms, files),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -218,9 +301,14 @@ async def one_stream(port: int, path: str, headers: dict[str, str], body: bytes)
     loop = asyncio.get_running_loop()
     stream = Stream(done=loop.create_future())
     transport, _ = await loop.create_connection(lambda: _Reader(stream), "127.0.0.1", port)
-    head = [f"POST {path} HTTP/1.1", f"host: 127.0.0.1:{port}", "connection: close",
-            "content-type: application/json", f"content-length: {len(body)}",
-            *(f"{k}: {v}" for k, v in headers.items())]
+    head = [
+        f"POST {path} HTTP/1.1",
+        f"host: 127.0.0.1:{port}",
+        "connection: close",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     stream.sent_ns = time.perf_counter_ns()
     transport.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     try:
@@ -301,8 +389,14 @@ class Phase:
 async def phase(
     port: int, path: str, headers: dict[str, str], streams: int, concurrency: int
 ) -> Phase:
-    body = json.dumps({"model": "bench", "stream": True, "input": "Write the files.",
-                       "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]})
+    body = json.dumps(
+        {
+            "model": "bench",
+            "stream": True,
+            "input": "Write the files.",
+            "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}],
+        }
+    )
     gate = asyncio.Semaphore(concurrency)
 
     async def gated() -> Stream:
@@ -386,30 +480,62 @@ def main(argv: list[str] | None = None) -> int:
     up_port, gw_port = free_port(), free_port()
     procs = []
     try:
-        procs.append(start(
-            [sys.executable, str(Path(__file__).resolve()), "--serve-upstream", str(up_port),
-             "--events", str(args.events), "--gap-ms", str(args.gap_ms),
-             "--files", str(args.files)],
-            {}, f"http://127.0.0.1:{up_port}/healthz"))
+        procs.append(
+            start(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--serve-upstream",
+                    str(up_port),
+                    "--events",
+                    str(args.events),
+                    "--gap-ms",
+                    str(args.gap_ms),
+                    "--files",
+                    str(args.files),
+                ],
+                {},
+                f"http://127.0.0.1:{up_port}/healthz",
+            )
+        )
         database = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
         key = asyncio.run(make_tenant(database))
-        procs.append(start(
-            [*CIGATE, "gateway", "serve", "--upstream", f"http://127.0.0.1:{up_port}",
-             "--upstream-key", "bench", "--database", database, "--blobs", str(tmp / "blobs"),
-             "--port", str(gw_port)],
-            {"CIGATE_HOME": str(tmp / "gw-home")}, f"http://127.0.0.1:{gw_port}/healthz"))
+        procs.append(
+            start(
+                [
+                    *CIGATE,
+                    "gateway",
+                    "serve",
+                    "--upstream",
+                    f"http://127.0.0.1:{up_port}",
+                    "--upstream-key",
+                    "bench",
+                    "--database",
+                    database,
+                    "--blobs",
+                    str(tmp / "blobs"),
+                    "--port",
+                    str(gw_port),
+                ],
+                {"CIGATE_HOME": str(tmp / "gw-home")},
+                f"http://127.0.0.1:{gw_port}/healthz",
+            )
+        )
         gw_auth = {"authorization": f"Bearer {key}"}
-        paths = {"direct": (up_port, "/openai/v1/responses", {"api-key": "bench"}),
-                 "gateway": (gw_port, "/openai/v1/responses", gw_auth)}
+        paths = {
+            "direct": (up_port, "/openai/v1/responses", {"api-key": "bench"}),
+            "gateway": (gw_port, "/openai/v1/responses", gw_auth),
+        }
         results: dict[str, list[Phase]] = {"direct": [], "gateway": []}
         load = os.getloadavg()[0]
         # One small warm-up phase each (imports, first connections), not counted.
-        for name, (port, path, headers) in paths.items():
+        for port, path, headers in paths.values():
             asyncio.run(phase(port, path, headers, min(10, args.streams), 10))
         for _ in range(args.rounds):
             for name, (port, path, headers) in paths.items():
-                results[name].append(asyncio.run(
-                    phase(port, path, headers, args.streams, args.concurrency)))
+                results[name].append(
+                    asyncio.run(phase(port, path, headers, args.streams, args.concurrency))
+                )
         load = max(load, os.getloadavg()[0])
         gw_parsed = [p for ph in results["gateway"] for p in ph.parsed]
         cited, lost = files_lost(f"http://127.0.0.1:{gw_port}", key, gw_parsed)
@@ -430,20 +556,26 @@ def report(
         rps = sum(len(ph.parsed) for ph in phases) / sum(ph.seconds for ph in phases)
         first = percentile([p.first_ms for p in parsed], 0.5)
         stats[name] = (percentile(lat, 0.5), percentile(lat, 0.99), first, rps)
-        print(f"{name:8} {len(parsed)} streams, {len(lat)} events: emit->receive p50 "
-              f"{stats[name][0]:.2f} ms, p99 {stats[name][1]:.2f} ms, max {max(lat):.2f} ms; "
-              f"first event {first:.2f} ms (median); {rps:.1f} streams/s")
+        print(
+            f"{name:8} {len(parsed)} streams, {len(lat)} events: emit->receive p50 "
+            f"{stats[name][0]:.2f} ms, p99 {stats[name][1]:.2f} ms, max {max(lat):.2f} ms; "
+            f"first event {first:.2f} ms (median); {rps:.1f} streams/s"
+        )
     (d50, d99, dfirst, drps), (g50, g99, gfirst, grps) = stats["direct"], stats["gateway"]
     add50, add99 = g50 - d50, g99 - d99
     ok = add50 < TARGET_P50_MS and add99 < TARGET_P99_MS and lost == 0
-    print(f"concurrency {args.concurrency}, {args.rounds} round(s) of {args.streams} streams each "
-          f"way (interleaved), {args.events} events {args.gap_ms:g} ms apart, {args.files} "
-          f"file(s) each; load average (1 min, max seen) {load:.2f}")
+    print(
+        f"concurrency {args.concurrency}, {args.rounds} round(s) of {args.streams} streams each "
+        f"way (interleaved), {args.events} events {args.gap_ms:g} ms apart, {args.files} "
+        f"file(s) each; load average (1 min, max seen) {load:.2f}"
+    )
     print(f"time to first event added (median): {gfirst - dfirst:+.2f} ms")
     print(f"files: {cited} cited through the gateway, {lost} lost")
-    print(f"load: added per-event latency p50 {add50:.2f} ms (target < {TARGET_P50_MS} ms), "
-          f"p99 {add99:.2f} ms (target < {TARGET_P99_MS:g} ms), rps gateway/direct "
-          f"{grps / drps:.2f}, files lost {lost} -> {'PASS' if ok else 'FAIL'}")
+    print(
+        f"load: added per-event latency p50 {add50:.2f} ms (target < {TARGET_P50_MS} ms), "
+        f"p99 {add99:.2f} ms (target < {TARGET_P99_MS:g} ms), rps gateway/direct "
+        f"{grps / drps:.2f}, files lost {lost} -> {'PASS' if ok else 'FAIL'}"
+    )
     return 1 if lost else 0
 
 
