@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event, text
 
 from cigate.storage import MetadataStore
+from cigate.storage._db import WriteTurns
 
 pytestmark = pytest.mark.storage
 
@@ -54,3 +55,33 @@ async def test_concurrent_writes_of_one_store_ask_sqlite_for_its_lock_one_at_a_t
         assert [(await store.get_tenant(i)) is not None for i in ids] == [True] * WRITERS
     finally:
         await store.close()
+
+
+async def test_urgent_writes_go_first_but_never_starve_the_others() -> None:
+    """Order of turns once the writer holding the turn is done: urgent ones first, at most
+    ``URGENT_RUN`` in a row while others wait; each queue in arrival order; a writer
+    cancelled while queued is skipped and its turn not lost."""
+    turns = WriteTurns()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def writer(name: str, urgent: bool, hold: asyncio.Event | None = None) -> None:
+        async with turns.turn(urgent):
+            order.append(name)
+            if hold is not None:
+                await hold.wait()
+
+    first = asyncio.create_task(writer("holder", False, release))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(writer(f"n{i}", False)) for i in range(3)]
+    gone = asyncio.create_task(writer("cancelled", True))
+    tasks += [asyncio.create_task(writer(f"u{i}", True)) for i in range(6)]
+    await asyncio.sleep(0)
+    gone.cancel()
+    release.set()
+    await asyncio.gather(first, *tasks)
+    assert gone.cancelled()
+    assert order == ["holder", "u0", "u1", "u2", "u3", "n0", "u4", "u5", "n1", "n2"]
+    async with turns.turn(False):  # the turn is free again
+        order.append("after")
+    assert order[-1] == "after"
