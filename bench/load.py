@@ -34,8 +34,12 @@ maximum). Afterwards every file the gateway streams cited is looked up in
 not stored, or whose bytes differ from the upstream's, is **lost** (must be 0; exit status 1
 otherwise, also on any failed stream).
 
-Usage: ``python bench/load.py [--concurrency 200] [--streams 200] [--rounds 2] [--events 30]
-[--gap-ms 20] [--files 1] [--quick]``. Last line: ``load: ... -> PASS|FAIL``.
+The first ``--concurrency`` streams of a phase start spread over ``--ramp-ms`` (default: one
+stream's length), each later one as soon as another ends: a steady ``--concurrency`` streams
+open, as at an organisation's peak, rather than one burst (``--ramp-ms 0`` measures that).
+
+Usage: ``python bench/load.py [--concurrency 200] [--streams 400] [--rounds 2] [--events 250]
+[--gap-ms 20] [--ramp-ms MS] [--files 1] [--quick]``. Last line: ``load: ... -> PASS|FAIL``.
 """
 
 from __future__ import annotations
@@ -387,8 +391,10 @@ class Phase:
 
 
 async def phase(
-    port: int, path: str, headers: dict[str, str], streams: int, concurrency: int
+    port: int, path: str, headers: dict[str, str], streams: int, concurrency: int, *, ramp: float
 ) -> Phase:
+    """``streams`` streams, at most ``concurrency`` at once; the first ``concurrency`` start
+    spread evenly over ``ramp`` seconds, each later one as soon as another ends."""
     body = json.dumps(
         {
             "model": "bench",
@@ -399,12 +405,14 @@ async def phase(
     )
     gate = asyncio.Semaphore(concurrency)
 
-    async def gated() -> Stream:
+    async def gated(n: int) -> Stream:
+        if n < concurrency:
+            await asyncio.sleep(ramp * n / concurrency)
         async with gate:
             return await one_stream(port, path, headers, body.encode())
 
     began = time.perf_counter()
-    raw = await asyncio.gather(*(gated() for _ in range(streams)))
+    raw = await asyncio.gather(*(gated(n) for n in range(streams)))
     seconds = time.perf_counter() - began
     return Phase([parse(s) for s in raw], seconds)
 
@@ -458,16 +466,21 @@ async def make_tenant(database: str) -> str:
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=200, help="streams open at once")
-    parser.add_argument("--streams", type=int, default=200, help="streams per phase")
+    parser.add_argument("--streams", type=int, default=400, help="streams per phase")
     parser.add_argument("--rounds", type=int, default=2, help="direct+gateway phase pairs")
-    parser.add_argument("--events", type=int, default=30, help="events per stream")
+    parser.add_argument("--events", type=int, default=250, help="events per stream")
     parser.add_argument("--gap-ms", type=float, default=20.0, help="upstream pause per event")
+    parser.add_argument(
+        "--ramp-ms", type=float, help="first streams' start spread (default: one stream's length)"
+    )
     parser.add_argument("--files", type=int, default=1, help="files each stream cites")
     parser.add_argument("--quick", action="store_true", help="20 streams, 1 round (smoke)")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.concurrency, args.streams, args.rounds, args.events = 20, 20, 1, 10
+    if args.ramp_ms is None:
+        args.ramp_ms = args.events * args.gap_ms
     return args
 
 
@@ -530,11 +543,14 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()[0]
         # One small warm-up phase each (imports, first connections), not counted.
         for port, path, headers in paths.values():
-            asyncio.run(phase(port, path, headers, min(10, args.streams), 10))
+            asyncio.run(phase(port, path, headers, min(10, args.streams), 10, ramp=0.0))
+        ramp = args.ramp_ms / 1000
         for _ in range(args.rounds):
             for name, (port, path, headers) in paths.items():
                 results[name].append(
-                    asyncio.run(phase(port, path, headers, args.streams, args.concurrency))
+                    asyncio.run(
+                        phase(port, path, headers, args.streams, args.concurrency, ramp=ramp)
+                    )
                 )
         load = max(load, os.getloadavg()[0])
         gw_parsed = [p for ph in results["gateway"] for p in ph.parsed]
@@ -567,7 +583,8 @@ def report(
     print(
         f"concurrency {args.concurrency}, {args.rounds} round(s) of {args.streams} streams each "
         f"way (interleaved), {args.events} events {args.gap_ms:g} ms apart, {args.files} "
-        f"file(s) each; load average (1 min, max seen) {load:.2f}"
+        f"file(s) each, first {args.concurrency} started over {args.ramp_ms:g} ms; load average "
+        f"(1 min, max seen) {load:.2f}"
     )
     print(f"time to first event added (median): {gfirst - dfirst:+.2f} ms")
     print(f"files: {cited} cited through the gateway, {lost} lost")
