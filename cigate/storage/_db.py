@@ -13,8 +13,10 @@ SQLite and PostgreSQL need different care to be safe with several gateway proces
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -142,6 +144,10 @@ class StoreBase:
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
         self._clock = clock
+        #: SQLite has one writer at a time. Queued here (woken at once) instead of in
+        #: SQLite's busy handler, which sleeps up to 100 ms between tries: under concurrent
+        #: writes that made a response row wait seconds (bench/load.py).
+        self._write_turn = WriteTurns() if engine.dialect.name == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -157,6 +163,60 @@ class StoreBase:
             yield conn
 
     @asynccontextmanager
-    async def _write(self, action: str) -> AsyncIterator[AsyncConnection]:
-        async with db_errors(action), self._writer.begin() as conn:
+    async def _write(self, action: str, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; ``urgent`` for one a client waits on (SQLite: goes first)."""
+        if self._write_turn is None:
+            async with db_errors(action), self._writer.begin() as conn:
+                yield conn
+            return
+        async with self._write_turn.turn(urgent), db_errors(action), self._writer.begin() as conn:
             yield conn
+
+
+class WriteTurns:
+    """Whose turn it is to write to SQLite: one writer at a time, each queue in order.
+
+    Urgent writers (a response row the client's first byte waits for) go before the others
+    (harvest bookkeeping, listings), but at most :attr:`URGENT_RUN` in a row while others
+    wait, so background writes are never starved.
+    """
+
+    URGENT_RUN = 4
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._run = 0
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @asynccontextmanager
+    async def turn(self, urgent: bool) -> AsyncIterator[None]:
+        if self._busy:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queue = self._urgent if urgent else self._normal
+            queue.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._next()  # handed the turn as it was cancelled: pass it on
+                elif waiter in queue:
+                    queue.remove(waiter)
+                raise
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        while self._urgent or self._normal:
+            take_urgent = bool(self._urgent) and (self._run < self.URGENT_RUN or not self._normal)
+            waiter = (self._urgent if take_urgent else self._normal).popleft()
+            if waiter.done():  # cancelled while queued
+                continue
+            self._run = self._run + 1 if take_urgent else 0
+            waiter.set_result(None)
+            return
+        self._busy = False
+        self._run = 0

@@ -230,7 +230,7 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
         key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
         for attempt in range(2):  # a concurrent first insert from another process: retry
             try:
-                async with self._write("recording a response") as conn:
+                async with self._write("recording a response", urgent=True) as conn:
                     # Containers a tenant's response used are that tenant's (first one wins).
                     await claim_in(
                         conn,
