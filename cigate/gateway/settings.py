@@ -1,7 +1,8 @@
 """Gateway settings: one frozen object, read once from options and ``CIGATE_GATEWAY_*``.
 
 Every CLI option has an environment variable of the same name (``--upstream-key`` is
-``CIGATE_GATEWAY_UPSTREAM_KEY``) so that a container deployment needs no command line. Problems
+``CIGATE_GATEWAY_UPSTREAM_KEY``) so that a container deployment needs no command line; a secrets
+directory and a dotenv file can set them too (:mod:`cigate.gateway.env`). Problems
 are found here, at start-up, not on the first request (STYLE rule 6).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ SETTINGS_HINT = "See the settings table in docs/gateway.md."
 
 __all__ = ["GatewaySettings", "cigate_home"]
 
-_ENV_PREFIX = "CIGATE_GATEWAY_"
 _AUTH_MODES = ("key", "entra", "none")
 _CI_MODES = ("upstream", "self")
 _INTERPRETER_APIS = ("responses", "chat")
@@ -296,36 +296,10 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> GatewaySettings:
-        """Settings from ``CIGATE_GATEWAY_*`` variables; explicit non-None ``overrides`` win."""
-        if os.environ.get(_ENV_PREFIX + "UNSCOPED"):
-            raise ConfigurationError(
-                "CIGATE_GATEWAY_UNSCOPED was replaced by CIGATE_GATEWAY_ALLOW_UNSCOPED",
-                hint="Unscoped calls are refused by default now; to forward some for every "
-                "tenant, name their families (CIGATE_GATEWAY_ALLOW_UNSCOPED=vector_stores) "
-                "or '*' (the old 'forward').",
-            )
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = os.environ.get(_ENV_PREFIX + f.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _convert(f.name, raw, type(getattr(_DEFAULTS, f.name)))
+        """Settings from ``CIGATE_GATEWAY_*`` variables, the secrets directory and the env file
+        (:mod:`cigate.gateway.env`); explicit non-None ``overrides`` (CLI options) win."""
+        from cigate.gateway.env import read_settings
+
+        values = read_settings(cls)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-
-def _convert(name: str, raw: str, kind: type) -> Any:
-    try:
-        if kind is bool:
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes", "on")
-        return kind(raw)
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}",
-            hint=SETTINGS_HINT,
-        ) from exc
-
-
-_DEFAULTS = GatewaySettings(worker_id="defaults")
