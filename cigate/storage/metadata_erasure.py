@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cigate.exceptions import BadInputError
 from cigate.storage._db import StoreBase
 from cigate.storage.errors import NotFoundError
-from cigate.storage.metadata_files import _row, clean_text
+from cigate.storage.metadata_files import _row, clean_text, lock_file
 from cigate.storage.records import Download, FileRow
 from cigate.storage.schema import api_keys, downloads, erasures, files, links, responses, tenants
 
@@ -229,6 +229,9 @@ class ErasureQueries(StoreBase):
             row = (await conn.execute(select(files).where(*key))).first()
             if row is None:
                 return None
+            # First the file's lock (a recording of it waits, then sees the tombstone), then
+            # its blob's; nothing takes them in the other order.
+            await lock_file(conn, self.dialect, tenant_id, row.upstream_file_id, row.container_id)
             if row.sha256:
                 await self._lock(conn, _NS_BLOB, row.sha256)
             await conn.execute(delete(links).where(links.c.file_id == file_id))
