@@ -139,7 +139,8 @@ async def container_files(request: Request) -> Response:
     except UpstreamUnavailableError:
         live = None
     if live is not None and live.status_code == 200:
-        return Response(live.content, headers=forwardable_headers(live.headers))
+        listing = await erasure.without_erased(svc.meta, tenant_id, container_id, live.content)
+        return Response(listing, headers=forwardable_headers(live.headers))
     if await svc.meta.list_files(tenant_id, container_id=container_id, limit=1):
         return await facade.container_files(request)
     if live is None:

@@ -305,6 +305,22 @@ class ErasureQueries(StoreBase):
             row = (await conn.execute(query)).first()
         return (row.response_id,) if row is not None else None
 
+    async def erased_among(
+        self, tenant_id: str, container_id: str | None, upstream_file_ids: list[str]
+    ) -> set[str]:
+        """Which of ``upstream_file_ids`` (of one container, or Files-API ids) the tenant
+        erased: one query for a page of a listing."""
+        wanted = [i for i in upstream_file_ids if 0 < len(i) <= 200 and i.isprintable()]
+        if not wanted:
+            return set()
+        query = select(erasures.c.upstream_file_id).where(
+            erasures.c.tenant_id == tenant_id,
+            erasures.c.container_id == (container_id or ""),
+            erasures.c.upstream_file_id.in_(wanted),
+        )
+        async with self._read("reading erasures") as conn:
+            return {r.upstream_file_id for r in await conn.execute(query)}
+
     async def forget_erasure(
         self, tenant_id: str, upstream_file_id: str, container_id: str | None
     ) -> None:

@@ -1,0 +1,77 @@
+"""The pass-through container listing never names a file the tenant erased.
+
+The upstream still holds the file after the gateway erased its copy; its live listing of the
+container is relayed with the erased entries (and ``first_id``/``last_id`` naming them) left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from cigate import ids
+from cigate.gateway.settings import GatewaySettings
+from tests.gateway.conftest import DEAD_UPSTREAM, Backend
+from tests.gateway.harness import GatewayHarness
+
+pytestmark = pytest.mark.storage
+
+CONTAINER = ids.container_id()
+FILES = [ids.container_file_id() for _ in range(3)]
+
+
+def _upstream(request: httpx2.Request) -> httpx2.Response:
+    """The live container: three files, whatever the gateway erased."""
+    data = [
+        {"id": f, "object": "container.file", "bytes": 3, "path": f"/mnt/data/{f}"} for f in FILES
+    ]
+    body = {"object": "list", "data": data, "first_id": FILES[0], "last_id": FILES[-1]}
+    return httpx2.Response(200, json={**body, "has_more": False})
+
+
+@pytest.fixture
+def gateway(backend: Backend) -> Iterator[GatewayHarness]:
+    settings = GatewaySettings(
+        upstream=DEAD_UPSTREAM,
+        upstream_auth="none",
+        database=backend.database,
+        blobs=backend.blobs,
+        resume_interval=3600,
+        retention_interval=0,
+    )
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(_upstream))
+    with GatewayHarness(settings, upstream_client=client) as harness:
+        yield harness
+
+
+@pytest.mark.parametrize("erased", [[0], [2], [0, 1, 2]], ids=["first", "last", "all"])
+def test_the_live_container_listing_leaves_out_erased_files(
+    gateway: GatewayHarness, erased: list[int]
+) -> None:
+    tenant = gateway.add_tenant("acme")
+    other = gateway.add_tenant("other")
+    gateway.call(gateway.services.meta.claim, tenant.id, "container", CONTAINER)
+    rows = [
+        gateway.put_file(tenant, b"abc", f"{i}.txt", container_id=CONTAINER, file_id=f)
+        for i, f in enumerate(FILES)
+    ]
+    url = f"/openai/v1/containers/{CONTAINER}/files"
+    before = gateway.client.get(url, headers=tenant.headers)
+    assert [f["id"] for f in before.json()["data"]] == FILES
+    for i in erased:
+        assert gateway.client.delete(f"/files/{rows[i].id}", headers=tenant.headers).is_success
+    after = gateway.client.get(url, headers=tenant.headers)
+    assert after.status_code == 200
+    kept = [f for i, f in enumerate(FILES) if i not in erased]
+    page = after.json()
+    assert [f["id"] for f in page["data"]] == kept
+    assert (page["first_id"], page["last_id"]) == ((kept[0], kept[-1]) if kept else (None, None))
+    for i in erased:
+        assert FILES[i] not in after.text
+    assert int(after.headers["content-length"]) == len(after.content)
+    # Another tenant's erasure of the same upstream ids is not this tenant's (it owns nothing).
+    assert gateway.client.get(url, headers=other.headers).status_code == 404
+    assert json.loads(before.content)["has_more"] is False
