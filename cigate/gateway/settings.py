@@ -116,6 +116,9 @@ class GatewaySettings:
     metrics: bool = False
     #: Bearer token ``/metrics`` requires (empty: none, e.g. behind a network policy).
     metrics_token: str = ""
+    #: Serve ``/metrics`` (and ``/healthz``) on this port's own listener only, not on ``port``
+    #: (0: no separate listener). Turns metrics on.
+    metrics_port: int = 0
     #: ``/readyz`` also checks the upstream credential (a token, or a key the upstream accepts).
     ready_check_upstream: bool = False
     #: Identifies this process in leases; empty means host:pid.
@@ -228,6 +231,14 @@ class GatewaySettings:
             raise ConfigurationError(
                 "harvest retry delay must be at least 0 and at most the max delay, "
                 "and max tries at least 0",
+                hint=SETTINGS_HINT,
+            )
+        if not 0 <= self.metrics_port <= 65535 or (
+            self.metrics_port and self.metrics_port == self.port
+        ):
+            raise ConfigurationError(
+                f"--metrics-port {self.metrics_port} must be a port other than --port "
+                "(1-65535; 0: metrics on the main port)",
                 hint=SETTINGS_HINT,
             )
         if not self.worker_id:
