@@ -1,4 +1,5 @@
-"""The pass-through container listing never names a file the tenant erased.
+"""What the gateway says about an erased file besides its own paths: the pass-through container
+listing never names it, and its signed links answer 404 like the file.
 
 The upstream still holds the file after the gateway erased its copy; its live listing of the
 container is relayed with the erased entries (and ``first_id``/``last_id`` naming them) left out.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
@@ -75,3 +77,31 @@ def test_the_live_container_listing_leaves_out_erased_files(
     # Another tenant's erasure of the same upstream ids is not this tenant's (it owns nothing).
     assert gateway.client.get(url, headers=other.headers).status_code == 404
     assert json.loads(before.content)["has_more"] is False
+
+
+def test_a_signed_link_to_an_erased_file_answers_404_like_the_file(
+    gateway: GatewayHarness,
+) -> None:
+    """Only a link that was valid: a tampered, revoked or unknown one still gets the 403 every
+    wrong link gets (no oracle without the link secret)."""
+    tenant = gateway.add_tenant("acme")
+    row = gateway.put_file(tenant, b"abc", "a.txt", container_id=ids.container_id())
+    make = lambda: gateway.client.post(f"/files/{row.id}/links", headers=tenant.headers)  # noqa: E731
+    good, revoked = make().json(), make().json()
+    assert gateway.client.delete(
+        f"/files/{row.id}/links/{revoked['id']}", headers=tenant.headers
+    ).is_success
+    assert gateway.client.delete(f"/files/{row.id}", headers=tenant.headers).is_success
+    parts = urlsplit(good["url"])
+    r = gateway.client.get(f"{parts.path}?{parts.query}")
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["message"] == f"No file found with id '{row.id}'."
+    assert r.json() == gateway.client.get(f"/files/{row.id}", headers=tenant.headers).json()
+    query = parse_qs(parts.query)
+    tampered = f"{parts.path}?expires={query['expires'][0]}&signature={'0' * 64}"
+    stretched = (
+        f"{parts.path}?expires={int(query['expires'][0]) + 1}&signature={query['signature'][0]}"
+    )
+    r_revoked = urlsplit(revoked["url"])
+    for wrong in (tampered, stretched, f"{r_revoked.path}?{r_revoked.query}"):
+        assert gateway.client.get(wrong).status_code == 403, wrong
