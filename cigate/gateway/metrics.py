@@ -114,8 +114,9 @@ STORE_UP = Gauge(
 #: The ASGI scope of the request being answered (set by :mod:`cigate.gateway.observe`), so an
 #: upstream call is labelled with the route template it serves.
 SCOPE: ContextVar[MutableMapping[str, Any] | None] = ContextVar("cigate_scope", default=None)
-#: The words of the upstream paths the harvest core asks; any other segment is an id.
-_HARVEST_WORDS = frozenset({"containers", "files", "content"})
+#: The words of the upstream paths the harvest core and the sweep ask; any other segment is an
+#: id.
+_HARVEST_WORDS = frozenset({"containers", "files", "content", "responses", "models"})
 
 #: Methods counted under their own name; any other (a client may send any token) is OTHER.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
