@@ -25,8 +25,14 @@ CONTAINER = ids.container_id()
 FILES = [ids.container_file_id() for _ in range(3)]
 
 
+UPLOADS = ["file-" + "a" * 24, "file-" + "b" * 24]
+
+
 def _upstream(request: httpx2.Request) -> httpx2.Response:
-    """The live container: three files, whatever the gateway erased."""
+    """The live container: three files, whatever the gateway erased; the Files API: two."""
+    if request.url.path.endswith("/v1/files"):
+        data = [{"id": f, "object": "file", "bytes": 3, "purpose": "assistants"} for f in UPLOADS]
+        return httpx2.Response(200, json={"object": "list", "data": data, "has_more": False})
     data = [
         {"id": f, "object": "container.file", "bytes": 3, "path": f"/mnt/data/{f}"} for f in FILES
     ]
@@ -105,3 +111,33 @@ def test_a_signed_link_to_an_erased_file_answers_404_like_the_file(
     r_revoked = urlsplit(revoked["url"])
     for wrong in (tampered, stretched, f"{r_revoked.path}?{r_revoked.query}"):
         assert gateway.client.get(wrong).status_code == 403, wrong
+
+
+def test_the_files_api_listing_leaves_out_erased_files(gateway: GatewayHarness) -> None:
+    tenant = gateway.add_tenant("acme")
+    svc = gateway.services
+
+    async def adopt() -> list[str]:
+        rows = []
+        for f in UPLOADS:
+            await svc.meta.claim(tenant.id, "file", f)
+            row = await svc.meta.upsert_file(
+                tenant.id,
+                kind="files_api",
+                upstream_file_id=f,
+                container_id=None,
+                response_id=None,
+                filename=f"{f}.txt",
+                origin="assistants",
+            )
+            rows.append(row.id)
+        return rows
+
+    rows = gateway.call(adopt)
+    listed = gateway.client.get("/openai/v1/files", headers=tenant.headers)
+    assert [f["id"] for f in listed.json()["data"]] == UPLOADS
+    assert gateway.client.delete(f"/files/{rows[0]}", headers=tenant.headers).is_success
+    after = gateway.client.get("/openai/v1/files", headers=tenant.headers)
+    assert after.status_code == 200
+    assert [f["id"] for f in after.json()["data"]] == UPLOADS[1:]
+    assert UPLOADS[0] not in after.text
