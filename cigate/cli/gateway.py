@@ -85,6 +85,12 @@ def gateway() -> None:
 )
 @click.option("--metrics-token", envvar=_env("metrics_token"), help="Bearer token for /metrics.")
 @click.option(
+    "--metrics-port",
+    envvar=_env("metrics_port"),
+    type=int,
+    help="Serve /metrics (and /healthz) on this port only, not on --port (turns metrics on).",
+)
+@click.option(
     "--ready-check-upstream/--no-ready-check-upstream",
     envvar=_env("ready_check_upstream"),
     default=None,
@@ -130,12 +136,14 @@ def serve(
         log_level=log_level,
         log_format=log_format,
         access_log=False,  # the gateway writes its own (cigate.access, with the request id)
-        banner=lambda root: [
-            f"cigate gateway on {root} -> {settings.upstream or settings.upstreams_file}"
-        ],
+        banner=lambda root: (
+            [f"cigate gateway on {root} -> {settings.upstream or settings.upstreams_file}"]
+            + ([f"metrics on port {settings.metrics_port}"] if settings.metrics_port else [])
+        ),
         preflight=lambda: _check_stores(settings),
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        extra_ports=(settings.metrics_port,) if settings.metrics_port else (),
     )
 
 

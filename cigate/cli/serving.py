@@ -133,8 +133,12 @@ def serve_app(
     ssl_keyfile: str | None = None,
     log_format: str | None = None,
     access_log: bool = True,
+    extra_ports: tuple[int, ...] = (),
 ) -> None:
     """Check, bind, print the banner (with the real port), then serve until Ctrl-C.
+
+    ``extra_ports`` are more listeners of the same app (on ``host``); the app tells them
+    apart by the local port of each connection (the gateway's ``--metrics-port``).
 
     With ``log_format``, every log line (uvicorn's too) goes through
     :func:`cigate.gateway.logs.configure_logging` in that format.
@@ -145,6 +149,11 @@ def serve_app(
     if preflight is not None:
         asyncio.run(preflight())
     sock = bind(host, port)
+    try:
+        extra = [bind(host, p) for p in extra_ports]
+    except ConfigurationError:
+        sock.close()
+        raise
     for line in banner(url_root(host, sock.getsockname()[1], tls=tls)):
         click.echo(line)
     if log_format is not None:
@@ -160,4 +169,4 @@ def serve_app(
         ssl_certfile=ssl_certfile if tls else None,
         ssl_keyfile=ssl_keyfile if tls else None,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[sock, *extra])

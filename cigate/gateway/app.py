@@ -223,6 +223,8 @@ def create_app(
         middleware=[
             # Request id, access line, metrics and the request span: around everything.
             Middleware(ObserveMiddleware, provider=provider),
+            # --metrics-port: that listener serves /metrics (and /healthz), no other does.
+            Middleware(probes.MetricsPortGate, port=settings.metrics_port),
             # Outermost: no route, not even the catch-all, sees a path that is not canonical.
             edge_middleware(),
             Middleware(ProjectGate, project=settings.upstream_project),

@@ -17,14 +17,16 @@ expires is the gateway's purpose); erasure does.
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from cigate.gateway.errors import not_found
 from cigate.storage.blobs import BlobStore
 from cigate.storage.metadata import MetadataStore
 from cigate.storage.records import Download, FileRow
 
-__all__ = ["erase", "purge_tenant", "refuse_erased", "revives"]
+__all__ = ["erase", "purge_tenant", "refuse_erased", "revives", "without_erased"]
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +87,27 @@ async def revives(
         return False
     await meta.forget_erasure(tenant_id, upstream_file_id, container_id)
     return True
+
+
+async def without_erased(
+    meta: MetadataStore, tenant_id: str, container_id: str | None, body: bytes
+) -> bytes:
+    """A relayed upstream list page (``{"data": [{"id": …}, …], "first_id", "last_id"}``)
+    without the files the tenant erased; the bytes unchanged when it names none of them."""
+    try:
+        page: Any = json.loads(body)
+    except ValueError:
+        return body
+    data = page.get("data") if isinstance(page, dict) else None
+    if not isinstance(data, list):
+        return body
+    listed = [str(item["id"]) for item in data if isinstance(item, dict) and "id" in item]
+    gone = await meta.erased_among(tenant_id, container_id, listed)
+    if not gone:
+        return body
+    kept = [i for i in data if not (isinstance(i, dict) and str(i.get("id")) in gone)]
+    page["data"] = kept
+    for key, at in (("first_id", 0), ("last_id", -1)):
+        if key in page:
+            page[key] = kept[at].get("id") if kept and isinstance(kept[at], dict) else None
+    return json.dumps(page).encode()

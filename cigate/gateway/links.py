@@ -4,7 +4,8 @@
 audited) and returns ``/links/{link_id}?expires=TS&signature=HMAC``. The HMAC-SHA256 over link
 id, file id and expiry, keyed with the gateway's link secret, makes a URL impossible to forge or
 to stretch; the store makes it revocable. Every way a link can be wrong (unknown, tampered,
-expired, revoked) gets the same 403, so the answer tells an attacker nothing.
+expired, revoked) gets the same 403, so the answer tells an attacker nothing. A link that is
+still validly signed but whose file was erased answers the file's 404 (``erased_links``).
 """
 
 from __future__ import annotations
@@ -174,6 +175,16 @@ async def serve_link(request: Request) -> Response:
     signature = request.query_params.get("signature", "")
     link = await svc.meta.get_link(link_id)
     if link is None:
+        erased = await svc.meta.erased_link(link_id)
+        if erased is not None:  # a link that was valid: its file's answer, once signed right
+            file_id, expires_at = erased
+            good = sign(svc.link_secret, link_id, file_id, expires)
+            if (
+                hmac.compare_digest(good.encode(), signature.encode("utf-8", "replace"))
+                and expires == int(expires_at.timestamp())
+                and expires > time.time()
+            ):
+                raise not_found("file", file_id)
         raise _invalid()
     expected = sign(svc.link_secret, link.id, link.file_id, expires)
     if (

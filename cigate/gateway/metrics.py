@@ -12,6 +12,7 @@ a file id or a path. ``/metrics`` (:mod:`cigate.gateway.probes`) is served only 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any, Final
 
 from prometheus_client import (
@@ -26,6 +27,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 __all__ = [
     "REGISTRY",
+    "SCOPE",
+    "harvest_route",
     "method_label",
     "route_label",
     "status_label",
@@ -54,9 +57,10 @@ REQUEST_SECONDS = Histogram(
 )
 UPSTREAM_SECONDS = Histogram(
     "cigate_upstream_duration_seconds",
-    "Time from sending a request upstream to its response headers, by method and status "
-    "('error': no response).",
-    ["method", "status"],
+    "Time from sending a request upstream to its response headers, by method, status "
+    "('error': no response) and route: the gateway route template a forwarded call answers, "
+    "or 'harvest ' and the upstream path template of a harvest download or listing.",
+    ["method", "status", "route"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -126,6 +130,13 @@ STORE_UP = Gauge(
     registry=REGISTRY,
 )
 
+#: The ASGI scope of the request being answered (set by :mod:`cigate.gateway.observe`), so an
+#: upstream call is labelled with the route template it serves.
+SCOPE: ContextVar[MutableMapping[str, Any] | None] = ContextVar("cigate_scope", default=None)
+#: The words of the upstream paths the harvest core and the sweep ask; any other segment is an
+#: id.
+_HARVEST_WORDS = frozenset({"containers", "files", "content", "responses", "models"})
+
 #: Methods counted under their own name; any other (a client may send any token) is OTHER.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -144,3 +155,11 @@ def route_label(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+def harvest_route(path_segments: list[str]) -> str:
+    """``harvest /containers/{id}/files/{id}/content``: a harvest call's upstream path with
+    every id replaced (its shapes are the harvest core's own, so the values stay few)."""
+    if len(path_segments) > 5:
+        return "harvest other"
+    return "harvest /" + "/".join(s if s in _HARVEST_WORDS else "{id}" for s in path_segments)

@@ -61,6 +61,7 @@ class ObserveMiddleware:
         rid = _incoming(scope) or new_request_id()
         rid_bytes = rid.encode("ascii")
         token = REQUEST_ID.set(rid)
+        scope_token = metrics.SCOPE.set(scope)
         start = time.perf_counter()
         state: dict[str, Any] = {"status": 500, "upstream_id": None, "started": False}
 
@@ -86,6 +87,7 @@ class ObserveMiddleware:
         finally:
             self._done(scope, state, time.perf_counter() - start)
             REQUEST_ID.reset(token)
+            metrics.SCOPE.reset(scope_token)
 
     async def _traced(
         self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any], rid: str

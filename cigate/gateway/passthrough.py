@@ -164,6 +164,8 @@ async def owned_list(svc: Services, request: Request, tenant_id: str, kind: Owne
                 if isinstance(item, dict) and isinstance(item.get("id"), str)
             ]
             mine = await svc.meta.owned_among(tenant_id, kind, [item["id"] for item in data])
+            if kind == "file" and mine:  # Files-API files the tenant erased are not named
+                mine -= await svc.meta.erased_among(tenant_id, None, sorted(mine))
             collected += [item for item in data if item["id"] in mine]
             upstream_more = bool(data) and page.get("has_more") is not False
             if len(collected) > limit or not upstream_more:

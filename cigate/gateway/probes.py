@@ -5,10 +5,12 @@ part, never the error (which may carry host names); the gateway's log has the de
 ``--ready-check-upstream`` it also checks the upstream credential (a token can be obtained
 and the upstream does not refuse it), so a gateway whose credential fails leaves rotation.
 
-``/metrics`` is off unless ``--metrics``; with ``--metrics-token`` it needs that bearer
-token. Its metrics carry no tenant name or id (see :mod:`cigate.gateway.metrics`), but counts
-and latencies are still the operator's business: expose it on an internal network or set a
-token (docs/gateway.md, "Metrics").
+``/metrics`` is off unless ``--metrics`` (or ``--metrics-port``); with ``--metrics-token`` it
+needs that bearer token. With ``--metrics-port N`` it is served only on that port's own listener,
+which answers nothing else but ``/healthz`` (:class:`MetricsPortGate`), so the tenant-facing
+port need not expose it. Its metrics carry no tenant name or id (see
+:mod:`cigate.gateway.metrics`), but counts and latencies are still the operator's business:
+expose it on an internal network or set a token (docs/gateway.md, "Metrics").
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cigate.exceptions import AccessDeniedError, BadInputError, CigateError
 from cigate.gateway.context import Services, services
+from cigate.gateway.errors import error_response
 from cigate.gateway.metrics import REGISTRY, STORE_UP
 
-__all__ = ["metrics_endpoint", "readyz"]
+__all__ = ["MetricsPortGate", "metrics_endpoint", "readyz"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +100,7 @@ async def metrics_endpoint(request: Request) -> Response:
     """``GET /metrics``: the text exposition format; 404 unless enabled, 401 without the token."""
     svc = services(request)
     settings = svc.settings
-    if not settings.metrics:
+    if not (settings.metrics or settings.metrics_port):
         raise BadInputError("Invalid URL (GET /metrics)", status=404)
     if settings.metrics_token:
         scheme, _, sent = request.headers.get("authorization", "").partition(" ")
@@ -110,3 +114,36 @@ async def metrics_endpoint(request: Request) -> Response:
     for name, check in _checks(svc, upstream=False):
         await _check(name, check, SCRAPE_TIMEOUT)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+#: What the metrics listener answers; everything else there is a 404.
+_METRICS_PORT_PATHS = frozenset({"/metrics", "/healthz"})
+
+
+class MetricsPortGate:
+    """With ``--metrics-port``: requests that arrived on that listener (the local port in
+    the ASGI ``server`` of the connection) reach only ``/metrics`` and ``/healthz``; on every
+    other listener ``/metrics`` is a 404 like any unknown path."""
+
+    def __init__(self, app: ASGIApp, *, port: int) -> None:
+        self.app = app
+        self.port = port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.port and scope["type"] == "http":
+            server = scope.get("server")
+            if server is not None and server[1] == self.port:
+                refused = scope["path"] not in _METRICS_PORT_PATHS
+            else:
+                refused = scope["path"] == "/metrics"
+            if refused:
+                answer = error_response(
+                    404,
+                    f"Invalid URL ({scope['method']} {scope['path'][:200]})",
+                    type_="invalid_request_error",
+                    code=None,
+                    headers=None,
+                )
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cigate.exceptions import CigateError, ContainerExpiredError, FileNotFoundInContainerError
-from cigate.gateway.erasure import revives
 from cigate.gateway.harvester import Harvester
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tasks import TaskRegistry
@@ -236,11 +235,7 @@ class Recorder:
         file_id = annotation.get("file_id")
         if not isinstance(container_id, str) or not isinstance(file_id, str):
             return None
-        if not await revives(
-            self.meta, tenant_id, file_id, container_id, response_id, citation=True
-        ):
-            return None  # erased, and not cited by a new response
-        row = await self.meta.upsert_file(
+        row = await self.meta.record_file(
             tenant_id,
             kind="container",
             upstream_file_id=file_id,
@@ -248,7 +243,10 @@ class Recorder:
             response_id=response_id,
             filename=str(annotation.get("filename") or file_id),
             origin="citation",
+            citation=True,
         )
+        if row is None:
+            return None  # erased, and not cited by a new response
         self.harvester.start_copy(row)
         return row
 
@@ -347,11 +345,7 @@ class Recorder:
             for item in listed:
                 listed_path = item.get("path") if isinstance(item.get("path"), str) else None
                 path = listed_path or str(item["id"])
-                if not await revives(
-                    self.meta, tenant_id, str(item["id"]), container_id, None, citation=False
-                ):
-                    continue  # erased: a listing never brings a file back
-                row = await self.meta.upsert_file(
+                row = await self.meta.record_file(
                     tenant_id,
                     kind="container",
                     upstream_file_id=str(item["id"]),
@@ -360,7 +354,10 @@ class Recorder:
                     filename=path.rsplit("/", 1)[-1] or str(item["id"]),
                     origin="listing",
                     path=listed_path,
+                    citation=False,
                 )
+                if row is None:
+                    continue  # erased: a listing never brings a file back
                 size = item.get("bytes")
                 expected = size if isinstance(size, int) and size >= 0 else None
                 self.harvester.start_copy(row, expected_size=expected)
@@ -410,9 +407,7 @@ class Recorder:
         for ref in refs:
             if await self.meta.files_api_owner(ref.file_id) not in (None, tenant_id):
                 continue
-            if not await revives(self.meta, tenant_id, ref.file_id, None, run_id, citation=True):
-                continue
-            row = await self.meta.upsert_file(
+            row = await self.meta.record_file(
                 tenant_id,
                 kind="files_api",
                 upstream_file_id=ref.file_id,
@@ -421,7 +416,10 @@ class Recorder:
                 filename=await self._filename(ref, upstream),
                 origin="assistants",
                 upstream=upstream,
+                citation=True,
             )
+            if row is None:
+                continue  # erased, and not cited by a new run
             self.harvester.start_copy(row)
             count += 1
         return count

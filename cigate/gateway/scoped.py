@@ -148,7 +148,10 @@ async def container_files(request: Request) -> Response:
     except UpstreamUnavailableError as exc:
         unreachable = exc
     if live is not None and live.status_code == 200:
-        return live
+        listing = await erasure.without_erased(
+            svc.meta, tenant_id, container_id, upstream_live.content
+        )
+        return Response(listing, headers=forwardable_headers(upstream_live.headers))
     if await svc.meta.list_files(tenant_id, container_id=container_id, limit=1):
         return await facade.container_files(request)
     if unreachable is not None:

@@ -1,7 +1,8 @@
 """Gateway settings: one frozen object, read once from options and ``CIGATE_GATEWAY_*``.
 
 Every CLI option has an environment variable of the same name (``--upstream-key`` is
-``CIGATE_GATEWAY_UPSTREAM_KEY``) so that a container deployment needs no command line. Problems
+``CIGATE_GATEWAY_UPSTREAM_KEY``) so that a container deployment needs no command line; a secrets
+directory and a dotenv file can set them too (:mod:`cigate.gateway.env`). Problems
 are found here, at start-up, not on the first request (STYLE rule 6).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ SETTINGS_HINT = "See the settings table in docs/gateway.md."
 
 __all__ = ["GatewaySettings", "cigate_home"]
 
-_ENV_PREFIX = "CIGATE_GATEWAY_"
 _AUTH_MODES = ("key", "entra", "none")
 _CI_MODES = ("upstream", "self")
 _INTERPRETER_APIS = ("responses", "chat")
@@ -116,6 +116,9 @@ class GatewaySettings:
     metrics: bool = False
     #: Bearer token ``/metrics`` requires (empty: none, e.g. behind a network policy).
     metrics_token: str = ""
+    #: Serve ``/metrics`` (and ``/healthz``) on this port's own listener only, not on ``port``
+    #: (0: no separate listener). Turns metrics on.
+    metrics_port: int = 0
     #: ``/readyz`` also checks the upstream credential (a token, or a key the upstream accepts).
     ready_check_upstream: bool = False
     #: Identifies this process in leases; empty means host:pid.
@@ -245,6 +248,14 @@ class GatewaySettings:
                 "and max tries at least 0",
                 hint=SETTINGS_HINT,
             )
+        if not 0 <= self.metrics_port <= 65535 or (
+            self.metrics_port and self.metrics_port == self.port
+        ):
+            raise ConfigurationError(
+                f"--metrics-port {self.metrics_port} must be a port other than --port "
+                "(1-65535; 0: metrics on the main port)",
+                hint=SETTINGS_HINT,
+            )
         if not self.worker_id:
             object.__setattr__(self, "worker_id", f"{socket.gethostname()}:{os.getpid()}")
 
@@ -311,78 +322,10 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> GatewaySettings:
-        """Settings from ``CIGATE_GATEWAY_*`` variables; explicit non-None ``overrides`` win."""
-        if os.environ.get(_ENV_PREFIX + "UNSCOPED"):
-            raise ConfigurationError(
-                "CIGATE_GATEWAY_UNSCOPED was replaced by CIGATE_GATEWAY_ALLOW_UNSCOPED",
-                hint="Unscoped calls are refused by default now; to forward some for every "
-                "tenant, name their families (CIGATE_GATEWAY_ALLOW_UNSCOPED=vector_stores) "
-                "or '*' (the old 'forward').",
-            )
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = os.environ.get(_ENV_PREFIX + f.name.upper())
-            if f.name in _FILE_FIELDS:
-                raw = _from_file(f.name, raw)
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _convert(f.name, raw, type(getattr(_DEFAULTS, f.name)))
+        """Settings from ``CIGATE_GATEWAY_*`` variables, ``…_FILE`` credential files and the env
+        file (:mod:`cigate.gateway.env`); explicit non-None ``overrides`` (CLI options) win."""
+        from cigate.gateway.env import read_settings
+
+        values = read_settings(cls)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-
-#: Settings that may hold a credential: ``CIGATE_GATEWAY_<NAME>_FILE`` names a file holding the
-#: value (a mounted Kubernetes or compose secret) instead of the variable itself. The link
-#: secret has its own setting, ``link_secret_file`` (checked in :mod:`cigate.gateway.links`).
-_FILE_FIELDS = frozenset(
-    {
-        "upstream_key",
-        "database",
-        "blobs",
-        "metrics_token",
-        "interpreter_upstream_key",
-        "kernel_gateway_token",
-    }
-)
-
-
-def _from_file(name: str, raw: str | None) -> str | None:
-    """The value of ``name`` from ``CIGATE_GATEWAY_<NAME>_FILE`` when that is set."""
-    variable = f"{_ENV_PREFIX}{name.upper()}_FILE"
-    path = os.environ.get(variable)
-    if not path:
-        return raw
-    if raw:
-        raise ConfigurationError(
-            f"set {_ENV_PREFIX}{name.upper()} or {variable}, not both", hint=SETTINGS_HINT
-        )
-    try:
-        value = Path(path).read_text(encoding="utf-8").strip()  # secret files end with "\n"
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(
-            f"cannot read {variable}={path!r}: {getattr(exc, 'strerror', None) or exc}",
-            hint=SETTINGS_HINT,
-        ) from exc
-    if not value.isprintable():  # a NUL or a line break inside: never a key or a URL
-        raise ConfigurationError(
-            f"{variable}={path!r} holds a control character (a value is one printable line)",
-            hint=SETTINGS_HINT,
-        )
-    return value
-
-
-def _convert(name: str, raw: str, kind: type) -> Any:
-    try:
-        if kind is bool:
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes", "on")
-        return kind(raw)
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}",
-            hint=SETTINGS_HINT,
-        ) from exc
-
-
-_DEFAULTS = GatewaySettings(worker_id="defaults")

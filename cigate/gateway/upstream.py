@@ -30,13 +30,15 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import httpx2
+from opentelemetry.propagate import inject
 
 from cigate.exceptions import BadInputError, ConfigurationError, UpstreamUnavailableError
 from cigate.gateway import metrics, tracing
 from cigate.gateway.settings import GatewaySettings
-from cigate.harvest.classify import from_http
+from cigate.harvest.classify import error_message, from_http
 from cigate.web.paths import encode
 
 __all__ = [
@@ -128,8 +130,23 @@ class UpstreamCredentialError(UpstreamUnavailableError):
 
 #: Seconds between two log lines about the same failing credential.
 ALARM_INTERVAL = 300.0
-#: Bytes of a 401/403 body read for the log line.
-_AUTH_BODY_LIMIT = 16 * 1024
+#: Bytes of a 401/403 body read to tell a refused credential from a refused operation: past
+#: it the rest is not read (a hostile upstream's endless 401 must not grow memory).
+AUTH_BODY_LIMIT = 64 * 1024
+#: Azure/OpenAI ``error.code`` values that refuse the gateway's own credential: a wrong or
+#: expired key or token, key auth switched off, or an identity without the role.
+CREDENTIAL_CODES = frozenset(
+    {
+        "401",
+        "403",
+        "invalidauthenticationtoken",
+        "authenticationtypedisabled",
+        "permissiondenied",
+        "invalid_api_key",
+        "unauthorized",
+        "forbidden",
+    }
+)
 
 
 class CredentialAlarm:
@@ -216,6 +233,11 @@ class Upstream:
         # Every call on this client (forwarding, and the harvest core's downloads and
         # listings) has its 401/403 turned into the alarm's 502.
         self.client.event_hooks["response"].append(self._check_credential_accepted)
+        # Every call also carries the current span's traceparent (tracing on), and the
+        # harvest core's calls, which do not go through send(), are timed here.
+        self.client.event_hooks["request"].append(self._before_send)
+        self.client.event_hooks["response"].insert(0, self._observe_harvest)
+        self._v1_path = urlsplit(self._v1_base).path.rstrip("/")
 
     def url(self, form: Literal["v1", "legacy", "project"], segments: Sequence[str]) -> str:
         """The upstream URL of decoded path ``segments`` (after the API prefix) in ``form``.
@@ -310,7 +332,12 @@ class Upstream:
         replayable = method.upper() in IDEMPOTENT and not isinstance(content, AsyncIterator)
         for attempt in (1, 2):
             request = self.client.build_request(
-                method, url, headers=_wire_headers(merged), params=params, content=content
+                method,
+                url,
+                headers=_wire_headers(merged),
+                params=params,
+                content=content,
+                extensions={_FORWARD: True},
             )
             started = time.perf_counter()
             try:
@@ -335,35 +362,61 @@ class Upstream:
 
     @staticmethod
     def _observe(method: str, status: str, started: float) -> None:
-        metrics.UPSTREAM_SECONDS.labels(metrics.method_label(method), status).observe(
+        scope = metrics.SCOPE.get()
+        route = metrics.route_label(scope) if scope is not None else "unmatched"
+        metrics.UPSTREAM_SECONDS.labels(metrics.method_label(method), status, route).observe(
             time.perf_counter() - started
         )
+
+    async def _before_send(self, request: httpx2.Request) -> None:
+        """Request hook: the W3C ``traceparent`` of the current span (the upstream call's, or
+        the harvest copy's) when tracing is on; the start of a harvest call's clock."""
+        if tracing.TRACER.get() is not None:
+            carrier: dict[str, str] = {}
+            inject(carrier)
+            for name, value in carrier.items():
+                request.headers[name] = value
+        if _FORWARD not in request.extensions:
+            request.extensions[_STARTED] = time.perf_counter()
+
+    async def _observe_harvest(self, response: httpx2.Response) -> None:
+        """Response hook: a harvest call's time to headers, under ``harvest`` and the upstream
+        path template (forwarded calls are timed by :meth:`send`)."""
+        started = response.request.extensions.get(_STARTED)
+        if started is None:
+            return
+        path = response.request.url.path.removeprefix(self._v1_path).strip("/")
+        metrics.UPSTREAM_SECONDS.labels(
+            metrics.method_label(response.request.method),
+            metrics.status_label(response.status_code),
+            metrics.harvest_route(path.split("/")),
+        ).observe(time.perf_counter() - started)
 
     async def _check_credential_accepted(self, response: httpx2.Response) -> None:
         """Response hook: a 401/403 that refuses the gateway's credential raises the alarm's
         502; anything else clears the alarm.
 
-        Azure's CheckAccess 403 refuses an operation on this endpoint, not the credential:
-        it goes on to the caller (the harvest core records it with its own hint). The body
-        of a 401/403 is read here to tell (an error document; the caller can still read it).
+        The body (at most :data:`AUTH_BODY_LIMIT` bytes) tells a refused credential from a
+        refused operation by its ``error.code`` (:data:`CREDENTIAL_CODES`; a 401 always is
+        one); only without a code, by the message: Azure's plain-text CheckAccess 403 refuses
+        an operation on this endpoint, not the credential, and goes on to the caller (the
+        harvest core records it with its own hint; the body read here is still readable).
         """
         if response.status_code not in (401, 403):
             if self.alarm.failing:
                 self.alarm.recovered()
             return
-        try:
-            body = await response.aread()
-        except httpx2.TransportError:
-            body = b""
+        body = await _capped_body(response)
+        message, code = error_message(body)
+        if not _refuses_credential(response.status_code, message, code):
+            return
         refused = from_http(
             response.status_code,
-            body[:_AUTH_BODY_LIMIT],
+            body,
             response.headers,
             what=f"{response.request.method} {response.request.url.path}",
             uses_entra=self.uses_entra,
         )
-        if "checkaccess" in refused.message.lower():
-            return
         await response.aclose()
         hint = refused.hint
         if self.settings.upstream_auth == "key" and "key based" not in refused.message.lower():
@@ -386,6 +439,42 @@ class Upstream:
         await self.client.aclose()
         if self._credential is not None:
             await self._credential.close()
+
+
+#: Request extensions: sent by :meth:`Upstream.send` (timed there), and a harvest call's start.
+_FORWARD = "cigate.forward"
+_STARTED = "cigate.started"
+
+
+async def _capped_body(response: httpx2.Response) -> bytes:
+    """At most :data:`AUTH_BODY_LIMIT` bytes of ``response``'s body. A body that ends within
+    the cap stays readable by the caller; a longer one is cut off and the response closed."""
+    if response.is_stream_consumed:  # read already (an in-memory body)
+        return (await response.aread())[:AUTH_BODY_LIMIT]
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > AUTH_BODY_LIMIT:
+                await response.aclose()
+                return b"".join(chunks)[:AUTH_BODY_LIMIT]
+    except httpx2.TransportError:
+        await response.aclose()
+        return b"".join(chunks)[:AUTH_BODY_LIMIT]
+    body = b"".join(chunks)
+    # Complete: give it back to the response, as aread() would have left it.
+    response._content = body  # httpx2 keeps a read body here (aread() sets it)
+    response.stream = httpx2.ByteStream(body)
+    return body
+
+
+def _refuses_credential(status: int, message: str, code: str | None) -> bool:
+    """Whether a 401/403 refuses the gateway's credential (not one operation)."""
+    if code is not None:
+        return status == 401 or code.strip().lower() in CREDENTIAL_CODES
+    return "checkaccess" not in message.lower()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select, text, update
@@ -26,9 +26,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cigate.exceptions import BadInputError
 from cigate.storage._db import StoreBase
 from cigate.storage.errors import NotFoundError
-from cigate.storage.metadata_files import _row, clean_text
+from cigate.storage.metadata_files import _row, clean_text, lock_file
 from cigate.storage.records import Download, FileRow
-from cigate.storage.schema import api_keys, downloads, erasures, files, links, responses, tenants
+from cigate.storage.schema import (
+    api_keys,
+    downloads,
+    erased_links,
+    erasures,
+    files,
+    links,
+    responses,
+    tenants,
+)
 
 __all__ = ["KIND_QUOTA", "CopyOutcome", "ErasureQueries", "audit_record"]
 
@@ -229,8 +238,24 @@ class ErasureQueries(StoreBase):
             row = (await conn.execute(select(files).where(*key))).first()
             if row is None:
                 return None
+            # First the file's lock (a recording of it waits, then sees the tombstone), then
+            # its blob's; nothing takes them in the other order.
+            await lock_file(conn, self.dialect, tenant_id, row.upstream_file_id, row.container_id)
             if row.sha256:
                 await self._lock(conn, _NS_BLOB, row.sha256)
+            # A link still valid answers 404 like its file from now on (not 403).
+            await conn.execute(
+                erased_links.insert().from_select(
+                    ["id", "tenant_id", "file_id", "expires_at"],
+                    select(
+                        links.c.id, links.c.tenant_id, links.c.file_id, links.c.expires_at
+                    ).where(
+                        links.c.file_id == file_id,
+                        links.c.revoked_at.is_(None),
+                        links.c.expires_at > now,
+                    ),
+                )
+            )
             await conn.execute(delete(links).where(links.c.file_id == file_id))
             await conn.execute(delete(files).where(*key))
             tomb = (
@@ -301,6 +326,31 @@ class ErasureQueries(StoreBase):
         async with self._read("reading an erasure") as conn:
             row = (await conn.execute(query)).first()
         return (row.response_id,) if row is not None else None
+
+    async def erased_among(
+        self, tenant_id: str, container_id: str | None, upstream_file_ids: list[str]
+    ) -> set[str]:
+        """Which of ``upstream_file_ids`` (of one container, or Files-API ids) the tenant
+        erased: one query for a page of a listing."""
+        wanted = [i for i in upstream_file_ids if 0 < len(i) <= 200 and i.isprintable()]
+        if not wanted:
+            return set()
+        query = select(erasures.c.upstream_file_id).where(
+            erasures.c.tenant_id == tenant_id,
+            erasures.c.container_id == (container_id or ""),
+            erasures.c.upstream_file_id.in_(wanted),
+        )
+        async with self._read("reading erasures") as conn:
+            return {r.upstream_file_id for r in await conn.execute(query)}
+
+    async def erased_link(self, link_id: str) -> tuple[str, datetime] | None:
+        """``(file_id, expires_at)`` of a signed link whose file was erased, else ``None``."""
+        query = select(erased_links.c.file_id, erased_links.c.expires_at).where(
+            erased_links.c.id == link_id
+        )
+        async with self._read("reading an erased link") as conn:
+            row = (await conn.execute(query)).first()
+        return (row.file_id, row.expires_at) if row is not None else None
 
     async def forget_erasure(
         self, tenant_id: str, upstream_file_id: str, container_id: str | None

@@ -9,12 +9,13 @@ same time, and a crashed worker's rows come free when its lease expires.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import Row, Select, and_, or_, select, update
+from sqlalchemy import Row, Select, and_, delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,7 +25,7 @@ from cigate.storage._db import StoreBase
 from cigate.storage.errors import NotFoundError
 from cigate.storage.metadata_owners import OwnedKind, claim_in
 from cigate.storage.records import FileKind, FileOrigin, FileRow
-from cigate.storage.schema import files
+from cigate.storage.schema import erasures, files
 
 __all__ = ["FileQueries", "new_file_id"]
 
@@ -75,6 +76,24 @@ def _row(row: Row[Any]) -> FileRow:
     )
 
 
+#: PostgreSQL advisory-lock namespace of one file's (tenant, upstream id, container): its
+#: erasure and its recording take it, so a recording sees an erasure that committed first.
+NS_FILE = 0x63670003
+
+
+async def lock_file(
+    conn: AsyncConnection, dialect: str, tenant_id: str, upstream_file_id: str, container_id: str
+) -> None:
+    """Serialise with the erasure or recording of the same file (SQLite's write transactions
+    are serialised already)."""
+    if dialect == "postgresql":
+        digest = hashlib.sha256(f"{tenant_id}\0{upstream_file_id}\0{container_id}".encode())
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+            {"ns": NS_FILE, "key": int.from_bytes(digest.digest()[:4], "big") % 2**31},
+        )
+
+
 class FileQueries(StoreBase):
     """The file half of :class:`~cigate.storage.metadata.MetadataStore`."""
 
@@ -104,6 +123,66 @@ class FileQueries(StoreBase):
         calls from several processes agree on one row. ``filename`` and ``path`` are kept
         verbatim (only NUL and lone surrogates replaced).
         """
+        row = await self._upsert(
+            tenant_id,
+            kind=kind,
+            upstream_file_id=upstream_file_id,
+            container_id=container_id,
+            response_id=response_id,
+            filename=filename,
+            origin=origin,
+            path=path,
+            upstream=upstream,
+        )
+        assert row is not None  # no erasure rule asked for
+        return row
+
+    async def record_file(
+        self,
+        tenant_id: str,
+        *,
+        kind: FileKind,
+        upstream_file_id: str,
+        container_id: str | None,
+        response_id: str | None,
+        filename: str,
+        origin: FileOrigin,
+        path: str | None = None,
+        upstream: str | None = None,
+        citation: bool,
+    ) -> FileRow | None:
+        """:meth:`upsert_file` unless the tenant erased the file: ``None`` then, except for a
+        ``citation`` by a response other than the one it was erased from (the tombstone is
+        cleared). The check is part of the insert's transaction, under the lock the erasure
+        takes, so an erasure that commits first is always seen (docs/gateway.md, Erasure).
+        """
+        return await self._upsert(
+            tenant_id,
+            kind=kind,
+            upstream_file_id=upstream_file_id,
+            container_id=container_id,
+            response_id=response_id,
+            filename=filename,
+            origin=origin,
+            path=path,
+            upstream=upstream,
+            erasure_rule="citation" if citation else "never",
+        )
+
+    async def _upsert(
+        self,
+        tenant_id: str,
+        *,
+        kind: FileKind,
+        upstream_file_id: str,
+        container_id: str | None,
+        response_id: str | None,
+        filename: str,
+        origin: FileOrigin,
+        path: str | None,
+        upstream: str | None = None,
+        erasure_rule: Literal["citation", "never"] | None = None,
+    ) -> FileRow | None:
         if kind not in get_args(FileKind) or origin not in get_args(FileOrigin):
             raise BadInputError(f"invalid file kind/origin: {kind!r}/{origin!r}")
         check_id("file id", upstream_file_id)
@@ -143,6 +222,18 @@ class FileQueries(StoreBase):
             files.c.container_id == (container_id or ""),
         )
         async with self._write("recording a file") as conn:
+            if erasure_rule is not None:
+                tomb = (
+                    erasures.c.tenant_id == tenant_id,
+                    erasures.c.upstream_file_id == upstream_file_id,
+                    erasures.c.container_id == (container_id or ""),
+                )
+                await lock_file(conn, self.dialect, tenant_id, upstream_file_id, container_id or "")
+                erased = (await conn.execute(select(erasures.c.response_id).where(*tomb))).first()
+                if erased is not None:
+                    if erasure_rule == "never" or response_id in (None, erased.response_id):
+                        return None
+                    await conn.execute(delete(erasures).where(*tomb))
             await conn.execute(stmt)
             # A file row makes its container (or Files-API id) the tenant's, unless taken.
             owned: tuple[OwnedKind, str] = (

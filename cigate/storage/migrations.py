@@ -290,6 +290,20 @@ def _aware(value: Any) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+def _m0009_erased_links(conn: Connection) -> None:
+    """Signed links of erased files (see ``erased_links`` in the schema)."""
+    md = MetaData()
+    Table("tenants", md, Column("id", String(40), primary_key=True))  # exists: FK target only
+    Table(
+        "erased_links",
+        md,
+        Column("id", String(40), primary_key=True),
+        Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+        Column("file_id", String(40), nullable=False),
+        Column("expires_at", UtcDateTime, nullable=False),
+    ).create(conn)
+
+
 #: Append only. Never edit or reorder a migration that has shipped.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m0001_initial),
@@ -300,6 +314,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "verification of stored files", _m0006_file_verification),
     Migration(7, "erasure, retention and quotas", _m0007_accountability),
     Migration(8, "upstream of each owned object", _m0008_upstream_placement),
+    Migration(9, "signed links of erased files", _m0009_erased_links),
 )
 
 

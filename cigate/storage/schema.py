@@ -211,3 +211,14 @@ erasures = Table(
     Column("response_id", String(200)),
     Column("erased_at", UtcDateTime, nullable=False),
 )
+
+#: Migration 8: the signed links an erasure removed (unrevoked, unexpired), so a validly signed
+#: one answers like its erased file (404), not like a wrong link (403).
+erased_links = Table(
+    "erased_links",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("file_id", String(40), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
