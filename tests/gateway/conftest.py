@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -49,17 +50,21 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return make_backend(request.param, request, tmp_path)
 
 
-@pytest.fixture
-def gateway(backend: Backend) -> Iterator[GatewayHarness]:
-    settings = GatewaySettings(
+def serving_settings(backend: Backend, **overrides: Any) -> GatewaySettings:
+    """A gateway over ``backend`` whose upstream nobody listens on (``overrides`` win)."""
+    values: dict[str, Any] = {"resume_interval": 0.2, "connect_timeout": 1.0, **overrides}
+    return GatewaySettings(
         upstream=DEAD_UPSTREAM,
         upstream_auth="none",
         database=backend.database,
         blobs=backend.blobs,
-        resume_interval=0.2,
-        connect_timeout=1.0,
+        **values,
     )
-    with GatewayHarness(settings) as harness:
+
+
+@pytest.fixture
+def gateway(backend: Backend) -> Iterator[GatewayHarness]:
+    with GatewayHarness(serving_settings(backend)) as harness:
         yield harness
 
 

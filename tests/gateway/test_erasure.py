@@ -24,7 +24,7 @@ from cigate.gateway.settings import GatewaySettings
 from cigate.storage.blobs import read_all
 from cigate.storage.errors import NotFoundError
 from cigate.storage.records import FileRow
-from tests.gateway.conftest import DEAD_UPSTREAM, Backend
+from tests.gateway.conftest import DEAD_UPSTREAM, Backend, serving_settings
 from tests.gateway.harness import GatewayHarness, Tenant
 
 pytestmark = pytest.mark.storage
@@ -34,14 +34,8 @@ pytestmark = pytest.mark.storage
 def gateway(backend: Backend) -> Iterator[GatewayHarness]:
     """The serving harness without background sweeps: these tests drive copies, erasures and
     retention themselves and count what they did."""
-    settings = GatewaySettings(
-        upstream=DEAD_UPSTREAM,
-        upstream_auth="none",
-        database=backend.database,
-        blobs=backend.blobs,
-        resume_interval=3600,
-        retention_interval=0,
-        connect_timeout=1.0,
+    settings = serving_settings(
+        backend, resume_interval=3600, retention_interval=0, connect_timeout=1.0
     )
     with GatewayHarness(settings) as harness:
         yield harness

@@ -16,9 +16,8 @@ from sqlalchemy import select
 
 from cigate import ids
 from cigate.gateway.erasure import erase
-from cigate.gateway.settings import GatewaySettings
 from cigate.storage.schema import erasures, files
-from tests.gateway.conftest import DEAD_UPSTREAM, Backend
+from tests.gateway.conftest import Backend, serving_settings
 from tests.gateway.harness import GatewayHarness
 
 pytestmark = pytest.mark.storage
@@ -42,15 +41,8 @@ def _upstream(request: httpx2.Request) -> httpx2.Response:
 
 @pytest.fixture
 def gateway(backend: Backend) -> Iterator[GatewayHarness]:
-    settings = GatewaySettings(
-        upstream=DEAD_UPSTREAM,
-        upstream_auth="none",
-        database=backend.database,
-        blobs=backend.blobs,
-        resume_interval=3600,
-        retention_interval=0,
-        connect_timeout=0.2,
-        harvest_attempts=1,
+    settings = serving_settings(
+        backend, resume_interval=3600, retention_interval=0, connect_timeout=0.2, harvest_attempts=1
     )
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(_upstream))
     with GatewayHarness(settings, upstream_client=client) as harness:
