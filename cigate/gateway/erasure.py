@@ -26,7 +26,7 @@ from cigate.storage.blobs import BlobStore
 from cigate.storage.metadata import MetadataStore
 from cigate.storage.records import Download, FileRow
 
-__all__ = ["erase", "purge_tenant", "refuse_erased", "revives", "without_erased"]
+__all__ = ["erase", "purge_tenant", "refuse_erased", "without_erased"]
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +67,6 @@ async def refuse_erased(
     """The unknown-file answer for a file the tenant erased (instead of relaying upstream)."""
     if await meta.erased(tenant_id, upstream_file_id, container_id) is not None:
         raise not_found("file", upstream_file_id)
-
-
-async def revives(
-    meta: MetadataStore,
-    tenant_id: str,
-    upstream_file_id: str,
-    container_id: str | None,
-    response_id: str | None,
-    *,
-    citation: bool,
-) -> bool:
-    """Whether the file may be recorded: never erased, or cited by a response other than
-    the one it was erased from (its tombstone is cleared then)."""
-    tomb = await meta.erased(tenant_id, upstream_file_id, container_id)
-    if tomb is None:
-        return True
-    if not citation or response_id is None or response_id == tomb[0]:
-        return False
-    await meta.forget_erasure(tenant_id, upstream_file_id, container_id)
-    return True
 
 
 async def without_erased(

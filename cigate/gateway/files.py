@@ -102,7 +102,7 @@ async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> 
         raise
     if await svc.meta.claim(tenant_id, "file", file_id) != tenant_id:
         raise not_found("file", file_id)  # another tenant won the race
-    row = await svc.meta.upsert_file(
+    row = await svc.meta.record_file(  # erased meanwhile: stays erased
         tenant_id,
         kind="files_api",
         upstream_file_id=file_id,
@@ -110,7 +110,10 @@ async def _adopt_files_api_file(svc: Services, tenant_id: str, file_id: str) -> 
         response_id=None,
         filename=str(meta.get("filename") or file_id),
         origin="on_demand",
+        citation=False,
     )
+    if row is None:
+        raise not_found("file", file_id)
     return await svc.harvester.ensure_stored(row)
 
 

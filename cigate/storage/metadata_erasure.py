@@ -352,19 +352,6 @@ class ErasureQueries(StoreBase):
             row = (await conn.execute(query)).first()
         return (row.file_id, row.expires_at) if row is not None else None
 
-    async def forget_erasure(
-        self, tenant_id: str, upstream_file_id: str, container_id: str | None
-    ) -> None:
-        """A new response cited the erased file again: it may be recorded again."""
-        async with self._write("clearing an erasure") as conn:
-            await conn.execute(
-                delete(erasures).where(
-                    erasures.c.tenant_id == tenant_id,
-                    erasures.c.upstream_file_id == upstream_file_id,
-                    erasures.c.container_id == (container_id or ""),
-                )
-            )
-
     async def forget_tenant_records(self, tenant_id: str) -> None:
         """What a purge removes besides files: responses and keys (revoked keys included).
 

@@ -17,7 +17,7 @@ import pytest
 
 from cigate import ids
 from cigate.exceptions import BadInputError
-from cigate.gateway.erasure import erase, purge_tenant, revives
+from cigate.gateway.erasure import erase, purge_tenant
 from cigate.gateway.quotas import blob_present
 from cigate.gateway.retention import RetentionSweep
 from cigate.gateway.settings import GatewaySettings
@@ -377,15 +377,18 @@ def test_only_a_citation_by_a_new_response_records_an_erased_file_again(
     assert gateway.call(record, tenant.id, row.response_id, annotation) is None
     assert gateway.call(record, tenant.id, None, annotation) is None
     listing = gateway.call(
-        revives,
-        svc.meta,
-        tenant.id,
-        row.upstream_file_id,
-        row.container_id,
-        "resp_new",
-        citation=False,
+        lambda: svc.meta.record_file(
+            tenant.id,
+            kind="container",
+            upstream_file_id=row.upstream_file_id,
+            container_id=row.container_id,
+            response_id="resp_new",
+            filename="c.txt",
+            origin="listing",
+            citation=False,
+        )
     )
-    assert listing is False
+    assert listing is None  # a listing never brings an erased file back
     assert gateway.call(svc.meta.list_files, tenant.id) == []
     again = gateway.call(record, tenant.id, "resp_new", annotation)
     assert again is not None
