@@ -5,7 +5,8 @@ unset by default: files are kept. When set, every ``retention_interval`` seconds
 per gateway process erases the tenant's files created more than that many days ago, exactly as
 ``DELETE /files/{id}`` would (blob reference counting, tombstone, an audit record with the
 actor ``retention``). Several processes may sweep at once: an erasure of a file another
-process erased already does nothing.
+process erased already does nothing. Each sweep also forgets the signed links of erased files
+that have expired (kept until then so that they answer the file's 404).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class RetentionSweep:
                     break
         if erased:
             log.info("retention sweep erased %d file(s)", erased)
+        await self.meta.forget_expired_erased_links()
         return erased
 
     async def _loop(self) -> None:

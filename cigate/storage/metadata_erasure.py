@@ -343,6 +343,14 @@ class ErasureQueries(StoreBase):
         async with self._read("reading erasures") as conn:
             return {r.upstream_file_id for r in await conn.execute(query)}
 
+    async def forget_expired_erased_links(self) -> int:
+        """Drop the erased links that have expired (they answer like any expired link)."""
+        async with self._write("forgetting expired erased links") as conn:
+            done = await conn.execute(
+                delete(erased_links).where(erased_links.c.expires_at <= self._now())
+            )
+        return int(done.rowcount or 0)
+
     async def erased_link(self, link_id: str) -> tuple[str, datetime] | None:
         """``(file_id, expires_at)`` of a signed link whose file was erased, else ``None``."""
         query = select(erased_links.c.file_id, erased_links.c.expires_at).where(

@@ -212,8 +212,9 @@ erasures = Table(
     Column("erased_at", UtcDateTime, nullable=False),
 )
 
-#: Migration 8: the signed links an erasure removed (unrevoked, unexpired), so a validly signed
-#: one answers like its erased file (404), not like a wrong link (403).
+#: Migration 9: the signed links an erasure removed (unrevoked, unexpired), so a validly signed
+#: one answers like its erased file (404), not like a wrong link (403). The retention sweep
+#: forgets them once they have expired (an expired link is refused anyway).
 erased_links = Table(
     "erased_links",
     metadata,

@@ -8,6 +8,7 @@ container is relayed with the erased entries (and ``first_id``/``last_id`` namin
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,6 +16,7 @@ import httpx2
 import pytest
 
 from cigate import ids
+from cigate.gateway.retention import RetentionSweep
 from tests.gateway.conftest import Backend, serving_settings
 from tests.gateway.harness import GatewayHarness
 
@@ -103,6 +105,29 @@ def test_a_signed_link_to_an_erased_file_answers_404_like_the_file(
     r_revoked = urlsplit(revoked["url"])
     for wrong in (tampered, stretched, f"{r_revoked.path}?{r_revoked.query}"):
         assert gateway.client.get(wrong).status_code == 403, wrong
+
+
+def test_the_retention_sweep_forgets_erased_links_only_once_they_expired(
+    gateway: GatewayHarness,
+) -> None:
+    """The erased-links table does not grow for ever: an expired entry goes, a live one stays."""
+    tenant = gateway.add_tenant("acme")
+    row = gateway.put_file(tenant, b"abc", "a.txt", container_id=ids.container_id())
+    post = lambda ttl: gateway.client.post(  # noqa: E731
+        f"/files/{row.id}/links", headers=tenant.headers, json={"expires_in": ttl}
+    ).json()
+    short, long = post(1), post(3600)
+    assert gateway.client.delete(f"/files/{row.id}", headers=tenant.headers).is_success
+    meta = gateway.services.meta
+    assert gateway.call(meta.erased_link, short["id"]) is not None
+    while gateway.call(meta.erased_link, short["id"])[1].timestamp() >= time.time():
+        time.sleep(0.1)  # the one-second link expires (bounded: its expiry is at most 1 s away)
+    sweep = RetentionSweep(meta, gateway.services.blobs, gateway.services.tasks, 0)
+    gateway.call(sweep.once)
+    assert gateway.call(meta.erased_link, short["id"]) is None
+    assert gateway.call(meta.erased_link, long["id"]) is not None
+    parts = urlsplit(long["url"])
+    assert gateway.client.get(f"{parts.path}?{parts.query}").status_code == 404
 
 
 def test_the_files_api_listing_leaves_out_erased_files(gateway: GatewayHarness) -> None:
