@@ -115,7 +115,9 @@ def run_in_thread(
             app,
             log_level=log_level,
             lifespan="off",
-            timeout_graceful_shutdown=5,
+            # An idle keep-alive TLS connection the client never closed holds the shutdown for
+            # the whole grace period (its close waits for the peer's close_notify): 1 s, not 5.
+            timeout_graceful_shutdown=1,
             ws="none",
             ssl_certfile=str(ssl_certfile),
             ssl_keyfile=str(ssl_keyfile),
