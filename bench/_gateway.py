@@ -6,6 +6,7 @@ with the server being measured, and a server's memory can be read from ``/proc``
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -54,6 +55,27 @@ def start(argv: list[str], env: dict[str, str], health: str) -> subprocess.Popen
         stop(proc)
         raise
     return proc
+
+
+def start_gateway(
+    upstream: str, upstream_key: str, tmp: Path, port: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``cigate gateway serve`` on SQLite + disk under ``tmp`` in front of ``upstream``, and
+    the key of its one tenant (made in the store before the server starts)."""
+    database = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
+    key = asyncio.run(_make_tenant(database))
+    argv = [*CIGATE, "gateway", "serve", "--upstream", upstream, "--upstream-key", upstream_key]
+    argv += ["--database", database, "--blobs", str(tmp / "blobs"), "--port", str(port)]
+    proc = start(argv, {"CIGATE_HOME": str(tmp / "gw-home")}, f"http://127.0.0.1:{port}/healthz")
+    return proc, key
+
+
+async def _make_tenant(database: str) -> str:
+    from cigate.storage.metadata import MetadataStore
+
+    async with await MetadataStore.open(database) as meta:
+        tenant = await meta.create_tenant("bench")
+        return await meta.add_key(tenant.id)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

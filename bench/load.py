@@ -62,7 +62,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gateway import CIGATE, free_port, start, stop
+from _gateway import free_port, start, start_gateway, stop
 
 TARGET_P50_MS, TARGET_P99_MS = 0.5, 3.0
 FILE_SIZE = 4096
@@ -455,14 +455,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def make_tenant(database: str) -> str:
-    from cigate.storage.metadata import MetadataStore
-
-    async with await MetadataStore.open(database) as meta:
-        tenant = await meta.create_tenant("bench")
-        return await meta.add_key(tenant.id)
-
-
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=200, help="streams open at once")
@@ -511,29 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"http://127.0.0.1:{up_port}/healthz",
             )
         )
-        database = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
-        key = asyncio.run(make_tenant(database))
-        procs.append(
-            start(
-                [
-                    *CIGATE,
-                    "gateway",
-                    "serve",
-                    "--upstream",
-                    f"http://127.0.0.1:{up_port}",
-                    "--upstream-key",
-                    "bench",
-                    "--database",
-                    database,
-                    "--blobs",
-                    str(tmp / "blobs"),
-                    "--port",
-                    str(gw_port),
-                ],
-                {"CIGATE_HOME": str(tmp / "gw-home")},
-                f"http://127.0.0.1:{gw_port}/healthz",
-            )
-        )
+        gateway, key = start_gateway(f"http://127.0.0.1:{up_port}", "bench", tmp, gw_port)
+        procs.append(gateway)
         gw_auth = {"authorization": f"Bearer {key}"}
         paths = {
             "direct": (up_port, "/openai/v1/responses", {"api-key": "bench"}),

@@ -33,7 +33,6 @@ a stream that fails, an event with no emission stamp), not on FAIL.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import shutil
@@ -48,7 +47,7 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gateway import CIGATE, ChildEmulator, free_port, start, stop
+from _gateway import ChildEmulator, free_port, start_gateway, stop
 
 RUNS = 25
 WARMUP = 2
@@ -203,14 +202,6 @@ def stream(
     return Stream(rid, first - sent, received)
 
 
-async def make_tenant(database: str) -> str:
-    from cigate.storage.metadata import MetadataStore
-
-    async with await MetadataStore.open(database) as meta:
-        tenant = await meta.create_tenant("bench")
-        return await meta.add_key(tenant.id)
-
-
 def make_container(client: httpx2.Client, base: str, headers: dict[str, str]) -> str:
     reply = client.post(f"{base}/containers", json={"name": "bench"}, headers=headers)
     reply.raise_for_status()
@@ -261,27 +252,7 @@ def main() -> int:
     emulator = Emulator(upstream_key, tmp / "emu")
     gateway = None
     try:
-        database = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
-        key = asyncio.run(make_tenant(database))
-        gateway = start(
-            [
-                *CIGATE,
-                "gateway",
-                "serve",
-                "--upstream",
-                emulator.url,
-                "--upstream-key",
-                upstream_key,
-                "--database",
-                database,
-                "--blobs",
-                str(tmp / "blobs"),
-                "--port",
-                str(gw_port),
-            ],
-            {"CIGATE_HOME": str(tmp / "gw-home")},
-            f"http://127.0.0.1:{gw_port}/healthz",
-        )
+        gateway, key = start_gateway(emulator.url, upstream_key, tmp, gw_port)
         direct_base = f"{emulator.url}/openai/v1"
         gw_base = f"http://127.0.0.1:{gw_port}/openai/v1"
         direct_h = {"api-key": upstream_key}

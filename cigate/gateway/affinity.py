@@ -59,8 +59,6 @@ _PATH_KINDS: dict[str, PlacedKind] = {
     "conversations": "conversation",
     "agents": "agent",
 }
-#: Families whose new objects are recorded with their upstream (so may be balanced).
-_RECORDED = frozenset(_PATH_KINDS)
 #: Families whose new objects go to the tenant's home upstream whatever the balance mode: a
 #: run joins an assistant and a thread that were created separately, and an uploaded file is
 #: made to be named later (by an assistant, a thread, a container, a response).
@@ -227,7 +225,7 @@ async def _destination(svc: Services, request: Request) -> Destination:
         return Destination(pool, [pool.members[name]], pinned_by=whats[0])
     api = api_path(request)
     family = api.family
-    if family not in _RECORDED and family not in SCOPED:
+    if family not in SCOPED:  # every family of _PATH_KINDS is scoped (recorded)
         verdict = classify(request.method, api, svc.settings.allowed_unscoped)
         if verdict != "stateless":
             # Objects of families the gateway does not record live on the default upstream.

@@ -66,6 +66,10 @@ _EDGE_PREFIXES = (*PREFIXES, "/api/projects", f"{PROJECT}/openai")
 Form = Literal["v1", "legacy", "project"]
 
 
+#: Each of :data:`PREFIXES` with its segments, split once (every API request is parsed).
+_PREFIX_PARTS = tuple((t, t.split("/")[1:]) for t in PREFIXES)
+
+
 @dataclass(frozen=True)
 class ApiPath:
     """A canonical path under an API prefix: its URL form and decoded segments after it."""
@@ -99,8 +103,7 @@ class ApiPath:
 def parse_api_path(path: str) -> ApiPath | None:
     """The :class:`ApiPath` of a canonical decoded ``path``, or None outside the prefixes."""
     parts = tuple(path.split("/")[1:])
-    for template in PREFIXES:
-        wanted = template.split("/")[1:]
+    for template, wanted in _PREFIX_PARTS:
         if len(parts) <= len(wanted):
             continue
         head = parts[: len(wanted)]

@@ -22,7 +22,6 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
-    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -67,24 +66,15 @@ class _Sources(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [
-            EnvSettingsSource(settings_cls, case_sensitive=False, env_ignore_empty=True)
-        ]
-        sources.append(_CredentialFiles(settings_cls))
+        # The env source pydantic-settings built from model_config (prefix, case, empty = unset).
+        sources: list[PydanticBaseSettingsSource] = [env_settings, _CredentialFiles(settings_cls)]
         env_file = os.environ.get(ENV_PREFIX + "ENV_FILE")
         if env_file:
             if not Path(env_file).is_file():
                 raise ConfigurationError(
                     f"{ENV_PREFIX}ENV_FILE={env_file!r} is not a file", hint=_hint()
                 )
-            sources.append(
-                DotEnvSettingsSource(
-                    settings_cls,
-                    env_file=env_file,
-                    case_sensitive=False,
-                    env_ignore_empty=True,
-                )
-            )
+            sources.append(DotEnvSettingsSource(settings_cls, env_file=env_file))
         return tuple(sources)
 
 

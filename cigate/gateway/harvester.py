@@ -69,15 +69,13 @@ class Harvester:
         self.meta = meta
         self.blobs = blobs
         self.pool = pool
-        self.upstream: Upstream = pool.default
         self.settings = settings
         self.tasks = tasks
         self.policy = RetryPolicy(
             attempts=settings.harvest_attempts, backoff=settings.harvest_backoff
         )
-        #: One fetch chain per configured upstream; ``fetcher`` is the default one's.
+        #: One fetch chain per configured upstream.
         self._fetchers = {name: Fetcher(up, self.policy) for name, up in pool.members.items()}
-        self.fetcher = self._fetchers[pool.default.name]
         self._slots = asyncio.Semaphore(settings.harvest_concurrency)
 
     async def holder_of(self, kind: PlacedKind, object_id: str) -> Upstream:

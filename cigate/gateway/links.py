@@ -164,6 +164,18 @@ async def revoke_link(request: Request) -> Response:
     return JSONResponse({"id": link_id, "object": "cigate.link.deleted", "deleted": True})
 
 
+def _signed(
+    secret: bytes, link_id: str, file_id: str, expires_at: datetime, *, expires: int, signature: str
+) -> bool:
+    """Whether ``expires``/``signature`` are the ones this link was issued with, unexpired."""
+    good = sign(secret, link_id, file_id, expires)
+    return (
+        hmac.compare_digest(good.encode(), signature.encode("utf-8", "replace"))
+        and expires == int(expires_at.timestamp())
+        and expires > time.time()
+    )
+
+
 async def serve_link(request: Request) -> Response:
     """``GET``/``HEAD /links/{link_id}?expires=&signature=``: no key needed."""
     svc = services(request)
@@ -176,22 +188,19 @@ async def serve_link(request: Request) -> Response:
     link = await svc.meta.get_link(link_id)
     if link is None:
         erased = await svc.meta.erased_link(link_id)
-        if erased is not None:  # a link that was valid: its file's answer, once signed right
-            file_id, expires_at = erased
-            good = sign(svc.link_secret, link_id, file_id, expires)
-            if (
-                hmac.compare_digest(good.encode(), signature.encode("utf-8", "replace"))
-                and expires == int(expires_at.timestamp())
-                and expires > time.time()
-            ):
-                raise not_found("file", file_id)
+        # A link that was valid: its file's answer, once signed right.
+        if erased is not None and _signed(
+            svc.link_secret, link_id, *erased, expires=expires, signature=signature
+        ):
+            raise not_found("file", erased[0])
         raise _invalid()
-    expected = sign(svc.link_secret, link.id, link.file_id, expires)
-    if (
-        not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
-        or expires != int(link.expires_at.timestamp())
-        or expires <= time.time()
-        or link.revoked_at is not None
+    if link.revoked_at is not None or not _signed(
+        svc.link_secret,
+        link.id,
+        link.file_id,
+        link.expires_at,
+        expires=expires,
+        signature=signature,
     ):
         raise _invalid()
     row = await svc.meta.get_file(link.tenant_id, link.file_id)
