@@ -6,10 +6,10 @@ whose ``cgroup.subtree_control`` can enable ``memory pids cpu``) and falls back,
 controller, to the v1 hierarchies (``/sys/fs/cgroup/<controller>``); what neither offers is
 left to rlimits by the caller and reported (:attr:`CgroupSystem.mechanisms`).
 
-* memory: ``memory.max`` / ``memory.limit_in_bytes`` (+ ``memsw``), all processes of the
-  container together, tmpfs pages they write (``/tmp``, ``/dev/shm``) included; the kernel's
-  OOM killer ends a process of the container, never the host's. ``oom_kills()`` tells the
-  manager that this is what happened.
+* memory: ``memory.max`` (+ ``swap.max`` 0) / ``memory.limit_in_bytes`` (+ ``memsw``,
+  ``swappiness`` 0), all processes of the container together, tmpfs pages they write
+  (``/tmp``, ``/dev/shm``) included; the kernel's OOM killer ends a process of the container,
+  never the host's. ``oom_kills()`` tells the manager that this is what happened.
 * processes: ``pids.max`` (threads count too).
 * CPU: ``cpu.max`` / ``cpu.cfs_quota_us`` (a quota of ``cores`` per period) and equal weight.
 * killing: ``cgroup.kill`` (v2) or freeze, SIGKILL every member, thaw (v1 freezer), so a
@@ -260,6 +260,10 @@ class Cgroup:
         _write(path / "memory.limit_in_bytes", str(limit))
         if limit <= current:
             _write_if_exists(memsw, limit)
+        # Without swap accounting (no memsw) the group could still spill into swap; a v1
+        # group's swappiness 0 forbids swapping in its own limit's reclaim.
+        with contextlib.suppress(OSError):
+            _write(path / "memory.swappiness", "0")
 
     def set_pids(self, limit: int) -> None:
         found = self._dir("pids")

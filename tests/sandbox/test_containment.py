@@ -233,12 +233,45 @@ def test_a_1g_container_is_stopped_at_1_gib_and_keeps_working(
     assert again == "42"
 
 
+def test_the_containers_memory_cannot_spill_into_swap(
+    client: openai.OpenAI, emulator: RunningEmulator
+) -> None:
+    """A memory limit that swap could extend is no limit: read from the container's cgroup."""
+    _, cid, _ = run(client, "1", {"type": "auto", "memory_limit": "1g"})
+    group = session(emulator, cid).cgroup
+    if "memory" in group.system.v2_controllers:
+        path = group.dirs["v2"]
+        assert (path / "memory.max").read_text().strip() == str(GIB)
+        swap_max = path / "memory.swap.max"
+        if swap_max.exists():  # absent when the kernel has no swap accounting
+            assert swap_max.read_text().strip() == "0"
+    else:
+        path = group.dirs["memory"]
+        assert int((path / "memory.limit_in_bytes").read_text()) == GIB
+        memsw = path / "memory.memsw.limit_in_bytes"
+        if memsw.exists():  # memory + swap: no room for swap on top
+            assert int(memsw.read_text()) == GIB
+        assert (path / "memory.swappiness").read_text().strip() == "0"
+
+
 TOGETHER = """
 import subprocess, sys
-# Three processes of 400 MiB each: every one under the limit, together over it.
-code = 'import time\\nx = bytearray(400 << 20)\\nprint("ok", flush=True)\\ntime.sleep(3)'
+# Three processes of 400 MiB each: every one under the limit, together over it. Each holds its
+# memory until its stdin closes, which happens only once every one has allocated (or died), so
+# they overlap however slowly the container's CPU quota lets them allocate (not a sleep: at
+# 0.25 cores an allocation takes 1.6-2.3 s here, and a slower machine let the first exit
+# before the last had allocated). A child that outlives a lost parent ends at 60 s.
+code = '''import select, sys
+x = bytearray(400 << 20)
+print("ok", flush=True)
+select.select([sys.stdin], [], [], 60)'''
 argv = [sys.executable, '-c', code]
-children = [subprocess.Popen(argv, stdout=subprocess.PIPE) for _ in range(3)]
+pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+children = [subprocess.Popen(argv, **pipes) for _ in range(3)]
+allocated = [c.stdout.readline().strip().decode() for c in children]  # '' for one killed before
+for c in children:
+    c.stdin.close()
+print('allocated=' + ','.join(allocated))
 print('codes=' + ','.join(str(c.wait()) for c in children))
 """
 
