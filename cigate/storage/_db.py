@@ -17,11 +17,11 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -33,9 +33,11 @@ from cigate.clock import Clock
 from cigate.exceptions import CigateError, ConfigurationError, StorageError
 from cigate.storage.errors import STORAGE_HINT
 
-__all__ = ["StoreBase", "create_engine", "db_errors", "default_database_url"]
+__all__ = ["StoreBase", "WriteGroup", "create_engine", "db_errors", "default_database_url"]
 
 _WRITE = "cigate_write"
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def default_database_url() -> str:
@@ -220,3 +222,66 @@ class WriteTurns:
             return
         self._busy = False
         self._run = 0
+
+
+class WriteGroup(Generic[Item, Result]):
+    """Group commit: calls of one write made while another is being written go together.
+
+    ``write_many`` writes a list of items in one transaction and returns a result per item;
+    ``write_one`` writes one alone. A caller waits for its own result only; one background
+    task (started by the first caller, ended when nothing waits) takes every waiting item at
+    once. If a group fails, each of its items is written alone, so one bad item fails only
+    its own caller. A caller that is cancelled leaves its item to be written or not.
+    """
+
+    def __init__(
+        self,
+        write_many: Callable[[list[Item]], Awaitable[list[Result]]],
+        write_one: Callable[[Item], Awaitable[Result]],
+    ) -> None:
+        self._write_many = write_many
+        self._write_one = write_one
+        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> Result:
+        result: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, result))
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
+            self._writer = asyncio.create_task(self._write_waiting(), name="cigate-write-group")
+        return await result
+
+    async def drain(self) -> None:
+        """Wait until every item submitted so far is written (before the engine closes)."""
+        if self._writer is not None:
+            await asyncio.wait([self._writer])
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                results = await self._write_many([item for item, _ in group])
+            except Exception:
+                for item, result in group:
+                    await self._settle(result, self._write_one(item))
+                continue
+            except BaseException as exc:  # cancelled: nobody is left to write for them
+                for _, result in [*group, *self._waiting]:
+                    if not result.done():
+                        result.set_exception(exc)
+                raise
+            for (_, result), value in zip(group, results, strict=True):
+                if not result.done():
+                    result.set_result(value)
+
+    @staticmethod
+    async def _settle(result: asyncio.Future[Result], work: Awaitable[Result]) -> None:
+        try:
+            value = await work
+        except Exception as exc:
+            if not result.done():
+                result.set_exception(exc)
+        else:
+            if not result.done():
+                result.set_result(value)

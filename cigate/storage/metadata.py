@@ -17,15 +17,17 @@ import hashlib
 import hmac
 import json
 import secrets
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Self, cast
 
 from sqlalchemy import Row, and_, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cigate.clock import Clock
 from cigate.exceptions import BadInputError
-from cigate.storage._db import create_engine, default_database_url
+from cigate.storage._db import WriteGroup, create_engine, default_database_url
 from cigate.storage.errors import NotFoundError
 from cigate.storage.metadata_erasure import ErasureQueries, audit_record
 from cigate.storage.metadata_files import FileQueries, check_id, clean_text
@@ -42,6 +44,28 @@ from cigate.storage.schema import api_keys, downloads, links, responses, tenants
 __all__ = ["KEY_PREFIX", "MetadataStore", "hash_key"]
 
 KEY_PREFIX = "cgk_"
+
+
+@dataclass(frozen=True)
+class _ResponseFact:
+    """One call of :meth:`MetadataStore.record_response`."""
+
+    tenant_id: str
+    response_id: str
+    upstream: str
+    model: str | None
+    container_ids: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.tenant_id, self.response_id)
+
+    def merge(self, later: _ResponseFact) -> _ResponseFact:
+        return replace(
+            self,
+            model=later.model or self.model,
+            container_ids=tuple(dict.fromkeys([*self.container_ids, *later.container_ids])),
+        )
 
 
 def hash_key(key: str) -> str:
@@ -73,6 +97,10 @@ def _link(row: Row[Any]) -> Link:
 
 class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
     """Open with ``await MetadataStore.open(url)``; ``await store.close()`` when done."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        super().__init__(engine, clock)
+        self._response_rows = WriteGroup(self._record_responses, self._record_response)
 
     @classmethod
     async def open(
@@ -108,6 +136,7 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
             await engine.dispose()
 
     async def close(self) -> None:
+        await self._response_rows.drain()
         await self._engine.dispose()
 
     async def __aenter__(self) -> Self:
@@ -222,54 +251,82 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
     ) -> ResponseRecord:
         """Remember a response the tenant made; repeated calls merge container ids.
 
-        The containers are claimed for the tenant too (see :mod:`.metadata_owners`).
+        The containers are claimed for the tenant too (see :mod:`.metadata_owners`). Calls
+        made while another is being written are written together, in one transaction
+        (:class:`~cigate.storage._db.WriteGroup`): a relay holds its stream's first event
+        until its response row is in, and under load many rows wait at once.
         """
         check_id("response id", response_id)
         for cid in container_ids:
             check_id("container id", cid)
-        key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
-        for attempt in range(2):  # a concurrent first insert from another process: retry
-            try:
-                async with self._write("recording a response", urgent=True) as conn:
-                    # Containers a tenant's response used are that tenant's (first one wins).
-                    await claim_in(
-                        conn,
-                        self.dialect,
-                        "container",
-                        container_ids,
-                        tenant_id=tenant_id,
-                        now=self._now(),
-                        upstream=upstream,
+        fact = _ResponseFact(tenant_id, response_id, upstream, model, tuple(container_ids))
+        return await self._response_rows.submit(fact)
+
+    async def _record_responses(self, facts: list[_ResponseFact]) -> list[ResponseRecord]:
+        """Write ``facts`` in one transaction; the record of each, in order."""
+        merged: dict[tuple[str, str], _ResponseFact] = {}
+        for f in facts:  # the same response twice in one group: one row, facts merged
+            known = merged.get(f.key)
+            merged[f.key] = f if known is None else known.merge(f)
+        ids = sorted({rid for _, rid in merged})
+        now = self._now()
+        async with self._write("recording a response", urgent=True) as conn:
+            for f in merged.values():
+                # Containers a tenant's response used are that tenant's (first one wins).
+                await claim_in(
+                    conn,
+                    self.dialect,
+                    "container",
+                    f.container_ids,
+                    tenant_id=f.tenant_id,
+                    now=now,
+                    upstream=f.upstream,
+                )
+            found = await conn.execute(select(responses).where(responses.c.response_id.in_(ids)))
+            existing = {(r.tenant_id, r.response_id): r for r in found}
+            records: dict[tuple[str, str], ResponseRecord] = {}
+            new = []
+            for key, f in merged.items():
+                row = existing.get(key)
+                if row is None:  # the record is what is inserted; no need to read it back
+                    records[key] = ResponseRecord(
+                        f.tenant_id,
+                        f.response_id,
+                        f.upstream,
+                        f.model,
+                        tuple(dict.fromkeys(f.container_ids)),
+                        created_at=now,
                     )
-                    row = (await conn.execute(select(responses).where(*key))).first()
-                    if row is None:
-                        merged = list(dict.fromkeys(container_ids))
-                        await conn.execute(
-                            responses.insert().values(
-                                tenant_id=tenant_id,
-                                response_id=response_id,
-                                upstream=upstream,
-                                model=model,
-                                container_ids=json.dumps(merged),
-                                created_at=self._now(),
-                            )
-                        )
-                    else:
-                        merged = list(
-                            dict.fromkeys([*json.loads(row.container_ids), *container_ids])
-                        )
-                        await conn.execute(
-                            update(responses)
-                            .where(*key)
-                            .values(container_ids=json.dumps(merged), model=model or row.model)
-                        )
-                break
+                    new.append(
+                        {
+                            **asdict(records[key]),
+                            "container_ids": json.dumps(records[key].container_ids),
+                        }
+                    )
+                    continue
+                known = json.loads(row.container_ids)
+                containers = list(dict.fromkeys([*known, *f.container_ids]))
+                model = f.model or row.model
+                if containers != known or model != row.model:
+                    await conn.execute(
+                        update(responses)
+                        .where(responses.c.tenant_id == key[0], responses.c.response_id == key[1])
+                        .values(container_ids=json.dumps(containers), model=model)
+                    )
+                records[key] = replace(_response(row), model=model, container_ids=tuple(containers))
+            if new:
+                await conn.execute(responses.insert(), new)
+        return [records[f.key] for f in facts]
+
+    async def _record_response(self, fact: _ResponseFact) -> ResponseRecord:
+        """One response alone, retried once: a concurrent first insert from another process."""
+        for attempt in range(2):
+            try:
+                return (await self._record_responses([fact]))[0]
             except Exception as exc:
                 if attempt or not isinstance(exc.__cause__, SAIntegrityError):
                     raise
-        record = await self.get_response(tenant_id, response_id)
-        assert record is not None
-        return record
+        raise AssertionError("unreachable")
 
     async def get_response(self, tenant_id: str, response_id: str) -> ResponseRecord | None:
         if not response_id or len(response_id) > 200 or not response_id.isprintable():

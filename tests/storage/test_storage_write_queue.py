@@ -85,3 +85,81 @@ async def test_urgent_writes_go_first_but_never_starve_the_others() -> None:
     async with turns.turn(False):  # the turn is free again
         order.append("after")
     assert order[-1] == "after"
+
+
+async def test_response_rows_recorded_together_share_one_transaction_each_caller_its_record(
+    storage_backend: Any,
+) -> None:
+    """Concurrent ``record_response`` calls (40 streams' first events waiting at once) are
+    written in a few transactions, not 40; every caller gets its own record, with facts of
+    the same response merged as if written one after another (later model wins, containers
+    accumulate), on SQLite and PostgreSQL."""
+    store = await MetadataStore.open(storage_backend.database_url)
+    commits = 0
+
+    def count(conn: Any) -> None:
+        nonlocal commits
+        if conn.get_execution_options().get("cigate_write"):
+            commits += 1
+
+    event.listen(store._engine.sync_engine, "commit", count)
+    try:
+        tenant = await store.create_tenant("group")
+        commits = 0
+        records = await asyncio.gather(
+            *(
+                store.record_response(
+                    tenant.id, f"resp_{n % 8}", "east", f"m{n}" if n % 3 else None, [f"cntr_{n}"]
+                )
+                for n in range(WRITERS)
+            )
+        )
+        assert commits <= 2  # the first caller's group, then everyone who came meanwhile
+        for n, record in enumerate(records):
+            assert record.response_id == f"resp_{n % 8}"
+            assert record.tenant_id == tenant.id
+        for r in range(8):
+            stored = await store.get_response(tenant.id, f"resp_{r}")
+            assert stored is not None
+            mine = [n for n in range(WRITERS) if n % 8 == r]
+            assert stored.container_ids == tuple(f"cntr_{n}" for n in mine)
+            assert stored.model == f"m{max(n for n in mine if n % 3)}"
+            assert await store.owner("container", f"cntr_{mine[0]}") == tenant.id
+    finally:
+        await store.close()
+
+
+async def test_a_bad_response_row_fails_its_own_caller_only_and_a_cancelled_one_nobody(
+    tmp_path: Path,
+) -> None:
+    """A group that fails is written again one row at a time: the one row the database
+    refuses fails its caller, the others are stored. A caller cancelled while its group is
+    written does not break the group."""
+    store = await MetadataStore.open(f"sqlite:///{tmp_path / 'gw.db'}")
+    try:
+        tenant = await store.create_tenant("group")
+        await store.record_response(tenant.id, "resp_seen", "east", None, [])
+
+        def refuse(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            if "INSERT INTO responses" in statement and "resp_bad" in str(params):
+                raise RuntimeError("refused")
+
+        event.listen(store._engine.sync_engine, "before_cursor_execute", refuse)
+        calls = [store.record_response(tenant.id, f"resp_{n}", "east", None, []) for n in range(5)]
+        bad = store.record_response(tenant.id, "resp_bad", "east", None, [])
+        outcomes = await asyncio.gather(*calls, bad, return_exceptions=True)
+        assert [type(o).__name__ for o in outcomes[:5]] == ["ResponseRecord"] * 5
+        assert isinstance(outcomes[5], Exception)
+        assert "refused" in str(outcomes[5])
+        assert await store.get_response(tenant.id, "resp_bad") is None
+        for n in range(5):
+            assert await store.get_response(tenant.id, f"resp_{n}") is not None
+
+        third = asyncio.create_task(store.record_response(tenant.id, "resp_c", "east", None, []))
+        await asyncio.sleep(0)
+        third.cancel()
+        after = await store.record_response(tenant.id, "resp_d", "east", None, [])
+        assert after.response_id == "resp_d"
+        assert third.cancelled()
+    finally:
+        await store.close()
