@@ -39,6 +39,7 @@ from cigate.exceptions import BadInputError, ConfigurationError, UpstreamUnavail
 from cigate.gateway import metrics, tracing
 from cigate.gateway.settings import GatewaySettings
 from cigate.harvest.classify import error_message, from_http
+from cigate.web.netstream import use_asyncio_network
 from cigate.web.paths import encode
 
 __all__ = [
@@ -227,6 +228,8 @@ class Upstream:
             limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
             follow_redirects=False,
         )
+        if client is None:
+            use_asyncio_network(self.client)
         self._credential = credential
         self._token_provider: Callable[[], Awaitable[str]] | None = None
         self.alarm = CredentialAlarm()
