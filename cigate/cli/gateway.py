@@ -128,7 +128,7 @@ def serve(
     from cigate.gateway.app import create_app
 
     settings = GatewaySettings.from_env(**options)
-    app = create_app(settings)
+    app = create_app(settings, quiet_gc=True)
     serve_app(
         app,
         host=settings.host,

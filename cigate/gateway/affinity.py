@@ -43,6 +43,7 @@ from cigate.gateway.logs import UPSTREAM_STATE_KEY
 from cigate.gateway.tenancy import SCOPED, classify
 from cigate.gateway.upstream import Upstream, UpstreamCredentialError
 from cigate.gateway.upstreams import Pool
+from cigate.harvest.retry import parse_retry_after
 from cigate.storage.metadata_owners import PlacedKind
 
 __all__ = ["Destination", "destination", "references"]
@@ -110,7 +111,7 @@ class Destination:
             status = response.status_code
             metrics.UPSTREAM_REQUESTS.labels(up.name, metrics.status_label(status)).inc()
             if status >= 500 or status == 429:
-                self.pool.failed(up.name, f"status {status}", _retry_after(response))
+                self.pool.failed(up.name, f"status {status}", parse_retry_after(response.headers))
                 again = self.pinned_by is None and not last
                 if again and (tracked is None or not tracked.started):
                     await response.aclose()
@@ -147,13 +148,6 @@ class _Tracked:
         async for chunk in self.source:
             self.started = True
             yield chunk
-
-
-def _retry_after(response: httpx2.Response) -> float | None:
-    try:
-        return float(response.headers.get("retry-after", ""))
-    except ValueError:
-        return None
 
 
 async def references(svc: Services, request: Request) -> list[tuple[PlacedKind, str]]:

@@ -30,8 +30,10 @@ from cigate.exceptions import AccessDeniedError, BadInputError, CigateError
 from cigate.gateway.context import Services, services
 from cigate.gateway.errors import error_response
 from cigate.gateway.metrics import REGISTRY, STORE_UP
+from cigate.gateway.upstream import Upstream
+from cigate.gateway.upstreams import Pool
 
-__all__ = ["MetricsPortGate", "metrics_endpoint", "readyz"]
+__all__ = ["MetricsPortGate", "any_upstream", "metrics_endpoint", "readyz"]
 
 log = logging.getLogger(__name__)
 
@@ -60,34 +62,39 @@ def _checks(svc: Services, upstream: bool) -> list[tuple[str, Callable[[], Await
         ("blobs", svc.blobs.check),
     ]
     if upstream:
-        checks.append(("upstream", functools.partial(_any_upstream, svc)))
+        checks.append(("upstream", functools.partial(any_upstream, svc.pool)))
     return checks
 
 
-async def _any_upstream(svc: Services) -> None:
-    """The credential check of every configured upstream; each result is the pool's health
-    (a failing one gets no new work), and the gateway is ready while one of them passes."""
-    failures: list[CigateError] = []
-    for name, member in svc.pool.members.items():
+async def any_upstream(pool: Pool) -> None:
+    """The credential check of every configured upstream, all at once (one that hangs must
+    not use up the others' time); each result is the pool's health (a failing one gets no
+    new work), and the gateway is ready while one of them passes."""
+
+    async def one(name: str, member: Upstream) -> CigateError | None:
         try:
-            await asyncio.wait_for(member.check_credential(), READY_TIMEOUT)
+            await asyncio.wait_for(member.check_credential(), READY_TIMEOUT * 0.9)
         except (CigateError, TimeoutError) as exc:
             error = exc if isinstance(exc, CigateError) else CigateError("timed out")
             log.warning("readiness: upstream %s is not ready: %s", name, error)
-            svc.pool.failed(name, "readiness")
-            failures.append(error)
-        else:
-            svc.pool.succeeded(name)
-    if len(failures) == len(svc.pool.members):
+            pool.failed(name, "readiness")
+            return error
+        pool.succeeded(name)
+        return None
+
+    results = await asyncio.gather(*(one(n, m) for n, m in pool.members.items()))
+    failures = [r for r in results if r is not None]
+    if len(failures) == len(results):
         raise failures[0]
 
 
 async def readyz(request: Request) -> Response:
     """Readiness: the stores answer (and, opted in, the upstream credential works); 503 else."""
     svc = services(request)
+    named = _checks(svc, svc.settings.ready_check_upstream)
+    passed = await asyncio.gather(*(_check(name, check, READY_TIMEOUT) for name, check in named))
     checks = {
-        name: "ok" if await _check(name, check, READY_TIMEOUT) else "unavailable"
-        for name, check in _checks(svc, svc.settings.ready_check_upstream)
+        name: "ok" if ok else "unavailable" for (name, _), ok in zip(named, passed, strict=True)
     }
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,7 +147,7 @@ class Keeper:
                 await self._synced(target)
                 if s.ended and self.synced >= s.version:
                     break
-            await self.recorder.conclude(s)
+            await self.recorder.conclude(s, self._written)
         finally:
             await self._synced(s.version)
 
@@ -252,8 +252,9 @@ class Recorder:
 
     # -- concluding ----------------------------------------------------------------------------
 
-    async def conclude(self, s: Sighting) -> None:
-        """The answer is over: record every file of the response's containers.
+    async def conclude(self, s: Sighting, written: set[Any]) -> None:
+        """The answer is over: record every file of the response's containers (``written``:
+        what the keeper already wrote of ``s``, not written again).
 
         An answer that ended without the final Response (the stream broke off, the client
         left) does not mean the response is over: the upstream keeps running its code. Its
@@ -261,7 +262,7 @@ class Recorder:
         """
         try:
             if s.final is not None:
-                await self.conclude_final(s.tenant_id, s.final, s.upstream)
+                await self.conclude_final(s.tenant_id, s.final, s.upstream, written)
             elif s.response_id:
                 await self.settle(s.tenant_id, s.response_id, s.containers, wait=SETTLE_WAIT)
         finally:
@@ -309,17 +310,29 @@ class Recorder:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    async def conclude_final(self, tenant_id: str, response: dict[str, Any], upstream: str) -> None:
+    async def conclude_final(
+        self,
+        tenant_id: str,
+        response: dict[str, Any],
+        upstream: str,
+        written: Collection[Any] = (),
+    ) -> None:
         """A finished Response object (made by ``upstream``): its citations, then every file
-        of its containers."""
+        of its containers. Facts in ``written`` (a keeper's) are in the store already: each
+        write is a turn of the one SQLite writer, which many streams share."""
         response_id = response.get("id") if isinstance(response.get("id"), str) else None
         containers, citations = walk_response(response)
-        if response_id:
+        if response_id and not (
+            ("response", response_id) in written
+            and all(("on-response", c) in written for c in containers)
+        ):
             await self.record_response(
                 tenant_id, response_id, response.get("model"), containers, upstream
             )
         for annotation in citations:  # first, so their rows keep origin and cited name
-            await self.record_citation(tenant_id, response_id, annotation)
+            key = (annotation.get("container_id"), annotation.get("file_id"))
+            if ("citation", key) not in written:
+                await self.record_citation(tenant_id, response_id, annotation)
         await self.reconcile(tenant_id, response_id, containers)
 
     async def reconcile(
