@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from cigate.exceptions import ConfigurationError
+from cigate.gateway.settings import SETTINGS_HINT, read_secret_file
 
 __all__ = ["ENV_PREFIX", "FILE_FIELDS", "read_settings"]
 
@@ -72,7 +73,7 @@ class _Sources(BaseSettings):
         if env_file:
             if not Path(env_file).is_file():
                 raise ConfigurationError(
-                    f"{ENV_PREFIX}ENV_FILE={env_file!r} is not a file", hint=_hint()
+                    f"{ENV_PREFIX}ENV_FILE={env_file!r} is not a file", hint=SETTINGS_HINT
                 )
             sources.append(DotEnvSettingsSource(settings_cls, env_file=env_file))
         return tuple(sources)
@@ -112,27 +113,10 @@ def _from_file(name: str) -> str | None:
         return None
     if os.environ.get(ENV_PREFIX + name.upper()):
         raise ConfigurationError(
-            f"set {ENV_PREFIX}{name.upper()} or {variable}, not both", hint=_hint()
+            f"set {ENV_PREFIX}{name.upper()} or {variable}, not both", hint=SETTINGS_HINT
         )
-    try:
-        value = Path(path).read_text(encoding="utf-8").strip()  # secret files end with "\n"
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(
-            f"cannot read {variable}={path!r}: {getattr(exc, 'strerror', None) or exc}",
-            hint=_hint(),
-        ) from exc
-    if not value.isprintable():  # a NUL or a line break inside: never a key or a URL
-        raise ConfigurationError(
-            f"{variable}={path!r} holds a control character (a value is one printable line)",
-            hint=_hint(),
-        )
+    value = read_secret_file(Path(path), f"{variable}={path!r}")
     return value or None
-
-
-def _hint() -> str:
-    from cigate.gateway.settings import SETTINGS_HINT
-
-    return SETTINGS_HINT
 
 
 @cache
@@ -165,6 +149,6 @@ def read_settings(settings_cls: type) -> dict[str, Any]:
         kind = type(getattr(settings_cls, name))
         raise ConfigurationError(
             f"{ENV_PREFIX}{name.upper()}={error['input']!r} is not a valid {kind.__name__}",
-            hint=_hint(),
+            hint=SETTINGS_HINT,
         ) from None
     return {name: getattr(parsed, name) for name in parsed.model_fields_set}

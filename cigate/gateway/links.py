@@ -28,7 +28,12 @@ from cigate.gateway.context import services
 from cigate.gateway.errors import not_found
 from cigate.gateway.files import resolve
 from cigate.gateway.serving import serve_file
-from cigate.gateway.settings import SETTINGS_HINT, GatewaySettings, cigate_home
+from cigate.gateway.settings import (
+    SETTINGS_HINT,
+    GatewaySettings,
+    cigate_home,
+    read_secret_file,
+)
 
 __all__ = ["create_link", "load_link_secret", "revoke_link", "serve_link", "sign"]
 
@@ -50,7 +55,9 @@ def load_link_secret(settings: GatewaySettings) -> bytes:
             hint=SETTINGS_HINT,
         )
     if settings.link_secret_file:
-        return _checked(_read_secret_file(Path(settings.link_secret_file)), "the file's secret")
+        name = settings.link_secret_file
+        label = f"CIGATE_GATEWAY_LINK_SECRET_FILE={name!r}"
+        return _checked(read_secret_file(Path(name), label), "the file's secret")
     if settings.link_secret:
         return _checked(settings.link_secret, "CIGATE_GATEWAY_LINK_SECRET")
     if not settings.migrate:
@@ -77,23 +84,6 @@ def load_link_secret(settings: GatewaySettings) -> bytes:
 
 #: Shortest configured secret: 32 characters (a generated one has 64).
 MIN_SECRET_LENGTH = 32
-
-
-def _read_secret_file(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read CIGATE_GATEWAY_LINK_SECRET_FILE {str(path)!r}: {exc.strerror}",
-            hint=SETTINGS_HINT,
-        ) from exc
-    try:
-        return raw.decode("utf-8").strip()  # a Secret's file often ends with a newline
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(
-            f"CIGATE_GATEWAY_LINK_SECRET_FILE {str(path)!r} is not UTF-8 text",
-            hint=SETTINGS_HINT,
-        ) from exc
 
 
 def _checked(secret: str, where: str) -> bytes:

@@ -8,9 +8,11 @@ are found here, at start-up, not on the first request (STYLE rule 6).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
+import stat
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +40,47 @@ FOUNDRY_SCOPE = "https://ai.azure.com/.default"
 def cigate_home() -> Path:
     """``$CIGATE_HOME`` or ``~/.cigate``: where default databases and blobs live."""
     return Path(os.environ.get("CIGATE_HOME") or Path.home() / ".cigate")
+
+
+#: Largest credential file read (a key, a secret or a connection URL is far smaller).
+SECRET_FILE_MAX = 64 * 1024
+
+
+def read_secret_file(path: Path, label: str, *, hint: str = SETTINGS_HINT) -> str:
+    """A credential from a file (a mounted Secret): its UTF-8 text without the surrounding
+    whitespace (such files end with a newline), or a clear start-up error. One printable line:
+    a NUL or line break inside would never be a key, a secret or a URL (and could split a
+    header). Only a regular file of at most ``SECRET_FILE_MAX`` bytes: a FIFO, ``/dev/zero``
+    or a wrong path to a large file would otherwise hang start-up or fill its memory.
+    ``label`` names the file in the error; an empty file gives ``""``."""
+    try:
+        value = _read_small_file(path).decode("utf-8").strip()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    else:
+        if value.isprintable():
+            return value
+        reason = "it holds a control character (a value is one printable line)"
+    raise ConfigurationError(f"cannot read {label}: {reason}", hint=hint)
+
+
+def _read_small_file(path: Path) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (a regular file ignores it).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, size = [], 0
+        while chunk := os.read(fd, SECRET_FILE_MAX + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > SECRET_FILE_MAX:
+                raise OSError(errno.EFBIG, f"larger than {SECRET_FILE_MAX // 1024} KiB")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any
 
 from cigate.exceptions import BadInputError, ConfigurationError, UpstreamUnavailableError
 from cigate.gateway import metrics
-from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.settings import GatewaySettings, read_secret_file
 from cigate.gateway.upstream import Upstream
 
 __all__ = ["BALANCE_MODES", "DEFAULT_NAME", "Pool", "UpstreamConfig", "load_upstreams"]
@@ -202,10 +202,7 @@ def _key(where: str, entry: dict[str, Any], base: Path) -> str:
             raise ConfigurationError(f"{where}: the variable {value} is not set", hint=_HINT)
         return key
     if source == "key_file":
-        try:
-            key = (base / value).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"{where}: cannot read key_file: {exc}", hint=_HINT) from exc
+        key = read_secret_file(base / value, f"key_file {value!r} of {where}", hint=_HINT)
         if not key:
             raise ConfigurationError(f"{where}: key_file {value} is empty", hint=_HINT)
         return key

@@ -7,13 +7,23 @@ is an error) > env file > default.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cigate.exceptions import ConfigurationError
-from cigate.gateway.settings import SETTINGS_HINT, GatewaySettings
+from cigate.gateway.links import load_link_secret
+from cigate.gateway.settings import (
+    SECRET_FILE_MAX,
+    SETTINGS_HINT,
+    GatewaySettings,
+    read_secret_file,
+)
+from cigate.gateway.upstreams import load_upstreams
 
 #: Valid non-default values for the settings ``__post_init__`` constrains.
 _CONSTRAINED: dict[str, str] = {
@@ -185,3 +195,51 @@ def test_precedence_is_option_then_env_then_env_file_then_default(
     assert (settings.port, settings.link_ttl) == (4001, 3002)
     assert settings.resume_interval == 1004.0
     assert settings.harvest_attempts == GatewaySettings.harvest_attempts
+
+
+def _not_a_secret(tmp_path: Path, kind: str) -> Path:
+    if kind == "fifo":  # opening it for reading would wait for a writer
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+        return path
+    if kind == "too-large":
+        path = tmp_path / "large"
+        path.write_bytes(b"k" * (SECRET_FILE_MAX + 1))
+        return path
+    return {"dev-zero": Path("/dev/zero"), "directory": tmp_path}[kind]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "too-large", "directory"])
+@pytest.mark.parametrize("channel", ["variable-file", "link-secret", "upstream-key-file"])
+@pytest.mark.timeout(10)
+def test_a_credential_file_that_is_no_small_regular_file_is_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str, channel: str
+) -> None:
+    """Every credential file goes through one reader: a FIFO, ``/dev/zero``, a directory or a
+    file over 64 KiB is a start-up error naming it, never a hang or a start-up that fills the
+    memory (before: ``read_bytes`` waited for a FIFO's writer and read ``/dev/zero`` on)."""
+    path = _not_a_secret(tmp_path, kind)
+    if channel == "variable-file":
+        monkeypatch.setenv("CIGATE_GATEWAY_UPSTREAM_KEY_FILE", str(path))
+        read = GatewaySettings.from_env
+    elif channel == "link-secret":
+        read = partial(load_link_secret, GatewaySettings(link_secret_file=str(path)))
+    else:
+        doc = tmp_path / "upstreams.json"
+        entry = {"name": "east", "url": "https://e.example", "key_file": str(path)}
+        doc.write_text(json.dumps({"upstreams": [entry]}))
+        read = partial(load_upstreams, GatewaySettings(upstreams_file=str(doc)))
+    with pytest.raises(ConfigurationError, match="cannot read") as failed:
+        read()
+    assert str(path) in failed.value.message
+    if kind == "too-large":
+        assert f"larger than {SECRET_FILE_MAX // 1024} KiB" in failed.value.message
+
+
+def test_a_credential_file_up_to_the_largest_size_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "url"
+    path.write_bytes(b"k" * SECRET_FILE_MAX + b"\n\n")  # the whitespace counts too
+    with pytest.raises(ConfigurationError, match="larger than"):
+        read_secret_file(path, "the file")
+    path.write_bytes(b"k" * (SECRET_FILE_MAX - 1) + b"\n")
+    assert read_secret_file(path, "the file") == "k" * (SECRET_FILE_MAX - 1)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from cigate.exceptions import BadInputError, ConfigurationError
+from cigate.gateway import probes
+from cigate.gateway.affinity import Destination
 from cigate.gateway.app import create_app
+from cigate.gateway.edge import parse_api_path
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
 from cigate.gateway.upstreams import Pool, UpstreamConfig, load_upstreams
@@ -64,6 +70,28 @@ def test_keys_can_come_from_a_variable_or_a_mounted_secret_file(
     }
     east, west = _load(tmp_path, json.dumps(doc), "upstreams.json")
     assert (east.key, west.key) == ("from-env", "from-file")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"k-east\r\nX-Injected: 1\n", "control character"),  # would split the api-key header
+        (b"k-\x00east", "control character"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"\n\n", "is empty"),
+    ],
+    ids=["line-break", "nul", "not-utf8", "empty"],
+)
+def test_a_key_file_is_one_printable_line_like_every_credential_file(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    """The upstreams file's key files go through the gateway's one credential-file reader."""
+    (tmp_path / "east.key").write_bytes(content)
+    doc = {"upstreams": [{"name": "east", "url": "https://e.example", "key_file": "east.key"}]}
+    with pytest.raises(ConfigurationError, match=reason) as failed:
+        _load(tmp_path, json.dumps(doc), "upstreams.json")
+    assert "east.key" in failed.value.message
+    assert "Several upstreams" in failed.value.hint
 
 
 def test_the_single_upstream_is_the_list_of_one_named_default() -> None:
@@ -214,5 +242,93 @@ async def test_a_recorded_name_that_is_no_longer_configured_is_a_503_not_a_guess
         with pytest.raises(Exception, match="not configured on this gateway") as gone:
             pool.holder("c", "container 'cntr_1'")
         assert getattr(gone.value, "status", None) == 503
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    ("headers", "at_least", "at_most"),
+    [
+        ({"retry-after-ms": "40000"}, 39.0, 41.0),  # Azure's hint, in milliseconds
+        ({"x-ms-retry-after-ms": "30000"}, 29.0, 31.0),
+        ({"retry-after": "20"}, 19.0, 21.0),
+        ({"retry-after": "-5"}, 4.0, 6.0),  # nonsense: the pool's own 5 s back-off
+        ({}, 4.0, 6.0),
+    ],
+)
+async def test_a_429_keeps_new_work_off_for_as_long_as_the_upstream_asks(
+    headers: dict[str, str], at_least: float, at_most: float
+) -> None:
+    """The upstream's own wait (``retry-after-ms`` first, as Azure sends it) decides how
+    long new work avoids it; before, only ``retry-after`` in seconds was read."""
+    configs = (
+        UpstreamConfig("a", "https://a.example", "none"),
+        UpstreamConfig("b", "https://b.example", "none"),
+    )
+    base = GatewaySettings(upstreams_file="x")
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if request.url.host == "a.example":
+            return httpx2.Response(429, headers=headers, json={"error": {"code": "429"}})
+        return httpx2.Response(200, json={"id": "resp_1"})
+
+    members = [
+        Upstream(
+            c.settings(base),
+            name=c.name,
+            client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
+        )
+        for c in configs
+    ]
+    pool = Pool(configs, members)
+    try:
+        api = parse_api_path("/openai/v1/responses")
+        assert api is not None
+        dest = Destination(pool, pool.candidates("m"))
+        assert dest.candidates[0].name == "a"
+        response = await dest.send("POST", api, content=b"{}")
+        assert response.status_code == 200  # new work moved on to b
+        assert dest.upstream.name == "b"
+        paused = pool._health["a"].down_until - time.monotonic()
+        assert at_least <= paused <= at_most
+    finally:
+        await pool.aclose()
+
+
+async def test_readiness_checks_every_upstream_at_once_so_one_that_hangs_hides_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two upstreams never answer their readiness call, the third does: within the one
+    readiness budget the gateway is ready and the pool knows all three. Before, they were
+    asked in turn, the hung first one used up the budget, and /readyz said 503."""
+    monkeypatch.setattr(probes, "READY_TIMEOUT", 0.5)
+    configs = (
+        UpstreamConfig("a", "https://a.example", "none"),
+        UpstreamConfig("b", "https://b.example", "none"),
+        UpstreamConfig("c", "https://c.example", "none"),
+    )
+    base = GatewaySettings(upstreams_file="x")
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        if request.url.host in ("a.example", "b.example"):
+            await asyncio.sleep(30)
+        return httpx2.Response(200, json={"data": []})
+
+    members = [
+        Upstream(
+            c.settings(base),
+            name=c.name,
+            client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
+        )
+        for c in configs
+    ]
+    pool = Pool(configs, members)
+    try:
+        began = time.monotonic()
+        await asyncio.wait_for(probes.any_upstream(pool), probes.READY_TIMEOUT)
+        assert time.monotonic() - began < probes.READY_TIMEOUT
+        assert pool.is_down("a")
+        assert pool.is_down("b")
+        assert not pool.is_down("c")
     finally:
         await pool.aclose()
