@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from cigate.exceptions import ConfigurationError
+from cigate.web.listen import tcp_listener
 
 __all__ = [
     "bind",
@@ -98,13 +99,9 @@ def log_format_option(envvar: str) -> Callable[[Any], Any]:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (``0``: any free port); refusals are one line."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = tcp_listener(host, port)
     except OSError as exc:
-        sock.close()
         taken = exc.errno == errno.EADDRINUSE
         raise ConfigurationError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",

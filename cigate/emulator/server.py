@@ -25,6 +25,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from cigate.emulator.faults import FaultAbort
+from cigate.web.listen import tcp_listener
 
 
 class _QuietFaultAborts(logging.Filter):
@@ -98,7 +99,7 @@ def run_in_thread(
     With a certificate and key (PEM), also serve HTTPS on another free port (``tls_port``).
     """
     logging.getLogger("uvicorn.error").addFilter(_FILTER)
-    sock = _listen(host, port)
+    sock = tcp_listener(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -123,7 +124,7 @@ def run_in_thread(
             ssl_keyfile=str(ssl_keyfile),
         )
         tls_server = uvicorn.Server(tls_config)
-        servers.append((tls_server, _listen(host, 0)))
+        servers.append((tls_server, tcp_listener(host, 0)))
     tls_port = servers[1][1].getsockname()[1] if tls_server is not None else None
     loop = asyncio.new_event_loop()
     failure: list[BaseException] = []
@@ -182,13 +183,3 @@ def run_in_thread(
         tls_port=tls_port,
         tls_server=tls_server,
     )
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and
-    # without it every reply waits ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
