@@ -3,7 +3,7 @@
 Issue 14 item 4. Goal: added per-event latency p50 < 0.5 ms and p99 < 3 ms at 200 concurrent
 streams, no file lost.
 
-Three processes, as deployed:
+Four processes: three as deployed, and a reference:
 
 * **upstream**: a scripted Responses upstream (this file, ``--serve-upstream``) under uvicorn.
   It runs no code: each ``POST /responses`` streams ``--events`` events ``--gap-ms`` apart
@@ -14,6 +14,10 @@ Three processes, as deployed:
   event, so 200 streams fit on the shared 2 cores next to the gateway.
 * **gateway**: ``cigate gateway serve`` (uvicorn, SQLite + blob directory), its tap, keeper and
   harvester running as usual: every cited file is copied into its store.
+* **relay** (the reference, ``--serve-relay``): a bare asyncio byte relay between client and
+  upstream, no HTTP parsing. Any proxy adds at least what it adds: one more process on the
+  path, woken, reading and writing once per event. The report gives what the gateway adds over
+  it too, so a slow machine (a VM's wake-ups, a loaded core) shows as such.
 * **client**: this process, a bare asyncio HTTP/1.1 client (one connection per stream). On each
   ``data_received`` it only stamps ``perf_counter_ns()`` and keeps the bytes; parsing waits
   until the phase is over, so the client does almost nothing while streams are live.
@@ -26,10 +30,10 @@ relays the bytes unchanged, so the same method measures both paths. Added latenc
 percentile - direct percentile over all events of each path (the two paths carry different
 requests, so events are not paired). Time to first event: request written to first event read.
 
-Phases alternate direct / gateway (``--rounds`` each), each phase ``--streams`` requests with at
-most ``--concurrency`` open at once; requests per second is a phase's streams over its wall time
-(bounded above by the upstream's pacing: the ratio shows what the gateway costs, not a
-maximum). Afterwards every file the gateway streams cited is looked up in
+Phases alternate direct / relay / gateway (``--rounds`` each), each phase ``--streams``
+requests with at most ``--concurrency`` open at once; requests per second is a phase's
+streams over its wall time (bounded above by the upstream's pacing: the ratio shows what the
+gateway costs, not a maximum). Afterwards every file the gateway streams cited is looked up in
 ``GET /responses/{id}/files`` until stored and downloaded from ``/files/{id}/content``: a file
 not stored, or whose bytes differ from the upstream's, is **lost** (must be 0; exit status 1
 otherwise, also on any failed stream).
@@ -276,6 +280,77 @@ def serve_upstream(port: int, events: int, gap_ms: float, files: int) -> None:
     )
 
 
+# -- the reference relay ---------------------------------------------------------------------
+
+
+class _RelayHalf(asyncio.Protocol):
+    """One side of a bare byte relay: what it receives goes to its peer's transport as is."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _RelayHalf | None = None
+        self.early: list[bytes] = []  # bytes that came before the peer was connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+        else:
+            self.early.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def link(self, peer: _RelayHalf) -> None:
+        self.peer, peer.peer = peer, self
+        for half in (self, peer):
+            assert half.peer is not None
+            assert half.peer.transport is not None
+            for data in half.early:
+                half.peer.transport.write(data)
+            half.early.clear()
+
+
+def serve_relay(port: int, upstream_port: int) -> None:
+    """The reference: a process that only copies bytes between client and upstream (asyncio
+    protocols, no HTTP parsing). What it adds over direct is the cost of one more process on
+    the path on this machine (a wake-up, a read and a write per event), which any relay pays;
+    what the gateway adds over it is the gateway's own."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        connecting: set[asyncio.Task[None]] = set()
+
+        def accepted() -> _RelayHalf:
+            client = _RelayHalf()
+
+            async def connect() -> None:
+                try:
+                    _, upstream = await loop.create_connection(
+                        _RelayHalf, "127.0.0.1", upstream_port
+                    )
+                except OSError:
+                    if client.transport is not None:
+                        client.transport.close()
+                    return
+                client.link(upstream)
+
+            task = loop.create_task(connect())
+            connecting.add(task)
+            task.add_done_callback(connecting.discard)
+            return client
+
+        server = await loop.create_server(accepted, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(run())
+
+
 # -- the client ------------------------------------------------------------------------------
 
 
@@ -459,7 +534,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=200, help="streams open at once")
     parser.add_argument("--streams", type=int, default=400, help="streams per phase")
-    parser.add_argument("--rounds", type=int, default=2, help="direct+gateway phase pairs")
+    parser.add_argument("--rounds", type=int, default=2, help="direct, relay, gateway phase rounds")
     parser.add_argument("--events", type=int, default=250, help="events per stream")
     parser.add_argument("--gap-ms", type=float, default=20.0, help="upstream pause per event")
     parser.add_argument(
@@ -468,6 +543,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=1, help="files each stream cites")
     parser.add_argument("--quick", action="store_true", help="20 streams, 1 round (smoke)")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-relay", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.concurrency, args.streams, args.rounds, args.events = 20, 20, 1, 10
@@ -481,8 +557,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_upstream:
         serve_upstream(args.serve_upstream, args.events, args.gap_ms, args.files)
         return 0
+    if args.serve_relay:
+        serve_relay(*args.serve_relay)
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="cigate-load-"))
-    up_port, gw_port = free_port(), free_port()
+    up_port, gw_port, relay_port = free_port(), free_port(), free_port()
     procs = []
     try:
         procs.append(
@@ -503,14 +582,28 @@ def main(argv: list[str] | None = None) -> int:
                 f"http://127.0.0.1:{up_port}/healthz",
             )
         )
+        procs.append(
+            start(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--serve-relay",
+                    str(relay_port),
+                    str(up_port),
+                ],
+                {},
+                f"http://127.0.0.1:{relay_port}/healthz",
+            )
+        )
         gateway, key = start_gateway(f"http://127.0.0.1:{up_port}", "bench", tmp, gw_port)
         procs.append(gateway)
         gw_auth = {"authorization": f"Bearer {key}"}
         paths = {
             "direct": (up_port, "/openai/v1/responses", {"api-key": "bench"}),
+            "relay": (relay_port, "/openai/v1/responses", {"api-key": "bench"}),
             "gateway": (gw_port, "/openai/v1/responses", gw_auth),
         }
-        results: dict[str, list[Phase]] = {"direct": [], "gateway": []}
+        results: dict[str, list[Phase]] = {name: [] for name in paths}
         load = os.getloadavg()[0]
         # One small warm-up phase each (imports, first connections), not counted.
         for port, path, headers in paths.values():
@@ -549,6 +642,7 @@ def report(
             f"first event {first:.2f} ms (median); {rps:.1f} streams/s"
         )
     (d50, d99, dfirst, drps), (g50, g99, gfirst, grps) = stats["direct"], stats["gateway"]
+    r50, r99 = stats["relay"][:2]
     add50, add99 = g50 - d50, g99 - d99
     ok = add50 < TARGET_P50_MS and add99 < TARGET_P99_MS and lost == 0
     print(
@@ -558,6 +652,11 @@ def report(
         f"(1 min, max seen) {load:.2f}"
     )
     print(f"time to first event added (median): {gfirst - dfirst:+.2f} ms")
+    print(
+        f"reference: a bare byte relay adds p50 {r50 - d50:.2f} ms, p99 {r99 - d99:.2f} ms "
+        f"(one more process on the path); the gateway adds p50 {g50 - r50:.2f} ms, p99 "
+        f"{g99 - r99:.2f} ms over it"
+    )
     print(f"files: {cited} cited through the gateway, {lost} lost")
     print(
         f"load: added per-event latency p50 {add50:.2f} ms (target < {TARGET_P50_MS} ms), "
