@@ -463,6 +463,9 @@ def parse(stream: Stream) -> Parsed:
 class Phase:
     parsed: list[Parsed]
     seconds: float
+    #: CPU seconds (user + system) the path's own process used during the phase: the
+    #: upstream (direct), the relay or the gateway. ``None`` without ``/proc``.
+    cpu: float | None = None
 
 
 async def phase(
@@ -523,6 +526,25 @@ def files_lost(gw: str, key: str, parsed: list[Parsed]) -> tuple[int, int]:
 
 
 # -- the run ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``), else ``None``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_phase(pid: int, run: Callable[[], Phase]) -> Phase:
+    """``run()``, with the CPU time process ``pid`` used meanwhile."""
+    before = cpu_seconds(pid)
+    result = run()
+    after = cpu_seconds(pid)
+    if before is not None and after is not None:
+        result.cpu = after - before
+    return result
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -598,11 +620,13 @@ def main(argv: list[str] | None = None) -> int:
         gateway, key = start_gateway(f"http://127.0.0.1:{up_port}", "bench", tmp, gw_port)
         procs.append(gateway)
         gw_auth = {"authorization": f"Bearer {key}"}
+        upstream_proc, relay_proc = procs[0], procs[1]
         paths = {
             "direct": (up_port, "/openai/v1/responses", {"api-key": "bench"}),
             "relay": (relay_port, "/openai/v1/responses", {"api-key": "bench"}),
             "gateway": (gw_port, "/openai/v1/responses", gw_auth),
         }
+        pids = {"direct": upstream_proc.pid, "relay": relay_proc.pid, "gateway": gateway.pid}
         results: dict[str, list[Phase]] = {name: [] for name in paths}
         load = os.getloadavg()[0]
         # One small warm-up phase each (imports, first connections), not counted.
@@ -612,8 +636,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for name, (port, path, headers) in paths.items():
                 results[name].append(
-                    asyncio.run(
-                        phase(port, path, headers, args.streams, args.concurrency, ramp=ramp)
+                    measured_phase(
+                        pids[name],
+                        lambda port=port, path=path, headers=headers: asyncio.run(
+                            phase(port, path, headers, args.streams, args.concurrency, ramp=ramp)
+                        ),
                     )
                 )
         load = max(load, os.getloadavg()[0])
@@ -630,12 +657,15 @@ def report(
     args: argparse.Namespace, results: dict[str, list[Phase]], cited: int, lost: int, load: float
 ) -> int:
     stats = {}
+    cpu_us: dict[str, float | None] = {}
     for name, phases in results.items():
         parsed = [p for ph in phases for p in ph.parsed]
         lat = [x for p in parsed for x in p.latencies_ms]
         rps = sum(len(ph.parsed) for ph in phases) / sum(ph.seconds for ph in phases)
         first = percentile([p.first_ms for p in parsed], 0.5)
         stats[name] = (percentile(lat, 0.5), percentile(lat, 0.99), first, rps)
+        cpus = [ph.cpu for ph in phases if ph.cpu is not None]
+        cpu_us[name] = sum(cpus) / len(lat) * 1e6 if len(cpus) == len(phases) and lat else None
         print(
             f"{name:8} {len(parsed)} streams, {len(lat)} events: emit->receive p50 "
             f"{stats[name][0]:.2f} ms, p99 {stats[name][1]:.2f} ms, max {max(lat):.2f} ms; "
@@ -657,6 +687,13 @@ def report(
         f"(one more process on the path); the gateway adds p50 {g50 - r50:.2f} ms, p99 "
         f"{g99 - r99:.2f} ms over it"
     )
+    gw_cpu, relay_cpu, up_cpu = cpu_us["gateway"], cpu_us["relay"], cpu_us["direct"]
+    if gw_cpu is not None and relay_cpu and up_cpu is not None:
+        # Less noisy than latency: what one event costs the process that handles it.
+        print(
+            f"CPU an event (user + system, the whole phase): gateway {gw_cpu:.1f} µs, bare relay "
+            f"{relay_cpu:.1f} µs, upstream {up_cpu:.1f} µs; gateway/relay {gw_cpu / relay_cpu:.1f}x"
+        )
     print(f"files: {cited} cited through the gateway, {lost} lost")
     print(
         f"load: added per-event latency p50 {add50:.2f} ms (target < {TARGET_P50_MS} ms), "

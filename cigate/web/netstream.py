@@ -54,6 +54,9 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self._reader: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
+        #: The waiting read's deadline (loop time), and the one timer that enforces deadlines.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -74,6 +77,9 @@ class _Connection(asyncio.Protocol):
         self.eof = True
         self.error = exc
         self._wake_reader()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -90,16 +96,38 @@ class _Connection(asyncio.Protocol):
             self._reader.set_result(None)
 
     async def readable(self, timeout: float | None) -> None:
-        """Wait until there are bytes or the end (``TimeoutError`` after ``timeout``)."""
-        self._reader = asyncio.get_running_loop().create_future()
+        """Wait until there are bytes or the end (``TimeoutError`` after ``timeout``).
+
+        A relayed stream waits once per event, each time with the same long timeout. Rather
+        than a timer per wait (``asyncio.timeout``: a heap entry made and cancelled, a cancel
+        scope; a tenth of the relay's CPU at 10,000 events/s), each wait sets a deadline and
+        one timer, armed only when none would fire by then, checks it when it fires.
+        """
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_future()
+        if timeout is not None:
+            self._deadline = loop.time() + timeout
+            if self._timer is None or self._timer.when() > self._deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(self._deadline, self._check_deadline)
         try:
-            if timeout is None:
-                await self._reader
-            else:
-                async with asyncio.timeout(timeout):
-                    await self._reader
+            await self._reader
         finally:
             self._reader = None
+            self._deadline = None
+
+    def _check_deadline(self) -> None:
+        """The timer fired: time out the waiting read if its deadline has passed, else wait
+        on for it (the read that armed the timer is over; a later one may wait)."""
+        self._timer = None
+        if self._reader is None or self._deadline is None or self._reader.done():
+            return  # no read waits: the next one arms a timer
+        loop = self._reader.get_loop()
+        if loop.time() >= self._deadline:
+            self._reader.set_exception(TimeoutError())
+        else:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
 
     async def drained(self, timeout: float | None) -> None:
         if self._drain is None:

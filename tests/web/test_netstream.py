@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -163,6 +164,60 @@ async def test_timeouts_and_refusals_raise_what_httpx2_always_raised() -> None:
     async with client() as http:
         with pytest.raises(httpx2.ConnectError):
             await http.get(f"http://127.0.0.1:{port}/")
+
+
+def paced(events: int, gap: float, then_silent: bool = False) -> Handler:
+    """An SSE-like chunked answer: ``events`` small chunks ``gap`` seconds apart; then the
+    end, or (``then_silent``) nothing more."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for i in range(events):
+            part = b"data: %d\n\n" % i
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(gap)
+        if then_silent:
+            await asyncio.sleep(30)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return handle
+
+
+async def test_the_read_timeout_is_per_wait_and_one_timer_serves_many_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream whose chunks come 0.05 s apart for 1.2 s outlives a 0.5 s read timeout (each
+    wait has its own deadline) without a timer per wait; a stream that stalls times out."""
+    loop = asyncio.get_running_loop()
+    armed: list[str] = []  # the timers armed, but the server's sleeps (same loop)
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: object, **kw: object) -> Any:
+        if getattr(callback, "__name__", "") != "_set_result_unless_cancelled":
+            armed.append(getattr(callback, "__qualname__", repr(callback)))
+        return call_at(when, callback, *args, **kw)  # type: ignore[arg-type]
+
+    async with server(paced(24, 0.05)) as port, client(timeout=httpx2.Timeout(0.5)) as http:
+        async with http.stream("GET", f"http://127.0.0.1:{port}/") as r:
+            monkeypatch.setattr(loop, "call_at", counting_call_at)
+            got = [chunk async for chunk in r.aiter_raw()]
+            monkeypatch.undo()
+    assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(24))
+    # 25 waits of up to 0.05 s; the 0.5 s timer fired early about twice and was re-armed.
+    assert len(armed) <= 8, armed
+    began = time.monotonic()
+    async with (
+        server(paced(3, 0.05, then_silent=True)) as port,
+        client(timeout=httpx2.Timeout(0.5)) as http,
+    ):
+        with pytest.raises(httpx2.ReadTimeout):
+            async with http.stream("GET", f"http://127.0.0.1:{port}/") as r:
+                async for _ in r.aiter_raw():
+                    pass
+    assert time.monotonic() - began < 5
 
 
 async def test_tls_with_the_local_ca_and_a_refusal_of_an_unknown_one(tmp_path: Path) -> None:
