@@ -166,6 +166,11 @@ async def test_timeouts_and_refusals_raise_what_httpx2_always_raised() -> None:
             await http.get(f"http://127.0.0.1:{port}/")
 
 
+async def read_all(http: httpx2.AsyncClient, url: str) -> bytes:
+    async with http.stream("GET", url) as r:
+        return b"".join([chunk async for chunk in r.aiter_raw()])
+
+
 def paced(events: int, gap: float, then_silent: bool = False) -> Handler:
     """An SSE-like chunked answer: ``events`` small chunks ``gap`` seconds apart; then the
     end, or (``then_silent``) nothing more."""
@@ -200,11 +205,14 @@ async def test_the_read_timeout_is_per_wait_and_one_timer_serves_many_waits(
             armed.append(getattr(callback, "__qualname__", repr(callback)))
         return call_at(when, callback, *args, **kw)  # type: ignore[arg-type]
 
-    async with server(paced(24, 0.05)) as port, client(timeout=httpx2.Timeout(0.5)) as http:
-        async with http.stream("GET", f"http://127.0.0.1:{port}/") as r:
-            monkeypatch.setattr(loop, "call_at", counting_call_at)
-            got = [chunk async for chunk in r.aiter_raw()]
-            monkeypatch.undo()
+    async with (
+        server(paced(24, 0.05)) as port,
+        client(timeout=httpx2.Timeout(0.5)) as http,
+        http.stream("GET", f"http://127.0.0.1:{port}/") as r,
+    ):
+        monkeypatch.setattr(loop, "call_at", counting_call_at)
+        got = [chunk async for chunk in r.aiter_raw()]
+        monkeypatch.undo()
     assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(24))
     # 25 waits of up to 0.05 s; the 0.5 s timer fired early about twice and was re-armed.
     assert len(armed) <= 8, armed
@@ -214,9 +222,7 @@ async def test_the_read_timeout_is_per_wait_and_one_timer_serves_many_waits(
         client(timeout=httpx2.Timeout(0.5)) as http,
     ):
         with pytest.raises(httpx2.ReadTimeout):
-            async with http.stream("GET", f"http://127.0.0.1:{port}/") as r:
-                async for _ in r.aiter_raw():
-                    pass
+            await read_all(http, f"http://127.0.0.1:{port}/")
     assert time.monotonic() - began < 5
 
 
