@@ -352,7 +352,9 @@ class Fetcher:
         self, ref: FileRef, sink: Sink[T], outcome: Fetched[T], on_retry: OnRetry | None
     ) -> None:
         assert ref.container_id is not None
-        record = await self.file_record(ref)
+        # The size to check: the caller's, from a listing it just made, else the file's record
+        # (one more request per file, which the gateway's conclusion of a response spared).
+        record = await self.file_record(ref) if ref.bytes is None else None
         size = _size(record) if record else ref.bytes
         url = self.upstream.v1_url("containers", ref.container_id, "files", ref.file_id, "content")
         try:
