@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -33,7 +33,14 @@ from cigate.clock import Clock
 from cigate.exceptions import CigateError, ConfigurationError, StorageError
 from cigate.storage.errors import STORAGE_HINT
 
-__all__ = ["StoreBase", "WriteGroup", "create_engine", "db_errors", "default_database_url"]
+__all__ = [
+    "StoreBase",
+    "WriteGroup",
+    "advisory_xact_lock",
+    "create_engine",
+    "db_errors",
+    "default_database_url",
+]
 
 _WRITE = "cigate_write"
 Item = TypeVar("Item")
@@ -173,6 +180,18 @@ class StoreBase:
             return
         async with self._write_turn.turn(urgent), db_errors(action), self._writer.begin() as conn:
             yield conn
+
+
+async def advisory_xact_lock(conn: AsyncConnection, dialect: str, namespace: int, key: int) -> None:
+    """Hold PostgreSQL's transaction-scoped advisory lock ``(namespace, key mod 2**31)``
+    until ``conn``'s transaction ends; SQLite's write transactions are serialised already.
+    Callers derive ``key`` as they always have: a changed key would not exclude a process
+    of the previous release during a rolling upgrade."""
+    if dialect == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+            {"ns": namespace, "key": key % 2**31},
+        )
 
 
 class WriteTurns:

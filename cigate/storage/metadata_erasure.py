@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cigate.exceptions import BadInputError
-from cigate.storage._db import StoreBase
+from cigate.storage._db import StoreBase, advisory_xact_lock
 from cigate.storage.errors import NotFoundError
 from cigate.storage.metadata_files import _row, clean_text, lock_file
 from cigate.storage.records import Download, FileRow
@@ -82,13 +82,9 @@ class ErasureQueries(StoreBase):
     # -- locks -------------------------------------------------------------------------------
 
     async def _lock(self, conn: AsyncConnection, namespace: int, key: str) -> None:
-        """Serialise with every other transaction holding the same lock (PostgreSQL; SQLite's
-        write transactions are serialised already)."""
-        if self.dialect == "postgresql":
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:ns, :key)"),
-                {"ns": namespace, "key": int.from_bytes(key.encode()[-12:], "big") % 2**31},
-            )
+        """Serialise with every other transaction holding the same lock."""
+        key_int = int.from_bytes(key.encode()[-12:], "big")
+        await advisory_xact_lock(conn, self.dialect, namespace, key_int)
 
     async def _release(self, conn: AsyncConnection, sha256: str, delete_blob: DeleteBlob) -> bool:
         """Delete the blob if no row names it any more (caller holds the digest's lock)."""

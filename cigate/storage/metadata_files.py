@@ -15,13 +15,13 @@ from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import Row, Select, and_, delete, or_, select, text, update
+from sqlalchemy import Row, Select, and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cigate.exceptions import BadInputError
-from cigate.storage._db import StoreBase
+from cigate.storage._db import StoreBase, advisory_xact_lock
 from cigate.storage.errors import NotFoundError
 from cigate.storage.metadata_owners import OwnedKind, claim_in
 from cigate.storage.records import FileKind, FileOrigin, FileRow
@@ -84,14 +84,9 @@ NS_FILE = 0x63670003
 async def lock_file(
     conn: AsyncConnection, dialect: str, tenant_id: str, upstream_file_id: str, container_id: str
 ) -> None:
-    """Serialise with the erasure or recording of the same file (SQLite's write transactions
-    are serialised already)."""
-    if dialect == "postgresql":
-        digest = hashlib.sha256(f"{tenant_id}\0{upstream_file_id}\0{container_id}".encode())
-        await conn.execute(
-            text("SELECT pg_advisory_xact_lock(:ns, :key)"),
-            {"ns": NS_FILE, "key": int.from_bytes(digest.digest()[:4], "big") % 2**31},
-        )
+    """Serialise with the erasure or recording of the same file."""
+    digest = hashlib.sha256(f"{tenant_id}\0{upstream_file_id}\0{container_id}".encode())
+    await advisory_xact_lock(conn, dialect, NS_FILE, int.from_bytes(digest.digest()[:4], "big"))
 
 
 class FileQueries(StoreBase):

@@ -11,6 +11,7 @@ from cigate.clock import Clock
 from cigate.storage import migrations
 from cigate.storage._db import create_engine
 from cigate.storage.metadata import MetadataStore
+from cigate.storage.metadata_files import lock_file
 
 pytestmark = pytest.mark.storage
 
@@ -68,3 +69,29 @@ async def test_migration_2_gives_existing_containers_and_files_to_their_first_te
     async with await MetadataStore.open(url) as md:
         assert await md.owner("container", "cntr_a") == "ten_a"
         assert await md.owner("container", "cntr_b") == "ten_b"
+
+
+async def test_postgres_advisory_lock_keys_are_the_ones_earlier_releases_take(
+    postgres_database: str,
+) -> None:
+    """A file's lock and a blob's lock are the same (namespace, key) pairs as before they
+    shared one helper: during a rolling upgrade an old and a new process must still exclude
+    each other (keys read back from ``pg_locks`` while a transaction holds them)."""
+    engine = create_engine(postgres_database)
+    store = await MetadataStore.open(postgres_database)
+    try:
+        async with engine.connect() as holder, engine.connect() as observer, holder.begin():
+            await lock_file(holder, "postgresql", "tnt_a", "cfile_1", "cntr_1")
+            await store._lock(holder, 0x63670001, "a" * 64)  # a blob's digest
+            rows = await observer.execute(
+                text(
+                    "SELECT classid::bigint, objid::bigint, objsubid FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND pid = :pid"
+                ),
+                {"pid": (await holder.execute(text("SELECT pg_backend_pid()"))).scalar_one()},
+            )
+            held = {tuple(r) for r in rows}
+        assert held == {(0x63670003, 1510894135, 2), (0x63670001, 1633771873, 2)}
+    finally:
+        await store.close()
+        await engine.dispose()
