@@ -62,7 +62,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -74,6 +74,7 @@ FILE_SIZE = 4096
 STREAM_TIMEOUT = 120.0
 FILES_TIMEOUT = 120.0
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -481,18 +482,41 @@ async def phase(
             "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}],
         }
     )
-    gate = asyncio.Semaphore(concurrency)
-
-    async def gated(n: int) -> Stream:
-        if n < concurrency:
-            await asyncio.sleep(ramp * n / concurrency)
-        async with gate:
-            return await one_stream(port, path, headers, body.encode())
-
     began = time.perf_counter()
-    raw = await asyncio.gather(*(gated(n) for n in range(streams)))
+    raw = await ramped(
+        streams, concurrency, ramp, lambda _: one_stream(port, path, headers, body.encode())
+    )
     seconds = time.perf_counter() - began
     return Phase([parse(s) for s in raw], seconds)
+
+
+async def ramped(
+    count: int, concurrency: int, ramp: float, run: Callable[[int], Awaitable[T]]
+) -> list[T]:
+    """``run(n)`` for ``n`` in ``range(count)``, started in order, at most ``concurrency`` at
+    once: the first ``concurrency`` slots open one by one over ``ramp`` seconds, and each run
+    that ends hands its slot to the next. (Later runs must not take slots the ramp has not
+    opened yet: they would all start at once, the burst the ramp is there to avoid.)"""
+    slots = asyncio.Semaphore(0)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(count):
+        queue.put_nowait(n)
+    results: dict[int, T] = {}
+
+    async def open_slots() -> None:
+        for i in range(concurrency):
+            slots.release()
+            if i + 1 < concurrency:
+                await asyncio.sleep(ramp / concurrency)
+
+    async def worker() -> None:
+        await slots.acquire()  # a slot, opened by the ramp; kept for one run after another
+        while not queue.empty():
+            n = queue.get_nowait()
+            results[n] = await run(n)
+
+    await asyncio.gather(open_slots(), *(worker() for _ in range(min(concurrency, count))))
+    return [results[n] for n in range(count)]
 
 
 # -- files lost --------------------------------------------------------------------------------

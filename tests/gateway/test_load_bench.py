@@ -5,11 +5,14 @@ Timings are the benchmark's business, never asserted here (the machine is shared
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from cigate.gateway.app import QUIET_GC_THRESHOLDS
 from cigate.gateway.settings import GatewaySettings
@@ -58,3 +61,39 @@ def test_a_served_gateway_hides_its_start_up_heap_from_the_garbage_collector(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _load_bench_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("cigate_bench_load", BENCH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_streams_start_in_order_over_the_ramp_and_never_more_than_the_concurrency() -> None:
+    """The bench's phases: later streams wait for a slot a ramped one opened and another
+    stream ended, instead of all starting at once with the first (the defaults' 400 streams
+    at concurrency 200 began with a burst of 200: the ramp only delayed the first 200)."""
+    ramped = _load_bench_module().ramped
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    started: list[tuple[int, float, int]] = []  # (n, when, runs open then)
+    open_now = 0
+
+    async def run(n: int) -> int:
+        nonlocal open_now
+        open_now += 1
+        started.append((n, loop.time() - began, open_now))
+        await asyncio.sleep(0.05)
+        open_now -= 1
+        return n * n
+
+    assert await ramped(9, 3, 0.3, run) == [n * n for n in range(9)]
+    assert [n for n, _, _ in started] == list(range(9))
+    # A slot opens every 0.1 s (never earlier: sleeps do not end early), three in all.
+    for n, when, running in started:
+        assert running <= min(3, 1 + int((when + 0.005) / 0.1)), (n, when, running)
+    assert max(running for _, _, running in started) == 3
