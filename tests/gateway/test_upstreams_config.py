@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -174,9 +175,18 @@ def test_create_app_checks_the_upstreams_file_at_start_up(tmp_path: Path) -> Non
         create_app(GatewaySettings(upstreams_file=str(tmp_path / "u.toml")))
 
 
-def _pool(*configs: UpstreamConfig) -> Pool:
+def _pool(*configs: UpstreamConfig, answer: Any = None) -> Pool:
+    """A pool of ``configs``; with ``answer``, each member's requests get its answers."""
     base = GatewaySettings(upstreams_file="x")
-    return Pool(configs, [Upstream(c.settings(base), name=c.name) for c in configs])
+    members = [
+        Upstream(
+            c.settings(base),
+            name=c.name,
+            client=(httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) if answer else None),
+        )
+        for c in configs
+    ]
+    return Pool(configs, members)
 
 
 async def test_new_work_is_spread_by_weight_and_skips_an_upstream_marked_down() -> None:
@@ -265,22 +275,13 @@ async def test_a_429_keeps_new_work_off_for_as_long_as_the_upstream_asks(
         UpstreamConfig("a", "https://a.example", "none"),
         UpstreamConfig("b", "https://b.example", "none"),
     )
-    base = GatewaySettings(upstreams_file="x")
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         if request.url.host == "a.example":
             return httpx2.Response(429, headers=headers, json={"error": {"code": "429"}})
         return httpx2.Response(200, json={"id": "resp_1"})
 
-    members = [
-        Upstream(
-            c.settings(base),
-            name=c.name,
-            client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
-        )
-        for c in configs
-    ]
-    pool = Pool(configs, members)
+    pool = _pool(*configs, answer=answer)
     try:
         api = parse_api_path("/openai/v1/responses")
         assert api is not None
@@ -307,22 +308,13 @@ async def test_readiness_checks_every_upstream_at_once_so_one_that_hangs_hides_n
         UpstreamConfig("b", "https://b.example", "none"),
         UpstreamConfig("c", "https://c.example", "none"),
     )
-    base = GatewaySettings(upstreams_file="x")
 
     async def answer(request: httpx2.Request) -> httpx2.Response:
         if request.url.host in ("a.example", "b.example"):
             await asyncio.sleep(30)
         return httpx2.Response(200, json={"data": []})
 
-    members = [
-        Upstream(
-            c.settings(base),
-            name=c.name,
-            client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
-        )
-        for c in configs
-    ]
-    pool = Pool(configs, members)
+    pool = _pool(*configs, answer=answer)
     try:
         began = time.monotonic()
         await asyncio.wait_for(probes.any_upstream(pool), probes.READY_TIMEOUT)
