@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,24 +190,51 @@ class Recorder:
     async def write(self, s: Sighting, written: set[Any]) -> None:
         """Write the facts of ``s`` not in ``written`` yet (and add them to it)."""
         if s.response_id:
-            # Containers are claimed at first sight, long before a citation: the client may
-            # use them (list, download) while the stream runs; on the response row they let
-            # the sweep find its files should this process die.
-            new = [c for c in s.containers if ("on-response", c) not in written]
-            if ("response", s.response_id) not in written or new:
-                self.live.add(s.response_id)
-                await self.record_response(s.tenant_id, s.response_id, s.model, new, s.upstream)
-                written.add(("response", s.response_id))
-                written.update(("on-response", c) for c in new)
+            self.live.add(s.response_id)
         else:
             for container_id in s.containers:  # no response id (yet): claim them at least
                 if ("claimed", container_id) not in written:
                     await self.meta.claim(s.tenant_id, "container", container_id, s.upstream)
                     written.add(("claimed", container_id))
-        for key, annotation in list(s.citations.items()):
-            if ("citation", key) not in written:
-                await self.record_citation(s.tenant_id, s.response_id, annotation)
-                written.add(("citation", key))
+        # Containers are claimed at first sight, long before a citation: the client may use
+        # them (list, download) while the stream runs; on the response row they let the sweep
+        # find its files should this process die.
+        await self._write_unwritten(
+            s.tenant_id,
+            s.response_id,
+            model=s.model,
+            containers=s.containers,
+            upstream=s.upstream,
+            citations=list(s.citations.values()),
+            written=written,
+        )
+
+    async def _write_unwritten(
+        self,
+        tenant_id: str,
+        response_id: str | None,
+        *,
+        model: str | None,
+        containers: Iterable[str],
+        upstream: str,
+        citations: Iterable[dict[str, Any]],
+        written: set[Any],
+    ) -> None:
+        """Write what ``written`` does not hold yet, and add it there: the response row with
+        the containers not on it yet, then each citation. A keeper's set spares its
+        conclusion writing the same again: each write is a turn of the one SQLite writer,
+        which many streams share."""
+        if response_id:
+            new = [c for c in containers if ("on-response", c) not in written]
+            if ("response", response_id) not in written or new:
+                await self.record_response(tenant_id, response_id, model, new, upstream)
+                written.add(("response", response_id))
+                written.update(("on-response", c) for c in new)
+        for annotation in citations:
+            key = ("citation", annotation.get("container_id"), annotation.get("file_id"))
+            if key not in written:
+                await self.record_citation(tenant_id, response_id, annotation)
+                written.add(key)
 
     async def record_response(
         self,
@@ -315,24 +342,22 @@ class Recorder:
         tenant_id: str,
         response: dict[str, Any],
         upstream: str,
-        written: Collection[Any] = (),
+        written: set[Any] | None = None,
     ) -> None:
         """A finished Response object (made by ``upstream``): its citations, then every file
-        of its containers. Facts in ``written`` (a keeper's) are in the store already: each
-        write is a turn of the one SQLite writer, which many streams share."""
+        of its containers. Facts in ``written`` (a keeper's) are in the store already."""
         response_id = response.get("id") if isinstance(response.get("id"), str) else None
         containers, citations = walk_response(response)
-        if response_id and not (
-            ("response", response_id) in written
-            and all(("on-response", c) in written for c in containers)
-        ):
-            await self.record_response(
-                tenant_id, response_id, response.get("model"), containers, upstream
-            )
-        for annotation in citations:  # first, so their rows keep origin and cited name
-            key = (annotation.get("container_id"), annotation.get("file_id"))
-            if ("citation", key) not in written:
-                await self.record_citation(tenant_id, response_id, annotation)
+        # Citations before the listing, so their rows keep origin and cited name.
+        await self._write_unwritten(
+            tenant_id,
+            response_id,
+            model=response.get("model"),
+            containers=containers,
+            upstream=upstream,
+            citations=citations,
+            written=written if written is not None else set(),
+        )
         await self.reconcile(tenant_id, response_id, containers)
 
     async def reconcile(
