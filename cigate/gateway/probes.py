@@ -73,6 +73,8 @@ async def any_upstream(pool: Pool) -> None:
 
     async def one(name: str, member: Upstream) -> CigateError | None:
         try:
+            # A little under the readiness budget: the pool hears every verdict before
+            # /readyz gives up on the whole check.
             await asyncio.wait_for(member.check_credential(), READY_TIMEOUT * 0.9)
         except (CigateError, TimeoutError) as exc:
             error = exc if isinstance(exc, CigateError) else CigateError("timed out")

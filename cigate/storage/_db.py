@@ -264,9 +264,9 @@ class WriteGroup(Generic[Item, Result]):
         self._writer: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
-        result: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, result))
         loop = asyncio.get_running_loop()
+        result: asyncio.Future[Result] = loop.create_future()
+        self._waiting.append((item, result))
         if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
             self._writer = asyncio.create_task(self._write_waiting(), name="cigate-write-group")
         return await result
