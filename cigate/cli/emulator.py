@@ -143,7 +143,7 @@ def serve(  # noqa: PLR0917 - one parameter per click option
     Example: cigate emulator serve --port 8089 --api-key local-key
     """
     from cigate.cli.serving import serve_app
-    from cigate.emulator.app import create_app
+    from cigate.emulator.app import SERVER_LOOP, create_app
     from cigate.exceptions import ConfigurationError
 
     if local_tls and (ssl_certfile or ssl_keyfile):
@@ -196,6 +196,7 @@ def serve(  # noqa: PLR0917 - one parameter per click option
         create_app(settings),
         host=host,
         port=port,
+        loop=SERVER_LOOP,
         log_level=log_level,
         banner=banner,
         ssl_certfile=ssl_certfile,

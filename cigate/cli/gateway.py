@@ -125,7 +125,7 @@ def serve(
     Example: cigate gateway serve --upstream https://RES.openai.azure.com --upstream-key KEY
     """
     from cigate.cli.serving import serve_app
-    from cigate.gateway.app import create_app
+    from cigate.gateway.app import SERVER_LOOP, create_app
 
     settings = GatewaySettings.from_env(**options)
     app = create_app(settings, quiet_gc=True)
@@ -133,6 +133,7 @@ def serve(
         app,
         host=settings.host,
         port=settings.port,
+        loop=SERVER_LOOP,
         log_level=log_level,
         log_format=log_format,
         access_log=False,  # the gateway writes its own (cigate.access, with the request id)

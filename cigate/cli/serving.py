@@ -123,6 +123,7 @@ def serve_app(
     *,
     host: str,
     port: int,
+    loop: str,
     log_level: str,
     banner: Callable[[str], list[str]],
     preflight: Callable[[], Coroutine[Any, Any, None]] | None = None,
@@ -134,6 +135,7 @@ def serve_app(
 ) -> None:
     """Check, bind, print the banner (with the real port), then serve until Ctrl-C.
 
+    ``loop`` is uvicorn's name of the event loop (each app's ``SERVER_LOOP``).
     ``extra_ports`` are more listeners of the same app (on ``host``); the app tells them
     apart by the local port of each connection (the gateway's ``--metrics-port``).
 
@@ -163,6 +165,7 @@ def serve_app(
         # With a format of ours, every line (uvicorn's too) goes through configure_logging.
         log_config=None if log_format is not None else uvicorn.config.LOGGING_CONFIG,
         access_log=access_log,
+        loop=loop,
         ssl_certfile=ssl_certfile if tls else None,
         ssl_keyfile=ssl_keyfile if tls else None,
     )

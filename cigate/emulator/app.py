@@ -143,6 +143,12 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         state.running = None
 
 
+#: The event loop a served emulator runs on, by uvicorn's name: always asyncio's own, also where
+#: uvloop is installed (the gateway's extra brings it), so ``cigate emulator serve`` and the demo
+#: behave the same in every environment.
+SERVER_LOOP = "asyncio"
+
+
 def create_app(
     settings: EmulatorSettings | None = None, *, model: Model | None = None
 ) -> Starlette:

@@ -93,10 +93,13 @@ def run_in_thread(
     log_level: str = "warning",
     ssl_certfile: Path | None = None,
     ssl_keyfile: Path | None = None,
+    loop: str = "asyncio",
 ) -> ServerHandle:
     """Start uvicorn serving ``app`` on ``host:port`` (0 = a free port); return once it listens.
 
     With a certificate and key (PEM), also serve HTTPS on another free port (``tls_port``).
+    ``loop`` is uvicorn's name of the event loop to run on: a gateway is served on its own
+    (:data:`cigate.gateway.app.SERVER_LOOP`), as ``cigate gateway serve`` serves it.
     """
     logging.getLogger("uvicorn.error").addFilter(_FILTER)
     sock = tcp_listener(host, port)
@@ -107,6 +110,7 @@ def run_in_thread(
         lifespan="on",
         timeout_graceful_shutdown=5,
         ws="none",
+        loop=loop,
     )
     server = uvicorn.Server(config)
     servers = [(server, sock)]
@@ -126,7 +130,8 @@ def run_in_thread(
         tls_server = uvicorn.Server(tls_config)
         servers.append((tls_server, tcp_listener(host, 0)))
     tls_port = servers[1][1].getsockname()[1] if tls_server is not None else None
-    loop = asyncio.new_event_loop()
+    new_loop = config.get_loop_factory()
+    event_loop = new_loop() if new_loop is not None else asyncio.new_event_loop()
     failure: list[BaseException] = []
 
     async def serve_one(one: uvicorn.Server, listening: socket.socket) -> None:
@@ -149,16 +154,16 @@ def run_in_thread(
         await asyncio.gather(*(serve_one(s, k) for s, k in servers))
 
     def run() -> None:
-        asyncio.set_event_loop(loop)
+        asyncio.set_event_loop(event_loop)
         try:
-            loop.run_until_complete(serve_all())
+            event_loop.run_until_complete(serve_all())
         except BaseException as exc:  # reported to the starting thread
             failure.append(exc)
         finally:
             for _, listening in servers:
                 listening.close()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            event_loop.run_until_complete(event_loop.shutdown_asyncgens())
+            event_loop.close()
 
     thread = threading.Thread(target=run, name=f"uvicorn-{bound_port}", daemon=True)
     thread.start()
@@ -177,7 +182,7 @@ def run_in_thread(
         app=app,
         host=host,
         port=bound_port,
-        loop=loop,
+        loop=event_loop,
         server=server,
         thread=thread,
         tls_port=tls_port,

@@ -18,7 +18,7 @@ import httpx2
 from openai import OpenAI
 
 from cigate.emulator.server import ServerHandle, run_in_thread
-from cigate.gateway.app import create_app
+from cigate.gateway.app import SERVER_LOOP, create_app
 from cigate.gateway.settings import GatewaySettings
 from cigate.storage.metadata import MetadataStore
 from tests.gateway.harness import Tenant
@@ -115,7 +115,9 @@ class LiveGateway:
 
 
 def start_gateway(settings: GatewaySettings, tenant: Tenant) -> LiveGateway:
-    return LiveGateway(settings, run_in_thread(create_app(settings), "127.0.0.1", 0), tenant)
+    return LiveGateway(
+        settings, run_in_thread(create_app(settings), "127.0.0.1", 0, loop=SERVER_LOOP), tenant
+    )
 
 
 def serve_process(

@@ -38,7 +38,7 @@ from click.testing import CliRunner
 
 from cigate.cli import main
 from cigate.emulator.server import run_in_thread
-from cigate.gateway.app import create_app
+from cigate.gateway.app import SERVER_LOOP, create_app
 from cigate.testing.plugin import RunningEmulator
 from tests.emulator.foundry_env import CSV, PROMPT
 from tests.gateway.conftest import Backend, live_settings
@@ -79,6 +79,7 @@ def gateway(
         0,
         ssl_certfile=emulator.tls.certfile,
         ssl_keyfile=emulator.tls.keyfile,
+        loop=SERVER_LOOP,
     )
     gw = LiveGateway(settings, handle, add_tenant(settings.database_url, "acme"))
     try:

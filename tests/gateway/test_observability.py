@@ -30,7 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from cigate.gateway.app import create_app
+from cigate.gateway.app import SERVER_LOOP, create_app
 from cigate.gateway.observe import ObserveMiddleware
 from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator
@@ -246,7 +246,7 @@ def test_a_malformed_incoming_request_id_is_replaced_not_echoed(
     """Raw bytes on a real socket (no client library normalises them)."""
     from cigate.emulator.server import run_in_thread
 
-    handle = run_in_thread(create_app(_settings(tmp_path)), "127.0.0.1", 0)
+    handle = run_in_thread(create_app(_settings(tmp_path)), "127.0.0.1", 0, loop=SERVER_LOOP)
     try:
         host, port = handle.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
