@@ -31,6 +31,7 @@ from openai import OpenAI
 from cigate.emulator.app import create_app as create_emulator
 from cigate.emulator.server import run_in_thread
 from cigate.emulator.settings import EmulatorSettings
+from cigate.gateway.app import SERVER_LOOP
 from cigate.gateway.app import create_app as create_gateway
 from cigate.gateway.settings import GatewaySettings
 from cigate.storage.metadata import MetadataStore
@@ -136,7 +137,7 @@ def main() -> None:
             interpreter_pool_size=2,
         )
         tenant_key = _tenant_key(database)
-        gateway = run_in_thread(create_gateway(settings), "127.0.0.1", 0)
+        gateway = run_in_thread(create_gateway(settings), "127.0.0.1", 0, loop=SERVER_LOOP)
         http = httpx2.Client(timeout=120, trust_env=False)
         try:
             hosted = measure(
