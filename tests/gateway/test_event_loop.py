@@ -23,6 +23,7 @@ from cigate.cli import main
 from cigate.emulator.server import run_in_thread
 from cigate.gateway.app import SERVER_LOOP
 from cigate.gateway.settings import GatewaySettings
+from cigate.testing.services import free_port
 from tests.gateway.conftest import DEAD_UPSTREAM
 from tests.gateway.live import serve_process
 
@@ -80,11 +81,8 @@ def test_the_served_gateway_process_has_uvloop_loaded(tmp_path: Path, processes:
         database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
         blobs=str(tmp_path / "blobs"),
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     proc: subprocess.Popen[bytes] = serve_process(
-        settings, port, tmp_path / "home", upstream_auth="none"
+        settings, free_port(), tmp_path / "home", upstream_auth="none"
     )
     processes.append(proc)
     maps = Path(f"/proc/{proc.pid}/maps").read_text()
