@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -128,6 +129,13 @@ def serve(
     from cigate.gateway.app import SERVER_LOOP, create_app
 
     settings = GatewaySettings.from_env(**options)
+    if sys.platform != "win32":
+        from cigate.sandbox.reaper import raise_nofile_limit
+
+        # Every relayed stream is two open files (its client's and its upstream connection):
+        # a host's usual soft limit of 1,024 would refuse connections long before the
+        # upstream connection cap (CIGATE_GATEWAY_UPSTREAM_CONNECTIONS).
+        raise_nofile_limit()
     app = create_app(settings, quiet_gc=True)
     serve_app(
         app,

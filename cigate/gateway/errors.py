@@ -107,7 +107,7 @@ def render(exc: CigateError) -> JSONResponse:
     if status == 404:
         type_ = "invalid_request_error"
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+    if exc.retry_after is not None:  # a 429, or a 503 of a process out of connections
         headers["retry-after"] = str(int(exc.retry_after))
     if status >= 500 and not getattr(exc, "logged", False):  # e.g. the credential alarm's
         log.warning("gateway error %s: %s", exc.kind, exc.message)

@@ -138,6 +138,10 @@ class GatewaySettings:
     #: Upstream timeouts, seconds: connect, and read between two chunks (streams can idle).
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
+    #: Connections one process holds open to each upstream at most: one per call in flight
+    #: (a relayed stream holds its own for its whole length). A call that finds all in use
+    #: waits ``connect_timeout`` for one, then gets a 503.
+    upstream_connections: int = 1000
     #: Path families the gateway does not scope per tenant that it forwards anyway, for every
     #: tenant: comma-separated (``vector_stores,batches``) or ``*`` for all. Empty (the
     #: default): only the scoped and the stateless calls go upstream, the rest is refused (403).
@@ -277,6 +281,8 @@ class GatewaySettings:
                 "(https://RES.services.ai.azure.com/api/projects/PROJECT)",
                 hint=SETTINGS_HINT,
             )
+        if self.upstream_connections < 1:
+            raise ConfigurationError("upstream connections must be at least 1", hint=SETTINGS_HINT)
         if self.harvest_concurrency < 1 or self.harvest_attempts < 1:
             raise ConfigurationError(
                 "harvest concurrency and attempts must be at least 1", hint=SETTINGS_HINT

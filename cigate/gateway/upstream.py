@@ -194,7 +194,16 @@ class CredentialAlarm:
 
 
 def unavailable(exc: httpx2.TransportError) -> UpstreamUnavailableError:
-    """The one mapping of a transport failure: 504 for a timeout, 502 for anything else."""
+    """The one mapping of a transport failure: 503 when this process has no free upstream
+    connection, 504 for a timeout, 502 for anything else."""
+    if isinstance(exc, httpx2.PoolTimeout):
+        return UpstreamUnavailableError(
+            "all of this gateway process's upstream connections are in use",
+            status=503,
+            hint="Try again shortly. Operators: raise CIGATE_GATEWAY_UPSTREAM_CONNECTIONS "
+            "or run more replicas.",
+            retry_after=1.0,
+        )
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamUnavailableError(
             f"the upstream did not answer in time ({type(exc).__name__})", status=504
@@ -223,9 +232,13 @@ class Upstream:
         self._project_base = base if settings.upstream_project is not None else None
         self.client = client or httpx2.AsyncClient(
             timeout=httpx2.Timeout(
-                settings.read_timeout, connect=settings.connect_timeout, pool=None
+                settings.read_timeout,
+                connect=settings.connect_timeout,
+                pool=settings.connect_timeout,
             ),
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx2.Limits(
+                max_connections=settings.upstream_connections, max_keepalive_connections=50
+            ),
             follow_redirects=False,
         )
         if client is None:

@@ -63,7 +63,10 @@ def kill_all() -> None:
 
 
 def raise_nofile_limit() -> int:
-    """Raise the soft open-files limit to the hard one (~25 fds per kernel); return the new soft."""
+    """Raise the soft open-files limit to the hard one; return the new soft.
+
+    Kernels hold ~25 fds each, and the gateway two per relayed stream (``cigate gateway
+    serve`` calls this too): a usual soft limit of 1,024 would run out long before either."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft == resource.RLIM_INFINITY or soft >= target:

@@ -1,0 +1,134 @@
+"""How many upstream connections one gateway process holds, and what a call gets beyond them.
+
+A relayed stream holds its upstream connection for its whole length, so the cap
+(``CIGATE_GATEWAY_UPSTREAM_CONNECTIONS``) is the number of streams one process carries at
+once. It was a fixed 200 with no bound on the wait for a free one: the 201st stream of an
+organisation's peak hung until another ended (``bench/load.py --concurrency 300`` completed
+0.58 streams per second for each direct one). Now the cap is a setting (1,000 by default), a
+call that finds every connection in use waits ``connect_timeout`` for one and then gets a 503
+with ``Retry-After`` in the API's error shape, and ``cigate gateway serve`` raises its
+open-files limit so that the cap can be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cigate.cli import main
+from cigate.emulator.server import ServerHandle, run_in_thread
+from cigate.exceptions import ConfigurationError
+from cigate.gateway.settings import GatewaySettings
+from tests.gateway.conftest import DEAD_UPSTREAM
+from tests.gateway.live import LiveGateway, add_tenant, start_gateway
+
+
+class HeldUpstream:
+    """An upstream whose ``GET /openai/v1/models`` answers only once ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.arrived = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"].endswith("/models"):
+            self.arrived.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"object":"list","data":[]}'})
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[HeldUpstream, ServerHandle]]:
+    upstream = HeldUpstream()
+    handle = run_in_thread(upstream, "127.0.0.1", 0)
+    try:
+        yield upstream, handle
+    finally:
+        upstream.release.set()
+        handle.stop()
+
+
+@pytest.fixture
+def one_connection(
+    held: tuple[HeldUpstream, ServerHandle], tmp_path: Path
+) -> Iterator[LiveGateway]:
+    """A gateway allowed one upstream connection, which waits half a second for it."""
+    settings = GatewaySettings(
+        upstream=held[1].url,
+        upstream_key="k",
+        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+        blobs=str(tmp_path / "blobs"),
+        upstream_connections=1,
+        connect_timeout=0.5,
+    )
+    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+
+
+def test_a_call_beyond_the_connection_cap_gets_a_503_and_the_held_call_completes(
+    held: tuple[HeldUpstream, ServerHandle], one_connection: LiveGateway
+) -> None:
+    upstream, _ = held
+    client = one_connection.http()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.get, "/openai/v1/models")
+        assert upstream.arrived.wait(10), "the first call never reached the upstream"
+        refused = one_connection.http().get("/openai/v1/models")
+        upstream.release.set()
+        assert first.result(10).status_code == 200
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert error["code"] == "upstream_unavailable"
+    assert "upstream connections are in use" in error["message"]
+    # The connection is free again: the next call goes through.
+    assert client.get("/openai/v1/models").status_code == 200
+
+
+def test_the_cap_is_a_setting_of_at_least_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert GatewaySettings(upstream=DEAD_UPSTREAM).upstream_connections == 1000
+    monkeypatch.setenv("CIGATE_GATEWAY_UPSTREAM_CONNECTIONS", "5000")
+    assert GatewaySettings.from_env(upstream=DEAD_UPSTREAM).upstream_connections == 5000
+    with pytest.raises(ConfigurationError, match="upstream connections"):
+        GatewaySettings(upstream=DEAD_UPSTREAM, upstream_connections=0)
+
+
+def test_gateway_serve_raises_its_open_files_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stream is two open files (the client's connection and the upstream's): a soft
+    limit of 1,024, common on hosts, would refuse connections long before the cap."""
+    monkeypatch.setattr("uvicorn.Server.run", lambda server, sockets: [s.close() for s in sockets])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    lowered = min(soft, target // 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        args = ["gateway", "serve", "--upstream", DEAD_UPSTREAM, "--upstream-key", "k"]
+        args += ["--database", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", "--port", "0"]
+        result = CliRunner().invoke(main, [*args, "--blobs", str(tmp_path / "b")])
+        assert result.exit_code == 0, result.output
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == target
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
