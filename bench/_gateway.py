@@ -7,6 +7,7 @@ with the server being measured, and a server's memory can be read from ``/proc``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
@@ -26,6 +27,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """This process's CPUs in two halves, ``(load, server)``; ``None`` with fewer than two.
+
+    Why: a server under test that shares a CPU with the processes loading it (client, scripted
+    upstream) is measured with the scheduler's wake-up delays between busy processes on one CPU
+    (about a millisecond each on a 2-CPU machine), not with its own. Deployed, it runs on CPUs
+    of its own (a host or a pod's CPU request); a benchmark gives it the same.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of process ``pid`` on ``cpus`` only (threads and processes it starts
+    later inherit this)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpus)
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

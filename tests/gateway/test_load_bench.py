@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -34,7 +35,42 @@ def test_the_quick_load_bench_streams_on_all_three_paths_and_loses_no_file() -> 
     # The reference relay carried whole streams too, and its share is reported.
     assert re.search(r"^relay +20 streams, 200 events", run.stdout, re.M), run.stdout
     assert re.search(r"^reference: a bare byte relay adds p50 -?[\d.]+ ms", run.stdout, re.M)
+    # The gateway had CPUs of its own where there are two to split (``--cpus split``).
+    split = len(os.sched_getaffinity(0)) >= 2
+    expected = r"^CPUs: gateway and relay on \[" if split else r"^CPUs: all processes share"
+    assert re.search(expected, run.stdout, re.M), run.stdout
     assert run.stdout.splitlines()[-1].startswith("load: added per-event latency")
+
+
+def test_the_bench_pins_every_thread_of_a_process_to_its_half_of_the_cpus() -> None:
+    """The halves are disjoint and cover this process's CPUs; ``pin`` moves a running
+    process's threads (a gateway's loop, its database and blob threads) there."""
+    bench = _load_bench_module()
+    cpus = set(os.sched_getaffinity(0))
+    halves = bench.split_cpus()
+    if len(cpus) < 2:
+        assert halves is None
+        return
+    load, server = halves
+    assert load
+    assert server
+    assert not load & server
+    assert load | server == cpus
+    two_threads = "import threading,time; threading.Thread(target=time.sleep,args=(60,)).start()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"{two_threads}; print('up', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"up\n"
+        bench.pin(child.pid, server)
+        threads = os.listdir(f"/proc/{child.pid}/task")
+        assert len(threads) == 2
+        assert all(os.sched_getaffinity(int(tid)) == server for tid in threads)
+    finally:
+        child.kill()
+        child.communicate()
 
 
 def test_a_served_gateway_hides_its_start_up_heap_from_the_garbage_collector(
