@@ -16,7 +16,7 @@ from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator
 from cigate.testing.services import AzuriteServer, PostgresServer
 from tests.gateway.harness import GatewayHarness
-from tests.gateway.live import LiveGateway, add_tenant, start_gateway
+from tests.gateway.live import LiveGateway, serving
 
 #: An upstream nobody listens on: serving tests must never need one.
 DEAD_UPSTREAM = "http://127.0.0.1:9"
@@ -86,11 +86,8 @@ def live_settings(emulator: RunningEmulator, backend: Backend) -> GatewaySetting
 def live_gateway(emulator: RunningEmulator, backend: Backend) -> Iterator[LiveGateway]:
     """A gateway on a real server whose upstream is the emulator; one tenant ready."""
     settings = live_settings(emulator, backend)
-    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
-    try:
+    with serving(settings) as gateway:
         yield gateway
-    finally:
-        gateway.close()
 
 
 @pytest.fixture
@@ -100,11 +97,8 @@ def sqlite_live_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[L
         "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
     )
     settings = live_settings(emulator, backend)
-    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
-    try:
+    with serving(settings) as gateway:
         yield gateway
-    finally:
-        gateway.close()
 
 
 @pytest.fixture

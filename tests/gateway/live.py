@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,16 @@ def start_gateway(settings: GatewaySettings, tenant: Tenant) -> LiveGateway:
     return LiveGateway(
         settings, run_in_thread(create_app(settings), "127.0.0.1", 0, loop=SERVER_LOOP), tenant
     )
+
+
+@contextmanager
+def serving(settings: GatewaySettings, tenant: str = "acme") -> Iterator[LiveGateway]:
+    """:func:`start_gateway` with a new tenant of that name, closed when the block ends."""
+    gateway = start_gateway(settings, add_tenant(settings.database_url, tenant))
+    try:
+        yield gateway
+    finally:
+        gateway.close()
 
 
 def serve_process(

@@ -24,6 +24,7 @@ from tests.gateway.live import (
     add_tenant,
     code_input,
     serve_process,
+    serving,
     start_gateway,
 )
 
@@ -233,11 +234,8 @@ def retrying_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[Live
         harvest_retry_max_delay=0.6,
         harvest_retry_max_tries=30,
     )
-    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
-    try:
+    with serving(settings) as gateway:
         yield gateway
-    finally:
-        gateway.close()
 
 
 def _wait_for(gw: LiveGateway, file_id: str, done, timeout: float = 30) -> dict:

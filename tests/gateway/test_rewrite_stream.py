@@ -19,7 +19,12 @@ from cigate.engine.conformance import replay_through_sdk, stream_problems
 from cigate.gateway.rewrite import StreamRewriter, by_path_url, rewrite_body
 from cigate.testing.plugin import RunningEmulator
 from tests.gateway.conftest import Backend, live_settings
-from tests.gateway.live import CODE_TOOL, LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.live import (
+    CODE_TOOL,
+    LiveGateway,
+    code_input,
+    serving,
+)
 
 BASE = "http://gw.test"
 RESP = "resp_1"
@@ -213,11 +218,8 @@ CELL = f"open('/mnt/data/{NAME}', 'w', encoding='utf-8').write('données ✓')"
 @pytest.fixture
 def rewriting_gateway(emulator: RunningEmulator, backend: Backend) -> Iterator[LiveGateway]:
     settings = dataclasses.replace(live_settings(emulator, backend), rewrite_links=True)
-    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
-    try:
+    with serving(settings) as gateway:
         yield gateway
-    finally:
-        gateway.close()
 
 
 @pytest.mark.storage

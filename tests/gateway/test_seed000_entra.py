@@ -27,7 +27,7 @@ from cigate.emulator.server import run_in_thread
 from cigate.testing.plugin import RunningEmulator
 from tests.gateway.conftest import Backend, live_settings
 from tests.gateway.entra_keys import AUDIENCE, ISSUER, TENANT_GUID, Jwks, SigningKey, serve_jwks
-from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.live import LiveGateway, code_input, serving
 
 pytestmark = [pytest.mark.storage, pytest.mark.sandbox]
 
@@ -113,11 +113,8 @@ def entra_gateway(
             "entra_tenants": f"{TENANT_GUID}=contoso",
         }
     )
-    gateway = start_gateway(settings, add_tenant(settings.database_url, "contoso"))
-    try:
+    with serving(settings, "contoso") as gateway:
         yield gateway
-    finally:
-        gateway.close()
 
 
 def test_seed_000_reaches_the_gateway_with_its_entra_token(

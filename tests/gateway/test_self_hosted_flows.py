@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from cigate.cli import main
 from cigate.testing.plugin import RunningEmulator
 from tests.gateway.conftest import Backend, live_settings
-from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.live import LiveGateway, code_input, serving
 from tests.gateway.selfhosted import (
     AUTO,
     emulator_ran_no_code,
@@ -44,11 +44,8 @@ def self_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGate
         "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
     )
     settings = self_settings(live_settings(emulator, backend), tmp_path)
-    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
-    try:
+    with serving(settings) as gateway:
         yield gateway
-    finally:
-        gateway.close()
 
 
 def _expire_all(gateway: LiveGateway) -> list[str]:

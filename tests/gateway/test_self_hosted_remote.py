@@ -15,7 +15,7 @@ import pytest
 
 from cigate.testing.plugin import RunningEmulator
 from tests.gateway.conftest import Backend, live_settings
-from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
+from tests.gateway.live import LiveGateway, add_tenant, code_input, serving, start_gateway
 from tests.gateway.selfhosted import (
     AUTO,
     emulator_ran_no_code,
@@ -44,11 +44,8 @@ def remote_gateway(
         kernel_gateway_url=kernel_gateway.url,
         kernel_gateway_token=kernel_gateway.token,
     )
-    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
-    try:
+    with serving(settings) as gateway:
         yield gateway
-    finally:
-        gateway.close()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["not-streamed", "streamed"])

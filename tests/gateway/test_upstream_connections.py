@@ -28,7 +28,7 @@ from cigate.emulator.server import ServerHandle, run_in_thread
 from cigate.exceptions import ConfigurationError
 from cigate.gateway.settings import GatewaySettings
 from tests.gateway.conftest import DEAD_UPSTREAM
-from tests.gateway.live import LiveGateway, add_tenant, start_gateway
+from tests.gateway.live import LiveGateway, serving
 
 
 class HeldUpstream:
@@ -79,11 +79,8 @@ def one_connection(
         upstream_connections=1,
         connect_timeout=0.5,
     )
-    gateway = start_gateway(settings, add_tenant(settings.database_url, "acme"))
-    try:
+    with serving(settings) as gateway:
         yield gateway
-    finally:
-        gateway.close()
 
 
 def test_a_call_beyond_the_connection_cap_gets_a_503_and_the_held_call_completes(
