@@ -41,7 +41,7 @@ from cigate.gateway.context import Services
 from cigate.gateway.edge import ApiPath, api_path
 from cigate.gateway.logs import UPSTREAM_STATE_KEY
 from cigate.gateway.tenancy import SCOPED, classify
-from cigate.gateway.upstream import Upstream, UpstreamCredentialError
+from cigate.gateway.upstream import Upstream, UpstreamCredentialError, saturated
 from cigate.gateway.upstreams import Pool
 from cigate.harvest.retry import parse_retry_after
 from cigate.storage.metadata_owners import PlacedKind
@@ -101,7 +101,8 @@ class Destination:
                 response = await up.send(method, url, content=body, **kwargs)
             except UpstreamUnavailableError as exc:
                 metrics.UPSTREAM_REQUESTS.labels(up.name, "error").inc()
-                self.pool.failed(up.name, "unreachable")
+                if not saturated(exc):  # new work still moves on, the upstream stays up
+                    self.pool.failed(up.name, "unreachable")
                 if self.pinned_by is not None:
                     raise self._held_elsewhere(up, exc) from exc
                 if last or (tracked is not None and tracked.started):

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from cigate.cli import main
 from cigate.emulator.server import ServerHandle, run_in_thread
 from cigate.exceptions import ConfigurationError
+from cigate.gateway.metrics import REGISTRY
 from cigate.gateway.settings import GatewaySettings
 from tests.gateway.conftest import DEAD_UPSTREAM
 from tests.gateway.live import LiveGateway, serving
@@ -87,6 +88,7 @@ def test_a_call_beyond_the_connection_cap_gets_a_503_and_the_held_call_completes
     held: tuple[HeldUpstream, ServerHandle], one_connection: LiveGateway
 ) -> None:
     upstream, _ = held
+    failures = _failures_marking_it_down()
     client = one_connection.http()
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.get, "/openai/v1/models")
@@ -101,6 +103,16 @@ def test_a_call_beyond_the_connection_cap_gets_a_503_and_the_held_call_completes
     assert "upstream connections are in use" in error["message"]
     # The connection is free again: the next call goes through.
     assert client.get("/openai/v1/models").status_code == 200
+    # The limit was this process's own: the upstream was never marked down (with several
+    # upstreams, new work moves on to the next one all the same).
+    assert _failures_marking_it_down() == failures
+
+
+def _failures_marking_it_down() -> float:
+    sample = REGISTRY.get_sample_value(
+        "cigate_upstream_failures_total", {"upstream": "default", "reason": "unreachable"}
+    )
+    return sample or 0.0
 
 
 def test_the_cap_is_a_setting_of_at_least_one(monkeypatch: pytest.MonkeyPatch) -> None:
