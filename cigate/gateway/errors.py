@@ -8,6 +8,7 @@ official SDK get the exception class they expect (``NotFoundError`` for 404, and
 from __future__ import annotations
 
 import logging
+import math
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -108,7 +109,7 @@ def render(exc: CigateError) -> JSONResponse:
         type_ = "invalid_request_error"
     headers: dict[str, str] = {}
     if exc.retry_after is not None:  # a 429, or a 503 of a process out of connections
-        headers["retry-after"] = str(int(exc.retry_after))
+        headers["retry-after"] = str(math.ceil(exc.retry_after))  # whole seconds, never 0 early
     if status >= 500 and not getattr(exc, "logged", False):  # e.g. the credential alarm's
         log.warning("gateway error %s: %s", exc.kind, exc.message)
     if isinstance(exc, StorageError | ConfigurationError):

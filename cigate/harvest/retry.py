@@ -12,6 +12,7 @@ server delays are this policy's.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,7 +37,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     """Seconds the server asks us to wait, or ``None``.
 
     Order: ``retry-after-ms`` (Azure OpenAI, OpenAI), ``x-ms-retry-after-ms`` (Azure gateways),
-    then ``retry-after`` (seconds or an HTTP date). Negative or unparsable values are ignored.
+    then ``retry-after`` (seconds or an HTTP date). Negative, unparsable or non-finite values
+    (``inf``, ``1e999``) are ignored: a server's header must not become an endless wait or a
+    header the gateway cannot write back.
     """
     lower = {k.lower(): v for k, v in headers.items()}
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
@@ -46,7 +49,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
                 value = float(raw) / 1000.0
             except ValueError:
                 continue
-            if value >= 0:
+            if 0 <= value < math.inf:
                 return value
     raw = lower.get("retry-after")
     if raw is None:
@@ -60,7 +63,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
             return None
         current = time.time() if now is None else now
         return max(0.0, parsed.timestamp() - current)
-    return value if value >= 0 else None
+    return value if 0 <= value < math.inf else None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,13 @@ from click.testing import CliRunner
 
 from cigate.cli import main
 from cigate.emulator.server import ServerHandle, run_in_thread
-from cigate.exceptions import ConfigurationError
+from cigate.exceptions import (
+    CigateError,
+    ConfigurationError,
+    RateLimitedError,
+    UpstreamUnavailableError,
+)
+from cigate.gateway.errors import render
 from cigate.gateway.metrics import REGISTRY
 from cigate.gateway.settings import GatewaySettings
 from tests.gateway.conftest import DEAD_UPSTREAM
@@ -141,3 +147,19 @@ def test_gateway_serve_raises_its_open_files_limit(
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == target
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize(
+    ("error", "header"),
+    [
+        (RateLimitedError("slow down", retry_after=0.4), "1"),
+        (UpstreamUnavailableError("busy", status=503, retry_after=2.0), "2"),
+        (UpstreamUnavailableError("down"), None),
+    ],
+    ids=["fraction-rounds-up", "any-error-that-carries-one", "none"],
+)
+def test_an_error_answer_says_when_to_try_again_in_whole_seconds(
+    error: CigateError, header: str | None
+) -> None:
+    """Never ``Retry-After: 0`` for a wait under a second (a client would retry at once)."""
+    assert render(error).headers.get("retry-after") == header

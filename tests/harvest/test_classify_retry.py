@@ -126,8 +126,26 @@ def test_an_error_json_is_recognised_but_a_data_json_is_not() -> None:
         ({"retry-after": "soon"}, None),
         ({}, None),
         ({"retry-after-ms": "100", "retry-after": "9"}, 0.1),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "1e999"}, None),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after-ms": "Infinity", "retry-after": "3"}, 3.0),
+        ({"retry-after": "-1"}, None),
     ],
-    ids=["ms", "x-ms", "seconds", "http-date-past", "garbage", "none", "ms-wins"],
+    ids=[
+        "ms",
+        "x-ms",
+        "seconds",
+        "http-date-past",
+        "garbage",
+        "none",
+        "ms-wins",
+        "inf",
+        "overflow",
+        "nan",
+        "ms-inf-falls-back",
+        "negative",
+    ],
 )
 def test_the_server_delay_is_read_from_any_of_three_headers(
     headers: dict[str, str], expected: float | None
