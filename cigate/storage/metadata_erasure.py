@@ -165,7 +165,7 @@ class ErasureQueries(StoreBase):
                 return CopyOutcome("blob_missing", _row(row))
             used = 0 if quota is None else await _usage(conn, row.tenant_id, besides=file_id)
             if quota is not None and used + size > quota:
-                await conn.execute(
+                changed = await conn.execute(
                     update(files)
                     .where(files.c.id == file_id)
                     .values(
@@ -182,11 +182,13 @@ class ErasureQueries(StoreBase):
                         lease_expires_at=None,
                         updated_at=now,
                     )
+                    .returning(files)
                 )
+                new = changed.one()  # read before the next statement
                 await self._release(conn, sha256, delete_blob)
                 outcome: Literal["stored", "quota"] = "quota"
             else:
-                await conn.execute(
+                changed = await conn.execute(
                     update(files)
                     .where(files.c.id == file_id)
                     .values(
@@ -201,9 +203,10 @@ class ErasureQueries(StoreBase):
                         verified_at=now,
                         updated_at=now,
                     )
+                    .returning(files)
                 )
+                new = changed.one()
                 outcome = "stored"
-            new = (await conn.execute(select(files).where(files.c.id == file_id))).one()
         return CopyOutcome(outcome, _row(new))
 
     async def release_blob(self, sha256: str, delete_blob: DeleteBlob) -> bool:

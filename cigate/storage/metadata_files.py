@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import Row, Select, and_, delete, or_, select, update
+from sqlalchemy import Row, Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -210,6 +210,7 @@ class FileQueries(StoreBase):
             .on_conflict_do_nothing(
                 index_elements=["tenant_id", "upstream_file_id", "container_id"]
             )
+            .returning(files)
         )
         key = and_(
             files.c.tenant_id == tenant_id,
@@ -229,7 +230,7 @@ class FileQueries(StoreBase):
                     if erasure_rule == "never" or response_id in (None, erased.response_id):
                         return None
                     await conn.execute(delete(erasures).where(*tomb))
-            await conn.execute(stmt)
+            inserted = (await conn.execute(stmt)).first()
             # A file row makes its container (or Files-API id) the tenant's, unless taken.
             owned: tuple[OwnedKind, str] = (
                 ("container", container_id or "")
@@ -245,6 +246,8 @@ class FileQueries(StoreBase):
                 now=now,
                 upstream=upstream,
             )
+            if inserted is not None:  # new: it holds exactly the values above
+                return _row(inserted)
             if origin == "citation":
                 # A listing only guesses which response wrote a file (a container serves many);
                 # the response that cites it made it, under the name it gave.
@@ -258,19 +261,24 @@ class FileQueries(StoreBase):
                         **({"response_id": response_id} if response_id is not None else {}),
                     )
                 )
-            if response_id is not None:
-                await conn.execute(
-                    update(files)
-                    .where(key, files.c.response_id.is_(None))
-                    .values(response_id=response_id, updated_at=now)
+            # What the row lacks and this call knows (a response id, a listed path), filled in
+            # one statement that also returns the row; as it is when it lacks neither.
+            fill = {
+                column: func.coalesce(column, value)
+                for column, value in (
+                    (files.c.response_id, response_id),
+                    (files.c.path, values["path"]),
                 )
-            if path is not None:
-                await conn.execute(
-                    update(files)
-                    .where(key, files.c.path.is_(None))
-                    .values(path=values["path"], updated_at=now)
-                )
-            row = (await conn.execute(select(files).where(key))).one()
+                if value is not None
+            }
+            row = None
+            if fill:
+                lacking = or_(*(column.is_(None) for column in fill))
+                filled = update(files).where(key, lacking).values(updated_at=now)
+                filled = filled.values({column.name: v for column, v in fill.items()})
+                row = (await conn.execute(filled.returning(files))).first()
+            if row is None:
+                row = (await conn.execute(select(files).where(key))).one()
         return _row(row)
 
     async def get_file(
@@ -476,19 +484,19 @@ class FileQueries(StoreBase):
         now = self._now()
         free = or_(self._lease_free(now), files.c.lease_owner == worker_id)
         async with self._write("claiming a file") as conn:
-            result = await conn.execute(
-                update(files)
-                .where(files.c.id == file_id, files.c.state == "pending", free)
-                .values(
-                    lease_owner=worker_id,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    updated_at=now,
+            row = (
+                await conn.execute(
+                    update(files)
+                    .where(files.c.id == file_id, files.c.state == "pending", free)
+                    .values(
+                        lease_owner=worker_id,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        updated_at=now,
+                    )
+                    .returning(files)
                 )
-            )
-            if cast(Any, result).rowcount != 1:
-                return None
-            row = (await conn.execute(select(files).where(files.c.id == file_id))).one()
-        return _row(row)
+            ).first()
+        return _row(row) if row is not None else None
 
     async def release(self, file_id: str, worker_id: str) -> None:
         """Give a lease back early (graceful shutdown) so another process resumes at once."""
@@ -636,8 +644,10 @@ class FileQueries(StoreBase):
         """Update the row (if it also meets ``where``) and return it as it is now."""
         values["updated_at"] = self._now()
         async with self._write("updating a file") as conn:
-            await conn.execute(update(files).where(files.c.id == file_id, *where).values(**values))
-            row = (await conn.execute(select(files).where(files.c.id == file_id))).first()
+            changed = update(files).where(files.c.id == file_id, *where).values(**values)
+            row = (await conn.execute(changed.returning(files))).first()
+            if row is None:  # not met (or gone): as it is
+                row = (await conn.execute(select(files).where(files.c.id == file_id))).first()
         if row is None:
             raise NotFoundError(f"no file {file_id!r}")
         return _row(row)
