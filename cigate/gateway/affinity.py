@@ -129,6 +129,8 @@ class Destination:
     def _held_elsewhere(self, up: Upstream, exc: UpstreamUnavailableError) -> Exception:
         if isinstance(exc, UpstreamCredentialError):
             return exc  # the credential alarm's own 502 (already logged with its fix)
+        if saturated(exc):
+            return exc  # this process's connection cap, not the upstream: 503, Retry-After
         return UpstreamUnavailableError(
             f"The upstream '{up.name}' that holds {self.pinned_by} is unavailable "
             f"({exc.message}); calls about it are never sent to another upstream. Try again "

@@ -90,8 +90,15 @@ def one_connection(
         yield gateway
 
 
+@pytest.mark.parametrize(
+    "refused_path",
+    # A plain pass-through, and a call pinned to the upstream that holds what it lists (the
+    # tenant's own files): pinned, it lost its Retry-After and blamed the upstream.
+    ["/openai/v1/models", "/openai/v1/files"],
+    ids=["new-work", "pinned"],
+)
 def test_a_call_beyond_the_connection_cap_gets_a_503_and_the_held_call_completes(
-    held: tuple[HeldUpstream, ServerHandle], one_connection: LiveGateway
+    held: tuple[HeldUpstream, ServerHandle], one_connection: LiveGateway, refused_path: str
 ) -> None:
     upstream, _ = held
     failures = _failures_marking_it_down()
@@ -99,7 +106,7 @@ def test_a_call_beyond_the_connection_cap_gets_a_503_and_the_held_call_completes
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.get, "/openai/v1/models")
         assert upstream.arrived.wait(10), "the first call never reached the upstream"
-        refused = one_connection.http().get("/openai/v1/models")
+        refused = one_connection.http().get(refused_path)
         upstream.release.set()
         assert first.result(10).status_code == 200
     assert refused.status_code == 503, refused.text
