@@ -164,49 +164,38 @@ class ErasureQueries(StoreBase):
             if not await blob_present():
                 return CopyOutcome("blob_missing", _row(row))
             used = 0 if quota is None else await _usage(conn, row.tenant_id, besides=file_id)
+            outcome: Literal["stored", "quota"] = "stored"
+            values: dict[str, Any] = {
+                "state": "stored",
+                "sha256": sha256,
+                "size": size,
+                "content_type": content_type,
+                "error_kind": None,
+                "error_message": None,
+                "verified_at": now,
+            }
             if quota is not None and used + size > quota:
-                changed = await conn.execute(
-                    update(files)
-                    .where(files.c.id == file_id)
-                    .values(
-                        state="failed",
-                        sha256=None,
-                        size=None,
-                        error_kind=KIND_QUOTA,
-                        error_message=(
-                            f"the tenant's storage quota of {quota} bytes is full "
-                            f"({used} used, this file has {size}); erase files or ask the "
-                            "operator for a larger quota, then download it again"
-                        ),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        updated_at=now,
-                    )
-                    .returning(files)
-                )
-                new = changed.one()  # read before the next statement
+                outcome = "quota"
+                values = {
+                    "state": "failed",
+                    "sha256": None,
+                    "size": None,
+                    "error_kind": KIND_QUOTA,
+                    "error_message": (
+                        f"the tenant's storage quota of {quota} bytes is full "
+                        f"({used} used, this file has {size}); erase files or ask the "
+                        "operator for a larger quota, then download it again"
+                    ),
+                }
+            changed = await conn.execute(
+                update(files)
+                .where(files.c.id == file_id)
+                .values(**values, lease_owner=None, lease_expires_at=None, updated_at=now)
+                .returning(files)
+            )
+            new = changed.one()  # read before the next statement
+            if outcome == "quota":
                 await self._release(conn, sha256, delete_blob)
-                outcome: Literal["stored", "quota"] = "quota"
-            else:
-                changed = await conn.execute(
-                    update(files)
-                    .where(files.c.id == file_id)
-                    .values(
-                        state="stored",
-                        sha256=sha256,
-                        size=size,
-                        content_type=content_type,
-                        error_kind=None,
-                        error_message=None,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        verified_at=now,
-                        updated_at=now,
-                    )
-                    .returning(files)
-                )
-                new = changed.one()
-                outcome = "stored"
         return CopyOutcome(outcome, _row(new))
 
     async def release_blob(self, sha256: str, delete_blob: DeleteBlob) -> bool:

@@ -274,8 +274,11 @@ class FileQueries(StoreBase):
             row = None
             if fill:
                 lacking = or_(*(column.is_(None) for column in fill))
-                filled = update(files).where(key, lacking).values(updated_at=now)
-                filled = filled.values({column.name: v for column, v in fill.items()})
+                filled = (
+                    update(files)
+                    .where(key, lacking)
+                    .values(updated_at=now, **{column.name: v for column, v in fill.items()})
+                )
                 row = (await conn.execute(filled.returning(files))).first()
             if row is None:
                 row = (await conn.execute(select(files).where(key))).one()
