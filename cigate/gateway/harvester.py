@@ -75,7 +75,9 @@ class Harvester:
             attempts=settings.harvest_attempts, backoff=settings.harvest_backoff
         )
         #: One fetch chain per configured upstream.
-        self._fetchers = {name: Fetcher(up, self.policy) for name, up in pool.members.items()}
+        self._fetchers = {
+            name: Fetcher(up.harvest, self.policy) for name, up in pool.members.items()
+        }
         self._slots = asyncio.Semaphore(settings.harvest_concurrency)
 
     async def holder_of(self, kind: PlacedKind, object_id: str) -> Upstream:

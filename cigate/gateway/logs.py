@@ -47,6 +47,8 @@ _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
     | {"message", "asctime", "request_id", "taskName"}
 )
+#: The HTTP client's loggers (httpx2 logs each request at info).
+_CLIENT_LOGGERS = ("httpx2", "httpcore2")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
@@ -115,4 +117,10 @@ def configure_logging(level: str = "info", fmt: str = "text") -> logging.Handler
         logger.handlers.clear()
         logger.propagate = True
         logger.setLevel(level.upper())
+    # The HTTP client's own line per upstream call ("HTTP Request: GET …") only at debug: the
+    # access line, the upstream request id and the metrics already tell each call at info, and
+    # under load the extra line per listing, record and download is CPU the relay needs.
+    client_level = logging.NOTSET if level.upper() == "DEBUG" else logging.WARNING
+    for name in _CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(client_level)
     return handler

@@ -142,6 +142,10 @@ class GatewaySettings:
     #: (a relayed stream holds its own for its whole length). A call that finds all in use
     #: waits ``connect_timeout`` for one, then gets a 503.
     upstream_connections: int = 1000
+    #: Connections the harvest (listings, file records, downloads) holds open to each upstream
+    #: at most, apart from the clients' ones: a backlog of copies never delays a client's call.
+    #: A harvest call that finds all in use waits ``connect_timeout`` and is tried again later.
+    harvest_connections: int = 100
     #: Path families the gateway does not scope per tenant that it forwards anyway, for every
     #: tenant: comma-separated (``vector_stores,batches``) or ``*`` for all. Empty (the
     #: default): only the scoped and the stateless calls go upstream, the rest is refused (403).
@@ -281,8 +285,14 @@ class GatewaySettings:
                 "(https://RES.services.ai.azure.com/api/projects/PROJECT)",
                 hint=SETTINGS_HINT,
             )
-        if self.upstream_connections < 1:
-            raise ConfigurationError("upstream connections must be at least 1", hint=SETTINGS_HINT)
+        for name, connections in (
+            ("upstream", self.upstream_connections),
+            ("harvest", self.harvest_connections),
+        ):
+            if connections < 1:
+                raise ConfigurationError(
+                    f"{name} connections must be at least 1", hint=SETTINGS_HINT
+                )
         if self.harvest_concurrency < 1 or self.harvest_attempts < 1:
             raise ConfigurationError(
                 "harvest concurrency and attempts must be at least 1", hint=SETTINGS_HINT

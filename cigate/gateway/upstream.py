@@ -18,9 +18,9 @@ exactly one place, :meth:`Upstream.send`. So do failures of the gateway's own cr
 token that cannot be obtained, or a 401/403 from the upstream (a wrong key, a missing role) is
 the operator's to fix, not the tenant's, so the tenant gets a 502 in the OpenAI envelope and
 the log one line with the fix (:class:`CredentialAlarm`: once, then at most every few
-minutes). The class is also the harvest core's
-:class:`~cigate.harvest.fetch.UpstreamAPI`: file downloads go through the same client and
-credential.
+minutes). Its :attr:`Upstream.harvest` is the harvest core's
+:class:`~cigate.harvest.fetch.UpstreamAPI`: file downloads use the same URLs and credential,
+through a connection pool of their own (:class:`HarvestSide`).
 """
 
 from __future__ import annotations
@@ -236,29 +236,23 @@ class Upstream:
         self._v1_base = base if base.endswith("/v1") else f"{base}/openai/v1"
         self._legacy_base = f"{base.removesuffix('/v1').removesuffix('/openai')}/openai"
         self._project_base = base if settings.upstream_project is not None else None
-        self.client = client or httpx2.AsyncClient(
-            timeout=httpx2.Timeout(
-                settings.read_timeout,
-                connect=settings.connect_timeout,
-                pool=settings.connect_timeout,
-            ),
-            limits=httpx2.Limits(
-                max_connections=settings.upstream_connections, max_keepalive_connections=50
-            ),
-            follow_redirects=False,
+        #: Clients' calls (:meth:`send`), at most ``upstream_connections`` at once.
+        self.client = client or _pooled_client(settings, settings.upstream_connections)
+        #: The harvest core's view: the same URLs and credential, a pool of its own.
+        self.harvest = HarvestSide(
+            self, client or _pooled_client(settings, settings.harvest_connections)
         )
-        if client is None:
-            use_asyncio_network(self.client)
         self._credential = credential
         self._token_provider: Callable[[], Awaitable[str]] | None = None
         self.alarm = CredentialAlarm()
-        # Every call on this client (forwarding, and the harvest core's downloads and
-        # listings) has its 401/403 turned into the alarm's 502.
-        self.client.event_hooks["response"].append(self._check_credential_accepted)
-        # Every call also carries the current span's traceparent (tracing on), and the
-        # harvest core's calls, which do not go through send(), are timed here.
-        self.client.event_hooks["request"].append(self._before_send)
-        self.client.event_hooks["response"].insert(0, self._observe_harvest)
+        for pooled in dict.fromkeys((self.client, self.harvest.client)):
+            # Every call (forwarded, or the harvest's downloads and listings) has its 401/403
+            # turned into the alarm's 502.
+            pooled.event_hooks["response"].append(self._check_credential_accepted)
+            # Every call also carries the current span's traceparent (tracing on), and the
+            # harvest core's calls, which do not go through send(), are timed here.
+            pooled.event_hooks["request"].append(self._before_send)
+            pooled.event_hooks["response"].insert(0, self._observe_harvest)
         self._v1_path = urlsplit(self._v1_base).path.rstrip("/")
 
     def url(self, form: Literal["v1", "legacy", "project"], segments: Sequence[str]) -> str:
@@ -458,9 +452,51 @@ class Upstream:
             await response.aclose()
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for pooled in dict.fromkeys((self.client, self.harvest.client)):
+            await pooled.aclose()
         if self._credential is not None:
             await self._credential.close()
+
+
+class HarvestSide:
+    """An upstream as the harvest core sees it (:class:`~cigate.harvest.fetch.UpstreamAPI`).
+
+    Its calls (listings, file records, downloads) go through a connection pool of their own,
+    at most ``harvest_connections``: a backlog of copies never takes a connection a client's
+    call needs, nor a client's stream one the harvest needs. Two pools are also cheaper to
+    run than one: httpcore walks every connection of a pool on each request and release, and
+    the clients' pool holds one connection per live stream.
+    """
+
+    def __init__(self, upstream: Upstream, client: httpx2.AsyncClient) -> None:
+        self.client = client
+        self._upstream = upstream
+        self.v1_url = upstream.v1_url
+        self.auth_headers = upstream.auth_headers
+
+    @property
+    def default_query(self) -> Mapping[str, str]:
+        return self._upstream.default_query
+
+    @property
+    def uses_entra(self) -> bool:
+        return self._upstream.uses_entra
+
+
+def _pooled_client(settings: GatewaySettings, connections: int) -> httpx2.AsyncClient:
+    """A client with at most ``connections`` to the upstream; a call that finds all in use
+    waits ``connect_timeout`` for one."""
+    client = httpx2.AsyncClient(
+        timeout=httpx2.Timeout(
+            settings.read_timeout,
+            connect=settings.connect_timeout,
+            pool=settings.connect_timeout,
+        ),
+        limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=50),
+        follow_redirects=False,
+    )
+    use_asyncio_network(client)
+    return client
 
 
 #: Request extensions: sent by :meth:`Upstream.send` (timed there), and a harvest call's start.

@@ -228,7 +228,9 @@ def test_method_and_path_override_headers_never_reach_the_upstream(tmp_path: Pat
         blobs=str(tmp_path / "blobs"),
     )
     with GatewayHarness(settings) as gw:
-        gw.services.upstream.client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
+            transport=httpx2.MockTransport(handler)
+        )
         tenant = gw.add_tenant("a")
         overrides: dict[str, Any] = {
             "X-HTTP-Method-Override": "DELETE",

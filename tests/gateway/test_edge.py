@@ -186,7 +186,9 @@ def test_the_upstream_gets_the_checked_segments_spelt_one_way(tmp_path: Path) ->
         allow_unscoped="made_up",
     )
     with GatewayHarness(settings) as gw:
-        gw.services.upstream.client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
+            transport=httpx2.MockTransport(handler)
+        )
         tenant = gw.add_tenant("a")
         for path, query in [
             ("/v1/made_up/a%20b/%C3%A9/c,d%3Be", ""),  # an escaped ';' is data

@@ -101,7 +101,7 @@ def gateway_over_emulator(
     with GatewayHarness(settings) as gw:
         client = emulator.async_http_client(base_url="")
         client.event_hooks["response"].append(count)
-        gw.services.upstream.client = client
+        gw.services.upstream.client = gw.services.upstream.harvest.client = client
         try:
             yield gw, emulator, calls
         finally:

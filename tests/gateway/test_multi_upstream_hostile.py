@@ -89,7 +89,7 @@ def world(
         for member in gw.services.pool.members.values():
             client = emulator.async_http_client(base_url="")
             client.event_hooks["response"].append(count)
-            member.client = client
+            member.client = member.harvest.client = client
         tenant = gw.add_tenant("hostile")
         world = World(gw, tenant, {}, {}, calls)
 

@@ -16,7 +16,7 @@ import socket
 import stat
 import string
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx2
@@ -30,6 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from cigate.emulator.server import run_in_thread
 from cigate.gateway.app import SERVER_LOOP, create_app
 from cigate.gateway.observe import ObserveMiddleware
 from cigate.gateway.settings import GatewaySettings
@@ -305,6 +306,51 @@ def test_the_served_gateway_writes_one_json_access_line_per_request_with_its_id(
     assert by_id["t-2"]["route"] == "/files/{file_id}"
     assert by_id["t-3"]["status"] == 404
     assert by_id["t-3"]["route"] == "unmatched"
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_the_http_clients_own_line_per_upstream_call_is_written_only_at_debug(
+    tmp_path: Path, processes: list, level: str
+) -> None:
+    """httpx logs every request at info ("HTTP Request: GET …"): at the gateway's default
+    level that was a line per harvest listing, record and download, CPU under load for what
+    the access line and the metrics already say."""
+
+    async def models(scope: dict, receive: object, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"object":"list","data":[]}'})
+
+    upstream = run_in_thread(models, "127.0.0.1", 0)
+    try:
+        settings = dataclasses.replace(_settings(tmp_path), upstream=upstream.url)
+        port = _free_port()
+        home = tmp_path / "home"
+        proc = serve_process(
+            settings,
+            port,
+            home,
+            upstream_auth="none",
+            log_format="json",
+            log_level=level,
+            ready_check_upstream="true",  # /readyz makes an upstream call
+        )
+        processes.append(proc)
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
+            assert client.get("/readyz").status_code == 200
+        proc.terminate()
+        proc.wait(20)
+    finally:
+        upstream.stop()
+    lines = (home / f"gateway-{port}.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(r["logger"] == "cigate.access" for r in records)  # the log was written
+    client_lines = [r for r in records if r["logger"] == "httpx2"]
+    if level == "debug":
+        assert any(r["message"].startswith("HTTP Request: GET") for r in client_lines)
+    else:
+        assert client_lines == []
 
 
 def _free_port() -> int:

@@ -52,7 +52,9 @@ def harness(tmp_path: Path) -> Iterator[GatewayHarness]:
 
 
 def _script(gw: GatewayHarness, handler: Any) -> None:
-    gw.services.upstream.client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
+        transport=httpx2.MockTransport(handler)
+    )
 
 
 @pytest.mark.parametrize(

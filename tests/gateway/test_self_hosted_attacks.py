@@ -62,7 +62,9 @@ class ScriptedModel:
 
 
 def _install(gw: GatewayHarness, model: Any) -> None:
-    gw.services.upstream.client = httpx2.AsyncClient(transport=httpx2.MockTransport(model))
+    gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
+        transport=httpx2.MockTransport(model)
+    )
 
 
 def _call(arguments: str, name: str = "python") -> dict[str, Any]:

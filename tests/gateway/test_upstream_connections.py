@@ -13,8 +13,10 @@ open-files limit so that the cap can be reached.
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -119,6 +121,144 @@ def test_a_call_beyond_the_connection_cap_gets_a_503_and_the_held_call_completes
     # The limit was this process's own: the upstream was never marked down (with several
     # upstreams, new work moves on to the next one all the same).
     assert _failures_marking_it_down() == failures
+
+
+class SharedUpstream:
+    """A Responses upstream where the harvest and a client's call must run at the same time.
+
+    ``POST /responses`` answers at once with a response citing one container file. The
+    container's endpoints (the harvest's listing, record and download) answer only once a
+    client's ``GET /models`` has arrived, and that call is held until the file was downloaded
+    (each wait bounded): with one pool for both, whoever is second waits for the first, which
+    waits for them.
+    """
+
+    CONTAINER, FILE = "cntr_" + "c" * 24, "cfile_" + "f" * 24
+    CONTENT = b"month,profit\n2026-11,42\n"
+
+    def __init__(self) -> None:
+        self.models_arrived = threading.Event()
+        self.downloaded = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"].removeprefix("/openai/v1")
+        if path == "/responses":
+            while (await receive()).get("more_body"):
+                pass
+            await _json(send, self.response())
+        elif path == "/models":
+            self.models_arrived.set()
+            await _wait(self.downloaded)
+            await _json(send, {"object": "list", "data": []})
+        elif path.startswith(f"/containers/{self.CONTAINER}/files"):
+            await _wait(self.models_arrived)
+            record = {
+                "id": self.FILE,
+                "object": "container.file",
+                "container_id": self.CONTAINER,
+                "path": "/mnt/data/profit.csv",
+                "bytes": len(self.CONTENT),
+                "source": "assistant",
+                "created_at": 0,
+            }
+            if path.endswith("/files"):
+                await _json(send, {"object": "list", "data": [record], "has_more": False})
+            elif path.endswith("/content"):
+                await _send_body(send, self.CONTENT, b"text/csv")
+                self.downloaded.set()
+            else:
+                await _json(send, record)
+        else:
+            await _send_body(send, b'{"error":{"message":"not found"}}', status=404)
+
+    def response(self) -> dict[str, Any]:
+        citation = {
+            "type": "container_file_citation",
+            "container_id": self.CONTAINER,
+            "file_id": self.FILE,
+            "filename": "profit.csv",
+            "start_index": 0,
+            "end_index": 1,
+        }
+        text = {"type": "output_text", "text": "here", "annotations": [citation]}
+        message = {"type": "message", "id": "msg_1", "role": "assistant", "content": [text]}
+        call = {"type": "code_interpreter_call", "id": "ci_1", "container_id": self.CONTAINER}
+        return {
+            "id": "resp_" + "a" * 24,
+            "object": "response",
+            "status": "completed",
+            "model": "m",
+            "output": [call, message],
+        }
+
+
+async def _wait(event: threading.Event, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not event.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
+async def _json(send: Any, body: dict[str, Any]) -> None:
+    await _send_body(send, json.dumps(body).encode(), b"application/json")
+
+
+async def _send_body(
+    send: Any, body: bytes, content_type: bytes = b"application/json", status: int = 200
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_the_harvest_and_clients_calls_never_wait_for_each_others_connections(
+    tmp_path: Path,
+) -> None:
+    """The harvest's calls have a pool of their own (``HARVEST_CONNECTIONS``).
+
+    With one pool, a backlog of copies took the connections clients' calls needed (a 503 at
+    the cap), and clients' streams the ones copies needed (each try waited and failed). Here
+    the client pool has one connection, held by a client's call for as long as the harvest
+    runs, and the harvest only gets its answers while that call is held.
+    """
+    upstream = SharedUpstream()
+    handle = run_in_thread(upstream, "127.0.0.1", 0)
+    settings = GatewaySettings(
+        upstream=handle.url,
+        upstream_key="k",
+        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+        blobs=str(tmp_path / "blobs"),
+        upstream_connections=1,
+        harvest_connections=1,
+        connect_timeout=0.5,
+        harvest_attempts=1,
+    )
+    try:
+        with serving(settings) as gateway, ThreadPoolExecutor(1) as pool:
+            client = gateway.http()
+            made = client.post("/openai/v1/responses", json={"model": "m", "input": "go"})
+            assert made.status_code == 200, made.text
+            held = pool.submit(client.get, "/openai/v1/models")
+            files = gateway.harvested(made.json()["id"], timeout=20)
+            assert held.result(20).status_code == 200, held.result().text
+            assert [f["state"] for f in files] == ["stored"], files
+            content = client.get(f"/files/{files[0]['id']}/content")
+            assert content.content == SharedUpstream.CONTENT
+    finally:
+        upstream.models_arrived.set()
+        upstream.downloaded.set()
+        handle.stop()
+
+
+def test_harvest_connections_is_a_setting_of_at_least_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert GatewaySettings(upstream=DEAD_UPSTREAM).harvest_connections == 100
+    monkeypatch.setenv("CIGATE_GATEWAY_HARVEST_CONNECTIONS", "7")
+    assert GatewaySettings.from_env(upstream=DEAD_UPSTREAM).harvest_connections == 7
+    with pytest.raises(ConfigurationError, match="harvest connections"):
+        GatewaySettings(upstream=DEAD_UPSTREAM, harvest_connections=0)
 
 
 def _failures_marking_it_down() -> float:
