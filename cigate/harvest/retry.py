@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from cigate.exceptions import CigateError
 
-__all__ = ["RETRYABLE_STATUSES", "OnRetry", "RetryPolicy", "parse_retry_after"]
+__all__ = ["MAX_RETRY_AFTER", "RETRYABLE_STATUSES", "OnRetry", "RetryPolicy", "parse_retry_after"]
 
 T = TypeVar("T")
 #: Called before each retry with the attempt that failed (from 1) and its error.
@@ -33,14 +33,25 @@ OnRetry = Callable[[int, CigateError], Awaitable[None]]
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
+#: The longest wait a server's header is read as, seconds (a day): longer than any retry waits
+#: for (``--max-retry-wait``), and a number the gateway can write back in its own answer.
+MAX_RETRY_AFTER = 86400.0
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds the server asks us to wait, or ``None``.
+    """Seconds the server asks us to wait (at most :data:`MAX_RETRY_AFTER`), or ``None``.
 
     Order: ``retry-after-ms`` (Azure OpenAI, OpenAI), ``x-ms-retry-after-ms`` (Azure gateways),
     then ``retry-after`` (seconds or an HTTP date). Negative, unparsable or non-finite values
     (``inf``, ``1e999``) are ignored: a server's header must not become an endless wait or a
-    header the gateway cannot write back.
+    header the gateway cannot write back. A finite but huge one (``1e300``, a date centuries
+    ahead) is read as a day: it was written back as a 301-digit ``Retry-After``.
     """
+    value = _server_delay(headers, now)
+    return None if value is None else min(value, MAX_RETRY_AFTER)
+
+
+def _server_delay(headers: Mapping[str, str], now: float | None) -> float | None:
     lower = {k.lower(): v for k, v in headers.items()}
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
         raw = lower.get(name)

@@ -36,6 +36,7 @@ from cigate.exceptions import (
 from cigate.gateway.errors import render
 from cigate.gateway.metrics import REGISTRY
 from cigate.gateway.settings import GatewaySettings
+from cigate.harvest.classify import from_http
 from tests.gateway.conftest import DEAD_UPSTREAM
 from tests.gateway.live import LiveGateway, serving
 
@@ -302,8 +303,10 @@ def test_gateway_serve_raises_its_open_files_limit(
         (RateLimitedError("slow down", retry_after=0.4), "1"),
         (UpstreamUnavailableError("busy", status=503, retry_after=2.0), "2"),
         (UpstreamUnavailableError("down"), None),
+        # An upstream's finite but absurd wait: a day, not a 301-digit header.
+        (from_http(429, b"{}", {"retry-after": "1e300"}, what="list files"), "86400"),
     ],
-    ids=["fraction-rounds-up", "any-error-that-carries-one", "none"],
+    ids=["fraction-rounds-up", "any-error-that-carries-one", "none", "upstream-huge-wait"],
 )
 def test_an_error_answer_says_when_to_try_again_in_whole_seconds(
     error: CigateError, header: str | None

@@ -131,6 +131,9 @@ def test_an_error_json_is_recognised_but_a_data_json_is_not() -> None:
         ({"retry-after": "nan"}, None),
         ({"retry-after-ms": "Infinity", "retry-after": "3"}, 3.0),
         ({"retry-after": "-1"}, None),
+        ({"retry-after": "1e300"}, 86400.0),
+        ({"retry-after-ms": "9" * 40}, 86400.0),
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, 86400.0),
     ],
     ids=[
         "ms",
@@ -145,6 +148,9 @@ def test_an_error_json_is_recognised_but_a_data_json_is_not() -> None:
         "nan",
         "ms-inf-falls-back",
         "negative",
+        "huge-is-a-day",
+        "huge-ms-is-a-day",
+        "far-date-is-a-day",
     ],
 )
 def test_the_server_delay_is_read_from_any_of_three_headers(
