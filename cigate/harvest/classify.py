@@ -190,6 +190,12 @@ _TIMEOUT_HINT = (
     "--timeout (CIGATE_TIMEOUT) for slow answers."
 )
 
+_POOL_HINT = (
+    "Every connection this process may hold to the service was in use for the whole wait: a "
+    "limit of this process, not the service's. It is tried again; a gateway that keeps "
+    "hitting it needs more CIGATE_GATEWAY_HARVEST_CONNECTIONS."
+)
+
 
 def from_transport(exc: BaseException, *, what: str) -> UpstreamUnavailableError:
     """A connection failure, timeout or cut-off body that outlasted the retries.
@@ -205,6 +211,8 @@ def from_transport(exc: BaseException, *, what: str) -> UpstreamUnavailableError
         connect = True  # the SDK's APIConnectionError wraps the transport's own error
     if connect:
         return UpstreamUnavailableError(message, hint=_UNREACHABLE_HINT)
+    if isinstance(exc, httpx2.PoolTimeout):  # nothing was sent: --timeout is not the cure
+        return UpstreamUnavailableError(message, hint=_POOL_HINT)
     if isinstance(exc, httpx2.TimeoutException) or type(exc).__name__ == "APITimeoutError":
         return UpstreamUnavailableError(message, hint=_TIMEOUT_HINT)
     return UpstreamUnavailableError(message)

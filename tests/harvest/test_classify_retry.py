@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx2
 import pytest
 
 from cigate.exceptions import (
@@ -16,7 +17,7 @@ from cigate.exceptions import (
     RateLimitedError,
     UpstreamUnavailableError,
 )
-from cigate.harvest.classify import from_http, looks_like_error_body
+from cigate.harvest.classify import from_http, from_transport, looks_like_error_body
 from cigate.harvest.retry import RetryPolicy, parse_retry_after
 
 CHECKACCESS = (
@@ -186,3 +187,23 @@ def test_a_500_saying_the_code_interpreter_failed_gets_a_code_interpreter_hint(
     assert isinstance(err, UpstreamUnavailableError)
     assert "code interpreter itself failed" in err.hint
     assert "persistent 500s" not in err.hint
+
+
+@pytest.mark.parametrize(
+    ("exc", "says", "never_says"),
+    [
+        (httpx2.ConnectError("refused"), "No connection could be made", "--timeout"),
+        (httpx2.ReadTimeout("slow"), "--timeout", "HARVEST_CONNECTIONS"),
+        # Waiting for one of this process's own connections: nothing was sent, so a longer
+        # --timeout (the hint it had) changes nothing.
+        (httpx2.PoolTimeout("busy"), "HARVEST_CONNECTIONS", "--timeout"),
+    ],
+    ids=["connect", "read-timeout", "pool-timeout"],
+)
+def test_a_transport_failure_gets_the_hint_of_its_cause(
+    exc: Exception, says: str, never_says: str
+) -> None:
+    error = from_transport(exc, what="download a.csv")
+    assert isinstance(error, UpstreamUnavailableError)
+    assert says in error.hint
+    assert never_says not in error.hint
