@@ -143,8 +143,9 @@ class GatewaySettings:
     #: waits ``connect_timeout`` for one, then gets a 503.
     upstream_connections: int = 1000
     #: Connections the harvest (listings, file records, downloads) holds open to each upstream
-    #: at most, apart from the clients' ones: a backlog of copies never delays a client's call.
-    #: A harvest call that finds all in use waits ``connect_timeout`` and is tried again later.
+    #: at most, apart from the forwarding ones: a backlog of copies never delays a forwarded
+    #: call. On-demand fetches for a client (a file not stored yet) share this pool. A harvest
+    #: call that finds all in use waits ``connect_timeout`` and is tried again later.
     harvest_connections: int = 100
     #: Path families the gateway does not scope per tenant that it forwards anyway, for every
     #: tenant: comma-separated (``vector_stores,batches``) or ``*`` for all. Empty (the

@@ -461,9 +461,10 @@ class Upstream:
 class HarvestSide:
     """An upstream as the harvest core sees it (:class:`~cigate.harvest.fetch.UpstreamAPI`).
 
-    Its calls (listings, file records, downloads) go through a connection pool of their own,
-    at most ``harvest_connections``: a backlog of copies never takes a connection a client's
-    call needs, nor a client's stream one the harvest needs. Two pools are also cheaper to
+    Its calls (listings, file records, downloads, and the on-demand fetch of a file a client
+    asks for before it is stored) go through a connection pool of their own, at most
+    ``harvest_connections``: a backlog of copies never takes a connection a forwarded call
+    needs, nor a relayed stream one the harvest needs. Two pools are also cheaper to
     run than one: httpcore walks every connection of a pool on each request and release, and
     the clients' pool holds one connection per live stream.
     """

@@ -192,8 +192,8 @@ _TIMEOUT_HINT = (
 
 _POOL_HINT = (
     "Every connection this process may hold to the service was in use for the whole wait: a "
-    "limit of this process, not the service's. It is tried again; a gateway that keeps "
-    "hitting it needs more CIGATE_GATEWAY_HARVEST_CONNECTIONS."
+    "limit of this process, not the service's. Fetch fewer files at once (--concurrency); "
+    "a gateway that keeps hitting it needs more CIGATE_GATEWAY_HARVEST_CONNECTIONS."
 )
 
 
@@ -211,8 +211,9 @@ def from_transport(exc: BaseException, *, what: str) -> UpstreamUnavailableError
         connect = True  # the SDK's APIConnectionError wraps the transport's own error
     if connect:
         return UpstreamUnavailableError(message, hint=_UNREACHABLE_HINT)
-    if isinstance(exc, httpx2.PoolTimeout):  # nothing was sent: --timeout is not the cure
-        return UpstreamUnavailableError(message, hint=_POOL_HINT)
+    if isinstance(exc, httpx2.PoolTimeout):  # nothing was sent: the limit is this process's
+        # As the gateway's forwarding answers its own limit: 503, try again in a second.
+        return UpstreamUnavailableError(message, hint=_POOL_HINT, status=503, retry_after=1.0)
     if isinstance(exc, httpx2.TimeoutException) or type(exc).__name__ == "APITimeoutError":
         return UpstreamUnavailableError(message, hint=_TIMEOUT_HINT)
     return UpstreamUnavailableError(message)

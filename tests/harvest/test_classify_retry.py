@@ -207,3 +207,6 @@ def test_a_transport_failure_gets_the_hint_of_its_cause(
     assert isinstance(error, UpstreamUnavailableError)
     assert says in error.hint
     assert never_says not in error.hint
+    # This process's own limit answers like the gateway's forwarding one: 503, in a second.
+    pool = isinstance(exc, httpx2.PoolTimeout)
+    assert (error.status == 503, error.retry_after) == ((True, 1.0) if pool else (False, None))

@@ -270,12 +270,18 @@ async def test_tls_with_the_local_ca_and_a_refusal_of_an_unknown_one(tmp_path: P
                 await http.get(f"https://127.0.0.1:{port}/")
 
 
-def test_the_gateway_upstream_client_connects_with_the_asyncio_backend() -> None:
-    """Fails should httpx2 or httpcore2 stop keeping the pool's backend where we set it."""
+async def test_the_gateway_upstream_clients_connect_with_the_asyncio_backend() -> None:
+    """Both pools (clients' calls, the harvest's); fails should httpx2 or httpcore2 stop
+    keeping the pool's backend where we set it."""
     settings = GatewaySettings(upstream="http://127.0.0.1:9", upstream_key="k")
     upstream = Upstream(settings)
-    pool = upstream.client._transport._pool  # type: ignore[attr-defined]
-    assert isinstance(pool._network_backend, AsyncioBackend)
+    try:
+        assert upstream.client is not upstream.harvest.client
+        for pooled in (upstream.client, upstream.harvest.client):
+            pool = pooled._transport._pool  # type: ignore[attr-defined]
+            assert isinstance(pool._network_backend, AsyncioBackend)
+    finally:
+        await upstream.aclose()
     custom = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
     assert not use_asyncio_network(custom)
 
