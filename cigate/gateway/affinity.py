@@ -93,6 +93,9 @@ class Destination:
         """Send to the first candidate; new work moves on to the next one on a connect error,
         timeout, 5xx or 429 while the request can still be sent again (nothing relayed yet)."""
         tracked = _Tracked(content) if isinstance(content, AsyncIterator) else None
+        #: The first candidate that had no free connection: when the rest are down too, that
+        #: is the answer (503, try again in a second), not the last one's 502.
+        busy: UpstreamUnavailableError | None = None
         for i, up in enumerate(self.candidates):
             last = i == len(self.candidates) - 1
             body = tracked.stream() if tracked is not None else content
@@ -103,9 +106,13 @@ class Destination:
                 metrics.UPSTREAM_REQUESTS.labels(up.name, "error").inc()
                 if not saturated(exc):  # new work still moves on, the upstream stays up
                     self.pool.failed(up.name, "unreachable")
+                elif busy is None:
+                    busy = exc
                 if self.pinned_by is not None:
                     raise self._held_elsewhere(up, exc) from exc
                 if last or (tracked is not None and tracked.started):
+                    if busy is not None and busy is not exc:
+                        raise busy from busy.__cause__  # still this process's own limit
                     raise
                 log.warning("new work fails over from upstream %s: %s", up.name, exc.message)
                 continue

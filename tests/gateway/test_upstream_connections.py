@@ -262,6 +262,39 @@ def test_harvest_connections_is_a_setting_of_at_least_one(
         GatewaySettings(upstream=DEAD_UPSTREAM, harvest_connections=0)
 
 
+def test_new_work_that_finds_one_upstream_busy_and_the_other_down_gets_the_503(
+    held: tuple[HeldUpstream, ServerHandle], tmp_path: Path
+) -> None:
+    """Two upstreams: ``busy`` has its one connection held, ``gone`` refuses connections.
+    New work tried ``busy`` (no free connection), then ``gone`` (down), and answered with the
+    last one's 502; trying again in a second is the answer that can succeed."""
+    upstream, handle = held
+    listed = tmp_path / "upstreams.toml"
+    listed.write_text(
+        f'[[upstreams]]\nname = "busy"\nurl = "{handle.url}"\nkey = "k"\n\n'
+        f'[[upstreams]]\nname = "gone"\nurl = "{DEAD_UPSTREAM}"\nkey = "k"\n'
+    )
+    settings = GatewaySettings(
+        upstreams_file=str(listed),
+        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+        blobs=str(tmp_path / "blobs"),
+        upstream_connections=1,
+        connect_timeout=0.5,
+    )
+    with serving(settings) as gateway, ThreadPoolExecutor(1) as pool:
+        client = gateway.http()
+        # Round robin may try "gone" first: then it is marked down and sorts last.
+        first = pool.submit(client.get, "/openai/v1/models")
+        assert upstream.arrived.wait(10), "the first call never reached the upstream"
+        refused = [gateway.http().get("/openai/v1/models") for _ in range(2)]
+        upstream.release.set()
+        assert first.result(10).status_code == 200
+    for answer in refused:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert "upstream connections are in use" in answer.json()["error"]["message"]
+
+
 def _failures_marking_it_down() -> float:
     sample = REGISTRY.get_sample_value(
         "cigate_upstream_failures_total", {"upstream": "default", "reason": "unreachable"}
