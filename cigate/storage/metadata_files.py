@@ -231,22 +231,24 @@ class FileQueries(StoreBase):
                         return None
                     await conn.execute(delete(erasures).where(*tomb))
             inserted = (await conn.execute(stmt)).first()
-            # A file row makes its container (or Files-API id) the tenant's, unless taken.
-            owned: tuple[OwnedKind, str] = (
-                ("container", container_id or "")
-                if kind == "container"
-                else ("file", upstream_file_id)
-            )
-            await claim_in(
-                conn,
-                self.dialect,
-                owned[0],
-                [owned[1]],
-                tenant_id=tenant_id,
-                now=now,
-                upstream=upstream,
-            )
             if inserted is not None:  # new: it holds exactly the values above
+                # A new file row makes its container (or Files-API id) the tenant's, unless
+                # taken. An existing row's claim was made with it, and owners rows are never
+                # deleted: claiming again would change nothing (a statement a listing saves).
+                owned: tuple[OwnedKind, str] = (
+                    ("container", container_id or "")
+                    if kind == "container"
+                    else ("file", upstream_file_id)
+                )
+                await claim_in(
+                    conn,
+                    self.dialect,
+                    owned[0],
+                    [owned[1]],
+                    tenant_id=tenant_id,
+                    now=now,
+                    upstream=upstream,
+                )
                 return _row(inserted)
             if origin == "citation":
                 # A listing only guesses which response wrote a file (a container serves many);

@@ -117,6 +117,26 @@ async def test_the_listing_fills_what_the_citation_lacked_in_one_update(stores: 
     assert touching_files(sent) == ["INSERT INTO files", "UPDATE files SET", "SELECT files"]
 
 
+def claims(sent: list[str]) -> int:
+    """How many statements wrote to ``owners`` (a claim of a container or file id)."""
+    return sum(sql.upper().startswith("INSERT INTO OWNERS") for sql in sent)
+
+
+async def test_only_a_new_file_row_claims_its_container(stores: Stores) -> None:
+    """An existing row's claim was made with it and owners rows are never deleted: a listing
+    of a cited file claimed the container again, a statement that changed nothing."""
+    md = stores.metadata
+    tenant, other = await md.create_tenant("acme"), await md.create_tenant("other")
+    with statements(md) as sent:
+        await cite(md, tenant.id)
+    assert claims(sent) == 1, sent
+    with statements(md) as sent:
+        await list_again(md, tenant.id, "/mnt/data/plot.png")
+        await cite(md, tenant.id)
+    assert claims(sent) == 0, sent
+    assert await md.claim(other.id, "container", "cntr_1") == tenant.id  # still acme's
+
+
 async def test_a_listing_without_a_path_or_response_reads_the_row_once(stores: Stores) -> None:
     md = stores.metadata
     tenant = await md.create_tenant("acme")
