@@ -252,16 +252,6 @@ def test_the_harvest_and_clients_calls_never_wait_for_each_others_connections(
         handle.stop()
 
 
-def test_harvest_connections_is_a_setting_of_at_least_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    assert GatewaySettings(upstream=DEAD_UPSTREAM).harvest_connections == 100
-    monkeypatch.setenv("CIGATE_GATEWAY_HARVEST_CONNECTIONS", "7")
-    assert GatewaySettings.from_env(upstream=DEAD_UPSTREAM).harvest_connections == 7
-    with pytest.raises(ConfigurationError, match="harvest connections"):
-        GatewaySettings(upstream=DEAD_UPSTREAM, harvest_connections=0)
-
-
 def test_new_work_that_finds_one_upstream_busy_and_the_other_down_gets_the_503(
     held: tuple[HeldUpstream, ServerHandle], tmp_path: Path
 ) -> None:
@@ -302,12 +292,18 @@ def _failures_marking_it_down() -> float:
     return sample or 0.0
 
 
-def test_the_cap_is_a_setting_of_at_least_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert GatewaySettings(upstream=DEAD_UPSTREAM).upstream_connections == 1000
-    monkeypatch.setenv("CIGATE_GATEWAY_UPSTREAM_CONNECTIONS", "5000")
-    assert GatewaySettings.from_env(upstream=DEAD_UPSTREAM).upstream_connections == 5000
-    with pytest.raises(ConfigurationError, match="upstream connections"):
-        GatewaySettings(upstream=DEAD_UPSTREAM, upstream_connections=0)
+@pytest.mark.parametrize(
+    ("pool", "default"), [("upstream", 1000), ("harvest", 100)], ids=["forwarding", "harvest"]
+)
+def test_each_cap_is_a_setting_of_at_least_one(
+    monkeypatch: pytest.MonkeyPatch, pool: str, default: int
+) -> None:
+    field = f"{pool}_connections"
+    assert getattr(GatewaySettings(upstream=DEAD_UPSTREAM), field) == default
+    monkeypatch.setenv(f"CIGATE_GATEWAY_{field.upper()}", "5000")
+    assert getattr(GatewaySettings.from_env(upstream=DEAD_UPSTREAM), field) == 5000
+    with pytest.raises(ConfigurationError, match=f"{pool} connections"):
+        GatewaySettings(upstream=DEAD_UPSTREAM, **{field: 0})  # type: ignore[arg-type]
 
 
 def test_gateway_serve_raises_its_open_files_limit(
