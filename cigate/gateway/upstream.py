@@ -245,7 +245,7 @@ class Upstream:
         self._credential = credential
         self._token_provider: Callable[[], Awaitable[str]] | None = None
         self.alarm = CredentialAlarm()
-        for pooled in dict.fromkeys((self.client, self.harvest.client)):
+        for pooled in self._pools:
             # Every call (forwarded, or the harvest's downloads and listings) has its 401/403
             # turned into the alarm's 502.
             pooled.event_hooks["response"].append(self._check_credential_accepted)
@@ -254,6 +254,11 @@ class Upstream:
             pooled.event_hooks["request"].append(self._before_send)
             pooled.event_hooks["response"].insert(0, self._observe_harvest)
         self._v1_path = urlsplit(self._v1_base).path.rstrip("/")
+
+    @property
+    def _pools(self) -> tuple[httpx2.AsyncClient, ...]:
+        """The forwarding and the harvest's client, each once (one client given serves both)."""
+        return tuple(dict.fromkeys((self.client, self.harvest.client)))
 
     def url(self, form: Literal["v1", "legacy", "project"], segments: Sequence[str]) -> str:
         """The upstream URL of decoded path ``segments`` (after the API prefix) in ``form``.
@@ -452,7 +457,7 @@ class Upstream:
             await response.aclose()
 
     async def aclose(self) -> None:
-        for pooled in dict.fromkeys((self.client, self.harvest.client)):
+        for pooled in self._pools:
             await pooled.aclose()
         if self._credential is not None:
             await self._credential.close()

@@ -11,15 +11,30 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx2
 from starlette.testclient import TestClient
 
 from cigate import ids
 from cigate.gateway.app import create_app
 from cigate.gateway.context import Services
 from cigate.gateway.settings import GatewaySettings
+from cigate.gateway.upstream import Upstream
 from cigate.storage.records import FileRow
 
 T = TypeVar("T")
+
+
+def use_upstream_client(upstream: Upstream, client: httpx2.AsyncClient) -> None:
+    """Send every call of ``upstream`` through ``client``: the forwarded ones and the
+    harvest's (its own pool), so that no call of a test leaves for the real network."""
+    upstream.client = upstream.harvest.client = client
+
+
+def mock_upstream(gw: GatewayHarness, handler: Callable[[httpx2.Request], Any]) -> None:
+    """The gateway's upstream answers every call with ``handler`` (``httpx2.MockTransport``)."""
+    use_upstream_client(
+        gw.services.upstream, httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    )
 
 
 @dataclass

@@ -23,7 +23,7 @@ from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tenancy import ALLOW_SETTING, CATCH_ALL, OWN_ROUTES, SCOPED, check_routes
 from cigate.testing.plugin import RunningEmulator
 from tests.gateway.conftest import Backend, live_settings
-from tests.gateway.harness import GatewayHarness
+from tests.gateway.harness import GatewayHarness, mock_upstream
 from tests.gateway.live import LiveGateway, add_tenant, start_gateway
 
 pytestmark = [pytest.mark.storage]
@@ -228,9 +228,7 @@ def test_method_and_path_override_headers_never_reach_the_upstream(tmp_path: Pat
         blobs=str(tmp_path / "blobs"),
     )
     with GatewayHarness(settings) as gw:
-        gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
-            transport=httpx2.MockTransport(handler)
-        )
+        mock_upstream(gw, handler)
         tenant = gw.add_tenant("a")
         overrides: dict[str, Any] = {
             "X-HTTP-Method-Override": "DELETE",

@@ -24,7 +24,7 @@ from cigate.testing.rawhttp import RawClient
 from cigate.testing.spellings import spellings
 from cigate.web.paths import NonCanonicalPathError, split
 from tests.gateway.conftest import Backend, live_settings
-from tests.gateway.harness import GatewayHarness
+from tests.gateway.harness import GatewayHarness, mock_upstream
 from tests.gateway.live import LiveGateway, add_tenant, start_gateway
 
 pytestmark = [pytest.mark.storage]
@@ -186,9 +186,7 @@ def test_the_upstream_gets_the_checked_segments_spelt_one_way(tmp_path: Path) ->
         allow_unscoped="made_up",
     )
     with GatewayHarness(settings) as gw:
-        gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
-            transport=httpx2.MockTransport(handler)
-        )
+        mock_upstream(gw, handler)
         tenant = gw.add_tenant("a")
         for path, query in [
             ("/v1/made_up/a%20b/%C3%A9/c,d%3Be", ""),  # an escaped ';' is data

@@ -36,7 +36,7 @@ from tests.fuzzing import (
     schema_cases,
 )
 from tests.gateway.conftest import make_backend
-from tests.gateway.harness import GatewayHarness, Tenant
+from tests.gateway.harness import GatewayHarness, Tenant, use_upstream_client
 from tests.hostile import (
     BAD_CREDENTIALS,
     BODIES,
@@ -101,7 +101,7 @@ def gateway_over_emulator(
     with GatewayHarness(settings) as gw:
         client = emulator.async_http_client(base_url="")
         client.event_hooks["response"].append(count)
-        gw.services.upstream.client = gw.services.upstream.harvest.client = client
+        use_upstream_client(gw.services.upstream, client)
         try:
             yield gw, emulator, calls
         finally:

@@ -23,7 +23,7 @@ from cigate.emulator.settings import EmulatorSettings
 from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator, current_mode
 from tests.fuzzing import FUZZ, Tally, hostile_bodies
-from tests.gateway.harness import GatewayHarness, Tenant
+from tests.gateway.harness import GatewayHarness, Tenant, use_upstream_client
 
 pytestmark = [pytest.mark.storage, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -89,7 +89,7 @@ def world(
         for member in gw.services.pool.members.values():
             client = emulator.async_http_client(base_url="")
             client.event_hooks["response"].append(count)
-            member.client = member.harvest.client = client
+            use_upstream_client(member, client)
         tenant = gw.add_tenant("hostile")
         world = World(gw, tenant, {}, {}, calls)
 

@@ -19,7 +19,7 @@ from cigate.exceptions import ConfigurationError
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
 from cigate.web.paths import split
-from tests.gateway.harness import GatewayHarness
+from tests.gateway.harness import GatewayHarness, mock_upstream
 
 pytestmark = [pytest.mark.storage]
 
@@ -57,9 +57,7 @@ class Recorder:
 def project_gateway(tmp_path: Path) -> Iterator[tuple[GatewayHarness, Recorder]]:
     upstream = Recorder()
     with GatewayHarness(_settings(tmp_path)) as gw:
-        gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
-            transport=httpx2.MockTransport(upstream)
-        )
+        mock_upstream(gw, upstream)
         yield gw, upstream
 
 
@@ -179,9 +177,7 @@ def test_every_letter_case_of_the_project_prefix_is_refused_at_the_edge(
 def test_project_paths_are_refused_when_the_upstream_is_not_a_project(tmp_path: Path) -> None:
     upstream = Recorder()
     with GatewayHarness(_settings(tmp_path, "http://upstream.invalid")) as gw:
-        gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
-            transport=httpx2.MockTransport(upstream)
-        )
+        mock_upstream(gw, upstream)
         tenant = gw.add_tenant("a")
         for path in ("/api/projects/p/assistants?api-version=v1", "/api/projects/p/openai/v1/x"):
             r = gw.client.get(path, headers=tenant.headers)

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from cigate.gateway.settings import GatewaySettings
-from tests.gateway.harness import GatewayHarness, Tenant
+from tests.gateway.harness import GatewayHarness, Tenant, mock_upstream
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -51,12 +51,6 @@ def harness(tmp_path: Path) -> Iterator[GatewayHarness]:
         yield gw
 
 
-def _script(gw: GatewayHarness, handler: Any) -> None:
-    gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
-        transport=httpx2.MockTransport(handler)
-    )
-
-
 @pytest.mark.parametrize(
     ("error", "status"),
     [(httpx2.ReadTimeout("slow"), 504), (httpx2.RemoteProtocolError("cut"), 502)],
@@ -71,7 +65,7 @@ def test_plain_body_broken_off_upstream_is_502_or_504(
             200, headers={"content-type": "application/json"}, stream=_Body([b'{"id"'], error)
         )
 
-    _script(harness, handler)
+    mock_upstream(harness, handler)
     answer = harness.client.post(
         "/openai/v1/responses", json={"model": "m", "input": "hi"}, headers=tenant.headers
     )
@@ -86,7 +80,7 @@ def test_sse_upstream_closed_when_client_leaves_before_the_body(harness: Gateway
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=body)
 
-    _script(harness, handler)
+    mock_upstream(harness, handler)
 
     async def run() -> None:
         messages = [
@@ -138,7 +132,7 @@ def test_oversized_json_body_is_refused_before_buffering(tmp_path: Path, path: s
 
     with GatewayHarness(_settings(tmp_path, max_json_body=1024)) as gw:
         tenant = gw.add_tenant("a")
-        _script(gw, handler)
+        mock_upstream(gw, handler)
         big = {"model": "m", "input": "x" * 4096}
         small = gw.client.post(path, json={"model": "m"}, headers=tenant.headers)
         answer = gw.client.post(path, json=big, headers=tenant.headers)
@@ -222,7 +216,7 @@ def test_dot_segments_never_reach_another_tenants_upstream_object(
         reached.append(request.url.path)
         return httpx2.Response(200, json={"object": "list", "data": []})
 
-    _script(harness, handler)
+    mock_upstream(harness, handler)
     path = template.format(mine=mine, theirs=theirs, response="resp_a")
     status = harness.call(_asgi, harness, "GET", path, a)
     assert status == 404
@@ -257,7 +251,7 @@ def test_a_copy_shorter_than_the_container_record_is_never_stored(tmp_path: Path
 
     with GatewayHarness(_settings(tmp_path, harvest_attempts=2, harvest_backoff=0.01)) as gw:
         tenant = gw.add_tenant("a")
-        _script(gw, handler)
+        mock_upstream(gw, handler)
         recorder = gw.services.recorder
         cited = {"type": "container_file_citation", "container_id": "cntr_1", "file_id": "cfile_1"}
 

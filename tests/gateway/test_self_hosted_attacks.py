@@ -21,7 +21,7 @@ import pytest
 from cigate.gateway.edge import PREFIXES
 from cigate.gateway.interpreter.model import MAX_BAD_CALLS, MAX_CODE_CHARS
 from cigate.gateway.settings import GatewaySettings
-from tests.gateway.harness import GatewayHarness, Tenant
+from tests.gateway.harness import GatewayHarness, Tenant, mock_upstream
 from tests.gateway.live import code_input
 from tests.gateway.selfhosted import AUTO
 
@@ -62,9 +62,7 @@ class ScriptedModel:
 
 
 def _install(gw: GatewayHarness, model: Any) -> None:
-    gw.services.upstream.client = gw.services.upstream.harvest.client = httpx2.AsyncClient(
-        transport=httpx2.MockTransport(model)
-    )
+    mock_upstream(gw, model)
 
 
 def _call(arguments: str, name: str = "python") -> dict[str, Any]:

@@ -53,16 +53,8 @@ class HeldUpstream:
             return
         if scope["path"].endswith("/models"):
             self.arrived.set()
-            while not self.release.is_set():
-                await asyncio.sleep(0.01)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"object":"list","data":[]}'})
+            await _wait(self.release)
+        await _json(send, {"object": "list", "data": []})
 
 
 @pytest.fixture
