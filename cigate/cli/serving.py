@@ -144,6 +144,8 @@ def serve_app(
     """
     import uvicorn
 
+    from cigate.web.http_protocol import HTTP_PROTOCOL
+
     tls = check_tls(ssl_certfile, ssl_keyfile)
     if preflight is not None:
         asyncio.run(preflight())
@@ -166,6 +168,7 @@ def serve_app(
         log_config=None if log_format is not None else uvicorn.config.LOGGING_CONFIG,
         access_log=access_log,
         loop=loop,
+        http=HTTP_PROTOCOL,
         ssl_certfile=ssl_certfile if tls else None,
         ssl_keyfile=ssl_keyfile if tls else None,
     )

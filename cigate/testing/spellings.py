@@ -4,9 +4,10 @@
 the canonical spelling and dozens that are not: empty segments, dot segments (plain, escaped,
 fullwidth), encoded and double-encoded ``/`` and ``\\``, NUL and other controls, malformed,
 overlong and invalid UTF-8 escapes, matrix parameters, escaped unreserved characters, letter
-case, absolute form, raw non-ASCII bytes and ambiguous queries. A server with a canonical edge
-must answer every non-canonical one with a refusal and route none of them; the isolation tests
-send them with :class:`cigate.testing.rawhttp.RawClient`, which changes no byte.
+case, absolute form (with userinfo), a fragment, raw non-ASCII bytes and ambiguous queries. A
+server with a canonical edge must answer every non-canonical one with a refusal and route none
+of them; the isolation tests send them with :class:`cigate.testing.rawhttp.RawClient`, which
+changes no byte.
 """
 
 from __future__ import annotations
@@ -134,7 +135,11 @@ def spellings(
                 out.append(Spelling(f"{name}@{i}", (head + text + tail + suffix).encode()))
     for name, raw in _RAW.items():
         out.append(Spelling(name, path.encode() + raw + suffix.encode()))
+    # Targets a URL parser reads differently from the bytes: an absolute form (with and without
+    # userinfo) and a fragment, which a parser cuts off (with the query after it).
     out.append(Spelling("absolute-form", f"http://{host}{path}{suffix}".encode()))
+    out.append(Spelling("absolute-form-userinfo", f"http://u@{host}{path}{suffix}".encode()))
+    out.append(Spelling("fragment", f"{path}#/../x{suffix}".encode()))
     twice = f"{path}?{query or 'api-version=2025-04-01-preview'}&API-Version=v1"
     out.append(Spelling("api-version-twice", twice.encode()))
     for own, theirs in detours:

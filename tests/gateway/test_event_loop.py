@@ -1,9 +1,11 @@
-"""Which event loop each server runs on: the gateway on uvloop, the emulator on asyncio's own.
+"""Which event loop and HTTP parser each server runs on: the gateway on uvloop, the emulator on
+asyncio's own, both with :data:`cigate.web.http_protocol.HTTP_PROTOCOL`.
 
 ``cigate.gateway.app.SERVER_LOOP`` and ``cigate.emulator.app.SERVER_LOOP`` say it; these tests
 check that ``cigate gateway serve``, ``cigate emulator serve`` and the test servers
-(``run_in_thread``) do what they say. uvloop is in the gateway's extra, so the import below
-fails (never skips) where the lock lost it.
+(``run_in_thread``) do what they say. uvloop and httptools are in the gateway's extra, so the
+imports below fail (never skip) where the lock lost them. What the parser hands an app is
+tested against h11 in tests/web/test_http_protocol.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from cigate.cli import main
 from cigate.emulator.server import run_in_thread
 from cigate.gateway.app import SERVER_LOOP
 from cigate.gateway.settings import GatewaySettings
+from cigate.testing.rawhttp import RawClient
 from cigate.testing.services import free_port
+from cigate.web.http_protocol import HTTP_PROTOCOL
 from tests.gateway.conftest import DEAD_UPSTREAM
 from tests.gateway.live import serve_process
 
@@ -54,6 +58,7 @@ def test_cigate_gateway_serve_builds_a_uvloop_loop(tmp_path: Path, configs: list
     result = CliRunner().invoke(main, [*args, "--blobs", str(tmp_path / "b"), "--port", "0"])
     assert result.exit_code == 0, result.output
     (config,) = configs
+    assert config.http is HTTP_PROTOCOL  # never uvicorn's "auto": what is installed decides
     loop = _loop_of(config)
     try:
         assert isinstance(loop, uvloop.Loop)
@@ -65,6 +70,7 @@ def test_cigate_emulator_serve_stays_on_asyncios_loop(configs: list[Any]) -> Non
     result = CliRunner().invoke(main, ["emulator", "serve", "--port", "0", "--pool-size", "1"])
     assert result.exit_code == 0, result.output
     (config,) = configs
+    assert config.http is HTTP_PROTOCOL
     loop = _loop_of(config)
     try:
         assert not isinstance(loop, uvloop.Loop)
@@ -87,6 +93,32 @@ def test_the_served_gateway_process_has_uvloop_loaded(tmp_path: Path, processes:
     processes.append(proc)
     maps = Path(f"/proc/{proc.pid}/maps").read_text()
     assert "/uvloop/loop." in maps
+    assert "/httptools/parser/parser." in maps
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"http://127.0.0.1/openai/v1/containers", b"/openai/v1/containers#/../x"],
+    ids=["absolute-form", "fragment"],
+)
+def test_the_served_gateway_refuses_targets_a_url_parser_would_shorten(
+    tmp_path: Path, processes: list, target: bytes
+) -> None:
+    """As deployed: uvicorn's own httptools protocol handed these to the app as
+    ``/openai/v1/containers``, past the canonical-path check."""
+    settings = GatewaySettings(
+        upstream=DEAD_UPSTREAM,
+        upstream_auth="none",
+        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+        blobs=str(tmp_path / "blobs"),
+    )
+    port = free_port()
+    processes.append(serve_process(settings, port, tmp_path / "home", upstream_auth="none"))
+    with RawClient("127.0.0.1", port) as raw:
+        plain = raw.request("GET", b"/openai/v1/containers")
+        shortened = raw.request("GET", target)
+    assert plain.status == 401  # routed: no tenant key
+    assert (shortened.status, shortened.json()["error"]["code"]) == (404, "invalid_path")
 
 
 def test_test_servers_run_on_the_loop_they_are_given() -> None:
