@@ -290,7 +290,9 @@ def serve_upstream(port: int, events: int, gap_ms: float, files: int, loop: str)
         log_level="warning",
         access_log=False,
         lifespan="on",
-        loop=loop,  # named, so that what is installed never changes the reference
+        # Both named, so that what is installed never changes the reference.
+        loop=loop,
+        http="h11",
     )
 
 
