@@ -95,15 +95,12 @@ def run_in_thread(
     ssl_certfile: Path | None = None,
     ssl_keyfile: Path | None = None,
     loop: str = "asyncio",
-    http: type[asyncio.Protocol] | str = HTTP_PROTOCOL,
 ) -> ServerHandle:
     """Start uvicorn serving ``app`` on ``host:port`` (0 = a free port); return once it listens.
 
     With a certificate and key (PEM), also serve HTTPS on another free port (``tls_port``).
     ``loop`` is uvicorn's name of the event loop to run on: a gateway is served on its own
     (:data:`cigate.gateway.app.SERVER_LOOP`), as ``cigate gateway serve`` serves it.
-    ``http`` is uvicorn's HTTP protocol: ours (:data:`cigate.web.http_protocol.HTTP_PROTOCOL`),
-    as every command serves; tests compare it with ``"h11"``.
     """
     logging.getLogger("uvicorn.error").addFilter(_FILTER)
     sock = tcp_listener(host, port)
@@ -114,7 +111,7 @@ def run_in_thread(
         lifespan="on",
         timeout_graceful_shutdown=5,
         ws="none",
-        http=http,
+        http=HTTP_PROTOCOL,
         loop=loop,
     )
     server = uvicorn.Server(config)
@@ -129,7 +126,7 @@ def run_in_thread(
             # the whole grace period (its close waits for the peer's close_notify): 1 s, not 5.
             timeout_graceful_shutdown=1,
             ws="none",
-            http=http,
+            http=HTTP_PROTOCOL,
             ssl_certfile=str(ssl_certfile),
             ssl_keyfile=str(ssl_keyfile),
         )

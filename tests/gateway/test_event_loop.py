@@ -1,11 +1,11 @@
 """Which event loop and HTTP parser each server runs on: the gateway on uvloop, the emulator on
-asyncio's own, both with :data:`cigate.web.http_protocol.HTTP_PROTOCOL`.
+asyncio's own, both with h11 (:data:`cigate.web.http_protocol.HTTP_PROTOCOL`).
 
 ``cigate.gateway.app.SERVER_LOOP`` and ``cigate.emulator.app.SERVER_LOOP`` say it; these tests
 check that ``cigate gateway serve``, ``cigate emulator serve`` and the test servers
-(``run_in_thread``) do what they say. uvloop and httptools are in the gateway's extra, so the
-imports below fail (never skip) where the lock lost them. What the parser hands an app is
-tested against h11 in tests/web/test_http_protocol.py.
+(``run_in_thread``) do what they say. uvloop is in the gateway's extra and httptools in the
+dev extra (uvicorn's ``auto`` would take it), so the imports below fail (never skip) where the
+lock lost them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httptools  # noqa: F401  (installed, so uvicorn's "auto" would pick it)
 import pytest
 import uvloop
 from click.testing import CliRunner
@@ -27,7 +28,6 @@ from cigate.gateway.app import SERVER_LOOP
 from cigate.gateway.settings import GatewaySettings
 from cigate.testing.rawhttp import RawClient
 from cigate.testing.services import free_port
-from cigate.web.http_protocol import HTTP_PROTOCOL
 from tests.gateway.conftest import DEAD_UPSTREAM
 from tests.gateway.live import serve_process
 
@@ -58,7 +58,8 @@ def test_cigate_gateway_serve_builds_a_uvloop_loop(tmp_path: Path, configs: list
     result = CliRunner().invoke(main, [*args, "--blobs", str(tmp_path / "b"), "--port", "0"])
     assert result.exit_code == 0, result.output
     (config,) = configs
-    assert config.http is HTTP_PROTOCOL  # never uvicorn's "auto": what is installed decides
+    # Never uvicorn's "auto": what is installed would decide.
+    assert (config.http, config.ws) == ("h11", "none")
     loop = _loop_of(config)
     try:
         assert isinstance(loop, uvloop.Loop)
@@ -70,7 +71,7 @@ def test_cigate_emulator_serve_stays_on_asyncios_loop(configs: list[Any]) -> Non
     result = CliRunner().invoke(main, ["emulator", "serve", "--port", "0", "--pool-size", "1"])
     assert result.exit_code == 0, result.output
     (config,) = configs
-    assert config.http is HTTP_PROTOCOL
+    assert (config.http, config.ws) == ("h11", "none")
     loop = _loop_of(config)
     try:
         assert not isinstance(loop, uvloop.Loop)
@@ -93,7 +94,12 @@ def test_the_served_gateway_process_has_uvloop_loaded(tmp_path: Path, processes:
     processes.append(proc)
     maps = Path(f"/proc/{proc.pid}/maps").read_text()
     assert "/uvloop/loop." in maps
-    assert "/httptools/parser/parser." in maps
+    assert "/httptools/" not in maps  # installed, never loaded: the parser is h11
+
+
+def test_test_servers_parse_with_h11() -> None:
+    with run_in_thread(Starlette()) as server:
+        assert (server.server.config.http, server.server.config.ws) == ("h11", "none")
 
 
 @pytest.mark.parametrize(
@@ -104,8 +110,8 @@ def test_the_served_gateway_process_has_uvloop_loaded(tmp_path: Path, processes:
 def test_the_served_gateway_refuses_targets_a_url_parser_would_shorten(
     tmp_path: Path, processes: list, target: bytes
 ) -> None:
-    """As deployed: uvicorn's own httptools protocol handed these to the app as
-    ``/openai/v1/containers``, past the canonical-path check."""
+    """As deployed, with httptools installed: uvicorn's ``auto`` took it, and its protocol
+    handed these to the app as ``/openai/v1/containers``, past the canonical-path check."""
     settings = GatewaySettings(
         upstream=DEAD_UPSTREAM,
         upstream_auth="none",
