@@ -168,9 +168,9 @@ def serve_app(
         log_config=None if log_format is not None else uvicorn.config.LOGGING_CONFIG,
         access_log=access_log,
         loop=loop,
-        # Named, never uvicorn's "auto" (what is installed would decide): the parser that hands
-        # the app the exact request target, and no WebSocket upgrades (no server of ours has
-        # a WebSocket route; the edge checks are written for HTTP scopes).
+        # Named, never uvicorn's "auto" (what is installed would decide): h11, which hands the
+        # app the exact request target (cigate.web.http_protocol), and no WebSocket upgrades
+        # (no server of ours has a WebSocket route; the edge checks are written for HTTP).
         http=HTTP_PROTOCOL,
         ws="none",
         ssl_certfile=ssl_certfile if tls else None,
