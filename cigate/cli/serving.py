@@ -144,7 +144,7 @@ def serve_app(
     """
     import uvicorn
 
-    from cigate.web.http_protocol import HTTP_PROTOCOL
+    from cigate.web.http_protocol import SERVER_PROTOCOLS
 
     tls = check_tls(ssl_certfile, ssl_keyfile)
     if preflight is not None:
@@ -168,11 +168,8 @@ def serve_app(
         log_config=None if log_format is not None else uvicorn.config.LOGGING_CONFIG,
         access_log=access_log,
         loop=loop,
-        # Named, never uvicorn's "auto" (what is installed would decide): h11, which hands the
-        # app the exact request target (cigate.web.http_protocol), and no WebSocket upgrades
-        # (no server of ours has a WebSocket route; the edge checks are written for HTTP).
-        http=HTTP_PROTOCOL,
-        ws="none",
+        # Named, never uvicorn's "auto": what is installed would decide (cigate.web.http_protocol).
+        **SERVER_PROTOCOLS,
         ssl_certfile=ssl_certfile if tls else None,
         ssl_keyfile=ssl_keyfile if tls else None,
     )

@@ -25,7 +25,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from cigate.emulator.faults import FaultAbort
-from cigate.web.http_protocol import HTTP_PROTOCOL
+from cigate.web.http_protocol import SERVER_PROTOCOLS
 from cigate.web.listen import tcp_listener
 
 
@@ -110,8 +110,7 @@ def run_in_thread(
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=5,
-        ws="none",
-        http=HTTP_PROTOCOL,
+        **SERVER_PROTOCOLS,
         loop=loop,
     )
     server = uvicorn.Server(config)
@@ -125,8 +124,7 @@ def run_in_thread(
             # An idle keep-alive TLS connection the client never closed holds the shutdown for
             # the whole grace period (its close waits for the peer's close_notify): 1 s, not 5.
             timeout_graceful_shutdown=1,
-            ws="none",
-            http=HTTP_PROTOCOL,
+            **SERVER_PROTOCOLS,
             ssl_certfile=str(ssl_certfile),
             ssl_keyfile=str(ssl_keyfile),
         )

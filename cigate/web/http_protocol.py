@@ -1,4 +1,6 @@
-"""The HTTP/1.1 parser every server of ours runs under uvicorn: h11, named, never ``auto``.
+"""The protocols every server of ours runs under uvicorn: h11, named, never ``auto``, and no
+WebSocket protocol (no server of ours has a WebSocket route; the edge's checks are written for
+HTTP).
 
 Why it is named: uvicorn's default (``auto``) takes ``httptools`` whenever it is installed
 (``uvicorn[standard]`` installs it), so what else a deployment installed chose the parser.
@@ -16,7 +18,11 @@ checks were written and attacked against what h11 hands an app.
 
 from __future__ import annotations
 
-__all__ = ["HTTP_PROTOCOL"]
+from typing import Any
+
+__all__ = ["HTTP_PROTOCOL", "SERVER_PROTOCOLS"]
 
 #: uvicorn's name of the HTTP protocol every server of ours runs.
 HTTP_PROTOCOL = "h11"
+#: The keyword arguments of ``uvicorn.Config`` that say so, for every server of ours.
+SERVER_PROTOCOLS: dict[str, Any] = {"http": HTTP_PROTOCOL, "ws": "none"}

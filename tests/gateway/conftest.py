@@ -31,12 +31,22 @@ class Backend:
     blobs: str
 
 
+def local_backend(tmp: Path) -> Backend:
+    """A SQLite file and a blob directory in ``tmp`` (the default deployment)."""
+    return Backend("sqlite-disk", f"sqlite+aiosqlite:///{tmp / 'gateway.db'}", str(tmp / "blobs"))
+
+
+def on_local_disk(tmp: Path, **values: Any) -> GatewaySettings:
+    """``GatewaySettings(**values)`` keeping its metadata and blobs in ``tmp``."""
+    backend = local_backend(tmp)
+    return GatewaySettings(database=backend.database, blobs=backend.blobs, **values)
+
+
 def make_backend(kind: str, request: pytest.FixtureRequest, tmp: Path) -> Backend:
     """A fresh backend of ``kind``: a SQLite file + blob dir in ``tmp``, or a new PostgreSQL
     database + Azurite container on the session's servers (the storage plugin's fixtures)."""
     if kind == "sqlite-disk":
-        database = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
-        return Backend("sqlite-disk", database, str(tmp / "blobs"))
+        return local_backend(tmp)
     postgres: PostgresServer = request.getfixturevalue("postgres_server")
     azurite: AzuriteServer = request.getfixturevalue("azurite_server")
     container = f"gw{uuid.uuid4().hex[:20]}"

@@ -25,10 +25,9 @@ from starlette.applications import Starlette
 from cigate.cli import main
 from cigate.emulator.server import run_in_thread
 from cigate.gateway.app import SERVER_LOOP
-from cigate.gateway.settings import GatewaySettings
 from cigate.testing.rawhttp import RawClient
 from cigate.testing.services import free_port
-from tests.gateway.conftest import DEAD_UPSTREAM
+from tests.gateway.conftest import DEAD_UPSTREAM, on_local_disk
 from tests.gateway.live import serve_process
 
 
@@ -82,11 +81,10 @@ def test_cigate_emulator_serve_stays_on_asyncios_loop(configs: list[Any]) -> Non
 
 def test_the_served_gateway_process_has_uvloop_loaded(tmp_path: Path, processes: list) -> None:
     """The real process, as deployed: uvloop's extension is mapped into it once it answers."""
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream=DEAD_UPSTREAM,
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
     )
     proc: subprocess.Popen[bytes] = serve_process(
         settings, free_port(), tmp_path / "home", upstream_auth="none"
@@ -112,11 +110,10 @@ def test_the_served_gateway_refuses_targets_a_url_parser_would_shorten(
 ) -> None:
     """As deployed, with httptools installed: uvicorn's ``auto`` took it, and its protocol
     handed these to the app as ``/openai/v1/containers``, past the canonical-path check."""
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream=DEAD_UPSTREAM,
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
     )
     port = free_port()
     processes.append(serve_process(settings, port, tmp_path / "home", upstream_auth="none"))

@@ -37,7 +37,7 @@ from cigate.gateway.errors import render
 from cigate.gateway.metrics import REGISTRY
 from cigate.gateway.settings import GatewaySettings
 from cigate.harvest.classify import from_http
-from tests.gateway.conftest import DEAD_UPSTREAM
+from tests.gateway.conftest import DEAD_UPSTREAM, on_local_disk
 from tests.gateway.live import LiveGateway, serving
 
 
@@ -73,11 +73,10 @@ def one_connection(
     held: tuple[HeldUpstream, ServerHandle], tmp_path: Path
 ) -> Iterator[LiveGateway]:
     """A gateway allowed one upstream connection, which waits half a second for it."""
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream=held[1].url,
         upstream_key="k",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         upstream_connections=1,
         connect_timeout=0.5,
     )
@@ -217,11 +216,10 @@ def test_the_harvest_and_clients_calls_never_wait_for_each_others_connections(
     """
     upstream = SharedUpstream()
     handle = run_in_thread(upstream, "127.0.0.1", 0)
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream=handle.url,
         upstream_key="k",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         upstream_connections=1,
         harvest_connections=1,
         connect_timeout=0.5,
@@ -256,10 +254,9 @@ def test_new_work_that_finds_one_upstream_busy_and_the_other_down_gets_the_503(
         f'[[upstreams]]\nname = "busy"\nurl = "{handle.url}"\nkey = "k"\n\n'
         f'[[upstreams]]\nname = "gone"\nurl = "{DEAD_UPSTREAM}"\nkey = "k"\n'
     )
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstreams_file=str(listed),
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         upstream_connections=1,
         connect_timeout=0.5,
     )
