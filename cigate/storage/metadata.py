@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Self, cast
 
-from sqlalchemy import Row, and_, select, update
+from sqlalchemy import Row, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -66,6 +66,27 @@ class _ResponseFact:
             model=later.model or self.model,
             container_ids=tuple(dict.fromkeys([*self.container_ids, *later.container_ids])),
         )
+
+
+# Statements every relayed response runs, built once (see :mod:`.metadata_files` on why).
+_TENANT = select(tenants).where(tenants.c.id == bindparam("tenant"))
+_RESPONSES_IN = select(responses).where(
+    responses.c.response_id.in_(bindparam("ids", expanding=True))
+)
+_ONE_RESPONSE = and_(
+    responses.c.tenant_id == bindparam("tenant"),
+    responses.c.response_id == bindparam("response"),
+)
+_MERGE_RESPONSE = (
+    update(responses)
+    .where(_ONE_RESPONSE)
+    .values(container_ids=bindparam("containers"), model=bindparam("model"))
+)
+_MARK_LISTED = (
+    update(responses)
+    .where(_ONE_RESPONSE)
+    .values(listed_at=bindparam("now"), list_lease_owner=None, list_lease_expires_at=None)
+)
 
 
 def hash_key(key: str) -> str:
@@ -171,7 +192,7 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         async with self._read("reading a tenant") as conn:
-            row = (await conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
+            row = (await conn.execute(_TENANT, {"tenant": tenant_id})).first()
         return _tenant(row) if row is not None else None
 
     async def tenant_by_name(self, name: str) -> Tenant | None:
@@ -282,7 +303,7 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
                     now=now,
                     upstream=f.upstream,
                 )
-            found = await conn.execute(select(responses).where(responses.c.response_id.in_(ids)))
+            found = await conn.execute(_RESPONSES_IN, {"ids": ids})
             existing = {(r.tenant_id, r.response_id): r for r in found}
             records: dict[tuple[str, str], ResponseRecord] = {}
             new = []
@@ -308,10 +329,9 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
                 containers = list(dict.fromkeys([*known, *f.container_ids]))
                 model = f.model or row.model
                 if containers != known or model != row.model:
+                    merge = {"containers": json.dumps(containers), "model": model}
                     await conn.execute(
-                        update(responses)
-                        .where(responses.c.tenant_id == key[0], responses.c.response_id == key[1])
-                        .values(container_ids=json.dumps(containers), model=model)
+                        _MERGE_RESPONSE, {"tenant": key[0], "response": key[1], **merge}
                     )
                 records[key] = replace(_response(row), model=model, container_ids=tuple(containers))
             if new:
@@ -338,13 +358,9 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
 
     async def mark_listed(self, tenant_id: str, response_id: str) -> None:
         """Every container of the response was listed: the sweep leaves it alone from now on."""
-        key = (responses.c.tenant_id == tenant_id, responses.c.response_id == response_id)
+        listed = {"tenant": tenant_id, "response": response_id, "now": self._now()}
         async with self._write("marking a response listed") as conn:
-            await conn.execute(
-                update(responses)
-                .where(*key)
-                .values(listed_at=self._now(), list_lease_owner=None, list_lease_expires_at=None)
-            )
+            await conn.execute(_MARK_LISTED, listed)
 
     async def claim_unlisted(
         self,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cigate.exceptions import BadInputError
@@ -49,6 +49,13 @@ _NS_BLOB = 0x63670001
 _NS_TENANT = 0x63670002
 
 DeleteBlob = Callable[[str], Awaitable[None]]
+
+
+# A copy's statements, built once (every copied file runs them; see :mod:`.metadata_files`).
+_FILE_BY_ID = select(files).where(files.c.id == bindparam("file_id"))
+_QUOTA = select(tenants.c.quota_bytes).where(tenants.c.id == bindparam("tenant"))
+#: Sets the columns its parameters name (besides ``file_id``) and returns the row.
+_SET_FILE = update(files).where(files.c.id == bindparam("file_id")).returning(files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +154,10 @@ class ErasureQueries(StoreBase):
         """
         now = self._now()
         async with self._write("storing a copy") as conn:
-            row = (await conn.execute(select(files).where(files.c.id == file_id))).first()
+            row = (await conn.execute(_FILE_BY_ID, {"file_id": file_id})).first()
             quota = None
             if row is not None:
-                quota = (
-                    await conn.execute(
-                        select(tenants.c.quota_bytes).where(tenants.c.id == row.tenant_id)
-                    )
-                ).scalar_one_or_none()
+                quota = (await conn.execute(_QUOTA, {"tenant": row.tenant_id})).scalar_one_or_none()
             if row is not None and quota is not None:  # counted one copy at a time
                 await self._lock(conn, _NS_TENANT, row.tenant_id)
             await self._lock(conn, _NS_BLOB, sha256)
@@ -188,10 +191,14 @@ class ErasureQueries(StoreBase):
                     ),
                 }
             changed = await conn.execute(
-                update(files)
-                .where(files.c.id == file_id)
-                .values(**values, lease_owner=None, lease_expires_at=None, updated_at=now)
-                .returning(files)
+                _SET_FILE,
+                {
+                    "file_id": file_id,
+                    **values,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "updated_at": now,
+                },
             )
             new = changed.one()  # read before the next statement
             if outcome == "quota":

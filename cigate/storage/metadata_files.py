@@ -9,13 +9,14 @@ same time, and a crashed worker's rows come free when its lease expires.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import Row, Select, and_, delete, func, or_, select, update
+from sqlalchemy import Row, Select, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -79,6 +80,97 @@ def _row(row: Row[Any]) -> FileRow:
 #: PostgreSQL advisory-lock namespace of one file's (tenant, upstream id, container): its
 #: erasure and its recording take it, so a recording sees an erasure that committed first.
 NS_FILE = 0x63670003
+
+
+# -- the statements of recording a file, built once --------------------------------------------
+# Recording runs a few times for every file of every relayed response. Building a SQLAlchemy
+# statement (and its cache key) cost more main-thread time than running it (bench/load.py), so
+# these are built here with named parameters and run with their values.
+
+
+def _key(table: Any) -> Any:
+    """One file's (tenant, upstream id, container) in ``table``, as parameters."""
+    return and_(
+        table.c.tenant_id == bindparam("key_tenant"),
+        table.c.upstream_file_id == bindparam("key_file"),
+        table.c.container_id == bindparam("key_container"),
+    )
+
+
+_TOMBSTONE = select(erasures.c.response_id).where(_key(erasures))
+_CLEAR_TOMBSTONE = delete(erasures).where(_key(erasures))
+_BY_KEY = select(files).where(_key(files))
+#: A new row, or nothing when the key has one (run with the row's values).
+_INSERT = {
+    dialect: insert(files)
+    .on_conflict_do_nothing(index_elements=["tenant_id", "upstream_file_id", "container_id"])
+    .returning(files)
+    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+#: A listed row taken over by the response that cites it (with its id, or keeping the row's).
+_CITED_BY = {
+    with_response: update(files)
+    .where(_key(files), files.c.origin == "listing")
+    .values(
+        origin="citation",
+        filename=bindparam("cited_name"),
+        updated_at=bindparam("now"),
+        **({"response_id": bindparam("cited_response")} if with_response else {}),
+    )
+    for with_response in (False, True)
+}
+
+
+@functools.cache
+def _fill(response_id: bool, path: bool) -> Any:
+    """The UPDATE that fills in the response id and/or path a row lacks (parameters
+    ``fill_response_id``, ``fill_path``), returning the row."""
+    known = [c for c, given in ((files.c.response_id, response_id), (files.c.path, path)) if given]
+    return (
+        update(files)
+        .where(_key(files), or_(*(column.is_(None) for column in known)))
+        .values(
+            updated_at=bindparam("now"),
+            **{c.name: func.coalesce(c, bindparam(f"fill_{c.name}", type_=c.type)) for c in known},
+        )
+        .returning(files)
+    )
+
+
+@functools.cache
+def _find_file(gateway_id: bool, in_container: bool) -> Any:
+    """A tenant's file by gateway id or upstream id (parameters ``tenant``, ``any_id``,
+    ``container``), the oldest first."""
+    query = select(files).where(
+        files.c.tenant_id == bindparam("tenant"),
+        (files.c.id if gateway_id else files.c.upstream_file_id) == bindparam("any_id"),
+    )
+    if in_container:
+        query = query.where(files.c.container_id == bindparam("container"))
+    return query.order_by(files.c.created_at, files.c.id).limit(1)
+
+
+def lease_free(now: Any, expires: Any = files.c.lease_expires_at) -> Any:
+    """No lease, or an expired one (``expires``: the lease column, the files table's by
+    default; ``now``: a time or a parameter)."""
+    return or_(expires.is_(None), expires < now)
+
+
+#: Lease a pending row whose lease is free or expired, or this worker's own.
+_CLAIM_FILE = (
+    update(files)
+    .where(
+        files.c.id == bindparam("file_id"),
+        files.c.state == "pending",
+        or_(lease_free(bindparam("now")), files.c.lease_owner == bindparam("worker")),
+    )
+    .values(
+        lease_owner=bindparam("worker"),
+        lease_expires_at=bindparam("expires"),
+        updated_at=bindparam("now"),
+    )
+    .returning(files)
+)
 
 
 async def lock_file(
@@ -203,34 +295,20 @@ class FileQueries(StoreBase):
             "created_at": now,
             "updated_at": now,
         }
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        stmt = (
-            insert(files)
-            .values(**values)
-            .on_conflict_do_nothing(
-                index_elements=["tenant_id", "upstream_file_id", "container_id"]
-            )
-            .returning(files)
-        )
-        key = and_(
-            files.c.tenant_id == tenant_id,
-            files.c.upstream_file_id == upstream_file_id,
-            files.c.container_id == (container_id or ""),
-        )
+        key = {
+            "key_tenant": tenant_id,
+            "key_file": upstream_file_id,
+            "key_container": container_id or "",
+        }
         async with self._write("recording a file") as conn:
             if erasure_rule is not None:
-                tomb = (
-                    erasures.c.tenant_id == tenant_id,
-                    erasures.c.upstream_file_id == upstream_file_id,
-                    erasures.c.container_id == (container_id or ""),
-                )
                 await lock_file(conn, self.dialect, tenant_id, upstream_file_id, container_id or "")
-                erased = (await conn.execute(select(erasures.c.response_id).where(*tomb))).first()
+                erased = (await conn.execute(_TOMBSTONE, key)).first()
                 if erased is not None:
                     if erasure_rule == "never" or response_id in (None, erased.response_id):
                         return None
-                    await conn.execute(delete(erasures).where(*tomb))
-            inserted = (await conn.execute(stmt)).first()
+                    await conn.execute(_CLEAR_TOMBSTONE, key)
+            inserted = (await conn.execute(_INSERT[self.dialect], values)).first()
             if inserted is not None:  # new: it holds exactly the values above
                 # A new file row makes its container (or Files-API id) the tenant's, unless
                 # taken. An existing row's claim was made with it, and owners rows are never
@@ -253,37 +331,23 @@ class FileQueries(StoreBase):
             if origin == "citation":
                 # A listing only guesses which response wrote a file (a container serves many);
                 # the response that cites it made it, under the name it gave.
-                await conn.execute(
-                    update(files)
-                    .where(key, files.c.origin == "listing")
-                    .values(
-                        origin="citation",
-                        filename=values["filename"],
-                        updated_at=now,
-                        **({"response_id": response_id} if response_id is not None else {}),
-                    )
-                )
+                cited = {**key, "cited_name": values["filename"], "now": now}
+                if response_id is not None:
+                    cited["cited_response"] = response_id
+                await conn.execute(_CITED_BY[response_id is not None], cited)
             # What the row lacks and this call knows (a response id, a listed path), filled in
             # one statement that also returns the row; as it is when it lacks neither.
-            fill = {
-                column: func.coalesce(column, value)
-                for column, value in (
-                    (files.c.response_id, response_id),
-                    (files.c.path, values["path"]),
-                )
+            row = None
+            known = {
+                f"fill_{name}": value
+                for name, value in (("response_id", response_id), ("path", values["path"]))
                 if value is not None
             }
-            row = None
-            if fill:
-                lacking = or_(*(column.is_(None) for column in fill))
-                filled = (
-                    update(files)
-                    .where(key, lacking)
-                    .values(updated_at=now, **{column.name: v for column, v in fill.items()})
-                )
-                row = (await conn.execute(filled.returning(files))).first()
+            if known:
+                fill = _fill("fill_response_id" in known, "fill_path" in known)
+                row = (await conn.execute(fill, {**key, "now": now, **known})).first()
             if row is None:
-                row = (await conn.execute(select(files).where(key))).one()
+                row = (await conn.execute(_BY_KEY, key)).one()
         return _row(row)
 
     async def get_file(
@@ -302,15 +366,11 @@ class FileQueries(StoreBase):
     async def _get_file(
         self, conn: AsyncConnection, tenant_id: str, any_id: str, container_id: str | None
     ) -> FileRow | None:
-        query = select(files).where(files.c.tenant_id == tenant_id)
-        if any_id.startswith("gwf_"):
-            query = query.where(files.c.id == any_id)
-        else:
-            query = query.where(files.c.upstream_file_id == any_id)
+        query = _find_file(any_id.startswith("gwf_"), container_id is not None)
+        found = {"tenant": tenant_id, "any_id": any_id}
         if container_id is not None:
-            query = query.where(files.c.container_id == container_id)
-        query = query.order_by(files.c.created_at, files.c.id).limit(1)
-        row = (await conn.execute(query)).first()
+            found["container"] = container_id
+        row = (await conn.execute(query, found)).first()
         return _row(row) if row is not None else None
 
     async def list_files(
@@ -487,20 +547,14 @@ class FileQueries(StoreBase):
     ) -> FileRow | None:
         """Lease one pending row (or extend this worker's own lease); ``None`` if not won."""
         now = self._now()
-        free = or_(self._lease_free(now), files.c.lease_owner == worker_id)
+        lease = {
+            "file_id": file_id,
+            "worker": worker_id,
+            "now": now,
+            "expires": now + timedelta(seconds=lease_seconds),
+        }
         async with self._write("claiming a file") as conn:
-            row = (
-                await conn.execute(
-                    update(files)
-                    .where(files.c.id == file_id, files.c.state == "pending", free)
-                    .values(
-                        lease_owner=worker_id,
-                        lease_expires_at=now + timedelta(seconds=lease_seconds),
-                        updated_at=now,
-                    )
-                    .returning(files)
-                )
-            ).first()
+            row = (await conn.execute(_CLAIM_FILE, lease)).first()
         return _row(row) if row is not None else None
 
     async def release(self, file_id: str, worker_id: str) -> None:
@@ -657,8 +711,4 @@ class FileQueries(StoreBase):
             raise NotFoundError(f"no file {file_id!r}")
         return _row(row)
 
-    @staticmethod
-    def _lease_free(now: Any, expires: Any = files.c.lease_expires_at) -> Any:
-        """No lease, or an expired one (``expires``: the lease column, the files table's by
-        default)."""
-        return or_(expires.is_(None), expires < now)
+    _lease_free = staticmethod(lease_free)

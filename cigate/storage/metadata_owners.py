@@ -40,6 +40,15 @@ def _usable(upstream_id: str) -> bool:
     return bool(upstream_id) and len(upstream_id) <= _MAX_ID and upstream_id.isprintable()
 
 
+#: The claim's INSERT, built once per dialect and run with the rows as parameters: a statement
+#: with its rows inlined (``.values([...])``) has no cache key, so SQLAlchemy compiled it again
+#: on every claim (several a relayed stream).
+_CLAIM = {
+    postgres: insert(owners).on_conflict_do_nothing(index_elements=["kind", "upstream_id"])
+    for postgres, insert in ((False, sqlite_insert), (True, pg_insert))
+}
+
+
 async def claim_in(
     conn: AsyncConnection,
     dialect: str,
@@ -62,10 +71,7 @@ async def claim_in(
     ]
     if not values:
         return
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    await conn.execute(
-        insert(owners).values(values).on_conflict_do_nothing(index_elements=["kind", "upstream_id"])
-    )
+    await conn.execute(_CLAIM[dialect == "postgresql"], values)
 
 
 class OwnerQueries(StoreBase):
