@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["SSESplitter", "parse_event"]
@@ -19,41 +18,61 @@ _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
 class SSESplitter:
-    """Feed bytes; get back complete raw events (without their terminating blank line)."""
+    """Feed bytes; get back complete raw events (without their terminating blank line).
+
+    Called for every chunk of every relayed stream, so the usual chunk (one whole event, an
+    empty buffer) is split in place: no copy into the buffer and back. A chunk without CR or
+    LF cannot end an event and is only kept; otherwise only the last 3 bytes kept from before
+    (a blank line split across chunks) and the new bytes are searched, never the whole buffer
+    again, so a huge event arriving in many chunks costs linear time.
+    """
 
     def __init__(self, max_buffer: int = 64 * 1024 * 1024) -> None:
         self._buffer = bytearray()
         self._max = max_buffer
 
-    def feed(self, chunk: bytes) -> Iterator[bytes]:
-        self._buffer += chunk
-        start = 0
-        view = bytes(self._buffer) if b"\n" in chunk or b"\r" in chunk else b""
-        if not view:
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if b"\n" not in chunk and b"\r" not in chunk:
+            self._buffer += chunk
             self._check_size()
-            return
-        for match in _BOUNDARY.finditer(view):
-            yield view[start : match.start()]
-            start = match.end()
-        del self._buffer[:start]
+            return []
+        events: list[bytes] = []
+        start = 0
+        if not self._buffer:  # the usual case: split the chunk itself, keep its rest
+            for match in _BOUNDARY.finditer(chunk):
+                events.append(chunk[start : match.start()])
+                start = match.end()
+            self._buffer += memoryview(chunk)[start:]
+        else:
+            search_from = max(0, len(self._buffer) - 3)
+            self._buffer += chunk
+            # Listed first: the search must let go of the buffer before it is cut.
+            for match in list(_BOUNDARY.finditer(self._buffer, search_from)):
+                events.append(bytes(self._buffer[start : match.start()]))
+                start = match.end()
+            del self._buffer[:start]
         self._check_size()
+        return events
 
     def _check_size(self) -> None:
         if len(self._buffer) > self._max:  # a stream that never ends an event: stop watching
             self._buffer.clear()
 
-    def flush(self) -> Iterator[bytes]:
+    def flush(self) -> list[bytes]:
         """The last event when the stream ended without a blank line."""
         rest = bytes(self._buffer)
         self._buffer.clear()
-        if rest.strip():
-            yield rest
+        return [rest] if rest.strip() else []
 
 
 def parse_event(raw: bytes, interesting: tuple[bytes, ...] = ()) -> dict[str, Any] | None:
     """The event's ``data`` JSON object, or None when absent, not JSON, or not interesting."""
-    if interesting and not any(marker in raw for marker in interesting):
-        return None
+    if interesting:
+        for marker in interesting:
+            if marker in raw:
+                break
+        else:
+            return None
     data_lines: list[bytes] = []
     for line in raw.splitlines():
         if line.startswith(b"data:"):
