@@ -22,7 +22,7 @@ from cigate.gateway.edge import parse_api_path
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tenancy import ALLOW_SETTING, CATCH_ALL, OWN_ROUTES, SCOPED, check_routes
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, local_backend, on_local_disk
 from tests.gateway.harness import GatewayHarness, mock_upstream
 from tests.gateway.live import LiveGateway, add_tenant, start_gateway
 
@@ -30,9 +30,7 @@ pytestmark = [pytest.mark.storage]
 
 
 def _gateway(emulator: RunningEmulator, tmp_path: Path, allow: str = "") -> LiveGateway:
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     settings = replace(live_settings(emulator, backend), allow_unscoped=allow)
     return start_gateway(settings, add_tenant(settings.database_url, "acme"))
 
@@ -221,11 +219,10 @@ def test_method_and_path_override_headers_never_reach_the_upstream(tmp_path: Pat
         seen.append(request)
         return httpx2.Response(200, json={"object": "list", "data": []})
 
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream="http://upstream.invalid",
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
     )
     with GatewayHarness(settings) as gw:
         mock_upstream(gw, handler)

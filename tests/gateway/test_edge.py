@@ -23,7 +23,7 @@ from cigate.testing.plugin import RunningEmulator
 from cigate.testing.rawhttp import RawClient
 from cigate.testing.spellings import spellings
 from cigate.web.paths import NonCanonicalPathError, split
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, local_backend, on_local_disk
 from tests.gateway.harness import GatewayHarness, mock_upstream
 from tests.gateway.live import LiveGateway, add_tenant, start_gateway
 
@@ -54,9 +54,7 @@ HTTP_LAYER = {"raw-non-ascii", "raw-space", "raw-tab"}
 
 @pytest.fixture
 def gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGateway]:
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     # The upstream is a Foundry project endpoint, so project paths are served (ProjectGate).
     settings = replace(live_settings(emulator, backend), upstream=f"{emulator.base_url}{PROJECT}")
     gw = start_gateway(settings, add_tenant(settings.database_url, "acme"))
@@ -112,11 +110,10 @@ def test_bytes_a_lenient_server_would_pass_are_refused_by_the_edge_itself(
     tmp_path: Path, raw_path: bytes
 ) -> None:
     """uvicorn's parser stops these; another ASGI server might not, so the edge checks too."""
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream="http://127.0.0.1:9",
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
     )
     with GatewayHarness(settings) as gw:
         sent: list[dict[str, Any]] = []
@@ -154,11 +151,10 @@ def test_bytes_a_lenient_server_would_pass_are_refused_by_the_edge_itself(
 def test_routes_see_the_decoded_path_once(tmp_path: Path) -> None:
     """A by-path download of a name with spaces, accents and ``+``: escaped once on the wire,
     decoded once for the route; escaped twice, it is refused, not decoded again."""
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream="http://127.0.0.1:9",
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
     )
     with GatewayHarness(settings) as gw:
         tenant = gw.add_tenant("a")
@@ -178,11 +174,10 @@ def test_the_upstream_gets_the_checked_segments_spelt_one_way(tmp_path: Path) ->
         seen.append(request)
         return httpx2.Response(200, json={})
 
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream="http://upstream.invalid",
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         allow_unscoped="made_up",
     )
     with GatewayHarness(settings) as gw:

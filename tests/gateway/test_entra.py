@@ -17,8 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from cigate.exceptions import ConfigurationError
-from cigate.gateway.settings import GatewaySettings
-from tests.gateway.conftest import DEAD_UPSTREAM
+from tests.gateway.conftest import DEAD_UPSTREAM, on_local_disk
 from tests.gateway.entra_keys import AUDIENCE, ISSUER, TENANT_GUID, Jwks, SigningKey, serve_jwks
 from tests.gateway.harness import GatewayHarness
 
@@ -41,11 +40,10 @@ def jwks(k1: SigningKey) -> Iterator[Jwks]:
 
 
 def _harness(tmp_path: Path, jwks: Jwks, **entra: Any) -> GatewayHarness:
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream=DEAD_UPSTREAM,
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         resume_interval=3600,
         **{
             "entra_jwks_url": jwks.url,
@@ -220,11 +218,10 @@ def test_a_jwks_that_is_down_is_a_503_until_it_answers_and_cached_keys_keep_work
 def test_without_entra_settings_a_token_is_just_an_invalid_key(
     tmp_path: Path, k1: SigningKey
 ) -> None:
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream=DEAD_UPSTREAM,
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
     )
     with GatewayHarness(settings) as gateway:
         gateway.add_tenant("analytics")

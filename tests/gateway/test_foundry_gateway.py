@@ -41,7 +41,7 @@ from cigate.emulator.server import run_in_thread
 from cigate.gateway.app import SERVER_LOOP, create_app
 from cigate.testing.plugin import RunningEmulator
 from tests.emulator.foundry_env import CSV, PROMPT
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, local_backend
 from tests.gateway.live import LiveGateway, add_tenant, code_input
 
 pytestmark = [pytest.mark.storage, pytest.mark.sandbox]
@@ -67,9 +67,7 @@ def gateway(
     """The gateway over HTTPS, its upstream the emulator's project endpoint over HTTPS."""
     for name, value in emulator.tls.env().items():
         monkeypatch.setenv(name, value)
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     settings = replace(
         live_settings(emulator, backend), upstream=emulator.project_url(PROJECT, tls=True)
     )

@@ -12,7 +12,7 @@ import pytest
 from cigate.exceptions import ConfigurationError
 from cigate.gateway.settings import GatewaySettings
 from cigate.testing.services import free_port
-from tests.gateway.conftest import DEAD_UPSTREAM
+from tests.gateway.conftest import DEAD_UPSTREAM, on_local_disk
 from tests.gateway.live import serve_process
 
 TOKEN = "scrape-token"
@@ -22,11 +22,10 @@ TOKEN = "scrape-token"
 def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     """(tenant port, metrics port) of one gateway process for the module."""
     home: Path = tmp_path_factory.mktemp("metrics-port")
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        home,
         upstream=DEAD_UPSTREAM,
         upstream_key="k",
-        database=f"sqlite+aiosqlite:///{home / 'gw.db'}",
-        blobs=str(home / "blobs"),
     )
     port, metrics_port = free_port(), free_port()
     proc = serve_process(settings, port, home, metrics_port=str(metrics_port), metrics_token=TOKEN)

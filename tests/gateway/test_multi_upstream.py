@@ -30,7 +30,7 @@ from cigate.storage.metadata import MetadataStore
 from cigate.testing.control import EmulatorControl
 from cigate.testing.emulator import TEST_API_KEY
 from cigate.testing.services import free_port
-from tests.gateway.conftest import Backend, make_backend
+from tests.gateway.conftest import Backend, local_backend, make_backend
 from tests.gateway.live import (
     CODE_TOOL,
     LiveGateway,
@@ -73,7 +73,7 @@ def _settings(regions: list[Region], backend: Backend, tmp: Path) -> GatewaySett
 
 
 def _sqlite(tmp: Path) -> Backend:
-    return Backend("sqlite-disk", f"sqlite+aiosqlite:///{tmp / 'gw.db'}", str(tmp / "blobs"))
+    return local_backend(tmp)
 
 
 def _region_of(regions: list[Region], object_id: str) -> str:

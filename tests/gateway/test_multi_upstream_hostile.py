@@ -20,9 +20,9 @@ from hypothesis import given
 
 from cigate.emulator.server import ServerHandle
 from cigate.emulator.settings import EmulatorSettings
-from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator, current_mode
 from tests.fuzzing import FUZZ, Tally, hostile_bodies
+from tests.gateway.conftest import on_local_disk
 from tests.gateway.harness import GatewayHarness, Tenant, use_upstream_client
 
 pytestmark = [pytest.mark.storage, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -74,10 +74,9 @@ def world(
             for n in ("one", "two")
         )
     )
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp,
         upstreams_file=str(listed),
-        database=f"sqlite+aiosqlite:///{tmp / 'gw.db'}",
-        blobs=str(tmp / "blobs"),
         resume_interval=0.5,
     )
     calls: list[str] = []

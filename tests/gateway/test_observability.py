@@ -35,7 +35,7 @@ from cigate.gateway.app import SERVER_LOOP, create_app
 from cigate.gateway.observe import ObserveMiddleware
 from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.conftest import DEAD_UPSTREAM, Backend
+from tests.gateway.conftest import DEAD_UPSTREAM, Backend, on_local_disk
 from tests.gateway.harness import GatewayHarness, Tenant
 from tests.gateway.live import CODE_TOOL, code_input, serve_process
 
@@ -55,11 +55,10 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 
 def _settings(tmp_path: Path, **kw: object) -> GatewaySettings:
-    return GatewaySettings(
+    return on_local_disk(
+        tmp_path,
         upstream=DEAD_UPSTREAM,
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         connect_timeout=1.0,
         **kw,  # type: ignore[arg-type]
     )

@@ -19,6 +19,7 @@ from cigate.exceptions import ConfigurationError
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import Upstream
 from cigate.web.paths import split
+from tests.gateway.conftest import on_local_disk
 from tests.gateway.harness import GatewayHarness, mock_upstream
 
 pytestmark = [pytest.mark.storage]
@@ -27,11 +28,10 @@ UPSTREAM = "http://upstream.invalid/api/projects/proj"
 
 
 def _settings(tmp_path: Path, upstream: str = UPSTREAM) -> GatewaySettings:
-    return GatewaySettings(
+    return on_local_disk(
+        tmp_path,
         upstream=upstream,
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
     )
 
 

@@ -13,6 +13,7 @@ import httpx2
 import pytest
 
 from cigate.gateway.settings import GatewaySettings
+from tests.gateway.conftest import on_local_disk
 from tests.gateway.harness import GatewayHarness, Tenant, mock_upstream
 
 
@@ -35,11 +36,10 @@ class _Body(httpx2.AsyncByteStream):
 
 
 def _settings(tmp_path: Path, **extra: Any) -> GatewaySettings:
-    return GatewaySettings(
+    return on_local_disk(
+        tmp_path,
         upstream="http://127.0.0.1:9",
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         link_secret="s" * 32,
         **extra,
     )

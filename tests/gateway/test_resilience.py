@@ -16,7 +16,7 @@ import pytest
 from cigate.storage.metadata import MetadataStore
 from cigate.testing.plugin import RunningEmulator
 from cigate.testing.services import free_port
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import Backend, live_settings, local_backend
 from tests.gateway.harness import Tenant
 from tests.gateway.live import (
     CODE_TOOL,
@@ -224,9 +224,7 @@ def test_two_gateways_sharing_postgres_and_azurite_serve_each_others_files(
 @pytest.fixture
 def retrying_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGateway]:
     """A gateway whose resume loop retries transient failures after a fraction of a second."""
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     settings = replace(
         live_settings(emulator, backend),
         resume_interval=0.1,

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from cigate.emulator.server import run_in_thread
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, local_backend
 from tests.gateway.entra_keys import AUDIENCE, ISSUER, TENANT_GUID, Jwks, SigningKey, serve_jwks
 from tests.gateway.live import LiveGateway, code_input, serving
 
@@ -99,9 +99,7 @@ def entra_gateway(
     emulator: RunningEmulator, tmp_path: Path, organisation: tuple[SigningKey, Jwks]
 ) -> Iterator[LiveGateway]:
     _, jwks = organisation
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     settings = live_settings(emulator, backend)
     settings = type(settings)(
         **{

@@ -18,7 +18,7 @@ import pytest
 
 from cigate.engine.conformance import CODE_CALL_ORDER, stream_problems
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, local_backend
 from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
 from tests.gateway.selfhosted import (
     AUTO,
@@ -32,9 +32,7 @@ WRITE_CSV = "open('/mnt/data/squares.csv', 'w').write('n,sq\\n3,9\\n')\nprint('d
 
 
 def _gateway(emulator: RunningEmulator, tmp_path: Path, **over: Any) -> LiveGateway:
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     settings = self_settings(live_settings(emulator, backend), tmp_path, **over)
     return start_gateway(settings, add_tenant(settings.database_url, "acme"))
 

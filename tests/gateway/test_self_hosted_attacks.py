@@ -21,6 +21,7 @@ import pytest
 from cigate.gateway.edge import PREFIXES
 from cigate.gateway.interpreter.model import MAX_BAD_CALLS, MAX_CODE_CHARS
 from cigate.gateway.settings import GatewaySettings
+from tests.gateway.conftest import on_local_disk
 from tests.gateway.harness import GatewayHarness, Tenant, mock_upstream
 from tests.gateway.live import code_input
 from tests.gateway.selfhosted import AUTO
@@ -29,11 +30,10 @@ Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _settings(tmp_path: Path, **extra: Any) -> GatewaySettings:
-    return GatewaySettings(
+    return on_local_disk(
+        tmp_path,
         upstream="http://upstream.invalid",
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         link_secret="s" * 32,
         code_interpreter="self",
         interpreter_dir=str(tmp_path / "interpreter"),

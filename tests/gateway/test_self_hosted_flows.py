@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from cigate.cli import main
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, local_backend
 from tests.gateway.live import LiveGateway, code_input, serving
 from tests.gateway.selfhosted import (
     AUTO,
@@ -40,9 +40,7 @@ STREAMING = pytest.mark.parametrize("stream", [False, True], ids=["not-streamed"
 
 @pytest.fixture
 def self_gateway(emulator: RunningEmulator, tmp_path: Path) -> Iterator[LiveGateway]:
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     settings = self_settings(live_settings(emulator, backend), tmp_path)
     with serving(settings) as gateway:
         yield gateway

@@ -23,7 +23,7 @@ from cigate.emulator.server import ServerHandle
 from cigate.emulator.settings import EmulatorSettings
 from cigate.testing.plugin import RunningEmulator, current_mode
 from cigate.testing.rawhttp import RawClient
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, local_backend
 from tests.gateway.isolation import MODEL, VERBS, Case, World, cases, leak
 from tests.gateway.live import LiveGateway, add_tenant, code_input, start_gateway
 from tests.gateway.selfhosted import interpreter, self_settings
@@ -86,7 +86,7 @@ def attacked(
     )
     emulator.control.reset()
     tmp = tmp_path_factory.mktemp("self-isolation")
-    backend = Backend("sqlite-disk", f"sqlite+aiosqlite:///{tmp / 'gw.db'}", str(tmp / "blobs"))
+    backend = local_backend(tmp)
     settings = self_settings(live_settings(emulator, backend), Path(tmp))
     gw = start_gateway(settings, add_tenant(settings.database_url, "a"))
     try:

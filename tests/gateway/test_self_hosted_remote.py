@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.conftest import Backend, live_settings
+from tests.gateway.conftest import live_settings, local_backend
 from tests.gateway.live import LiveGateway, add_tenant, code_input, serving, start_gateway
 from tests.gateway.selfhosted import (
     AUTO,
@@ -34,9 +34,7 @@ CELL = "import os\nopen('/mnt/data/remote.csv', 'w').write(f'pid,{os.getpid()}\\
 def remote_gateway(
     emulator: RunningEmulator, kernel_gateway: KernelGatewayProcess, tmp_path: Path
 ) -> Iterator[LiveGateway]:
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     settings = self_settings(
         live_settings(emulator, backend),
         tmp_path,
@@ -77,9 +75,7 @@ def test_a_response_runs_in_a_remote_kernel_and_its_file_outlives_the_container(
 def test_a_kernel_that_cannot_start_fails_the_response_without_the_gateways_words(
     emulator: RunningEmulator, kernel_gateway: KernelGatewayProcess, tmp_path: Path
 ) -> None:
-    backend = Backend(
-        "sqlite-disk", f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", str(tmp_path / "blobs")
-    )
+    backend = local_backend(tmp_path)
     settings = self_settings(
         live_settings(emulator, backend),
         tmp_path,

@@ -21,8 +21,8 @@ import httpx2
 import openai
 import pytest
 
-from cigate.gateway.settings import GatewaySettings
 from cigate.testing.plugin import RunningEmulator
+from tests.gateway.conftest import on_local_disk
 from tests.gateway.harness import GatewayHarness
 from tests.gateway.live import CODE_TOOL, LiveGateway, code_input
 
@@ -192,11 +192,10 @@ def dropping() -> Iterator[DropsReusedConnections]:
 def test_an_idempotent_request_on_a_dead_pooled_connection_is_sent_again_once(
     dropping: DropsReusedConnections, tmp_path: Path
 ) -> None:
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream=dropping.url,
         upstream_auth="none",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
-        blobs=str(tmp_path / "blobs"),
         resume_interval=3600,
     )
     with GatewayHarness(settings) as gw:

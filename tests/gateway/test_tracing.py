@@ -20,7 +20,7 @@ from cigate.exceptions import ConfigurationError
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.tracing import provider_from_env
 from cigate.testing.plugin import RunningEmulator
-from tests.gateway.conftest import DEAD_UPSTREAM
+from tests.gateway.conftest import DEAD_UPSTREAM, on_local_disk
 from tests.gateway.harness import GatewayHarness
 from tests.gateway.live import CODE_TOOL, code_input
 
@@ -33,12 +33,11 @@ def no_otel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _settings(tmp_path: Path, upstream: str = DEAD_UPSTREAM, key: str = "") -> GatewaySettings:
-    return GatewaySettings(
+    return on_local_disk(
+        tmp_path,
         upstream=upstream,
         upstream_auth="key" if key else "none",
         upstream_key=key,
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         harvest_backoff=0.05,
     )
 

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cigate.gateway import metrics, tracing
 from cigate.gateway.settings import GatewaySettings
 from cigate.gateway.upstream import AUTH_BODY_LIMIT
-from tests.gateway.conftest import DEAD_UPSTREAM
+from tests.gateway.conftest import DEAD_UPSTREAM, on_local_disk
 from tests.gateway.harness import GatewayHarness
 
 CONTAINER = "cntr_" + "c" * 32
@@ -32,12 +32,11 @@ BODY = b"harvested bytes\n"
 
 
 def _settings(tmp_path: Path) -> GatewaySettings:
-    return GatewaySettings(
+    return on_local_disk(
+        tmp_path,
         upstream=DEAD_UPSTREAM,
         upstream_auth="key",
         upstream_key="k",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         harvest_attempts=1,
         harvest_backoff=0.01,
     )

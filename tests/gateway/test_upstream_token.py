@@ -11,7 +11,7 @@ import httpx2
 import pytest
 from azure.identity.aio import AzureCliCredential
 
-from cigate.gateway.settings import GatewaySettings
+from tests.gateway.conftest import on_local_disk
 from tests.gateway.harness import GatewayHarness
 
 
@@ -48,11 +48,10 @@ def test_the_upstream_token_is_reused_while_valid_and_refreshed_near_expiry(
         seen.append(request.headers["authorization"])
         return httpx2.Response(200, json={"object": "list", "data": []})
 
-    settings = GatewaySettings(
+    settings = on_local_disk(
+        tmp_path,
         upstream="http://upstream.test",
         upstream_auth="entra",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-        blobs=str(tmp_path / "blobs"),
         allow_unscoped="*",
     )
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream))
