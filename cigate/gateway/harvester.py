@@ -294,10 +294,18 @@ class Harvester:
 
     async def verify_size(self, row: FileRow, expected: int) -> None:
         """A copy (started before the listing, from a citation) whose size differs from the
-        container's record is not kept as ``stored``: it is copied again against the record."""
+        container's record is not kept as ``stored``: it is copied again against the record.
+
+        ``row`` is the row as the listing just recorded it; a copy running here is waited for
+        and its outcome checked (read again only if the copy failed to say)."""
+        current: FileRow | None = row
         if task := self.tasks.running(f"copy-{row.id}"):
-            await asyncio.gather(task, return_exceptions=True)
-        current = await self.meta.get_file(row.tenant_id, row.id)
+            outcome: list[object] = await asyncio.gather(task, return_exceptions=True)
+            current = (
+                outcome[0]
+                if isinstance(outcome[0], FileRow)
+                else await self.meta.get_file(row.tenant_id, row.id)
+            )
         if current is None or current.state != "stored" or current.size == expected:
             return
         log.warning("%s: stored %s bytes, container lists %d", row.id, current.size, expected)
