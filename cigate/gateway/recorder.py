@@ -399,10 +399,7 @@ class Recorder:
                 size = item.get("bytes")
                 expected = size if isinstance(size, int) and size >= 0 else None
                 self.harvester.start_copy(row, expected_size=expected)
-                # A copy running (or run elsewhere) is checked once it ends, a stored copy of
-                # another size at once; a stored copy of this size or a failed one needs nothing.
-                other_size = row.state == "stored" and row.size != expected
-                if expected is not None and (row.state == "pending" or other_size):
+                if expected is not None:
                     self.tasks.spawn(
                         self.harvester.verify_size(row, expected), name=f"cigate-size-{row.id}"
                     )

@@ -36,20 +36,21 @@ class SSESplitter:
             self._buffer += chunk
             self._check_size()
             return []
-        events: list[bytes] = []
-        start = 0
-        if not self._buffer:  # the usual case: split the chunk itself, keep its rest
-            for match in _BOUNDARY.finditer(chunk):
-                events.append(chunk[start : match.start()])
-                start = match.end()
-            self._buffer += memoryview(chunk)[start:]
-        else:
+        if self._buffer:
             search_from = max(0, len(self._buffer) - 3)
             self._buffer += chunk
-            # Listed first: the search must let go of the buffer before it is cut.
-            for match in list(_BOUNDARY.finditer(self._buffer, search_from)):
-                events.append(bytes(self._buffer[start : match.start()]))
-                start = match.end()
+            data: bytes | bytearray = self._buffer
+        else:  # the usual case: the chunk itself is split and only its rest kept
+            search_from, data = 0, chunk
+        events: list[bytes] = []
+        start = 0
+        # Listed first: the search must let go of the buffer before it is cut.
+        for match in list(_BOUNDARY.finditer(data, search_from)):
+            events.append(bytes(data[start : match.start()]))  # a slice of bytes is not copied
+            start = match.end()
+        if data is chunk:
+            self._buffer += memoryview(chunk)[start:]
+        else:
             del self._buffer[:start]
         self._check_size()
         return events

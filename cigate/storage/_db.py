@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -34,6 +36,7 @@ from cigate.exceptions import CigateError, ConfigurationError, StorageError
 from cigate.storage.errors import STORAGE_HINT
 
 __all__ = [
+    "DIALECT_INSERT",
     "StoreBase",
     "WriteGroup",
     "advisory_xact_lock",
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 _WRITE = "cigate_write"
+#: Each database's INSERT (both have ``ON CONFLICT DO NOTHING``), by dialect name.
+DIALECT_INSERT: dict[str, Callable[..., Any]] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 

@@ -30,7 +30,7 @@ from cigate.exceptions import BadInputError
 from cigate.storage._db import WriteGroup, create_engine, default_database_url
 from cigate.storage.errors import NotFoundError
 from cigate.storage.metadata_erasure import ErasureQueries, audit_record
-from cigate.storage.metadata_files import FileQueries, check_id, clean_text
+from cigate.storage.metadata_files import FileQueries, check_id, clean_text, lease_free
 from cigate.storage.metadata_owners import OwnerQueries, claim_in
 from cigate.storage.migrations import (
     SchemaStatus,
@@ -379,12 +379,12 @@ class MetadataStore(FileQueries, OwnerQueries, ErasureQueries):
         lease that runs out (the lister died too) frees it for the next sweep.
         """
         now = self._now()
-        lease_free = self._lease_free(now, responses.c.list_lease_expires_at)
+        free = lease_free(now, responses.c.list_lease_expires_at)
         unlisted = and_(
             responses.c.listed_at.is_(None),
             responses.c.created_at <= now - timedelta(seconds=older_than),
             responses.c.created_at >= now - timedelta(seconds=horizon),
-            lease_free,
+            free,
         )
         async with self._read("finding unlisted responses") as conn:
             keys = (

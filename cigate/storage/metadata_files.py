@@ -17,12 +17,10 @@ from datetime import timedelta
 from typing import Any, Literal, cast, get_args
 
 from sqlalchemy import Row, Select, and_, bindparam, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cigate.exceptions import BadInputError
-from cigate.storage._db import StoreBase, advisory_xact_lock
+from cigate.storage._db import DIALECT_INSERT, StoreBase, advisory_xact_lock
 from cigate.storage.errors import NotFoundError
 from cigate.storage.metadata_owners import OwnedKind, claim_in
 from cigate.storage.records import FileKind, FileOrigin, FileRow
@@ -105,7 +103,7 @@ _INSERT = {
     dialect: insert(files)
     .on_conflict_do_nothing(index_elements=["tenant_id", "upstream_file_id", "container_id"])
     .returning(files)
-    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+    for dialect, insert in DIALECT_INSERT.items()
 }
 #: A listed row taken over by the response that cites it (with its id, or keeping the row's).
 _CITED_BY = {
@@ -466,7 +464,7 @@ class FileQueries(StoreBase):
             candidates = (
                 await conn.execute(
                     select(files.c.id)
-                    .where(files.c.state == "pending", self._lease_free(now))
+                    .where(files.c.state == "pending", lease_free(now))
                     .order_by(files.c.created_at, files.c.id)
                     .limit(limit)
                 )
@@ -528,7 +526,7 @@ class FileQueries(StoreBase):
             async with self._write("claiming a failed file") as conn:
                 result = await conn.execute(
                     update(files)
-                    .where(files.c.id == file_id, retryable, self._lease_free(now))
+                    .where(files.c.id == file_id, retryable, lease_free(now))
                     .values(
                         state="pending",
                         lease_owner=worker_id,
@@ -593,9 +591,7 @@ class FileQueries(StoreBase):
         one checks it; a lease that runs out (the checker died) frees it again.
         """
         now = self._now()
-        unverified = and_(
-            files.c.state == "stored", files.c.verified_at.is_(None), self._lease_free(now)
-        )
+        unverified = and_(files.c.state == "stored", files.c.verified_at.is_(None), lease_free(now))
         async with self._read("finding unverified files") as conn:
             ids = list(
                 (
@@ -710,5 +706,3 @@ class FileQueries(StoreBase):
         if row is None:
             raise NotFoundError(f"no file {file_id!r}")
         return _row(row)
-
-    _lease_free = staticmethod(lease_free)

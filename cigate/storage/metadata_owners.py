@@ -18,11 +18,9 @@ from datetime import datetime
 from typing import Literal, cast
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cigate.storage._db import StoreBase
+from cigate.storage._db import DIALECT_INSERT, StoreBase
 from cigate.storage.schema import owners, responses
 
 __all__ = ["OwnedKind", "OwnerQueries", "PlacedKind", "claim_in"]
@@ -44,8 +42,8 @@ def _usable(upstream_id: str) -> bool:
 #: with its rows inlined (``.values([...])``) has no cache key, so SQLAlchemy compiled it again
 #: on every claim (several a relayed stream).
 _CLAIM = {
-    postgres: insert(owners).on_conflict_do_nothing(index_elements=["kind", "upstream_id"])
-    for postgres, insert in ((False, sqlite_insert), (True, pg_insert))
+    dialect: insert(owners).on_conflict_do_nothing(index_elements=["kind", "upstream_id"])
+    for dialect, insert in DIALECT_INSERT.items()
 }
 
 
@@ -71,7 +69,7 @@ async def claim_in(
     ]
     if not values:
         return
-    await conn.execute(_CLAIM[dialect == "postgresql"], values)
+    await conn.execute(_CLAIM[dialect], values)
 
 
 class OwnerQueries(StoreBase):
