@@ -6,7 +6,9 @@ SQLite and PostgreSQL need different care to be safe with several gateway proces
   every write transaction starts with ``BEGIN IMMEDIATE`` so it takes the write lock up front
   instead of failing with "database is locked" when a reader upgrades mid-transaction. The
   driver's own transaction handling is switched off (SQLAlchemy's documented recipe) so that
-  DDL is transactional too.
+  DDL is transactional too. A connection going back to the pool is rolled back only when
+  SQLite says a transaction is still open (SQLAlchemy's "reset" event): the pool's default
+  rollback after every committed transaction cost one more trip to the driver's thread.
 - PostgreSQL: asyncpg, a small pool with pre-ping; cross-process races are handled in SQL
   (advisory lock for migrations, conditional UPDATEs for leases).
 """
@@ -29,7 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import PoolResetState, StaticPool
 
 from cigate.clock import Clock
 from cigate.exceptions import CigateError, ConfigurationError, StorageError
@@ -96,7 +98,9 @@ def create_engine(url: str) -> AsyncEngine:
                 f"cannot create the directory for {database}", hint=STORAGE_HINT
             ) from exc
     extra: dict[str, Any] = {"poolclass": StaticPool} if memory else {}
-    engine = create_async_engine(sa_url, connect_args={"timeout": 30}, **extra)
+    engine = create_async_engine(
+        sa_url, connect_args={"timeout": 30}, pool_reset_on_return=None, **extra
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -113,6 +117,17 @@ def create_engine(url: str) -> AsyncEngine:
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        """Roll back what is still open, and only that (``pool_reset_on_return=None``).
+
+        A transaction SQLAlchemy ended has ended in SQLite too; one left open (a connection
+        given back in the middle of one) is rolled back here as the pool would have.
+        ``asyncio_safe`` is false only where no I/O may run (the connection is discarded).
+        """
+        if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
     return engine
 
