@@ -5,6 +5,8 @@ and malformed link signatures."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -265,3 +267,46 @@ def test_a_copy_shorter_than_the_container_record_is_never_stored(tmp_path: Path
     assert row is not None
     assert row.state == "failed"
     assert row.error_kind == "integrity"
+
+
+def _sse(*events: tuple[str, dict[str, Any]]) -> bytes:
+    return b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+    )
+
+
+def test_sse_upstream_that_compresses_anyway_is_relayed_decoded_and_watched(
+    harness: GatewayHarness,
+) -> None:
+    """The gateway asks for ``identity``; an upstream that gzips the stream regardless is
+    relayed decoded (without its ``content-encoding``), and the tap still sees the response:
+    the relay never hands a client, or the tap, bytes in an encoding nobody announced."""
+    tenant = harness.add_tenant("a")
+    response = {"id": "resp_gzipped", "object": "response", "model": "m", "status": "completed"}
+    plain = _sse(
+        ("response.created", {"type": "response.created", "response": response}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "hi"}),
+        ("response.completed", {"type": "response.completed", "response": response}),
+    )
+    packed = gzip.compress(plain)
+    cut = len(packed) // 2
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        assert request.headers["accept-encoding"] == "identity"
+        return httpx2.Response(
+            200,
+            headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
+            stream=_Body([packed[:cut], packed[cut:]]),
+        )
+
+    mock_upstream(harness, handler)
+    answer = harness.client.post(
+        "/openai/v1/responses",
+        json={"model": "m", "input": "hi", "stream": True},
+        headers=tenant.headers,
+    )
+    assert answer.status_code == 200
+    assert "content-encoding" not in answer.headers
+    assert answer.content == plain
+    record = harness.call(harness.services.meta.get_response, tenant.id, "resp_gzipped")
+    assert record is not None
