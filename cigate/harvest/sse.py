@@ -46,7 +46,7 @@ class SSESplitter:
         start = 0
         # Listed first: the search must let go of the buffer before it is cut.
         for match in list(_BOUNDARY.finditer(data, search_from)):
-            events.append(bytes(data[start : match.start()]))  # a slice of bytes is not copied
+            events.append(bytes(data[start : match.start()]))  # of a chunk: the slice itself
             start = match.end()
         if data is chunk:
             self._buffer += memoryview(chunk)[start:]

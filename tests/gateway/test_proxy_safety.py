@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from cigate.engine.events import encode_sse
 from cigate.gateway.settings import GatewaySettings
 from tests.gateway.conftest import on_local_disk
 from tests.gateway.harness import GatewayHarness, Tenant, mock_upstream
@@ -269,12 +269,6 @@ def test_a_copy_shorter_than_the_container_record_is_never_stored(tmp_path: Path
     assert row.error_kind == "integrity"
 
 
-def _sse(*events: tuple[str, dict[str, Any]]) -> bytes:
-    return b"".join(
-        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
-    )
-
-
 def test_sse_upstream_that_compresses_anyway_is_relayed_decoded_and_watched(
     harness: GatewayHarness,
 ) -> None:
@@ -283,10 +277,13 @@ def test_sse_upstream_that_compresses_anyway_is_relayed_decoded_and_watched(
     the relay never hands a client, or the tap, bytes in an encoding nobody announced."""
     tenant = harness.add_tenant("a")
     response = {"id": "resp_gzipped", "object": "response", "model": "m", "status": "completed"}
-    plain = _sse(
-        ("response.created", {"type": "response.created", "response": response}),
-        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "hi"}),
-        ("response.completed", {"type": "response.completed", "response": response}),
+    plain = b"".join(
+        encode_sse(event)
+        for event in (
+            {"type": "response.created", "response": response},
+            {"type": "response.output_text.delta", "delta": "hi"},
+            {"type": "response.completed", "response": response},
+        )
     )
     packed = gzip.compress(plain)
     cut = len(packed) // 2
