@@ -42,8 +42,17 @@ The first ``--concurrency`` streams of a phase start spread over ``--ramp-ms`` (
 stream's length), each later one as soon as another ends: a steady ``--concurrency`` streams
 open, as at an organisation's peak, rather than one burst (``--ramp-ms 0`` measures that).
 
-The upstream runs on asyncio's loop, named so that installing uvloop (the gateway's extra)
-never changes the reference; ``--upstream-loop uvloop`` runs it on uvloop.
+The upstream's timers (``--upstream-loop``). By default the upstream runs asyncio's loop on
+``select(2)``, whose wait has microsecond resolution, so each stream's events leave when they
+are due and 200 streams reach the gateway as independent streams from a real upstream do.
+``asyncio`` (epoll) and ``uvloop`` wait in whole milliseconds: every event due within the same
+millisecond leaves together, about ten at a time at 200 streams, and a proxy then relays
+each burst one event after another (the last waits for all before it). That is a property of
+one process pacing every stream, not of any upstream a gateway faces, so it is the stress
+variant, not the reference. The report prints how bunched the upstream's events were: the
+share emitted within 50 µs of the one before, next to what independent streams at the same
+rate would give. The loop is always named, so that installing uvloop (the gateway's extra)
+never changes the reference.
 
 CPUs (``--cpus split``, the default where there are two or more): the gateway and the relay
 run on one half of the CPUs, the client and the upstream on the other, as a deployed gateway
@@ -54,7 +63,8 @@ is consistent with, though it does not prove, why the upstream's loop (its CPU a
 moved the gateway's figures when the CPUs were shared.
 
 Usage: ``python bench/load.py [--concurrency 200] [--streams 400] [--rounds 2] [--events 250]
-[--gap-ms 20] [--ramp-ms MS] [--files 1] [--upstream-loop asyncio|uvloop] [--cpus split|shared]
+[--gap-ms 20] [--ramp-ms MS] [--files 1] [--upstream-loop select|asyncio|uvloop]
+[--cpus split|shared]
 [--quick]``. Last line: ``load: ... -> PASS|FAIL``.
 """
 
@@ -64,9 +74,12 @@ import argparse
 import asyncio
 import bisect
 import hashlib
+import itertools
 import json
+import math
 import os
 import secrets
+import selectors
 import shutil
 import sys
 import tempfile
@@ -81,6 +94,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gateway import free_port, pin, split_cpus, start, start_gateway, stop
 
 TARGET_P50_MS, TARGET_P99_MS = 0.5, 3.0
+#: Two events emitted closer than this count as one burst (``bunched``).
+BURST_NS = 50_000
+#: ``select(2)`` watches descriptors below 1,024: the upstream holds one socket a stream, the
+#: gateway's pooled connections and the harvest's (``CIGATE_GATEWAY_HARVEST_CONNECTIONS``).
+SELECT_MAX_CONCURRENCY = 400
 FILE_SIZE = 4096
 #: Bounds on waiting (never on what is measured): one stream, the files after the run.
 STREAM_TIMEOUT = 120.0
@@ -280,6 +298,13 @@ async def _send(send: Send, status: int, body: bytes, ctype: bytes = b"applicati
     await send({"type": "http.response.body", "body": body})
 
 
+def select_loop() -> asyncio.AbstractEventLoop:
+    """asyncio's loop on ``select(2)``: its wait takes a timeout in microseconds, where
+    epoll's (asyncio's default on Linux, and libuv's) takes whole milliseconds, so a timer
+    fires when it is due, not with every other timer due in the same millisecond."""
+    return asyncio.SelectorEventLoop(selectors.SelectSelector())
+
+
 def serve_upstream(port: int, events: int, gap_ms: float, files: int, loop: str) -> None:
     import uvicorn
 
@@ -290,8 +315,8 @@ def serve_upstream(port: int, events: int, gap_ms: float, files: int, loop: str)
         log_level="warning",
         access_log=False,
         lifespan="on",
-        # Both named, so that what is installed never changes the reference.
-        loop=loop,
+        # Always named, so that what is installed never changes the reference.
+        loop=f"{__name__}:select_loop" if loop == "select" else loop,
         http="h11",
     )
 
@@ -418,6 +443,7 @@ class Parsed:
     response_id: str
     first_ms: float
     latencies_ms: list[float]
+    emitted_ns: list[int]  # when the upstream sent each event (its ``emitted_ns``)
     cited: list[tuple[str, str]]  # (container id, file id)
     completed: bool
 
@@ -446,7 +472,7 @@ def parse(stream: Stream) -> Parsed:
         body += raw[eol + 2 : eol + 2 + size]
         pos = eol + 2 + size + 2
     starts = [b for _, b in segments]
-    out = Parsed("", 0.0, [], [], False)
+    out = Parsed("", 0.0, [], [], [], False)
     cursor = 0
     while (end := body.find(b"\n\n", cursor)) >= 0:
         event = bytes(body[cursor:end])
@@ -462,6 +488,7 @@ def parse(stream: Stream) -> Parsed:
         if latency < 0:
             raise RuntimeError("an event was received before it was emitted")
         out.latencies_ms.append(latency)
+        out.emitted_ns.append(doc["emitted_ns"])
         if not out.first_ms:
             out.first_ms = (received - stream.sent_ns) / 1e6
         if doc["type"] == "response.created":
@@ -586,6 +613,20 @@ def measured_phase(pid: int, run: Callable[[], Phase]) -> Phase:
     return result
 
 
+def bunched(emitted_ns: list[int], within_ns: int = BURST_NS) -> tuple[float, float]:
+    """(share of events sent within ``within_ns`` of the one before, the share independent
+    streams at the same mean rate would give): how much the upstream's timers bunch events.
+
+    Independent streams merge into a Poisson stream, whose gaps are exponential: a gap is
+    shorter than ``w`` with probability ``1 - exp(-rate * w)``."""
+    ordered = sorted(emitted_ns)
+    if len(ordered) < 2 or ordered[-1] == ordered[0]:
+        return 0.0, 0.0
+    close = sum(1 for a, b in itertools.pairwise(ordered) if b - a < within_ns)
+    rate = (len(ordered) - 1) / (ordered[-1] - ordered[0])  # events a nanosecond
+    return close / (len(ordered) - 1), 1 - math.exp(-rate * within_ns)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -605,9 +646,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="20 streams, 1 round (smoke)")
     parser.add_argument(
         "--upstream-loop",
-        choices=("uvloop", "asyncio"),
-        default="asyncio",
-        help="the scripted upstream's event loop (the gateway's added p50 depends on it)",
+        choices=("select", "asyncio", "uvloop"),
+        default="select",
+        help="the scripted upstream's event loop: select (timers to the microsecond: streams "
+        "as independent as a real upstream's), asyncio or uvloop (millisecond timers: the "
+        "events of all streams due in one millisecond leave together)",
     )
     parser.add_argument(
         "--cpus",
@@ -623,6 +666,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         args.concurrency, args.streams, args.rounds, args.events = 20, 20, 1, 10
     if args.ramp_ms is None:
         args.ramp_ms = args.events * args.gap_ms
+    if args.upstream_loop == "select" and args.concurrency > SELECT_MAX_CONCURRENCY:
+        parser.error(
+            f"--upstream-loop select watches sockets below 1,024 only (select(2)): use at most "
+            f"--concurrency {SELECT_MAX_CONCURRENCY}, or --upstream-loop asyncio"
+        )
     return args
 
 
@@ -758,6 +806,14 @@ def report(
     else:
         why = "--cpus shared" if args.cpus == "shared" else "fewer than 2 to split"
         print(f"CPUs: all processes share the machine's {os.cpu_count()} ({why})")
+    close, independent = bunched(
+        [t for ph in results["gateway"] for p in ph.parsed for t in p.emitted_ns]
+    )
+    print(
+        f"upstream's timing: {close:.0%} of the gateway phase's events were sent within "
+        f"{BURST_NS // 1000} µs of the one before (independent streams at that rate: "
+        f"{independent:.0%})"
+    )
     print(f"time to first event added (median): {gfirst - dfirst:+.2f} ms")
     print(
         f"reference: a bare byte relay adds p50 {r50 - d50:.2f} ms, p99 {r99 - d99:.2f} ms "

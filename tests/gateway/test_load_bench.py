@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import math
 import os
 import re
+import selectors
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 from cigate.gateway.app import QUIET_GC_THRESHOLDS
 from cigate.gateway.settings import GatewaySettings
@@ -133,3 +137,40 @@ async def test_streams_start_in_order_over_the_ramp_and_never_more_than_the_conc
     for n, when, running in started:
         assert running <= min(3, 1 + int((when + 0.005) / 0.1)), (n, when, running)
     assert max(running for _, _, running in started) == 3
+
+
+def test_the_report_tells_bunched_upstream_timers_from_independent_streams() -> None:
+    """``bunched``: the share of events sent within 50 µs of the one before, and what
+    independent streams at the same mean rate would give (a Poisson stream's gaps)."""
+    bunched = _load_bench_module().bunched
+    ms = 1_000_000
+    even = [n * ms for n in range(1_000)]  # one event a millisecond, never two together
+    close, independent = bunched(even)
+    assert close == 0.0
+    assert abs(independent - (1 - math.exp(-0.05))) < 1e-3
+    # What epoll's millisecond timers did: ten events in each millisecond, 1 µs apart.
+    bursts = [n * ms + k * 1_000 for n in range(100) for k in range(10)]
+    close, independent = bunched(bursts)
+    assert abs(close - 900 / 999) < 1e-9
+    assert independent < 0.5 < close
+    assert bunched([]) == (0.0, 0.0)
+    assert bunched([5, 5, 5]) == (0.0, 0.0)
+
+
+def test_the_upstream_keeps_time_to_the_microsecond_unless_told_otherwise() -> None:
+    """The reference upstream runs on ``select(2)`` (microsecond waits); epoll's millisecond
+    timers stay available by name, and the descriptor limit of ``select`` is refused up front
+    rather than crashing the upstream mid-run."""
+    bench = _load_bench_module()
+    assert bench.arguments([]).upstream_loop == "select"
+    loop = bench.select_loop()
+    try:
+        assert isinstance(loop._selector, selectors.SelectSelector)
+        assert loop.run_until_complete(asyncio.sleep(0.0001, result="ran")) == "ran"
+    finally:
+        loop.close()
+    assert bench.arguments(["--concurrency", "400"]).concurrency == 400
+    with pytest.raises(SystemExit):
+        bench.arguments(["--concurrency", "401"])
+    wide = bench.arguments(["--concurrency", "1000", "--upstream-loop", "asyncio"])
+    assert (wide.concurrency, wide.upstream_loop) == (1000, "asyncio")
