@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from cigate.engine.events import encode_sse
 from cigate.testing.validation import ValidationRecorder
 
 BAD_CONTAINER = {"id": "cntr_1", "object": "container"}
@@ -20,10 +21,6 @@ GOOD_DELTA = {
     "delta": "x",
     "logprobs": [],
 }
-
-
-def _sse(*events: dict[str, object]) -> bytes:
-    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
 
 
 class _Chunks(httpx2.SyncByteStream):
@@ -66,7 +63,7 @@ def test_a_reply_shaped_by_a_fault_rule_is_not_checked() -> None:
 def test_sse_events_are_checked_one_by_one_however_they_are_chunked(chunk: int) -> None:
     bad = {**GOOD_DELTA, "sequence_number": 1}
     del bad["logprobs"]
-    body = _sse(GOOD_DELTA, bad)
+    body = encode_sse(GOOD_DELTA) + encode_sse(bad)
     recorder = ValidationRecorder()
     reply = httpx2.MockTransport(
         lambda request: httpx2.Response(
@@ -120,7 +117,7 @@ def test_responses_sse_framing_is_checked(frame: str, problem: str) -> None:
         lambda request: httpx2.Response(
             200,
             headers={"content-type": "text/event-stream"},
-            content=_sse(GOOD_DELTA) + frame.encode(),
+            content=encode_sse(GOOD_DELTA) + frame.encode(),
         )
     )
     with _client(recorder, reply) as client:
