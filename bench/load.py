@@ -97,8 +97,12 @@ from _gateway import free_port, pin, split_cpus, start, start_gateway, stop
 TARGET_P50_MS, TARGET_P99_MS = 0.5, 3.0
 #: Two events emitted closer than this count as one burst (``bunched``).
 BURST_NS = 50_000
-#: ``select(2)`` watches descriptors below 1,024: the upstream holds one socket a stream, the
-#: gateway's pooled connections and the harvest's (``CIGATE_GATEWAY_HARVEST_CONNECTIONS``).
+#: The span over which ``bunched`` takes the upstream's rate as steady (a ramp changes it).
+RATE_WINDOW_NS = 100_000_000
+#: ``select(2)`` watches descriptors below 1,024. At 400 streams the upstream holds at most
+#: ~560: a socket for each open stream, up to 50 idle pooled connections of the gateway (kept
+#: across phases), up to 100 harvest connections (``CIGATE_GATEWAY_HARVEST_CONNECTIONS``),
+#: the listening socket, the loop's pipe and the standard streams; it would break near 860.
 SELECT_MAX_CONCURRENCY = 400
 FILE_SIZE = 4096
 #: Bounds on waiting (never on what is measured): one stream, the files after the run.
@@ -614,18 +618,47 @@ def measured_phase(pid: int, run: Callable[[], Phase]) -> Phase:
     return result
 
 
-def bunched(emitted_ns: list[int], within_ns: int = BURST_NS) -> tuple[float, float]:
-    """(share of events sent within ``within_ns`` of the one before, the share independent
-    streams at the same mean rate would give): how much the upstream's timers bunch events.
+@dataclass
+class Bunching:
+    """How bunched the upstream sent its events (``bunched``)."""
+
+    #: Share of events sent within ``within_ns`` of the one before.
+    close: float
+    #: The share independent streams at the same rate would give.
+    independent: float
+    #: The size of the burst (events each within ``within_ns`` of the one before) an event
+    #: was sent in, on average over events: how many a proxy relays back to back.
+    burst: float
+
+
+def bunched(
+    emitted_ns: list[int], within_ns: int = BURST_NS, window_ns: int = RATE_WINDOW_NS
+) -> Bunching:
+    """How much the upstream's timers bunch its events, against independent streams.
 
     Independent streams merge into a Poisson stream, whose gaps are exponential: a gap is
-    shorter than ``w`` with probability ``1 - exp(-rate * w)``."""
+    shorter than ``w`` with probability ``1 - exp(-rate * w)``. The rate is taken in each
+    ``window_ns`` span (the ramp and the phases change it), then averaged over events."""
     ordered = sorted(emitted_ns)
-    if len(ordered) < 2 or ordered[-1] == ordered[0]:
-        return 0.0, 0.0
-    close = sum(1 for a, b in itertools.pairwise(ordered) if b - a < within_ns)
-    rate = (len(ordered) - 1) / (ordered[-1] - ordered[0])  # events a nanosecond
-    return close / (len(ordered) - 1), 1 - math.exp(-rate * within_ns)
+    if len(ordered) < 2:
+        return Bunching(0.0, 0.0, float(len(ordered)))
+    per_window: dict[int, int] = {}
+    for t in ordered:
+        per_window[t // window_ns] = per_window.get(t // window_ns, 0) + 1
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
+    close = sum(1 for gap in gaps if gap < within_ns) / len(gaps)
+    independent = sum(
+        1 - math.exp(-per_window[t // window_ns] / window_ns * within_ns) for t in ordered[1:]
+    ) / len(gaps)
+    bursts, run = [], 1
+    for gap in gaps:
+        if gap < within_ns:
+            run += 1
+        else:
+            bursts.append(run)
+            run = 1
+    bursts.append(run)
+    return Bunching(close, independent, sum(b * b for b in bursts) / len(ordered))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -810,14 +843,12 @@ def report(
     else:
         why = "--cpus shared" if args.cpus == "shared" else "fewer than 2 to split"
         print(f"CPUs: all processes share the machine's {os.cpu_count()} ({why})")
-    # Per phase (the rate is a phase's own: the others ran between two gateway phases).
-    shares = [bunched([t for p in ph.parsed for t in p.emitted_ns]) for ph in results["gateway"]]
-    close = sum(c for c, _ in shares) / len(shares)
-    independent = sum(i for _, i in shares) / len(shares)
+    timing = bunched([t for ph in results["gateway"] for p in ph.parsed for t in p.emitted_ns])
     print(
-        f"upstream's timing: {close:.0%} of the gateway phases' events were sent within "
-        f"{BURST_NS // 1000} µs of the one before (independent streams at that rate: "
-        f"{independent:.0%})"
+        f"upstream's timing (gateway phases): {timing.close:.0%} of the events were sent "
+        f"within {BURST_NS // 1000} µs of the one before (independent streams at the same "
+        f"rate: {timing.independent:.0%}); an event left in a burst of {timing.burst:.1f} on "
+        "average"
     )
     print(f"time to first event added (median): {gfirst - dfirst:+.2f} ms")
     print(
@@ -836,7 +867,8 @@ def report(
     print(
         f"load: added per-event latency p50 {add50:.2f} ms (target < {TARGET_P50_MS} ms), "
         f"p99 {add99:.2f} ms (target < {TARGET_P99_MS:g} ms), rps gateway/direct "
-        f"{grps / drps:.2f}, files lost {lost} -> {'PASS' if ok else 'FAIL'}"
+        f"{grps / drps:.2f}, files lost {lost}, upstream on {args.upstream_loop} -> "
+        f"{'PASS' if ok else 'FAIL'}"
     )
     return 1 if lost else 0
 

@@ -11,6 +11,7 @@ import importlib.util
 import math
 import os
 import re
+import select
 import selectors
 import subprocess
 import sys
@@ -44,6 +45,13 @@ def test_the_quick_load_bench_streams_on_all_three_paths_and_loses_no_file() -> 
     expected = r"^CPUs: gateway and relay on \[" if split else r"^CPUs: all processes share"
     assert re.search(expected, run.stdout, re.M), run.stdout
     assert run.stdout.splitlines()[-1].startswith("load: added per-event latency")
+    # The reference upstream's timers, named on the verdict's line, and how bunched it sent.
+    assert ", upstream on select -> " in run.stdout.splitlines()[-1]
+    assert re.search(
+        r"^upstream's timing \(gateway phases\): \d+% of the events were sent within 50 µs",
+        run.stdout,
+        re.M,
+    ), run.stdout
 
 
 def test_the_bench_pins_every_thread_of_a_process_to_its_half_of_the_cpus() -> None:
@@ -140,24 +148,94 @@ async def test_streams_start_in_order_over_the_ramp_and_never_more_than_the_conc
 
 
 def test_the_report_tells_bunched_upstream_timers_from_independent_streams() -> None:
-    """``bunched``: the share of events sent within 50 µs of the one before, and what
-    independent streams at the same mean rate would give (a Poisson stream's gaps)."""
+    """``bunched``: the share of events sent within 50 µs of the one before, what independent
+    streams at the same rate would give (a Poisson stream's gaps, the rate taken per 100 ms),
+    and the burst an event was sent in, on average."""
     bunched = _load_bench_module().bunched
     ms = 1_000_000
     even = [n * ms for n in range(1_000)]  # one event a millisecond, never two together
-    close, independent = bunched(even)
-    assert close == 0.0
-    assert abs(independent - (1 - math.exp(-0.05))) < 1e-3
+    timing = bunched(even)
+    assert timing.close == 0.0
+    assert abs(timing.independent - (1 - math.exp(-0.05))) < 1e-3
+    assert timing.burst == 1.0
     # What epoll's millisecond timers did: ten events in each millisecond, 1 µs apart.
     bursts = [n * ms + k * 1_000 for n in range(100) for k in range(10)]
-    close, independent = bunched(bursts)
-    assert abs(close - 900 / 999) < 1e-9
-    assert independent < 0.5 < close
-    assert bunched([]) == (0.0, 0.0)
-    assert bunched([5, 5, 5]) == (0.0, 0.0)
+    timing = bunched(bursts)
+    assert abs(timing.close - 900 / 999) < 1e-9
+    assert abs(timing.independent - (1 - math.exp(-0.5))) < 1e-3  # 10 events a ms
+    assert timing.burst == 10.0
+    # Two phases 10 s apart (the other paths ran between): the rate is each phase's own,
+    # not the events over the whole span.
+    spread = [n * ms // 10 for n in range(1_000)]  # 10 events a ms, evenly
+    timing = bunched(spread + [t + 10_000 * ms for t in spread])
+    assert timing.close == 0.0
+    assert abs(timing.independent - (1 - math.exp(-0.5))) < 1e-2
+    assert bunched([]).burst == 0.0
+    assert bunched([5]).close == 0.0
 
 
-def test_the_upstream_keeps_time_to_the_microsecond_unless_told_otherwise() -> None:
+class _Timeouts:
+    """An epoll object that records the timeout each wait hands to the kernel."""
+
+    def __init__(self, epoll: select.epoll, seen: list[float]) -> None:
+        self._epoll, self.seen = epoll, seen
+
+    def poll(self, timeout: float = -1, maxevents: int = -1) -> list[tuple[int, int]]:
+        self.seen.append(timeout)
+        return self._epoll.poll(timeout, maxevents)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._epoll, name)
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's; the bench's premise")
+def test_the_upstream_loop_waits_for_its_timers_in_microseconds_where_epoll_waits_whole_ms() -> (
+    None
+):
+    """Why the reference upstream runs on ``select(2)``: asyncio's epoll selector rounds
+    every wait up to whole milliseconds (all timers due within one fire together), the
+    upstream's loop hands the kernel the time left as it is. No timing is asserted: only the
+    timeouts the loops pass to the system call."""
+    seen_epoll: list[float] = []
+    epoll_selector = selectors.EpollSelector()
+    epoll_selector._selector = _Timeouts(epoll_selector._selector, seen_epoll)  # type: ignore[assignment]
+    _run_sleeps(asyncio.SelectorEventLoop(epoll_selector))
+    positive = [t for t in seen_epoll if t > 0]
+    assert positive, seen_epoll
+    assert all(abs(t * 1000 - round(t * 1000)) < 1e-9 for t in positive), positive
+
+    seen_select: list[float] = []
+    loop = _load_bench_module().select_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+    assert isinstance(selector, selectors.SelectSelector)
+
+    def recorded(r: list[int], w: list[int], x: list[int], timeout: float | None = None) -> object:
+        if timeout is not None:
+            seen_select.append(timeout)
+        return select.select(r, w, x, timeout)
+
+    selector._select = recorded
+    _run_sleeps(loop)
+    positive = [t for t in seen_select if t > 0]
+    assert positive, seen_select
+    assert all(t <= 0.02 for t in positive), positive
+    assert any(abs(t * 1000 - round(t * 1000)) > 1e-6 for t in positive), positive
+
+
+def _run_sleeps(loop: asyncio.AbstractEventLoop) -> None:
+    """Five timers of 20 ms on ``loop``, then close it."""
+
+    async def sleeps() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0.02)
+
+    try:
+        loop.run_until_complete(sleeps())
+    finally:
+        loop.close()
+
+
+def test_the_upstream_loop_is_select_up_to_its_descriptor_limit_and_named_otherwise() -> None:
     """The reference upstream runs on ``select(2)`` (microsecond waits); epoll's millisecond
     timers stay available by name. Past the descriptor limit of ``select`` the default is
     asyncio's loop (the report names it), and asking for ``select`` there is refused up front
@@ -165,12 +243,6 @@ def test_the_upstream_keeps_time_to_the_microsecond_unless_told_otherwise() -> N
     bench = _load_bench_module()
     assert bench.arguments([]).upstream_loop == "select"
     assert bench.arguments(["--concurrency", "401"]).upstream_loop == "asyncio"
-    loop = bench.select_loop()
-    try:
-        assert isinstance(loop._selector, selectors.SelectSelector)
-        assert loop.run_until_complete(asyncio.sleep(0.0001, result="ran")) == "ran"
-    finally:
-        loop.close()
     assert bench.arguments(["--concurrency", "400"]).concurrency == 400
     with pytest.raises(SystemExit):
         bench.arguments(["--concurrency", "401", "--upstream-loop", "select"])
