@@ -41,8 +41,9 @@ from cigate.gateway.context import Services
 from cigate.gateway.edge import ApiPath, api_path
 from cigate.gateway.logs import UPSTREAM_STATE_KEY
 from cigate.gateway.tenancy import SCOPED, classify
-from cigate.gateway.upstream import Upstream, UpstreamCredentialError, saturated
+from cigate.gateway.upstream import Upstream, UpstreamCredentialError
 from cigate.gateway.upstreams import Pool
+from cigate.harvest.classify import saturated
 from cigate.harvest.retry import parse_retry_after
 from cigate.storage.metadata_owners import PlacedKind
 

@@ -145,7 +145,8 @@ class GatewaySettings:
     #: Connections the harvest (listings, file records, downloads) holds open to each upstream
     #: at most, apart from the forwarding ones: a backlog of copies never delays a forwarded
     #: call. On-demand fetches for a client (a file not stored yet) share this pool. A harvest
-    #: call that finds all in use waits ``connect_timeout`` and is tried again later.
+    #: call that finds all in use waits ``connect_timeout`` for one, again and again for up
+    #: to two minutes, without using up a try (nothing was sent); then it fails as transient.
     harvest_connections: int = 100
     #: Path families the gateway does not scope per tenant that it forwards anyway, for every
     #: tenant: comma-separated (``vector_stores,batches``) or ``*`` for all. Empty (the

@@ -193,12 +193,6 @@ class CredentialAlarm:
                 log.warning("the upstream credential is accepted again")
 
 
-def saturated(exc: UpstreamUnavailableError) -> bool:
-    """Whether ``exc`` is this process's own limit (every upstream connection in use), not a
-    failure of the upstream: it must not mark the upstream down."""
-    return isinstance(exc.__cause__, httpx2.PoolTimeout)
-
-
 def unavailable(exc: httpx2.TransportError) -> UpstreamUnavailableError:
     """The one mapping of a transport failure: 503 when this process has no free upstream
     connection, 504 for a timeout, 502 for anything else."""

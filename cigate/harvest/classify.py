@@ -34,6 +34,7 @@ __all__ = [
     "from_transport",
     "looks_like_error_body",
     "retryable",
+    "saturated",
 ]
 
 #: Failures that heal by themselves: the service's own trouble (5xx, timeouts, connections),
@@ -195,6 +196,15 @@ _POOL_HINT = (
     "limit of this process, not the service's. Fetch fewer files at once (--concurrency); "
     "a gateway that keeps hitting it needs more CIGATE_GATEWAY_HARVEST_CONNECTIONS."
 )
+
+
+def saturated(exc: BaseException) -> bool:
+    """Whether ``exc`` is this process's own limit: every connection of its pool was in use,
+    so nothing was sent. Not a failure of the upstream: it must not mark the upstream down,
+    nor use up an attempt of a retry (:meth:`~cigate.harvest.retry.RetryPolicy.call`)."""
+    import httpx2
+
+    return isinstance(exc, httpx2.PoolTimeout) or isinstance(exc.__cause__, httpx2.PoolTimeout)
 
 
 def from_transport(exc: BaseException, *, what: str) -> UpstreamUnavailableError:

@@ -422,7 +422,12 @@ class Fetcher:
     ) -> None:
         async def attempt() -> None:
             outcome.attempts += 1
-            outcome.stored, body = await self._attempt(url, ref, size, sink)
+            try:
+                outcome.stored, body = await self._attempt(url, ref, size, sink)
+            except CigateError as error:
+                if classify.saturated(error):
+                    outcome.attempts -= 1  # nothing was sent: no try of the upstream
+                raise
             outcome.size, outcome.head, outcome.content_type = (
                 body.size,
                 body.head,
@@ -462,7 +467,9 @@ class Fetcher:
         )
 
     async def _retrying(self, op: Callable[[], Awaitable[T]], on_retry: OnRetry | None = None) -> T:
-        return await self.policy.call(op, classify.retryable, on_retry=on_retry)
+        return await self.policy.call(
+            op, classify.retryable, on_retry=on_retry, unsent=classify.saturated
+        )
 
 
 async def _read_capped(resp: httpx2.Response) -> bytes:

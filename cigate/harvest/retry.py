@@ -105,25 +105,39 @@ class RetryPolicy:
         retryable: Callable[[CigateError], bool],
         *,
         on_retry: OnRetry | None = None,
+        unsent: Callable[[CigateError], bool] | None = None,
     ) -> T:
         """Run ``op`` until it succeeds, fails for good, or the attempts run out.
 
+        A failure ``unsent`` says never reached the upstream (every connection of this
+        process's pool was in use) is tried again without using up an attempt: waiting for
+        our own connections is no try of the service. Such waits go on for at most
+        :attr:`max_wait` seconds of the call. ``on_retry`` is told the attempts used so far.
         The last :class:`~cigate.exceptions.CigateError` is raised; when the server asked
         for a longer wait than :attr:`max_wait`, its hint says so.
         """
+        not_sent = 0  # failures that used no attempt
+
+        def used(state: RetryCallState) -> int:
+            return state.attempt_number - not_sent
 
         def worth_retrying(error: BaseException) -> bool:
             return isinstance(error, CigateError) and retryable(error)
 
         def wait(state: RetryCallState) -> float:
-            return self.delay(state.attempt_number, _error(state).retry_after)
+            return self.delay(max(1, used(state)), _error(state).retry_after)
 
         def stop(state: RetryCallState) -> bool:
-            return not self.should_retry(state.attempt_number, _error(state).retry_after)
+            nonlocal not_sent
+            error = _error(state)
+            if unsent is not None and unsent(error):
+                not_sent += 1
+                return (state.seconds_since_start or 0.0) >= self.max_wait
+            return not self.should_retry(used(state), error.retry_after)
 
         async def before_sleep(state: RetryCallState) -> None:
             if on_retry is not None:
-                await on_retry(state.attempt_number, _error(state))
+                await on_retry(used(state), _error(state))
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(worth_retrying),

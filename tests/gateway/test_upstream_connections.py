@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -331,3 +331,118 @@ def test_an_error_answer_says_when_to_try_again_in_whole_seconds(
 ) -> None:
     """Never ``Retry-After: 0`` for a wait under a second (a client would retry at once)."""
     assert render(error).headers.get("retry-after") == header
+
+
+class OneHeldCall:
+    """A Responses upstream citing two container files, whose first container call (a
+    listing, a record or a download, whichever the harvest sends first) is answered only
+    after ``HOLD`` seconds: with one harvest connection, every other harvest call finds it in
+    use until then."""
+
+    HOLD = 3.0
+    CONTAINER = "cntr_" + "h" * 24
+    FILES: ClassVar[dict[str, bytes]] = {
+        "cfile_" + "a" * 24: b"first,file\n1,2\n",
+        "cfile_" + "b" * 24: b"second\n3\n",
+    }
+
+    def __init__(self) -> None:
+        self.held = False
+        self.calls = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"].removeprefix("/openai/v1")
+        if path == "/responses":
+            while (await receive()).get("more_body"):
+                pass
+            await _json(send, self.response())
+            return
+        prefix = f"/containers/{self.CONTAINER}/files"
+        if not path.startswith(prefix):
+            await _send_body(send, b'{"error":{"message":"not found"}}', status=404)
+            return
+        self.calls += 1
+        if not self.held:
+            self.held = True
+            await asyncio.sleep(self.HOLD)
+        parts = path.removeprefix(prefix).strip("/").split("/")
+        if parts == [""]:
+            records = [self.record(f) for f in self.FILES]
+            await _json(send, {"object": "list", "data": records, "has_more": False})
+        elif parts[0] in self.FILES and parts[1:] == ["content"]:
+            await _send_body(send, self.FILES[parts[0]], b"text/csv")
+        elif parts[0] in self.FILES and len(parts) == 1:
+            await _json(send, self.record(parts[0]))
+        else:
+            await _send_body(send, b'{"error":{"message":"no such file"}}', status=404)
+
+    def record(self, file_id: str) -> dict[str, Any]:
+        return {
+            "id": file_id,
+            "object": "container.file",
+            "container_id": self.CONTAINER,
+            "path": f"/mnt/data/{file_id}.csv",
+            "bytes": len(self.FILES[file_id]),
+            "source": "assistant",
+            "created_at": 0,
+        }
+
+    def response(self) -> dict[str, Any]:
+        citations = [
+            {
+                "type": "container_file_citation",
+                "container_id": self.CONTAINER,
+                "file_id": file_id,
+                "filename": f"{file_id}.csv",
+                "start_index": 0,
+                "end_index": 1,
+            }
+            for file_id in self.FILES
+        ]
+        text = {"type": "output_text", "text": "here", "annotations": citations}
+        message = {"type": "message", "id": "msg_1", "role": "assistant", "content": [text]}
+        call = {"type": "code_interpreter_call", "id": "ci_1", "container_id": self.CONTAINER}
+        return {
+            "id": "resp_" + "h" * 24,
+            "object": "response",
+            "status": "completed",
+            "model": "m",
+            "output": [call, message],
+        }
+
+
+def test_waiting_for_a_harvest_connection_uses_up_no_try_of_a_copy(tmp_path: Path) -> None:
+    """Every harvest connection in use (a slow call holds the only one) is this process's
+    own limit: nothing was sent. A copy waits for a connection instead of counting each
+    ``PoolTimeout`` as a try of the upstream. It did count them: with two tries a copy, the
+    file behind the held call was marked failed after two waits of 0.3 s and, with no
+    background retries left, never stored (a listing storm could do that to any file)."""
+    upstream = OneHeldCall()
+    handle = run_in_thread(upstream, "127.0.0.1", 0)
+    settings = on_local_disk(
+        tmp_path,
+        upstream=handle.url,
+        upstream_key="k",
+        harvest_connections=1,
+        connect_timeout=0.3,
+        harvest_attempts=2,
+        harvest_retry_max_tries=0,  # no background round: the copy's own tries decide
+    )
+    try:
+        with serving(settings) as gateway:
+            client = gateway.http()
+            made = client.post("/openai/v1/responses", json={"model": "m", "input": "go"})
+            assert made.status_code == 200, made.text
+            files = gateway.harvested(made.json()["id"], at_least=2, timeout=60)
+            by_upstream = {f["upstream_file_id"]: f for f in files}
+            assert sorted(by_upstream) == sorted(OneHeldCall.FILES)
+            for upstream_id, content in OneHeldCall.FILES.items():
+                row = by_upstream[upstream_id]
+                assert row["state"] == "stored", row
+                assert row["tries"] == 0, row  # no failed try: waiting for a connection is none
+                assert client.get(f"/files/{row['id']}/content").content == content
+    finally:
+        handle.stop()
+    assert upstream.held  # the harvest did find its one connection in use

@@ -17,7 +17,13 @@ from cigate.exceptions import (
     RateLimitedError,
     UpstreamUnavailableError,
 )
-from cigate.harvest.classify import from_http, from_transport, looks_like_error_body
+from cigate.harvest.classify import (
+    from_http,
+    from_transport,
+    looks_like_error_body,
+    retryable,
+    saturated,
+)
 from cigate.harvest.retry import RetryPolicy, parse_retry_after
 
 CHECKACCESS = (
@@ -210,3 +216,57 @@ def test_a_transport_failure_gets_the_hint_of_its_cause(
     # This process's own limit answers like the gateway's forwarding one: 503, in a second.
     pool = isinstance(exc, httpx2.PoolTimeout)
     assert (error.status == 503, error.retry_after) == ((True, 1.0) if pool else (False, None))
+
+
+def _raised_from(cause: Exception, status: int = 503) -> UpstreamUnavailableError:
+    """An error as the fetch chain raises it: mapped from ``cause`` (``raise … from``)."""
+    try:
+        raise UpstreamUnavailableError("attempt failed", status=status) from cause
+    except UpstreamUnavailableError as error:
+        return error
+
+
+async def test_waiting_for_this_process_s_own_connections_uses_up_no_attempt() -> None:
+    """A ``PoolTimeout`` (every connection of this process's pool in use) sent nothing: the
+    retry tries again without counting it, and ``on_retry`` hears the attempts really used.
+    A failure of the upstream still counts, and the waits stop after ``max_wait``."""
+    policy = RetryPolicy(attempts=2, backoff=0.001, backoff_max=0.001, max_wait=120)
+    failures = [
+        _raised_from(httpx2.PoolTimeout("busy")),
+        _raised_from(httpx2.PoolTimeout("busy")),
+        _raised_from(httpx2.ReadTimeout("slow")),  # the upstream's: one of the two attempts
+        _raised_from(httpx2.PoolTimeout("busy")),
+    ]
+    heard: list[int] = []
+
+    async def op() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "stored"
+
+    async def on_retry(attempt: int, error: CigateError) -> None:
+        heard.append(attempt)
+
+    assert await policy.call(op, retryable, on_retry=on_retry, unsent=saturated) == "stored"
+    assert heard == [0, 0, 1, 1]
+
+    # Without ``unsent`` every failure is an attempt: two are all there are.
+    failures[:] = [_raised_from(httpx2.PoolTimeout("busy")) for _ in range(3)]
+    with pytest.raises(UpstreamUnavailableError):
+        await policy.call(op, retryable)
+    assert len(failures) == 1
+
+    # Waits end after max_wait seconds of the call, with the last error.
+    impatient = RetryPolicy(attempts=2, backoff=0.001, backoff_max=0.001, max_wait=0.0)
+    failures[:] = [_raised_from(httpx2.PoolTimeout("busy")) for _ in range(3)]
+    with pytest.raises(UpstreamUnavailableError):
+        await impatient.call(op, retryable, unsent=saturated)
+    assert len(failures) == 2
+
+
+def test_only_a_pool_timeout_is_this_process_s_own_limit() -> None:
+    assert saturated(httpx2.PoolTimeout("busy"))
+    assert saturated(_raised_from(httpx2.PoolTimeout("busy")))
+    for cause in (httpx2.ConnectTimeout("x"), httpx2.ReadTimeout("x"), httpx2.ConnectError("x")):
+        assert not saturated(_raised_from(cause))
+    assert not saturated(UpstreamUnavailableError("503 from the upstream", status=503))
