@@ -146,15 +146,7 @@ class SharedUpstream:
             await _json(send, {"object": "list", "data": []})
         elif path.startswith(f"/containers/{self.CONTAINER}/files"):
             await _wait(self.models_arrived)
-            record = {
-                "id": self.FILE,
-                "object": "container.file",
-                "container_id": self.CONTAINER,
-                "path": "/mnt/data/profit.csv",
-                "bytes": len(self.CONTENT),
-                "source": "assistant",
-                "created_at": 0,
-            }
+            record = _container_file(self.CONTAINER, self.FILE, "profit.csv", self.CONTENT)
             if path.endswith("/files"):
                 await _json(send, {"object": "list", "data": [record], "has_more": False})
             elif path.endswith("/content"):
@@ -166,24 +158,45 @@ class SharedUpstream:
             await _send_body(send, b'{"error":{"message":"not found"}}', status=404)
 
     def response(self) -> dict[str, Any]:
-        citation = {
+        return _response_citing("resp_" + "a" * 24, self.CONTAINER, {self.FILE: "profit.csv"})
+
+
+def _container_file(container_id: str, file_id: str, name: str, content: bytes) -> dict[str, Any]:
+    """A container file's record, as the upstream lists and retrieves it."""
+    return {
+        "id": file_id,
+        "object": "container.file",
+        "container_id": container_id,
+        "path": f"/mnt/data/{name}",
+        "bytes": len(content),
+        "source": "assistant",
+        "created_at": 0,
+    }
+
+
+def _response_citing(response_id: str, container_id: str, names: dict[str, str]) -> dict[str, Any]:
+    """A completed response whose answer cites each file of ``names`` (file id -> name)."""
+    citations = [
+        {
             "type": "container_file_citation",
-            "container_id": self.CONTAINER,
-            "file_id": self.FILE,
-            "filename": "profit.csv",
+            "container_id": container_id,
+            "file_id": file_id,
+            "filename": name,
             "start_index": 0,
             "end_index": 1,
         }
-        text = {"type": "output_text", "text": "here", "annotations": [citation]}
-        message = {"type": "message", "id": "msg_1", "role": "assistant", "content": [text]}
-        call = {"type": "code_interpreter_call", "id": "ci_1", "container_id": self.CONTAINER}
-        return {
-            "id": "resp_" + "a" * 24,
-            "object": "response",
-            "status": "completed",
-            "model": "m",
-            "output": [call, message],
-        }
+        for file_id, name in names.items()
+    ]
+    text = {"type": "output_text", "text": "here", "annotations": citations}
+    message = {"type": "message", "id": "msg_1", "role": "assistant", "content": [text]}
+    call = {"type": "code_interpreter_call", "id": "ci_1", "container_id": container_id}
+    return {
+        "id": response_id,
+        "object": "response",
+        "status": "completed",
+        "model": "m",
+        "output": [call, message],
+    }
 
 
 async def _wait(event: threading.Event, seconds: float = 10.0) -> None:
@@ -379,38 +392,11 @@ class OneHeldCall:
             await _send_body(send, b'{"error":{"message":"no such file"}}', status=404)
 
     def record(self, file_id: str) -> dict[str, Any]:
-        return {
-            "id": file_id,
-            "object": "container.file",
-            "container_id": self.CONTAINER,
-            "path": f"/mnt/data/{file_id}.csv",
-            "bytes": len(self.FILES[file_id]),
-            "source": "assistant",
-            "created_at": 0,
-        }
+        return _container_file(self.CONTAINER, file_id, f"{file_id}.csv", self.FILES[file_id])
 
     def response(self) -> dict[str, Any]:
-        citations = [
-            {
-                "type": "container_file_citation",
-                "container_id": self.CONTAINER,
-                "file_id": file_id,
-                "filename": f"{file_id}.csv",
-                "start_index": 0,
-                "end_index": 1,
-            }
-            for file_id in self.FILES
-        ]
-        text = {"type": "output_text", "text": "here", "annotations": citations}
-        message = {"type": "message", "id": "msg_1", "role": "assistant", "content": [text]}
-        call = {"type": "code_interpreter_call", "id": "ci_1", "container_id": self.CONTAINER}
-        return {
-            "id": "resp_" + "h" * 24,
-            "object": "response",
-            "status": "completed",
-            "model": "m",
-            "output": [call, message],
-        }
+        names = {file_id: f"{file_id}.csv" for file_id in self.FILES}
+        return _response_citing("resp_" + "h" * 24, self.CONTAINER, names)
 
 
 def test_waiting_for_a_harvest_connection_uses_up_no_try_of_a_copy(tmp_path: Path) -> None:
