@@ -28,6 +28,7 @@ from cigate.exceptions import (
     ContainerExpiredError,
     FileNotFoundInContainerError,
     IntegrityError,
+    UpstreamUnavailableError,
 )
 from cigate.gateway import metrics, quotas, tracing
 from cigate.gateway.settings import GatewaySettings
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 #: Fetches of one copy when an erasure of the same bytes deletes the blob between the put and
 #: the row (each race costs one fetch; the third loss is recorded as a transient failure).
 _BLOB_RACES = 3
+#: Seconds a client asking for a file whose copy outlasted its wait is told to wait.
+_STILL_COPYING_RETRY_AFTER = 5.0
 
 
 class Harvester:
@@ -123,7 +126,8 @@ class Harvester:
 
     async def ensure_stored(self, row: FileRow, wait: float = 60.0) -> FileRow:
         """The row once its bytes are stored and verified (checking or copying now if needed)
-        or its failure recorded."""
+        or its failure recorded. A copy still running after ``wait`` seconds goes on in the
+        background; the caller gets a 503 to try again (its client is waiting)."""
         if row.state == "stored" and row.verified_at is None:
             row = await self.verify(row)
         if row.state == "stored":
@@ -131,7 +135,15 @@ class Harvester:
         task = self.start_copy(row, retry_failed=True)
         if task is None:  # pragma: no cover - None only for stored rows here
             return row
-        return await asyncio.wait_for(asyncio.shield(task), wait)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            raise UpstreamUnavailableError(
+                f"File '{row.id}' is still being copied from the upstream",
+                status=503,
+                hint="Try again shortly: the copy goes on, and the file is served once stored.",
+                retry_after=_STILL_COPYING_RETRY_AFTER,
+            ) from None
 
     async def _copy(self, row: FileRow, expected_size: int | None = None) -> FileRow:
         """Lease the row (waiting while another process copies it), then copy it."""

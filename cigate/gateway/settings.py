@@ -145,8 +145,9 @@ class GatewaySettings:
     #: Connections the harvest (listings, file records, downloads) holds open to each upstream
     #: at most, apart from the forwarding ones: a backlog of copies never delays a forwarded
     #: call. On-demand fetches for a client (a file not stored yet) share this pool. A harvest
-    #: call that finds all in use waits ``connect_timeout`` for one, again and again for up
-    #: to two minutes, without using up a try (nothing was sent); then it fails as transient.
+    #: call that finds all in use waits ``connect_timeout`` for one; a retried call waits
+    #: again and again without using up a try (nothing was sent), up to two minutes of
+    #: waiting in all, then each wait counts as a try (``RetryPolicy.call``).
     harvest_connections: int = 100
     #: Path families the gateway does not scope per tenant that it forwards anyway, for every
     #: tenant: comma-separated (``vector_stores,batches``) or ``*`` for all. Empty (the

@@ -27,7 +27,9 @@ from cigate.exceptions import CigateError
 __all__ = ["MAX_RETRY_AFTER", "RETRYABLE_STATUSES", "OnRetry", "RetryPolicy", "parse_retry_after"]
 
 T = TypeVar("T")
-#: Called before each retry with the attempt that failed (from 1) and its error.
+#: Called before each retry with the attempts used so far and the error. A wait for one of
+#: this process's own connections uses none (``RetryPolicy.call``'s ``unsent``), so the
+#: number can be 0 and repeat.
 OnRetry = Callable[[int, CigateError], Awaitable[None]]
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -111,12 +113,20 @@ class RetryPolicy:
 
         A failure ``unsent`` says never reached the upstream (every connection of this
         process's pool was in use) is tried again without using up an attempt: waiting for
-        our own connections is no try of the service. Such waits go on for at most
-        :attr:`max_wait` seconds of the call. ``on_retry`` is told the attempts used so far.
+        our own connections is no try of the service. Such failures take at most
+        :attr:`max_wait` seconds of the call in all (their own time, not the real tries');
+        past that, each counts as an attempt again. ``on_retry`` is told the attempts used.
         The last :class:`~cigate.exceptions.CigateError` is raised; when the server asked
         for a longer wait than :attr:`max_wait`, its hint says so.
         """
         not_sent = 0  # failures that used no attempt
+        waited = 0.0  # seconds those took
+        tried_at = 0.0  # when the current attempt began
+
+        async def attempt() -> T:
+            nonlocal tried_at
+            tried_at = time.monotonic()
+            return await op()
 
         def used(state: RetryCallState) -> int:
             return state.attempt_number - not_sent
@@ -124,16 +134,18 @@ class RetryPolicy:
         def worth_retrying(error: BaseException) -> bool:
             return isinstance(error, CigateError) and retryable(error)
 
+        def after(state: RetryCallState) -> None:
+            """Once per failure that is retried, before ``wait`` and ``stop`` ask ``used``."""
+            nonlocal not_sent, waited
+            if unsent is not None and waited < self.max_wait and unsent(_error(state)):
+                not_sent += 1
+                waited += time.monotonic() - tried_at
+
         def wait(state: RetryCallState) -> float:
             return self.delay(max(1, used(state)), _error(state).retry_after)
 
         def stop(state: RetryCallState) -> bool:
-            nonlocal not_sent
-            error = _error(state)
-            if unsent is not None and unsent(error):
-                not_sent += 1
-                return (state.seconds_since_start or 0.0) >= self.max_wait
-            return not self.should_retry(used(state), error.retry_after)
+            return not self.should_retry(used(state), _error(state).retry_after)
 
         async def before_sleep(state: RetryCallState) -> None:
             if on_retry is not None:
@@ -141,6 +153,7 @@ class RetryPolicy:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(worth_retrying),
+            after=after,
             stop=stop,
             wait=wait,
             before_sleep=before_sleep,
@@ -148,7 +161,7 @@ class RetryPolicy:
             reraise=True,
         )
         try:
-            return await retrying(op)
+            return await retrying(attempt)
         except CigateError as error:
             delay = error.retry_after
             if delay is not None and delay > self.max_wait:

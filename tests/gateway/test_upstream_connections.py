@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx2
 import pytest
 from click.testing import CliRunner
 
@@ -38,6 +39,7 @@ from cigate.gateway.metrics import REGISTRY
 from cigate.gateway.settings import GatewaySettings
 from cigate.harvest.classify import from_http
 from tests.gateway.conftest import DEAD_UPSTREAM, on_local_disk
+from tests.gateway.harness import GatewayHarness, mock_upstream
 from tests.gateway.live import LiveGateway, serving
 
 
@@ -432,3 +434,50 @@ def test_waiting_for_a_harvest_connection_uses_up_no_try_of_a_copy(tmp_path: Pat
     finally:
         handle.stop()
     assert upstream.held  # the harvest did find its one connection in use
+
+
+def test_a_client_whose_file_is_still_being_copied_gets_a_503_and_the_copy_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A download of a file not stored yet waits for its copy (``ensure_stored``) at most so
+    long; a copy that takes longer (a saturated harvest pool now waits instead of failing)
+    answered the client with a bare ``TimeoutError``, a 500 "internal error". It is a 503 with
+    ``Retry-After`` in the API's shape, the copy goes on, and the file is served once stored."""
+    release = threading.Event()
+    content = b"slow,file\n"
+    container, file_id = "cntr_" + "s" * 24, "cfile_" + "s" * 24
+
+    async def upstream(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/content"):
+            await _wait(release, 30)
+            return httpx2.Response(200, content=content)
+        return httpx2.Response(200, json=_container_file(container, file_id, "s.csv", content))
+
+    async def still_copying(gw: GatewayHarness, tenant_id: str) -> tuple[CigateError, Any]:
+        row = await gw.services.meta.upsert_file(
+            tenant_id,
+            kind="container",
+            upstream_file_id=file_id,
+            container_id=container,
+            response_id=None,
+            filename="s.csv",
+            origin="citation",
+        )
+        with pytest.raises(UpstreamUnavailableError) as waited:
+            await gw.services.harvester.ensure_stored(row, wait=0.2)
+        release.set()
+        return waited.value, await gw.services.harvester.ensure_stored(row, wait=30)
+
+    settings = on_local_disk(tmp_path, upstream=DEAD_UPSTREAM, upstream_key="k")
+    with GatewayHarness(settings) as gw:
+        mock_upstream(gw, upstream)
+        tenant = gw.add_tenant("acme")
+        error, stored = gw.call(still_copying, gw, tenant.id)
+        assert stored.state == "stored"
+        served = gw.client.get(f"/files/{stored.id}/content", headers=tenant.headers)
+        assert served.content == content
+    assert "still being copied" in error.message
+    answer = render(error)
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "5"
+    assert json.loads(answer.body)["error"]["code"] == "upstream_unavailable"

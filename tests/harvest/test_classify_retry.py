@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx2
@@ -229,7 +230,7 @@ def _raised_from(cause: Exception, status: int = 503) -> UpstreamUnavailableErro
 async def test_waiting_for_this_process_s_own_connections_uses_up_no_attempt() -> None:
     """A ``PoolTimeout`` (every connection of this process's pool in use) sent nothing: the
     retry tries again without counting it, and ``on_retry`` hears the attempts really used.
-    A failure of the upstream still counts, and the waits stop after ``max_wait``."""
+    A failure of the upstream still counts."""
     policy = RetryPolicy(attempts=2, backoff=0.001, backoff_max=0.001, max_wait=120)
     failures = [
         _raised_from(httpx2.PoolTimeout("busy")),
@@ -256,12 +257,40 @@ async def test_waiting_for_this_process_s_own_connections_uses_up_no_attempt() -
         await policy.call(op, retryable)
     assert len(failures) == 1
 
-    # Waits end after max_wait seconds of the call, with the last error.
-    impatient = RetryPolicy(attempts=2, backoff=0.001, backoff_max=0.001, max_wait=0.0)
-    failures[:] = [_raised_from(httpx2.PoolTimeout("busy")) for _ in range(3)]
+
+async def test_the_waits_have_a_budget_of_their_own_apart_from_the_real_tries() -> None:
+    """``max_wait`` bounds the time spent in failures that sent nothing, not the call's: a
+    long real try followed by a wait for a connection is still tried again (a budget from
+    the call's start ended it). Past the budget, each wait counts as an attempt."""
+    policy = RetryPolicy(attempts=4, backoff=0.001, backoff_max=0.001, max_wait=0.05)
+    calls = 0
+
+    async def long_try_then_a_wait() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.1)  # longer than max_wait, and the upstream's failure
+            raise _raised_from(httpx2.ReadError("cut off"))
+        if calls == 2:
+            raise _raised_from(httpx2.PoolTimeout("busy"))
+        return "stored"
+
+    assert await policy.call(long_try_then_a_wait, retryable, unsent=saturated) == "stored"
+    assert calls == 3
+
+    short = RetryPolicy(attempts=2, backoff=0.001, backoff_max=0.001, max_wait=0.05)
+    calls = 0
+
+    async def always_busy() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.1)  # one wait spends the whole budget
+        raise _raised_from(httpx2.PoolTimeout("busy"))
+
     with pytest.raises(UpstreamUnavailableError):
-        await impatient.call(op, retryable, unsent=saturated)
-    assert len(failures) == 2
+        await short.call(always_busy, retryable, unsent=saturated)
+    assert calls == 3  # the first wait was free, the next two were the two attempts
 
 
 def test_only_a_pool_timeout_is_this_process_s_own_limit() -> None:
