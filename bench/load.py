@@ -68,8 +68,7 @@ moved the gateway's figures when the CPUs were shared.
 
 Usage: ``python bench/load.py [--concurrency 200] [--streams 400] [--rounds 2] [--events 250]
 [--gap-ms 20] [--ramp-ms MS] [--files 1] [--upstream-loop select|asyncio|uvloop]
-[--cpus split|shared]
-[--quick]``. Last line: ``load: ... -> PASS|FAIL``.
+[--cpus split|shared] [--quick]``. Last line: ``load: ... -> PASS|FAIL``.
 """
 
 from __future__ import annotations

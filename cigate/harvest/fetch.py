@@ -200,6 +200,8 @@ class Fetched(Generic[T]):
     """The outcome of one :meth:`Fetcher.fetch`: what the sink stored, or the error."""
 
     ref: FileRef
+    #: Download attempts that reached the upstream: a wait for a free connection of this
+    #: process's pool is none, also past the retry policy's budget for such waits.
     attempts: int = 0
     #: ``container``, ``container-listing`` (matched in the listing) or ``files``.
     strategy: str | None = None
