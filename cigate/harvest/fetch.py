@@ -295,9 +295,13 @@ class Fetcher:
         return await self.get_json(url, dict(self.upstream.default_query), "retrieve file")
 
     async def file_record(self, ref: FileRef) -> dict[str, Any] | None:
-        """:meth:`record`, best effort: ``None`` when the upstream does not give it."""
+        """:meth:`record`, best effort: ``None`` when the upstream does not give it (one
+        attempt). Finding every connection of this process in use is no answer: the call
+        waits for one as the retried calls do, so a busy pool never skips the size check."""
         try:
-            return await self.record(ref)
+            return await self.policy.call(
+                functools.partial(self.record, ref), classify.saturated, unsent=classify.saturated
+            )
         except CigateError:
             return None
 

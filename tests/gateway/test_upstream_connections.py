@@ -364,6 +364,7 @@ class OneHeldCall:
     def __init__(self) -> None:
         self.held = False
         self.calls = 0
+        self.records: set[str] = set()  # files whose record was read (their size checked)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -389,6 +390,7 @@ class OneHeldCall:
         elif parts[0] in self.FILES and parts[1:] == ["content"]:
             await _send_body(send, self.FILES[parts[0]], b"text/csv")
         elif parts[0] in self.FILES and len(parts) == 1:
+            self.records.add(parts[0])
             await _json(send, self.record(parts[0]))
         else:
             await _send_body(send, b'{"error":{"message":"no such file"}}', status=404)
@@ -405,8 +407,10 @@ def test_waiting_for_a_harvest_connection_uses_up_no_try_of_a_copy(tmp_path: Pat
     """Every harvest connection in use (a slow call holds the only one) is this process's
     own limit: nothing was sent. A copy waits for a connection instead of counting each
     ``PoolTimeout`` as a try of the upstream. It did count them: with two tries a copy, the
-    file behind the held call was marked failed after two waits of 0.3 s and, with no
-    background retries left, never stored (a listing storm could do that to any file)."""
+    copies behind the held call were marked failed after two waits of 0.3 s and, with no
+    background retries left, never stored (a listing storm could do that to any file). The
+    file's record, read before the download for its size, gave up after one wait, so the
+    size check was skipped."""
     upstream = OneHeldCall()
     handle = run_in_thread(upstream, "127.0.0.1", 0)
     settings = on_local_disk(
@@ -434,6 +438,9 @@ def test_waiting_for_a_harvest_connection_uses_up_no_try_of_a_copy(tmp_path: Pat
     finally:
         handle.stop()
     assert upstream.held  # the harvest did find its one connection in use
+    # Each copy read its file's record (the size it checks the bytes against), also the one
+    # that waited: a wait for a connection gave up on the record and skipped the check.
+    assert upstream.records == set(OneHeldCall.FILES)
 
 
 def test_a_client_whose_file_is_still_being_copied_gets_a_503_and_the_copy_goes_on(
