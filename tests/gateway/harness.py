@@ -81,6 +81,29 @@ class GatewayHarness:
 
         return self.call(make)
 
+    async def cited_file(
+        self,
+        tenant_id: str,
+        filename: str,
+        *,
+        container_id: str | None = None,
+        file_id: str | None = None,
+        response_id: str | None = None,
+        path: str | None = None,
+    ) -> FileRow:
+        """A ``pending`` container file, as a citation records it (a new id for each id not
+        given); the harvester copies it next. Call it on the harness's loop (``call``)."""
+        return await self.services.meta.upsert_file(
+            tenant_id,
+            kind="container",
+            upstream_file_id=file_id or ids.container_file_id(),
+            container_id=container_id or ids.container_id(),
+            response_id=response_id,
+            filename=filename,
+            origin="citation",
+            path=path,
+        )
+
     def put_file(
         self,
         tenant: Tenant,
@@ -101,14 +124,12 @@ class GatewayHarness:
                 await svc.meta.record_response(
                     tenant.id, response_id, upstream="test", model=None, container_ids=[]
                 )
-            row = await svc.meta.upsert_file(
+            row = await self.cited_file(
                 tenant.id,
-                kind="container",
-                upstream_file_id=file_id or ids.container_file_id(),
-                container_id=container_id or ids.container_id(),
+                filename,
+                container_id=container_id,
+                file_id=file_id,
                 response_id=response_id,
-                filename=filename,
-                origin="citation",
                 path=path,
             )
             # Leased as the harvester's copy would be: the resume sweep must not copy the row

@@ -292,15 +292,7 @@ def test_erasure_racing_a_copy_of_the_same_bytes_neither_loses_nor_keeps_a_blob(
     async def round_(i: int) -> None:
         data = f"round {i} ".encode() * 50
         x = await _stored_async(gateway, a, data)
-        y = await svc.meta.upsert_file(
-            b.id,
-            kind="container",
-            upstream_file_id=ids.container_file_id(),
-            container_id=ids.container_id(),
-            response_id=None,
-            filename="y.bin",
-            origin="citation",
-        )
+        y = await gateway.cited_file(b.id, "y.bin")
         await svc.meta.claim_file(y.id, "race-test", 600)  # leased, as a copy's row is
         target = y if i % 4 == 1 else x
         forced = asyncio.Event() if i % 4 in (0, 1) else None
@@ -343,15 +335,7 @@ def test_erasure_racing_a_copy_of_the_same_bytes_neither_loses_nor_keeps_a_blob(
 
 async def _stored_async(gateway: GatewayHarness, tenant: Tenant, data: bytes) -> FileRow:
     svc = gateway.services
-    row = await svc.meta.upsert_file(
-        tenant.id,
-        kind="container",
-        upstream_file_id=ids.container_file_id(),
-        container_id=ids.container_id(),
-        response_id=None,
-        filename="x.bin",
-        origin="citation",
-    )
+    row = await gateway.cited_file(tenant.id, "x.bin")
 
     async def chunks() -> AsyncIterator[bytes]:
         yield data
@@ -445,15 +429,7 @@ def test_concurrent_copies_never_store_past_a_quota_together(gateway: GatewayHar
         await svc.meta.set_limits(tenant.id, quota_bytes=await svc.meta.usage(tenant.id) + 100)
         rows, infos = [], []
         for n in range(2):
-            row = await svc.meta.upsert_file(
-                tenant.id,
-                kind="container",
-                upstream_file_id=ids.container_file_id(),
-                container_id=ids.container_id(),
-                response_id=None,
-                filename=f"{i}-{n}",
-                origin="citation",
-            )
+            row = await gateway.cited_file(tenant.id, f"{i}-{n}")
             data = f"{i}-{n}".encode().ljust(60, b".")
 
             async def chunks(data: bytes = data) -> AsyncIterator[bytes]:

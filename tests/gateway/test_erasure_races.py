@@ -65,14 +65,8 @@ def test_a_recording_racing_an_erasure_never_brings_the_file_back(
         )
         fid = ids.container_file_id()
         LISTED[cid] = fid
-        row = await svc.meta.upsert_file(
-            tenant.id,
-            kind="container",
-            upstream_file_id=fid,
-            container_id=cid,
-            response_id=rid,
-            filename=f"f{i}.txt",
-            origin="citation",
+        row = await gateway.cited_file(
+            tenant.id, f"f{i}.txt", container_id=cid, file_id=fid, response_id=rid
         )
         await svc.meta.claim_file(row.id, "test", 600)  # no copy of it from the dead upstream
 

@@ -106,14 +106,12 @@ def test_a_by_path_link_serves_the_file_listed_at_that_path_else_the_one_cited_b
 async def _same_response(gateway: GatewayHarness, tenant_id: str, file_id: str) -> None:
     row = await gateway.services.meta.get_file(tenant_id, file_id)
     assert row is not None
-    await gateway.services.meta.upsert_file(
+    await gateway.cited_file(
         tenant_id,
-        kind="container",
-        upstream_file_id=row.upstream_file_id,
+        row.filename,
         container_id=row.container_id,
+        file_id=row.upstream_file_id,
         response_id="resp_1",
-        filename=row.filename,
-        origin="citation",
     )
 
 

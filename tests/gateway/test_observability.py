@@ -503,14 +503,11 @@ def test_harvest_downloads_refused_by_the_upstream_raise_the_same_alarm_and_stay
             svc = gw.services
             tasks = []
             for i in range(4):
-                row = await svc.meta.upsert_file(
+                row = await gw.cited_file(
                     tenant.id,
-                    kind="container",
-                    upstream_file_id=f"cfile_{i:032x}",
+                    f"f{i}.txt",
                     container_id="cntr_" + "a" * 32,
-                    response_id=None,
-                    filename=f"f{i}.txt",
-                    origin="citation",
+                    file_id=f"cfile_{i:032x}",
                 )
                 task = svc.harvester.start_copy(row)
                 assert task is not None

@@ -461,15 +461,7 @@ def test_a_client_whose_file_is_still_being_copied_gets_a_503_and_the_copy_goes_
         return httpx2.Response(200, json=_container_file(container, file_id, "s.csv", content))
 
     async def still_copying(gw: GatewayHarness, tenant_id: str) -> tuple[CigateError, Any]:
-        row = await gw.services.meta.upsert_file(
-            tenant_id,
-            kind="container",
-            upstream_file_id=file_id,
-            container_id=container,
-            response_id=None,
-            filename="s.csv",
-            origin="citation",
-        )
+        row = await gw.cited_file(tenant_id, "s.csv", container_id=container, file_id=file_id)
         with pytest.raises(UpstreamUnavailableError) as waited:
             await gw.services.harvester.ensure_stored(row, wait=0.2)
         release.set()

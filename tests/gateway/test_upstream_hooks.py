@@ -79,14 +79,8 @@ def _copy_files(gw: GatewayHarness, tenant_id: str, count: int) -> list[str]:
         svc = gw.services
         tasks = []
         for i in range(count):
-            row = await svc.meta.upsert_file(
-                tenant_id,
-                kind="container",
-                upstream_file_id=f"cfile_{i:032x}",
-                container_id=CONTAINER,
-                response_id=None,
-                filename=f"f{i}.txt",
-                origin="citation",
+            row = await gw.cited_file(
+                tenant_id, f"f{i}.txt", container_id=CONTAINER, file_id=f"cfile_{i:032x}"
             )
             task = svc.harvester.start_copy(row)
             assert task is not None
@@ -198,14 +192,8 @@ def test_upstream_calls_carry_the_traceparent_of_the_current_span(tmp_path: Path
 
 
 async def _row(gw: GatewayHarness, tenant_id: str) -> Any:
-    return await gw.services.meta.upsert_file(
-        tenant_id,
-        kind="container",
-        upstream_file_id="cfile_" + "9" * 32,
-        container_id=CONTAINER,
-        response_id=None,
-        filename="traced.txt",
-        origin="citation",
+    return await gw.cited_file(
+        tenant_id, "traced.txt", container_id=CONTAINER, file_id="cfile_" + "9" * 32
     )
 
 
